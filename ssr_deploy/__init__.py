@@ -1,0 +1,10 @@
+"""ssr-deploy: search a real-time segmentation network with SSR, retrain, export, run fast."""
+
+__version__ = "0.1.0"
+
+from ssr_deploy.errors import GenotypeError, SsrDeployError  # noqa: E402
+from ssr_deploy.genotype import Genotype  # noqa: E402
+from ssr_deploy.model import SSRNet, build_model, load_model, save_checkpoint  # noqa: E402
+
+__all__ = ["Genotype", "GenotypeError", "SSRNet", "SsrDeployError", "build_model", "load_model",
+           "save_checkpoint", "__version__"]

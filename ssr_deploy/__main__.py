@@ -1,0 +1,3 @@
+from ssr_deploy.cli import main
+
+main()

@@ -1,0 +1,9 @@
+"""The one exception type users see: a message that names the problem and the fix."""
+
+
+class SsrDeployError(Exception):
+    """A user mistake or an environment problem; the CLI prints it as one line."""
+
+
+class GenotypeError(SsrDeployError, ValueError):
+    """A genotype file or dict that does not describe a valid network."""

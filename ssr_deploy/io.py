@@ -1,0 +1,45 @@
+"""Atomic file writes: a temp file in the target folder, fsync, then rename over the target.
+
+An interrupted write (crash, Ctrl-C, a full disk) never leaves a half-written file under
+the final name; the previous file, if any, stays intact.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from ssr_deploy.errors import SsrDeployError
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp_path)`` and move the result to ``path`` only if it returned normally."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise SsrDeployError(f"cannot write {path}: folder {path.parent} does not exist; create it "
+                             "first or choose another output path")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
