@@ -1,0 +1,85 @@
+"""Checkpoints that carry their architecture: weights + genotype JSON + its hash.
+
+Loaded with ``torch.load(weights_only=True)``: a checkpoint from the internet cannot run code.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import ssr_deploy
+from ssr_deploy.errors import GenotypeError, SsrDeployError
+from ssr_deploy.genotype import Genotype
+from ssr_deploy.io import atomic_write
+from ssr_deploy.model.net import SSRNet, build_model
+
+CHECKPOINT_FORMAT = 1
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, genotype: Genotype, **extra: Any) -> Path:
+    """Write ``model``'s weights with ``genotype`` atomically; ``extra`` (epoch, optimizer
+    state, metrics...) must be tensors, numbers, strings or containers of them."""
+    model = getattr(model, "module", model)  # unwrap DDP / DataParallel
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "ssr_deploy_version": ssr_deploy.__version__,
+        "genotype": genotype.to_dict(),
+        "genotype_hash": genotype.hash,
+        "num_classes": getattr(model, "num_classes", genotype.num_classes),
+        "state_dict": model.state_dict(),
+        **extra,
+    }
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """The raw checkpoint dict, loaded safely; clear errors for missing or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise SsrDeployError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SsrDeployError(f"cannot read checkpoint {path}: {first} (is it a file written by "
+                             "ssr-deploy's save_checkpoint, and complete?)") from None
+    if not isinstance(state, dict) or "genotype" not in state or "state_dict" not in state:
+        raise SsrDeployError(f"{path} is not an ssr-deploy checkpoint: it has no genotype and "
+                             "state_dict (train with `ssr-deploy train` or use save_checkpoint)")
+    return state
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> SSRNet:
+    """Rebuild the network a checkpoint holds, load its weights, and return it in eval mode."""
+    state = read_checkpoint(path, map_location)
+    genotype = Genotype.from_dict(state["genotype"], source=f"{path} (genotype)")
+    recorded = state.get("genotype_hash")
+    if recorded is not None and recorded != genotype.hash:
+        raise GenotypeError(f"{path}: the genotype inside does not match its recorded hash "
+                            f"({recorded[:12]} vs {genotype.hash[:12]}); the file was edited or "
+                            "is corrupt")
+    model = build_model(genotype, state.get("num_classes"))
+    load_weights(model, state["state_dict"], str(path))
+    return model.eval()
+
+
+def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:
+    """``load_state_dict`` with an error that lists the keys and shapes that do not fit."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    wrong = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+             if k in state_dict and state_dict[k].shape != v.shape]
+    problems = [(f"missing {', '.join(missing[:4])}", missing),
+                (f"unexpected {', '.join(unexpected[:4])}", unexpected),
+                (f"wrong shape {', '.join(wrong[:4])}", wrong)]
+    found = [f"{text}{' ...' if len(keys) > 4 else ''}" for text, keys in problems if keys]
+    if found:
+        raise SsrDeployError(f"weights in {source} do not fit the genotype: {'; '.join(found)} "
+                             "(the weights were trained for another architecture)")
+    model.load_state_dict(state_dict)
