@@ -1,0 +1,1 @@
+"""Export: ONNX (here), TensorRT engines and Triton repositories (to come)."""
