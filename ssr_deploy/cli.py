@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -32,6 +33,27 @@ SIZE = Size()
 
 def size_text(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
+
+
+@contextlib.contextmanager
+def stage_bar(stages: tuple[str, ...], enabled: bool = True):
+    """A tqdm bar over named stages (on a terminal only); yields ``progress(stage)``."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(stages), disable=None if enabled else True, leave=False,
+               bar_format="{desc:<10} {bar} {n_fmt}/{total_fmt} [{elapsed}]")
+    seen = []
+
+    def progress(stage: str) -> None:
+        if seen:
+            bar.update(1)
+        seen.append(stage)
+        bar.set_description(stage)
+
+    try:
+        yield progress
+    finally:
+        bar.close()
 
 
 class Group(click.Group):
@@ -88,6 +110,77 @@ def info(genotype: str | None, sizes: tuple, num_classes: int | None, list_zoo: 
     summary = report.genotype_summary(genotype, sizes or PAPER_SIZES, num_classes,
                                       progress=not as_json)
     click.echo(json.dumps(summary, indent=2) if as_json else report.format_summary(summary))
+
+
+@main.group()
+def export() -> None:
+    """Export to ONNX, TensorRT engines and Triton model repositories.
+
+    \b
+    ssr-deploy export onnx runs/train/best.pt -o model.onnx --input uint8-nhwc-bgr --output labels
+    ssr-deploy export engine model.onnx -o model.engine --fp16
+    ssr-deploy export check model.engine --against model.onnx
+    ssr-deploy export triton model.engine --repo triton/
+    """
+
+
+@export.command("onnx")
+@click.argument("source")
+@click.option("-o", "--output-path", "out", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the .onnx (a .json sidecar is written beside it).")
+@click.option("--weights", help="Checkpoint whose weights to use, when SOURCE is a genotype.")
+@click.option("--random-init", is_flag=True, help="Export untrained weights (for speed work).")
+@click.option("--size", type=SIZE, default="512x1024", show_default=True,
+              help="Input size (the optimum when --dynamic-size).")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--dynamic-batch", is_flag=True, help="Batch size symbolic, 1 to --max-batch.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--dynamic-size", is_flag=True, help="Height and width symbolic.")
+@click.option("--min-size", type=SIZE, help="Smallest size with --dynamic-size. [default: "
+              "half of --size]")
+@click.option("--max-size", type=SIZE, help="Largest size with --dynamic-size. [default: "
+              "twice --size]")
+@click.option("--opset", type=int, default=18, show_default=True)
+@click.option("--input", "input_format", default="float-nchw", show_default=True,
+              type=click.Choice(["float-nchw", "uint8-nhwc-bgr", "uint8-nhwc-rgb"]),
+              help="uint8 variants fold cast, scale, mean/std and layout into the graph.")
+@click.option("--output", "output_format", default="logits", show_default=True,
+              type=click.Choice(["logits", "labels"]), help="labels: argmax in the graph.")
+@click.option("--label-dtype", default="uint8", show_default=True,
+              type=click.Choice(["uint8", "int32"]))
+@click.option("--simplify/--no-simplify", default=True, show_default=True,
+              help="Simplify the graph with onnxslim.")
+@click.option("--json", "as_json", is_flag=True, help="Print the verification report as JSON.")
+def export_onnx_cmd(source, out, weights, random_init, size, batch, dynamic_batch, max_batch,
+                    dynamic_size, min_size, max_size, opset, input_format, output_format,
+                    label_dtype, simplify, as_json) -> None:
+    """Export SOURCE (a checkpoint, or a genotype with --weights / --random-init) to ONNX,
+    verified against PyTorch with onnxruntime.
+
+    \b
+    Examples:
+      ssr-deploy export onnx runs/train/best.pt -o model.onnx
+      ssr-deploy export onnx ssr-cityscapes --random-init -o model.onnx \\
+          --input uint8-nhwc-bgr --output labels --dynamic-batch
+    """
+    from ssr_deploy.export.graph import IOFormat
+    from ssr_deploy.export.onnx import (STAGES, OnnxOptions, export_onnx, format_report,
+                                        load_source, summary_line)
+
+    io = IOFormat(input_format, output_format, label_dtype)
+    options = OnnxOptions(size=size, batch=batch, dynamic_batch=dynamic_batch,
+                          max_batch=max_batch, dynamic_size=dynamic_size, min_size=min_size,
+                          max_size=max_size, opset=opset, io=io, simplify=simplify)
+    net = load_source(source, weights, random_init)
+    with stage_bar(STAGES, enabled=not as_json) as progress:
+        result = export_onnx(net, out, options, progress=progress)
+    if as_json:
+        click.echo(json.dumps({"path": str(result.path), "sidecar": str(result.sidecar),
+                               "seconds": result.seconds, "verification": result.report},
+                              indent=2))
+        return
+    click.echo(format_report(result.report))
+    click.echo(summary_line(result))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ssr_deploy.errors import GenotypeError
-from ssr_deploy.io import atomic_write_text
+from ssr_deploy.io import atomic_write_text, dumps_compact
 
 FORMAT = 1
 DILATIONS = (1, 2, 4, 8, 16)
@@ -174,7 +174,7 @@ class Genotype:
                 "input": self.input.to_dict(), "bn_eps": self.bn_eps}
 
     def to_json(self) -> str:
-        return _dumps(self.to_dict()) + "\n"
+        return dumps_compact(self.to_dict()) + "\n"
 
     def save(self, path: str | Path) -> Path:
         """Write the genotype as JSON, atomically."""
@@ -430,18 +430,3 @@ def _num(x: float) -> str:
 def _short(value: Any) -> Any:
     text = json.dumps(value) if not isinstance(value, str) else value
     return value if len(text) <= 40 else text[:37] + "..."
-
-
-def _dumps(value: Any, indent: int = 0) -> str:
-    """JSON with one line per innermost object or list: a layer reads as a table row."""
-    flat = json.dumps(value)
-    if not isinstance(value, (dict, list)) or len(flat) + indent <= 96 and not any(
-            isinstance(v, dict) or (isinstance(v, list) and v and isinstance(v[0], dict))
-            for v in (value.values() if isinstance(value, dict) else value)):
-        return flat
-    pad = " " * (indent + 2)
-    if isinstance(value, dict):
-        items = [f"{pad}{json.dumps(k)}: {_dumps(v, indent + 2)}" for k, v in value.items()]
-        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
-    items = [pad + _dumps(v, indent + 2) for v in value]
-    return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"

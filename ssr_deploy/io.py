@@ -6,10 +6,12 @@ the final name; the previous file, if any, stays intact.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ssr_deploy.errors import SsrDeployError
 
@@ -43,3 +45,18 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def dumps_compact(value: Any, indent: int = 0) -> str:
+    """JSON with one line per innermost object or list: a layer reads as a table row."""
+    flat = json.dumps(value)
+    if not isinstance(value, (dict, list)) or len(flat) + indent <= 96 and not any(
+            isinstance(v, dict) or (isinstance(v, list) and v and isinstance(v[0], dict))
+            for v in (value.values() if isinstance(value, dict) else value)):
+        return flat
+    pad = " " * (indent + 2)
+    if isinstance(value, dict):
+        items = [f"{pad}{json.dumps(k)}: {dumps_compact(v, indent + 2)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
+    items = [pad + dumps_compact(v, indent + 2) for v in value]
+    return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"

@@ -1,51 +1,220 @@
-"""ONNX export through ``torch.onnx.export(dynamo=True)``, written atomically."""
+"""ONNX export: validate, export (dynamo), simplify (onnxslim), verify, then write the model
+and its sidecar. A failed verification leaves nothing at the final path."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import onnx
 import torch
 
 from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.export.graph import DeployModel, IOFormat, fold_batchnorm
+from ssr_deploy.export.metadata import Dynamic, build_metadata, to_props, write_sidecar
+from ssr_deploy.export.verify import MAX_ABS_DIFF, MIN_LABEL_AGREEMENT, format_report, verify_onnx
+from ssr_deploy.genotype import Genotype
 from ssr_deploy.io import atomic_write
-from ssr_deploy.model.net import SSRNet
+from ssr_deploy.model.checkpoint import load_weights, read_checkpoint
+from ssr_deploy.model.net import SSRNet, build_model
 
 MIN_OPSET = 17
 DEFAULT_OPSET = 18
 
 
-def export_onnx(model: SSRNet, path: str | Path, size: tuple[int, int] = (512, 1024),
-                batch: int = 1, dynamic: bool = False, opset: int = DEFAULT_OPSET) -> Path:
-    """Export ``model`` (float32 NCHW in -> logits out) to ``path``.
+@dataclass(frozen=True)
+class OnnxOptions:
+    """What to export. Sizes are (H, W) in pixels; ``min_size``/``max_size`` only matter with
+    ``dynamic_size`` (default: half and twice ``size``)."""
 
-    ``dynamic`` makes batch, height and width symbolic; height and width stay multiples of
-    the network's output stride, the rule ``genotype.size_rule()`` states."""
-    if opset < MIN_OPSET:
-        raise SsrDeployError(f"opset {opset} is too old: SSRNet needs opset >= {MIN_OPSET} "
+    size: tuple[int, int] = (512, 1024)
+    batch: int = 1
+    dynamic_batch: bool = False
+    max_batch: int = 32
+    dynamic_size: bool = False
+    min_size: tuple[int, int] | None = None
+    max_size: tuple[int, int] | None = None
+    opset: int = DEFAULT_OPSET
+    io: IOFormat = field(default_factory=IOFormat)
+    simplify: bool = True
+    max_abs_diff: float = MAX_ABS_DIFF
+    min_label_agreement: float = MIN_LABEL_AGREEMENT
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    sidecar: Path
+    metadata: dict[str, Any]
+    report: dict[str, Any]
+    seconds: float
+
+
+def load_source(source: str, weights: str | None = None, random_init: bool = False) -> SSRNet:
+    """SOURCE is a checkpoint, or a genotype (zoo name / JSON) with ``weights`` or
+    ``random_init``; returns the network in eval mode."""
+    path = Path(source)
+    if path.suffix in (".pt", ".pth") or (path.is_file() and path.suffix != ".json"):
+        from ssr_deploy.model.checkpoint import load_model
+
+        if weights or random_init:
+            raise SsrDeployError(f"{source} is a checkpoint and carries its weights; drop "
+                                 "--weights / --random-init")
+        return load_model(path)
+    genotype = Genotype.load(source)
+    if weights and random_init:
+        raise SsrDeployError("give either --weights or --random-init, not both")
+    if not weights and not random_init:
+        raise SsrDeployError(f"{source} is a genotype without weights: add --weights CKPT, or "
+                             "--random-init to export untrained weights (for speed work)")
+    if random_init:
+        torch.manual_seed(0)
+        return build_model(genotype).eval()
+    state = read_checkpoint(weights)
+    if state.get("genotype_hash") not in (None, genotype.hash):
+        raise SsrDeployError(f"{weights} was trained for genotype "
+                             f"{state['genotype'].get('name')} ({state['genotype_hash'][:12]}), "
+                             f"not {genotype.name} ({genotype.hash[:12]}); pass the checkpoint "
+                             "itself as SOURCE")
+    net = build_model(genotype, state.get("num_classes"))
+    load_weights(net, state["state_dict"], str(weights))
+    return net.eval()
+
+
+def _ranges(genotype: Genotype, o: OnnxOptions) -> Dynamic:
+    """Check every size and batch before any work starts; return the dynamic ranges."""
+    if o.opset < MIN_OPSET:
+        raise SsrDeployError(f"opset {o.opset} is too old: SSRNet needs opset >= {MIN_OPSET} "
                              f"(use --opset {DEFAULT_OPSET})")
-    genotype = model.genotype
-    genotype.check_input_size(*size)
-    model = model.eval()
-    example = torch.zeros(batch, 3, *size)
-    dynamic_shapes = None
-    if dynamic:
+    genotype.check_input_size(*o.size)
+    if o.batch < 1:
+        raise SsrDeployError(f"--batch {o.batch}: a batch is at least 1")
+    batch = None
+    if o.dynamic_batch:
+        if not o.batch <= o.max_batch:
+            raise SsrDeployError(f"--batch {o.batch} is above --max-batch {o.max_batch}")
+        batch = (1, o.batch, o.max_batch)
+    size = None
+    if o.dynamic_size:
+        h, w = o.size
         multiple, minimum = genotype.size_rule()
-        dim = torch.export.Dim
-        dynamic_shapes = {"x": {0: dim("batch", min=1, max=1024),
-                                2: multiple * dim("h", min=minimum // multiple, max=4096),
-                                3: multiple * dim("w", min=minimum // multiple, max=4096)}}
 
-    def write(tmp: Path) -> None:
-        with _quiet():
-            program = torch.onnx.export(
-                model, (example,), dynamo=True, opset_version=opset, input_names=["images"],
-                output_names=["logits"], dynamic_shapes=dynamic_shapes, verbose=False)
-            program.save(str(tmp))
+        def snap(n: int) -> int:
+            return max(minimum, n // multiple * multiple)
 
-    return atomic_write(path, write)
+        low = o.min_size or (snap(h // 2), snap(w // 2))
+        high = o.max_size or (2 * h, 2 * w)
+        for s in (low, high):
+            genotype.check_input_size(*s)
+        if not (low[0] <= h <= high[0] and low[1] <= w <= high[1]):
+            raise SsrDeployError(f"--size {h}x{w} must lie between --min-size "
+                                 f"{low[0]}x{low[1]} and --max-size {high[0]}x{high[1]}")
+        size = (tuple(low), (h, w), tuple(high))
+    return Dynamic(batch=batch, size=size)
+
+
+def _dynamic_shapes(genotype: Genotype, io: IOFormat, dynamic: Dynamic) -> dict | None:
+    if not dynamic.batch and not dynamic.size:
+        return None
+    dim, dims = torch.export.Dim, {}
+    if dynamic.batch:
+        dims[0] = dim("batch", min=dynamic.batch[0], max=dynamic.batch[2])
+    if dynamic.size:
+        multiple = genotype.size_rule()[0]
+        (h0, w0), _, (h1, w1) = dynamic.size
+        first = 1 if io.uint8_input else 2
+        dims[first] = multiple * dim("h", min=h0 // multiple, max=h1 // multiple)
+        dims[first + 1] = multiple * dim("w", min=w0 // multiple, max=w1 // multiple)
+    return {"x": dims}
+
+
+def _example(io: IOFormat, batch: int, size: tuple[int, int]) -> torch.Tensor:
+    if io.uint8_input:
+        return torch.zeros(batch, *size, 3, dtype=torch.uint8)
+    return torch.zeros(batch, 3, *size)
+
+
+def _verification_cases(o: OnnxOptions, dynamic: Dynamic) -> list[tuple[int, int, int]]:
+    cases = [(o.batch, *o.size)]
+    if dynamic.batch or dynamic.size:
+        other_batch = 2 if dynamic.batch and o.batch != 2 else o.batch
+        other_size = dynamic.size[0] if dynamic.size else o.size
+        cases.append((other_batch, *other_size))
+    return cases
+
+
+STAGES = ("export", "simplify", "verify", "write")
+
+
+def export_onnx(net: SSRNet, path: str | Path, options: OnnxOptions | None = None,
+                progress: Callable[[str], None] | None = None, **overrides: Any) -> ExportResult:
+    """Export ``net`` to ``path`` (+ ``path``.json sidecar), verified against PyTorch.
+
+    Keyword ``overrides`` set OnnxOptions fields, e.g. ``size=(64, 128), dynamic_size=True``;
+    ``progress`` is called with each name in STAGES as it starts."""
+    step = progress or (lambda stage: None)
+    o = options or OnnxOptions()
+    if overrides:
+        o = OnnxOptions(**{**o.__dict__, **overrides})
+    start = time.perf_counter()
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise SsrDeployError(f"cannot write {path}: folder {path.parent} does not exist; create "
+                             "it first or choose another output path")
+    genotype = net.genotype
+    dynamic = _ranges(genotype, o)
+    step("export")
+    deploy = DeployModel(fold_batchnorm(net), o.io).eval()
+    example_batch = 2 if dynamic.batch and o.batch == 1 else o.batch  # 1 would be specialised
+    with _quiet():
+        program = torch.onnx.export(
+            deploy, (_example(o.io, example_batch, o.size),), dynamo=True,
+            opset_version=o.opset, input_names=[o.io.input_name],
+            output_names=[o.io.output_name],
+            dynamic_shapes=_dynamic_shapes(genotype, o.io, dynamic), verbose=False)
+    model = program.model_proto
+    step("simplify")
+    if o.simplify:
+        import onnxslim
+
+        model = onnxslim.slim(model)
+    metadata = build_metadata(genotype, o.io, o.batch, o.size, net.num_classes, dynamic, o.opset)
+    onnx.helper.set_model_props(model, to_props(metadata))
+    model.producer_name, model.producer_version = "ssr-deploy", metadata["producer"]["ssr_deploy"]
+
+    step("verify")
+    report = verify_onnx(model, deploy, _verification_cases(o, dynamic), o.max_abs_diff,
+                         o.min_label_agreement)
+    if not report["passed"]:
+        raise SsrDeployError(f"verification failed, nothing written: onnxruntime differs from "
+                             f"PyTorch by up to {report['max_abs_diff']:.2e} with "
+                             f"{100 * report['label_agreement']:.4f}% of labels agreeing; "
+                             "report this with the genotype and options")
+    step("write")
+    atomic_write(path, lambda tmp: onnx.save(model, str(tmp)))
+    try:
+        sidecar = write_sidecar(path, metadata)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return ExportResult(path, sidecar, metadata, report, time.perf_counter() - start)
+
+
+def summary_line(result: ExportResult) -> str:
+    """Ultralytics-style last line: what, where, how big, how long."""
+    mb = result.path.stat().st_size / 1e6
+    return (f"wrote {result.path} ({mb:.1f} MB) and {result.sidecar.name} in "
+            f"{result.seconds:.1f} s")
+
+
+__all__ = ["ExportResult", "OnnxOptions", "export_onnx", "format_report", "load_source",
+           "summary_line"]
 
 
 @contextlib.contextmanager

@@ -1,0 +1,127 @@
+"""Verification of an exported ONNX graph: onnx.checker (full), shape inference, and
+onnxruntime (CPU) against PyTorch on random and street-like inputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.export.graph import DeployModel, IOFormat
+from ssr_deploy.genotype import InputSpec
+
+MAX_ABS_DIFF = 1e-4
+MIN_LABEL_AGREEMENT = 0.9999
+
+
+def street_frames(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """(n, H, W, 3) uint8 BGR frames that look like a road scene: sky gradient, buildings,
+    a road in perspective, noise; so verification sees realistic activations, not only noise."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    frames = np.empty((n, height, width, 3), np.uint8)
+    for k in range(n):
+        horizon = height * rng.uniform(0.35, 0.55)
+        img = np.empty((height, width, 3), np.float32)
+        img[...] = np.array([230, 180, 120], np.float32) * (0.6 + 0.4 * ys / height)[..., None]
+        for _ in range(rng.integers(3, 8)):  # buildings
+            x0, x1 = sorted(rng.uniform(0, width, 2))
+            top = horizon * rng.uniform(0.1, 0.9)
+            inside = (xs >= x0) & (xs < x1) & (ys >= top) & (ys < horizon)
+            img[inside] = rng.uniform(40, 200, 3)
+        half = (ys - horizon) / max(height - horizon, 1) * width * 0.6
+        road = (ys >= horizon) & (np.abs(xs - width / 2) <= half)
+        img[road] = (90, 80, 85)
+        img[(ys >= horizon) & ~road] = (60, 140, 90)
+        img += rng.normal(0, 8, img.shape) * rng.uniform(0.5, 1.5)
+        frames[k] = np.clip(img * rng.uniform(0.7, 1.3), 0, 255).astype(np.uint8)
+    return frames
+
+
+def model_input(frames_bgr: np.ndarray, io: IOFormat, spec: InputSpec) -> np.ndarray:
+    """(N, H, W, 3) uint8 BGR frames -> what the graph takes (see IOFormat)."""
+    if io.input == "uint8-nhwc-bgr":
+        return np.ascontiguousarray(frames_bgr)
+    rgb = np.ascontiguousarray(frames_bgr[..., ::-1])
+    if io.input == "uint8-nhwc-rgb":
+        return rgb
+    ordered = rgb if spec.color == "rgb" else frames_bgr
+    x = ordered.astype(np.float32) / 255.0
+    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def with_logits_output(model: onnx.ModelProto, io: IOFormat) -> onnx.ModelProto:
+    """A copy of a labels-output graph that also returns the logits feeding its ArgMax."""
+    if io.output == "logits":
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    argmax = [node for node in copy.graph.node if node.op_type == "ArgMax"]
+    if len(argmax) != 1:
+        raise SsrDeployError("exported graph has no single ArgMax to verify labels against")
+    copy.graph.output.append(onnx.helper.make_tensor_value_info(
+        argmax[0].input[0], onnx.TensorProto.FLOAT, None))
+    return copy
+
+
+def verify_onnx(model: onnx.ModelProto, deploy: DeployModel, cases: list[tuple[int, int, int]],
+                max_abs_diff: float = MAX_ABS_DIFF,
+                min_label_agreement: float = MIN_LABEL_AGREEMENT) -> dict[str, Any]:
+    """Check ``model`` and compare it with ``deploy`` (the PyTorch module it was exported
+    from) at each (batch, H, W) in ``cases``, on random and on street-like frames."""
+    import onnxruntime as ort
+
+    onnx.checker.check_model(model, full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    out_type = inferred.graph.output[0].type.tensor_type
+    output_shape = [d.dim_param or d.dim_value for d in out_type.shape.dim]
+
+    io = deploy.io
+    session = ort.InferenceSession(with_logits_output(model, io).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    reference = DeployModel(deploy.net, IOFormat(io.input, "logits")).eval()
+    spec = deploy.net.genotype.input
+    results = []
+    for batch, h, w in cases:
+        rng = np.random.default_rng(h * w + batch)
+        inputs = {"random": rng.integers(0, 256, (batch, h, w, 3), dtype=np.uint8),
+                  "street-like": street_frames(batch, h, w, seed=batch)}
+        for kind, frames in inputs.items():
+            x = model_input(frames, io, spec)
+            outputs = session.run(None, {io.input_name: x})
+            with torch.no_grad():
+                expected = reference(torch.from_numpy(x)).numpy()
+            logits = outputs[-1]
+            labels = outputs[0] if io.output == "labels" else logits.argmax(1)
+            results.append({
+                "input": f"{kind} {batch}x{h}x{w}",
+                "max_abs_diff": float(np.abs(logits - expected).max()),
+                "label_agreement": float((labels == expected.argmax(1)).mean()),
+            })
+    worst_diff = max(r["max_abs_diff"] for r in results)
+    worst_agreement = min(r["label_agreement"] for r in results)
+    return {
+        "checker": "passed (full check)",
+        "output_shape": output_shape,
+        "cases": results,
+        "max_abs_diff": worst_diff,
+        "label_agreement": worst_agreement,
+        "limits": {"max_abs_diff": max_abs_diff, "min_label_agreement": min_label_agreement},
+        "passed": worst_diff <= max_abs_diff and worst_agreement >= min_label_agreement,
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [f"onnx.checker: {report['checker']}; output shape {report['output_shape']}"]
+    for case in report["cases"]:
+        lines.append(f"  onnxruntime vs torch, {case['input']:<26} max|diff| "
+                     f"{case['max_abs_diff']:.2e}  labels agree {100 * case['label_agreement']:.4f}%")
+    verdict = "PASSED" if report["passed"] else "FAILED"
+    limits = report["limits"]
+    lines.append(f"verification {verdict} (limits: max|diff| <= {limits['max_abs_diff']:.0e}, "
+                 f"agreement >= {100 * limits['min_label_agreement']:.2f}%)")
+    return "\n".join(lines)
