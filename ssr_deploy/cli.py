@@ -164,8 +164,14 @@ def export_onnx_cmd(source, out, weights, random_init, size, batch, dynamic_batc
           --input uint8-nhwc-bgr --output labels --dynamic-batch
     """
     from ssr_deploy.export.graph import IOFormat
-    from ssr_deploy.export.onnx import (STAGES, OnnxOptions, export_onnx, format_report,
-                                        load_source, summary_line)
+    from ssr_deploy.export.onnx import (
+        STAGES,
+        OnnxOptions,
+        export_onnx,
+        format_report,
+        load_source,
+        summary_line,
+    )
 
     io = IOFormat(input_format, output_format, label_dtype)
     options = OnnxOptions(size=size, batch=batch, dynamic_batch=dynamic_batch,

@@ -118,8 +118,9 @@ def verify_onnx(model: onnx.ModelProto, deploy: DeployModel, cases: list[tuple[i
 def format_report(report: dict[str, Any]) -> str:
     lines = [f"onnx.checker: {report['checker']}; output shape {report['output_shape']}"]
     for case in report["cases"]:
+        agree = 100 * case["label_agreement"]
         lines.append(f"  onnxruntime vs torch, {case['input']:<26} max|diff| "
-                     f"{case['max_abs_diff']:.2e}  labels agree {100 * case['label_agreement']:.4f}%")
+                     f"{case['max_abs_diff']:.2e}  labels agree {agree:.4f}%")
     verdict = "PASSED" if report["passed"] else "FAILED"
     limits = report["limits"]
     lines.append(f"verification {verdict} (limits: max|diff| <= {limits['max_abs_diff']:.0e}, "
