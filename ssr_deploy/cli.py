@@ -6,6 +6,7 @@ import contextlib
 import json
 import re
 import sys
+from pathlib import Path
 
 import click
 
@@ -187,6 +188,100 @@ def export_onnx_cmd(source, out, weights, random_init, size, batch, dynamic_batc
         return
     click.echo(format_report(result.report))
     click.echo(summary_line(result))
+
+
+@export.command("engine")
+@click.argument("onnx_path", metavar="MODEL.onnx")
+@click.option("-o", "--output-path", "out", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the engine (a .json sidecar is written beside it).")
+@click.option("--fp16/--fp32", "fp16", default=True, show_default=True,
+              help="Allow FP16 kernels (default) or build pure FP32.")
+@click.option("--int8", is_flag=True, help="INT8 with entropy calibration (needs --calib).")
+@click.option("--calib", "calib_dir", type=click.Path(), help="Folder of calibration images.")
+@click.option("--calib-n", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Calibration images to use.")
+@click.option("--calib-cache", type=click.Path(dir_okay=False),
+              help="Calibration cache file. [default: ENGINE.calib-cache]")
+@click.option("--min", "min_shape", metavar="BxHxW", help="Profile minimum (within the ONNX).")
+@click.option("--opt", "opt_shape", metavar="BxHxW", help="Profile optimum.")
+@click.option("--max", "max_shape", metavar="BxHxW", help="Profile maximum.")
+@click.option("--workspace", type=float, default=4.0, show_default=True, help="GiB.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False),
+              help="Timing cache file, reused and updated: rebuilds take seconds.")
+@click.option("--opt-level", type=int, default=3, show_default=True, help="0 to 5.")
+@click.option("--fp32-layers", "fp32_layers", multiple=True, metavar="PATTERN",
+              help="Pin layers whose name matches (fnmatch) to FP32; repeatable.")
+def export_engine_cmd(onnx_path, out, fp16, int8, calib_dir, calib_n, calib_cache, min_shape,
+                      opt_shape, max_shape, workspace, timing_cache, opt_level,
+                      fp32_layers) -> None:
+    """Build a TensorRT engine from an exported ONNX (TensorRT >= 10 and a GPU).
+
+    \b
+    Examples:
+      ssr-deploy export engine model.onnx -o model.engine
+      ssr-deploy export engine model.onnx -o model-int8.engine --int8 --calib frames/
+      ssr-deploy export engine dyn.onnx -o dyn.engine --min 1x512x1024 --opt 4x512x1024 \\
+          --max 8x1024x2048 --timing-cache trt.cache
+    """
+    from ssr_deploy.export.tensorrt import STAGES, EngineOptions, build_engine
+
+    precision = "int8" if int8 else ("fp16" if fp16 else "fp32")
+    options = EngineOptions(precision=precision, calib_dir=calib_dir, calib_n=calib_n,
+                            calib_cache=calib_cache, min_shape=min_shape, opt_shape=opt_shape,
+                            max_shape=max_shape, workspace_gib=workspace,
+                            timing_cache=timing_cache, opt_level=opt_level,
+                            fp32_layers=tuple(fp32_layers))
+    with stage_bar(STAGES) as progress:
+        meta = build_engine(onnx_path, out, options, progress=progress)
+    gpu = meta["tensorrt"]["gpu"]
+    size_mb = Path(out).stat().st_size / 1e6
+    click.echo(f"wrote {out} ({size_mb:.1f} MB, {precision}, TensorRT "
+               f"{meta['tensorrt']['version']}, {gpu['name']} sm_"
+               f"{gpu['compute_capability'].replace('.', '')}) in {meta['build_seconds']:.1f} s")
+
+
+@export.command("check")
+@click.argument("model")
+@click.option("--against", "reference", required=True, help="The reference (FP32 ONNX).")
+@click.option("--data", type=click.Path(), help="Folder of images. [default: street-like "
+              "synthetic frames]")
+@click.option("-n", "--frames", "n", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def export_check_cmd(model, reference, data, n, as_json) -> None:
+    """Label agreement and mIoU of MODEL's labels against a reference model's.
+
+    \b
+    Example:
+      ssr-deploy export check model.engine --against model.onnx --data frames/
+    """
+    from ssr_deploy.export.check import compare, format_comparison
+
+    result = compare(model, reference, data, n, progress=not as_json)
+    click.echo(json.dumps(result, indent=2) if as_json else format_comparison(result))
+
+
+@export.command("triton")
+@click.argument("model")
+@click.option("--repo", required=True, type=click.Path(file_okay=False),
+              help="Model repository folder (created if missing).")
+@click.option("--name", default="ssrnet", show_default=True)
+@click.option("--max-batch", type=click.IntRange(min=0), default=8, show_default=True,
+              help="Triton's max_batch_size; 0 turns batching off.")
+@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--cpu", is_flag=True, help="Serve an .onnx on CPU instances.")
+def export_triton_cmd(model, repo, name, max_batch, instances, cpu) -> None:
+    """Write a Triton Inference Server model repository for an .onnx or engine.
+
+    \b
+    Example:
+      ssr-deploy export triton model.engine --repo models/ --max-batch 8 --instances 2
+      docker run --gpus all -p8000:8000 -v $PWD/models:/models \\
+          nvcr.io/nvidia/tritonserver:24.08-py3 tritonserver --model-repository=/models
+    """
+    from ssr_deploy.export.triton import write_repository
+
+    config = write_repository(model, repo, name, max_batch, instances, cpu=cpu)
+    click.echo(f"wrote {config.parent}/ (config.pbtxt and 1/{Path(model).name})")
 
 
 if __name__ == "__main__":

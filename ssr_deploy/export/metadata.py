@@ -38,8 +38,10 @@ class Dynamic:
 
 
 def sidecar_path(model_path: str | Path) -> Path:
-    """``model.onnx`` -> ``model.json``."""
-    return Path(model_path).with_suffix(".json")
+    """``model.onnx`` -> ``model.onnx.json``; ``model.engine`` -> ``model.engine.json`` (one
+    rule, so an engine built beside its ONNX never overwrites the ONNX's sidecar)."""
+    path = Path(model_path)
+    return path.with_name(path.name + ".json")
 
 
 def file_sha256(path: str | Path) -> str:

@@ -12,6 +12,7 @@ import torch
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.export.graph import DeployModel, IOFormat
 from ssr_deploy.genotype import InputSpec
+from ssr_deploy.runtime.preprocess import frames_to_input
 
 MAX_ABS_DIFF = 1e-4
 MIN_LABEL_AGREEMENT = 0.9999
@@ -42,16 +43,11 @@ def street_frames(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
 
 
 def model_input(frames_bgr: np.ndarray, io: IOFormat, spec: InputSpec) -> np.ndarray:
-    """(N, H, W, 3) uint8 BGR frames -> what the graph takes (see IOFormat)."""
-    if io.input == "uint8-nhwc-bgr":
-        return np.ascontiguousarray(frames_bgr)
-    rgb = np.ascontiguousarray(frames_bgr[..., ::-1])
-    if io.input == "uint8-nhwc-rgb":
-        return rgb
-    ordered = rgb if spec.color == "rgb" else frames_bgr
-    x = ordered.astype(np.float32) / 255.0
-    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    """(N, H, W, 3) uint8 BGR frames -> what a graph with ``io`` takes, through the runtime's
+    own preprocessing."""
+    color = io.input.rsplit("-", 1)[-1] if io.uint8_input else spec.color
+    return frames_to_input(frames_bgr, {"dtype": "uint8" if io.uint8_input else "float32",
+                                        "color": color, "mean": spec.mean, "std": spec.std})
 
 
 def with_logits_output(model: onnx.ModelProto, io: IOFormat) -> onnx.ModelProto:

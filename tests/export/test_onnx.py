@@ -174,4 +174,4 @@ def test_cli_export_onnx_json(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["verification"]["passed"] and report["path"] == str(out)
-    assert out.is_file() and out.with_suffix(".json").is_file()
+    assert out.is_file() and (tmp_path / "m.onnx.json").is_file()

@@ -1,0 +1,90 @@
+"""INT8 calibration data: images from a folder, preprocessed exactly as the runtime does,
+in fixed-size batches, plus the calibration cache file. No TensorRT needed here; the
+TensorRT calibrator in ``tensorrt.py`` only copies these batches to the GPU."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.io import atomic_write
+from ssr_deploy.runtime.preprocess import frames_to_input, resize_frames
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def find_images(folder: str | Path, limit: int | None = None) -> list[Path]:
+    """Image files under ``folder`` (recursively), sorted, at most ``limit``, spread evenly
+    over the sorted list so a Cityscapes tree contributes every city."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SsrDeployError(f"calibration folder {folder} does not exist")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise SsrDeployError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}; --int8 "
+                             "needs calibration images, e.g. 500 frames from the training set")
+    if limit and len(paths) > limit:
+        step = len(paths) / limit
+        paths = [paths[int(i * step)] for i in range(limit)]
+    return paths
+
+
+class CalibrationBatches:
+    """Batches of ``batch`` images at ``size`` = (H, W), in the layout and dtype the model's
+    input metadata says. A last partial batch is dropped (TensorRT wants full batches)."""
+
+    def __init__(self, folder: str | Path, input_spec: dict[str, Any], size: tuple[int, int],
+                 batch: int = 8, limit: int | None = 500) -> None:
+        self.paths = find_images(folder, limit)
+        if len(self.paths) < batch:
+            raise SsrDeployError(f"{len(self.paths)} calibration images under {folder} are fewer "
+                                 f"than one batch of {batch}; add images or lower --calib-batch")
+        self.spec, self.size, self.batch = input_spec, size, batch
+
+    def __len__(self) -> int:
+        return len(self.paths) // self.batch
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        h, w = self.size
+        return (self.batch, h, w, 3) if self.spec["dtype"] == "uint8" else (self.batch, 3, h, w)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * np.dtype(self.spec["dtype"]).itemsize
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for start in range(0, len(self) * self.batch, self.batch):
+            frames = [read_image(p) for p in self.paths[start:start + self.batch]]
+            yield frames_to_input(np.stack([resize_frames(f[None], self.size)[0]
+                                            for f in frames]), self.spec)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 BGR; a clear error for a corrupt or unreadable file."""
+    frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if frame is None:
+        raise SsrDeployError(f"cannot read image {path} (corrupt or not an image); remove it "
+                             "from the folder")
+    return frame
+
+
+class CalibrationCache:
+    """The calibration cache file: read if present (skipping calibration), written atomically."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path else None
+
+    def read(self) -> bytes | None:
+        if self.path and self.path.is_file() and self.path.stat().st_size:
+            return self.path.read_bytes()
+        return None
+
+    def write(self, data: bytes) -> None:
+        if self.path:
+            atomic_write(self.path, lambda tmp: tmp.write_bytes(bytes(data)))

@@ -1,0 +1,80 @@
+"""How far a model (an FP16/INT8 engine, say) drifts from a reference (its FP32 ONNX):
+label agreement and IoU of its labels against the reference's, on the same frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.export.calibration import find_images, read_image
+from ssr_deploy.export.verify import street_frames
+from ssr_deploy.runtime.backends import Backend, open_backend
+from ssr_deploy.runtime.preprocess import frames_to_input, outputs_to_labels, resize_frames
+
+
+def iou_table(confusion: np.ndarray) -> np.ndarray:
+    """Per-class IoU from a (C, C) confusion matrix (rows: reference, columns: candidate);
+    NaN for classes absent from both."""
+    tp = np.diag(confusion).astype(np.float64)
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / union, np.nan)
+
+
+def _labels(backend: Backend, frame_bgr: np.ndarray) -> np.ndarray:
+    spec = backend.metadata["input"]
+    frames = resize_frames(frame_bgr[None], tuple(spec["size"]))
+    return outputs_to_labels(backend.infer(frames_to_input(frames, spec)),
+                             backend.metadata["output"])[0]
+
+
+def compare(candidate: str | Path, reference: str | Path, data: str | Path | None = None,
+            n: int = 32, progress: bool = False) -> dict[str, Any]:
+    """Run both models on ``n`` frames (images under ``data``, else street-like frames)."""
+    with open_backend(reference) as ref, open_backend(candidate) as cand:
+        if ref.metadata["genotype"]["hash"] != cand.metadata["genotype"]["hash"] or \
+                ref.metadata["input"]["size"] != cand.metadata["input"]["size"]:
+            raise SsrDeployError(f"{candidate} and {reference} hold different networks or input "
+                                 "sizes; compare an engine with the ONNX it was built from")
+        classes = ref.metadata["classes"]
+        h, w = ref.metadata["input"]["size"]
+        if data:
+            paths = find_images(data, n)
+            frames, count = (read_image(p) for p in paths), len(paths)
+        else:
+            frames, count = iter(street_frames(n, h, w, seed=7)), n
+        confusion = np.zeros((len(classes), len(classes)), np.int64)
+        for frame in tqdm(frames, total=count, desc="comparing", disable=None if progress
+                          else True, leave=False):
+            a, b = _labels(ref, frame).ravel(), _labels(cand, frame).ravel()
+            confusion += np.bincount(a.astype(np.int64) * len(classes) + b,
+                                     minlength=len(classes) ** 2).reshape(confusion.shape)
+    iou = iou_table(confusion)
+    return {
+        "candidate": {"path": str(candidate), "precision": cand.metadata.get("precision", "fp32"),
+                      "backend": cand.name},
+        "reference": {"path": str(reference), "precision": ref.metadata.get("precision", "fp32"),
+                      "backend": ref.name},
+        "frames": count, "source": str(data) if data else "street-like synthetic frames",
+        "label_agreement": float(np.trace(confusion) / confusion.sum()),
+        "miou_vs_reference": float(np.nanmean(iou)),
+        "per_class_iou": {c: (None if np.isnan(v) else float(v)) for c, v in zip(
+            classes, iou, strict=True)},
+    }
+
+
+def format_comparison(r: dict[str, Any]) -> str:
+    lines = [f"{r['candidate']['path']} ({r['candidate']['precision']}) vs "
+             f"{r['reference']['path']} ({r['reference']['precision']}) on {r['frames']} "
+             f"frames ({r['source']})",
+             f"label agreement   {100 * r['label_agreement']:.3f}%",
+             f"mIoU vs reference {100 * r['miou_vs_reference']:.2f} "
+             "(100 = the same labels; the precision loss as a number)"]
+    worst = sorted(((v, c) for c, v in r["per_class_iou"].items() if v is not None))[:3]
+    if worst:
+        lines.append("lowest classes    " + ", ".join(f"{c} {100 * v:.1f}" for v, c in worst))
+    return "\n".join(lines)

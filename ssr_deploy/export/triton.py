@@ -1,0 +1,80 @@
+"""A Triton Inference Server model repository from an exported model and its metadata:
+``REPO/<name>/config.pbtxt`` and ``REPO/<name>/1/model.plan|model.onnx``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.export.metadata import read_sidecar, sidecar_path
+from ssr_deploy.io import atomic_write, atomic_write_text
+
+TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8",
+                "int32": "TYPE_INT32", "int64": "TYPE_INT64"}
+
+
+def _batch_range(meta: dict[str, Any]) -> tuple[int, int]:
+    if meta.get("profile"):  # an engine: its optimisation profile bounds the batch
+        return meta["profile"]["min"][0], meta["profile"]["max"][0]
+    batch = meta["dynamic"]["batch"]
+    return (batch["min"], batch["max"]) if batch else (meta["input"]["shape"][0],) * 2
+
+
+def config_pbtxt(meta: dict[str, Any], name: str, platform: str, max_batch: int,
+                 instances: int, kind: str = "KIND_GPU") -> str:
+    """The config.pbtxt text. With ``max_batch`` > 0 Triton owns the batch dimension, so
+    dims leave it out and dynamic batching is on; -1 marks dynamic height/width."""
+    low, high = _batch_range(meta)
+    if max_batch > 0 and (low > 1 or high < max_batch):
+        raise SsrDeployError(
+            f"--max-batch {max_batch} needs a model taking batches 1 to {max_batch}, and this "
+            f"one takes {low} to {high}; export with --dynamic-batch --max-batch {max_batch} "
+            "(and build the engine's profile up to it), or use --max-batch 0")
+
+    def dims(shape: list[int]) -> str:
+        return ", ".join(str(d) for d in (shape[1:] if max_batch > 0 else shape))
+
+    lines = [f'name: "{name}"', f'platform: "{platform}"', f"max_batch_size: {max_batch}"]
+    for key, word in (("input", "input"), ("output", "output")):
+        spec = meta[key]
+        lines += [f"{word} [", "  {", f'    name: "{spec["name"]}"',
+                  f"    data_type: {TRITON_TYPES[spec['dtype']]}",
+                  f"    dims: [ {dims(spec['shape'])} ]", "  }", "]"]
+    if max_batch > 0:
+        preferred = sorted({b for b in (1, 2, 4, 8, 16, 32, 64) if b <= max_batch} | {max_batch})
+        lines += ["dynamic_batching {",
+                  f"  preferred_batch_size: [ {', '.join(map(str, preferred[-3:]))} ]",
+                  "  max_queue_delay_microseconds: 100", "}"]
+    lines += ["instance_group [", "  {", f"    count: {instances}", f"    kind: {kind}", "  }",
+              "]", "parameters {", '  key: "ssr_deploy_genotype"',
+              f'  value: {{ string_value: "{meta["genotype"]["name"]} '
+              f'{meta["genotype"]["hash"][:12]}" }}', "}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_repository(model: str | Path, repo: str | Path, name: str = "ssrnet",
+                     max_batch: int = 8, instances: int = 1, version: int = 1,
+                     cpu: bool = False) -> Path:
+    """Copy ``model`` (an .onnx or an engine) and its sidecar into a Triton repository."""
+    model, repo = Path(model), Path(repo)
+    if not model.is_file():
+        raise SsrDeployError(f"model file {model} does not exist")
+    meta = read_sidecar(model)
+    is_engine = model.suffix.lower() in (".engine", ".plan")
+    if not is_engine and model.suffix.lower() != ".onnx":
+        raise SsrDeployError(f"{model.name}: Triton serves .onnx or .engine/.plan files here")
+    if is_engine and cpu:
+        raise SsrDeployError("a TensorRT engine runs on a GPU only; drop --cpu")
+    platform = "tensorrt_plan" if is_engine else "onnxruntime_onnx"
+    if instances < 1:
+        raise SsrDeployError(f"--instances {instances}: at least 1")
+    text = config_pbtxt(meta, name, platform, max_batch, instances,
+                        "KIND_CPU" if cpu else "KIND_GPU")
+    folder = repo / name / str(version)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / ("model.plan" if is_engine else "model.onnx")
+    atomic_write(target, lambda tmp: shutil.copyfile(model, tmp))
+    atomic_write(sidecar_path(target), lambda tmp: shutil.copyfile(sidecar_path(model), tmp))
+    return atomic_write_text(repo / name / "config.pbtxt", text)

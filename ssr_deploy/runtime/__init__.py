@@ -1,0 +1,1 @@
+"""Runtime: pre/post-processing once, backends that only move tensors."""

@@ -1,0 +1,28 @@
+"""The small interface every backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+
+class Backend(ABC):
+    """A loaded model: ``metadata`` is its sidecar; ``infer`` maps the model's input array
+    (layout and dtype as ``metadata["input"]`` says) to its output array on the host."""
+
+    name: str
+    metadata: dict[str, Any]
+
+    @abstractmethod
+    def infer(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None:  # noqa: B027 - backends without resources need nothing here
+        """Free what the backend holds (GPU memory, sessions)."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,110 @@
+"""The little CUDA we need, through cuda-python (``cuda.bindings.runtime``): device memory,
+page-locked host memory, streams, copies, device facts. Imported only on GPU paths."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ssr_deploy.errors import SsrDeployError
+
+
+def _cudart():
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart  # cuda-python < 12.6
+        except ImportError:
+            raise SsrDeployError("cuda-python is not installed: pip install 'ssr-deploy[gpu]' on "
+                                 "a machine with an NVIDIA GPU") from None
+    return cudart
+
+
+def check(result: tuple) -> Any:
+    """cuda-python calls return (err, *values): raise on error, return the value(s)."""
+    err, *values = result
+    cudart = _cudart()
+    if err != cudart.cudaError_t.cudaSuccess:
+        name = cudart.cudaGetErrorName(err)[1].decode()
+        raise SsrDeployError(f"CUDA error {name}: {cudart.cudaGetErrorString(err)[1].decode()}")
+    return values[0] if len(values) == 1 else (values or None)
+
+
+def gpu_info(device: int = 0) -> dict[str, str]:
+    """{"name", "compute_capability" ("9.0"), "driver"} of ``device``."""
+    cudart = _cudart()
+    props = check(cudart.cudaGetDeviceProperties(device))
+    driver = check(cudart.cudaDriverGetVersion())
+    return {"name": props.name.decode().rstrip("\0"),
+            "compute_capability": f"{props.major}.{props.minor}",
+            "driver": f"{driver // 1000}.{driver % 1000 // 10}"}
+
+
+def upload(dst: int, array: np.ndarray) -> None:
+    """Synchronous host -> device copy of a C-contiguous array to address ``dst``."""
+    cudart = _cudart()
+    array = np.ascontiguousarray(array)
+    check(cudart.cudaMemcpy(dst, array.ctypes.data, array.nbytes,
+                            cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
+
+
+class DeviceBuffer:
+    """``nbytes`` of device memory; ``ptr`` is its address as an int."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+        self.ptr = int(check(_cudart().cudaMalloc(max(nbytes, 1))))
+
+    def free(self) -> None:
+        if self.ptr:
+            check(_cudart().cudaFree(self.ptr))
+            self.ptr = 0
+
+
+class HostBuffer:
+    """Page-locked host memory viewed as a numpy array of ``shape`` and ``dtype``, so
+    async copies overlap with compute."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        dtype = np.dtype(dtype)
+        self.nbytes = int(np.prod(shape)) * dtype.itemsize
+        self.ptr = int(check(_cudart().cudaMallocHost(max(self.nbytes, 1))))
+        import ctypes
+
+        raw = (ctypes.c_byte * max(self.nbytes, 1)).from_address(self.ptr)
+        self.array = np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+
+    def free(self) -> None:
+        if self.ptr:
+            self.array = None
+            check(_cudart().cudaFreeHost(self.ptr))
+            self.ptr = 0
+
+
+class Stream:
+    def __init__(self) -> None:
+        self.handle = check(_cudart().cudaStreamCreate())
+
+    def copy_to_device(self, dst: int, src: int, nbytes: int) -> None:
+        cudart = _cudart()
+        check(cudart.cudaMemcpyAsync(dst, src, nbytes,
+                                     cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self.handle))
+
+    def copy_to_host(self, dst: int, src: int, nbytes: int) -> None:
+        cudart = _cudart()
+        check(cudart.cudaMemcpyAsync(dst, src, nbytes,
+                                     cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.handle))
+
+    def synchronize(self) -> None:
+        check(_cudart().cudaStreamSynchronize(self.handle))
+
+    @property
+    def ptr(self) -> int:
+        return int(self.handle)
+
+    def destroy(self) -> None:
+        if self.handle is not None:
+            check(_cudart().cudaStreamDestroy(self.handle))
+            self.handle = None

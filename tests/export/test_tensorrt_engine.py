@@ -1,0 +1,99 @@
+"""Real TensorRT builds and runs. Marked ``tensorrt``: they need TensorRT >= 10, cuda-python
+and an NVIDIA GPU (the docker/ image has them); CI and CPU machines deselect them."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from ssr_deploy import SsrDeployError, build_model
+from ssr_deploy.export.check import compare
+from ssr_deploy.export.graph import IOFormat
+from ssr_deploy.export.metadata import read_sidecar, sidecar_path
+from ssr_deploy.export.onnx import export_onnx
+from ssr_deploy.export.tensorrt import EngineOptions, build_engine
+from ssr_deploy.export.verify import street_frames
+from ssr_deploy.runtime.backends import open_backend
+from ssr_deploy.runtime.preprocess import frames_to_input
+
+pytestmark = [pytest.mark.tensorrt, pytest.mark.cuda]
+trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed here")
+
+
+@pytest.fixture(scope="module")
+def trained_net():
+    from tests.export.test_onnx import trained_like
+
+    return trained_like(build_model("ssr-cityscapes"))
+
+
+def _labels(backend, frames):
+    return backend.infer(frames_to_input(frames, backend.metadata["input"]))
+
+
+def test_fp16_engine_from_dynamic_labels_onnx(tmp_path, trained_net):
+    onnx_path = export_onnx(trained_net, tmp_path / "m.onnx", size=(256, 512),
+                            dynamic_batch=True, max_batch=8, dynamic_size=True,
+                            io=IOFormat("uint8-nhwc-bgr", "labels")).path
+    engine = tmp_path / "m.engine"
+    cache = tmp_path / "timing.cache"
+    meta = build_engine(onnx_path, engine, EngineOptions(timing_cache=str(cache)))
+    assert meta["precision"] == "fp16" and meta["tensorrt"]["version"] == trt.__version__
+    assert meta["tensorrt"]["gpu"]["compute_capability"] and cache.stat().st_size > 0
+    with open_backend(engine) as fast, open_backend(onnx_path) as ref:
+        for batch, h, w in [(1, 256, 512), (3, 128, 256), (8, 512, 1024)]:
+            frames = street_frames(batch, h, w, seed=batch)
+            got, expected = _labels(fast, frames), _labels(ref, frames)
+            assert got.shape == (batch, h, w) and got.dtype == np.uint8
+            assert (got == expected).mean() >= 0.99  # FP16 vs FP32
+    # the timing cache makes the rebuild cheaper and is reused without error
+    again = build_engine(onnx_path, tmp_path / "m2.engine", EngineOptions(timing_cache=str(cache)))
+    assert again["build_seconds"] <= meta["build_seconds"] * 1.5
+
+
+def test_fp32_engine_matches_onnx_logits(tmp_path, trained_net):
+    onnx_path = export_onnx(trained_net, tmp_path / "m.onnx", size=(128, 256)).path
+    engine = tmp_path / "m.engine"
+    build_engine(onnx_path, engine, EngineOptions(precision="fp32"))
+    frames = street_frames(1, 128, 256)
+    with open_backend(engine) as fast, open_backend(onnx_path) as ref:
+        got, expected = _labels(fast, frames), _labels(ref, frames)
+    assert np.abs(got - expected).max() <= 1e-2  # TF32 kernels may be picked
+    assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.999
+
+
+def test_int8_engine_calibrates_and_reuses_its_cache(tmp_path, trained_net):
+    onnx_path = export_onnx(trained_net, tmp_path / "m.onnx", size=(128, 256),
+                            io=IOFormat("uint8-nhwc-bgr", "labels")).path
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i, frame in enumerate(street_frames(16, 128, 256, seed=11)):
+        cv2.imwrite(str(calib / f"{i}.png"), frame)
+    engine = tmp_path / "m.engine"
+    meta = build_engine(onnx_path, engine, EngineOptions(precision="int8", calib_dir=str(calib),
+                                                         calib_n=16))
+    assert meta["precision"] == "int8"
+    cache = tmp_path / "m.engine.calib-cache"
+    assert cache.stat().st_size > 0
+    build_engine(onnx_path, tmp_path / "again.engine",
+                 EngineOptions(precision="int8", calib_cache=str(cache)))  # no images needed
+    report = compare(engine, onnx_path, n=8)
+    assert report["label_agreement"] >= 0.90  # a number, recorded by `export check`
+
+
+def test_fp32_layer_pinning_builds(tmp_path, trained_net):
+    onnx_path = export_onnx(trained_net, tmp_path / "m.onnx", size=(64, 128)).path
+    build_engine(onnx_path, tmp_path / "m.engine", EngineOptions(fp32_layers=("*psp*",)))
+
+
+def test_engine_from_another_tensorrt_is_refused(tmp_path, trained_net):
+    onnx_path = export_onnx(trained_net, tmp_path / "m.onnx", size=(64, 128)).path
+    engine = tmp_path / "m.engine"
+    build_engine(onnx_path, engine, EngineOptions())
+    meta = json.loads(sidecar_path(engine).read_text())
+    meta["tensorrt"]["version"] = "9.9.9"
+    sidecar_path(engine).write_text(json.dumps(meta))
+    with pytest.raises(SsrDeployError, match="built with TensorRT 9.9.9"):
+        open_backend(engine)
+    assert read_sidecar(engine)["tensorrt"]["version"] == "9.9.9"

@@ -1,0 +1,188 @@
+"""Everything of the TensorRT export that needs no TensorRT."""
+
+import copy
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from ssr_deploy import SsrDeployError
+from ssr_deploy.export.calibration import CalibrationBatches, CalibrationCache, find_images
+from ssr_deploy.export.metadata import read_sidecar
+from ssr_deploy.export.profiles import check_compatibility, optimization_profile, parse_bhw
+from ssr_deploy.export.tensorrt import EngineOptions, matching_layers, validate
+from ssr_deploy.export.verify import street_frames
+from ssr_deploy.runtime.backends.tensorrt import buffer_plan, output_shape
+
+
+def test_profile_from_onnx_ranges(labels_onnx):
+    meta = read_sidecar(labels_onnx)
+    profile = optimization_profile(meta)
+    assert profile.name == "images"
+    assert (profile.min, profile.opt, profile.max) == ((1, 32, 64, 3), (2, 64, 128, 3),
+                                                       (16, 128, 256, 3))
+
+
+def test_profile_narrowed_by_user(labels_onnx):
+    meta = read_sidecar(labels_onnx)
+    profile = optimization_profile(meta, "1x64x128", "4x64x128", "8x128x256")
+    assert profile.to_dict() == {"input": "images", "min": [1, 64, 128, 3],
+                                 "opt": [4, 64, 128, 3], "max": [8, 128, 256, 3]}
+
+
+@pytest.mark.parametrize("shapes, message", [
+    (("1x64x128", None, "32x128x256"), "--max 32x128x256 is outside what the ONNX allows"),
+    (("1x16x64", None, None), "--min 1x16x64 is outside"),
+    ((None, "2x60x128", None), "multiples of 8"),
+    (("4x64x128", "2x64x128", None), "min <= opt <= max"),
+])
+def test_profile_refusals(labels_onnx, shapes, message):
+    with pytest.raises(SsrDeployError, match=message):
+        optimization_profile(read_sidecar(labels_onnx), *shapes)
+
+
+def test_static_onnx_profile_is_its_shape(tmp_path):
+    from ssr_deploy import build_model
+    from ssr_deploy.export.onnx import export_onnx
+
+    path = export_onnx(build_model("ssr-cityscapes"), tmp_path / "s.onnx", size=(32, 64)).path
+    meta = read_sidecar(path)
+    profile = optimization_profile(meta)
+    assert profile.min == profile.opt == profile.max == (1, 3, 32, 64)
+    with pytest.raises(SsrDeployError, match=r"\(fixed: 1x32x64 to 1x32x64\)"):
+        optimization_profile(meta, max_shape="4x32x64")
+
+
+def test_parse_bhw():
+    assert parse_bhw("4x512x1024") == (4, 512, 1024)
+    with pytest.raises(SsrDeployError, match="BATCHxHEIGHTxWIDTH"):
+        parse_bhw("512x1024")
+
+
+ENGINE_META = {"onnx": "model.onnx", "tensorrt": {
+    "version": "10.3.0", "gpu": {"name": "NVIDIA A100-SXM4-80GB", "compute_capability": "8.0"}}}
+
+
+def test_engine_on_other_tensorrt_is_refused_with_rebuild_line():
+    with pytest.raises(SsrDeployError) as err:
+        check_compatibility(ENGINE_META, "10.7.0", {"name": "NVIDIA A100-SXM4-80GB",
+                                                    "compute_capability": "8.0"}, "m.engine")
+    message = str(err.value)
+    assert "built with TensorRT 10.3.0, this machine has TensorRT 10.7.0" in message
+    assert "ssr-deploy export engine model.onnx -o m.engine" in message and "\n" not in message
+
+
+def test_engine_on_other_gpu_is_refused_same_chip_warns():
+    h100 = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+    with pytest.raises(SsrDeployError, match=r"built for NVIDIA A100-SXM4-80GB \(sm_80\), this "
+                                             r"GPU is NVIDIA H100 80GB HBM3 \(sm_90\)"):
+        check_compatibility(ENGINE_META, "10.3.0", h100)
+    pcie = {"name": "NVIDIA A100-PCIE-40GB", "compute_capability": "8.0"}
+    assert "rebuilding here may be faster" in check_compatibility(ENGINE_META, "10.3.0", pcie)[0]
+    same = copy.deepcopy(ENGINE_META["tensorrt"]["gpu"])
+    assert check_compatibility(ENGINE_META, "10.3.0", same) == []
+
+
+def _write_images(folder, n, size=(40, 70)):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, frame in enumerate(street_frames(n, *size, seed=3)):
+        cv2.imwrite(str(folder / f"city_{i:03d}.png"), frame)
+    return folder
+
+
+def test_calibration_batches_use_runtime_preprocessing(tmp_path, labels_onnx):
+    meta = read_sidecar(labels_onnx)
+    folder = _write_images(tmp_path / "calib", 7)
+    batches = CalibrationBatches(folder, meta["input"], (64, 128), batch=2, limit=None)
+    assert len(batches) == 3 and batches.shape == (2, 64, 128, 3)  # the 7th image is dropped
+    got = list(batches)
+    assert [b.shape for b in got] == [(2, 64, 128, 3)] * 3 and got[0].dtype == np.uint8
+    expected = cv2.resize(cv2.imread(str(folder / "city_000.png")), (128, 64))
+    np.testing.assert_array_equal(got[0][0], expected)  # BGR uint8 input: resize only
+    float_spec = {**meta["input"], "dtype": "float32", "layout": "NCHW", "color": "rgb"}
+    first = next(iter(CalibrationBatches(folder, float_spec, (64, 128), batch=2)))
+    assert first.shape == (2, 3, 64, 128) and first.dtype == np.float32
+    np.testing.assert_allclose(first[0], expected[..., ::-1].transpose(2, 0, 1) / 255, atol=1e-6)
+
+
+def test_calibration_refusals(tmp_path, labels_onnx):
+    spec = read_sidecar(labels_onnx)["input"]
+    with pytest.raises(SsrDeployError, match="does not exist"):
+        find_images(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SsrDeployError, match="no images"):
+        find_images(tmp_path / "empty")
+    _write_images(tmp_path / "few", 1)
+    with pytest.raises(SsrDeployError, match="fewer than one batch of 4"):
+        CalibrationBatches(tmp_path / "few", spec, (64, 128), batch=4)
+    (tmp_path / "few" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(SsrDeployError, match="cannot read image .*broken.png"):
+        list(CalibrationBatches(tmp_path / "few", spec, (64, 128), batch=1))
+
+
+def test_find_images_spreads_the_limit(tmp_path):
+    for city in ("aachen", "bremen", "zurich"):
+        _write_images(tmp_path / city, 4, size=(8, 8))
+    picked = find_images(tmp_path, limit=3)
+    assert {p.parent.name for p in picked} == {"aachen", "bremen", "zurich"}
+
+
+def test_calibration_cache_round_trip(tmp_path):
+    cache = CalibrationCache(tmp_path / "c.cache")
+    assert cache.read() is None
+    cache.write(b"TRT-1000-EntropyCalibration2\n")
+    assert CalibrationCache(tmp_path / "c.cache").read() == b"TRT-1000-EntropyCalibration2\n"
+    assert CalibrationCache(None).read() is None
+
+
+def test_validate_refuses_before_any_work(tmp_path, labels_onnx):
+    engine = tmp_path / "m.engine"
+    meta, profile = validate(labels_onnx, engine, EngineOptions())
+    assert meta["genotype"]["name"] == "ssr-cityscapes" and profile.max == (16, 128, 256, 3)
+    cases = [(EngineOptions(precision="int8"), labels_onnx, engine, "--int8 needs calibration"),
+             (EngineOptions(opt_level=7), labels_onnx, engine, "--opt-level 7"),
+             (EngineOptions(workspace_gib=0), labels_onnx, engine, "--workspace 0"),
+             (EngineOptions(), tmp_path / "none.onnx", engine, "does not exist"),
+             (EngineOptions(), labels_onnx, tmp_path / "no" / "m.engine", "folder .* does not"),
+             (EngineOptions(max_shape="64x64x128"), labels_onnx, engine, "outside")]
+    for options, onnx_path, out, message in cases:
+        with pytest.raises(SsrDeployError, match=message):
+            validate(onnx_path, out, options)
+    CalibrationCache(f"{engine}.calib-cache").write(b"cache")  # an existing cache is enough
+    validate(labels_onnx, engine, EngineOptions(precision="int8"))
+
+
+def test_corrupt_onnx_is_named(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 10)
+    with pytest.raises(SsrDeployError, match="bad.onnx is not a readable ONNX file"):
+        validate(bad, tmp_path / "m.engine", EngineOptions())
+
+
+def test_missing_tensorrt_is_one_clear_line(tmp_path, labels_onnx, monkeypatch):
+    from ssr_deploy.export.tensorrt import build_engine
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails as where it is absent
+    with pytest.raises(SsrDeployError, match="TensorRT is not installed"):
+        build_engine(labels_onnx, tmp_path / "m.engine", EngineOptions())
+    assert not (tmp_path / "m.engine").exists()
+
+
+def test_fp32_layer_patterns():
+    names = ["/net/stem/conv/Conv", "/net/stages.1/layers.7/conv3x1/Conv", "/net/head/psp/MatMul"]
+    assert matching_layers(names, ("*psp*", "*layers.7*")) == [names[2], names[1]]
+    with pytest.raises(SsrDeployError, match="'\\*classifier\\*' matches no layer"):
+        matching_layers(names, ("*classifier*",))
+
+
+def test_buffer_plan_from_profile():
+    meta = {"input": {"name": "images", "layout": "NHWC", "dtype": "uint8"},
+            "output": {"name": "labels", "layout": "NHW", "dtype": "uint8"},
+            "classes": ["a"] * 19, "profile": {"max": [8, 512, 1024, 3]}}
+    inp, out = buffer_plan(meta)
+    assert inp.nbytes == 8 * 512 * 1024 * 3 and out.max_shape == (8, 512, 1024)
+    assert out.nbytes == 8 * 512 * 1024  # 4 MB of labels, not 160 MB of float logits
+    meta_logits = {**meta, "input": {"name": "x", "layout": "NCHW", "dtype": "float32"},
+                   "output": {"name": "logits", "layout": "NCHW", "dtype": "float32"}}
+    assert output_shape(meta_logits, (2, 3, 64, 128)) == (2, 19, 64, 128)

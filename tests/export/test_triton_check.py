@@ -1,0 +1,94 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from ssr_deploy import SsrDeployError, build_model
+from ssr_deploy.cli import main
+from ssr_deploy.export.check import compare, iou_table
+from ssr_deploy.export.metadata import read_sidecar
+from ssr_deploy.export.onnx import export_onnx
+from ssr_deploy.export.triton import config_pbtxt, write_repository
+
+
+def test_triton_repository(tmp_path, labels_onnx):
+    config = write_repository(labels_onnx, tmp_path / "repo", "seg", max_batch=8, instances=2)
+    text = config.read_text()
+    assert config == tmp_path / "repo" / "seg" / "config.pbtxt"
+    assert (tmp_path / "repo" / "seg" / "1" / "model.onnx").read_bytes() == \
+        labels_onnx.read_bytes()
+    read_sidecar(tmp_path / "repo" / "seg" / "1" / "model.onnx")  # sidecar travels, hash holds
+    for line in ['name: "seg"', 'platform: "onnxruntime_onnx"', "max_batch_size: 8",
+                 "data_type: TYPE_UINT8", "dims: [ -1, -1, 3 ]", "dims: [ -1, -1 ]",
+                 "preferred_batch_size: [ 2, 4, 8 ]", "count: 2", "kind: KIND_GPU"]:
+        assert line in text, line
+
+
+def test_triton_engine_and_fixed_batch(tmp_path, labels_onnx):
+    meta = read_sidecar(labels_onnx)
+    engine_meta = {**meta, "profile": {"min": [1, 64, 128, 3], "opt": [4, 64, 128, 3],
+                                       "max": [4, 64, 128, 3]}}
+    assert 'platform: "tensorrt_plan"' in config_pbtxt(engine_meta, "m", "tensorrt_plan", 4, 1)
+    with pytest.raises(SsrDeployError, match="--max-batch 8 needs a model taking batches 1 to 8"):
+        config_pbtxt(engine_meta, "m", "tensorrt_plan", 8, 1)
+    static = export_onnx(build_model("ssr-cityscapes"), tmp_path / "s.onnx", size=(32, 64)).path
+    with pytest.raises(SsrDeployError, match="export with --dynamic-batch"):
+        write_repository(static, tmp_path / "repo")
+    text = write_repository(static, tmp_path / "repo", max_batch=0, cpu=True).read_text()
+    assert "max_batch_size: 0" in text and "dims: [ 1, 3, 32, 64 ]" in text
+    assert "dynamic_batching" not in text and "KIND_CPU" in text
+
+
+def test_iou_table():
+    confusion = [[5, 1, 0], [0, 3, 0], [0, 0, 0]]
+    import numpy as np
+
+    iou = iou_table(np.array(confusion))
+    assert iou[0] == pytest.approx(5 / 6) and iou[1] == pytest.approx(3 / 4)
+    assert np.isnan(iou[2])
+
+
+def test_check_identical_models_agree_fully(tmp_path, labels_onnx):
+    result = compare(labels_onnx, labels_onnx, n=3)
+    assert result["label_agreement"] == 1.0 and result["miou_vs_reference"] == 1.0
+
+
+def test_check_different_weights_is_a_number_not_a_crash(tmp_path, labels_onnx):
+    import torch
+
+    torch.manual_seed(1)
+    net = build_model("ssr-cityscapes").eval()
+    other = export_onnx(net, tmp_path / "other.onnx", size=(64, 128),
+                        io=read_io(labels_onnx)).path
+    result = compare(other, labels_onnx, n=2)
+    assert 0 <= result["label_agreement"] < 1 and result["frames"] == 2
+
+
+def read_io(path):
+    from ssr_deploy.export.graph import IOFormat
+
+    meta = read_sidecar(path)
+    return IOFormat(f"uint8-nhwc-{meta['input']['color']}", meta["output"]["kind"])
+
+
+def test_check_refuses_different_networks(tmp_path, labels_onnx):
+    from tests.helpers import random_genotype
+
+    g = random_genotype(5)
+    other = export_onnx(build_model(g), tmp_path / "o.onnx", size=(64, 128)).path
+    with pytest.raises(SsrDeployError, match="hold different networks"):
+        compare(other, labels_onnx, n=1)
+
+
+def test_cli_check_and_triton(tmp_path, labels_onnx):
+    runner = CliRunner()
+    result = runner.invoke(main, ["export", "check", str(labels_onnx), "--against",
+                                  str(labels_onnx), "-n", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["label_agreement"] == 1.0
+    result = runner.invoke(main, ["export", "triton", str(labels_onnx), "--repo",
+                                  str(tmp_path / "r")])
+    assert result.exit_code == 0 and (tmp_path / "r" / "ssrnet" / "config.pbtxt").is_file()
+    result = runner.invoke(main, ["export", "engine", str(labels_onnx), "-o",
+                                  str(tmp_path / "m.engine"), "--int8"])
+    assert result.exit_code == 1 and "--int8 needs calibration data" in result.output
