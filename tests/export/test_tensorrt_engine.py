@@ -18,7 +18,11 @@ from ssr_deploy.runtime.backends import open_backend
 from ssr_deploy.runtime.preprocess import frames_to_input
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.cuda]
-trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed here")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def trt():
+    return pytest.importorskip("tensorrt", reason="TensorRT is not installed here")
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +36,7 @@ def _labels(backend, frames):
     return backend.infer(frames_to_input(frames, backend.metadata["input"]))
 
 
-def test_fp16_engine_from_dynamic_labels_onnx(tmp_path, trained_net):
+def test_fp16_engine_from_dynamic_labels_onnx(tmp_path, trained_net, trt):
     onnx_path = export_onnx(trained_net, tmp_path / "m.onnx", size=(256, 512),
                             dynamic_batch=True, max_batch=8, dynamic_size=True,
                             io=IOFormat("uint8-nhwc-bgr", "labels")).path

@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 
 pytestmark = pytest.mark.cuda
-pytest.importorskip("cuda.bindings", reason="cuda-python is not installed here")
+
+
+@pytest.fixture(autouse=True)
+def cuda_python():
+    pytest.importorskip("cuda.bindings", reason="cuda-python is not installed here")
 
 
 def test_host_device_round_trip_on_a_stream():
