@@ -32,10 +32,6 @@ class Size(click.ParamType):
 SIZE = Size()
 
 
-def size_text(size: tuple[int, int]) -> str:
-    return f"{size[0]}x{size[1]}"
-
-
 @contextlib.contextmanager
 def stage_bar(stages: tuple[str, ...], enabled: bool = True):
     """A tqdm bar over named stages (on a terminal only); yields ``progress(stage)``."""

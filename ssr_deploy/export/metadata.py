@@ -11,6 +11,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import onnx
+import torch
+
+import ssr_deploy
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.export.graph import IOFormat
 from ssr_deploy.genotype import Genotype, default_palette
@@ -79,11 +83,6 @@ def tensor_specs(io: IOFormat, genotype: Genotype, batch: int, size: tuple[int, 
 
 def build_metadata(genotype: Genotype, io: IOFormat, batch: int, size: tuple[int, int],
                    num_classes: int, dynamic: Dynamic, opset: int) -> dict[str, Any]:
-    import onnx
-    import torch
-
-    import ssr_deploy
-
     inp, out = tensor_specs(io, genotype, batch, size, num_classes)
     for spec in (inp, out):  # -1 marks a dynamic dimension, as ONNX Runtime and Triton do
         if dynamic.batch:

@@ -21,8 +21,11 @@ from ssr_deploy.export.metadata import Dynamic, build_metadata, to_props, write_
 from ssr_deploy.export.verify import MAX_ABS_DIFF, MIN_LABEL_AGREEMENT, format_report, verify_onnx
 from ssr_deploy.genotype import Genotype
 from ssr_deploy.io import atomic_write
-from ssr_deploy.model.checkpoint import load_weights, read_checkpoint
+from ssr_deploy.model.checkpoint import load_model, load_weights, read_checkpoint
 from ssr_deploy.model.net import SSRNet, build_model
+
+__all__ = ["ExportResult", "OnnxOptions", "export_onnx", "format_report", "load_source",
+           "summary_line"]
 
 MIN_OPSET = 17
 DEFAULT_OPSET = 18
@@ -61,8 +64,6 @@ def load_source(source: str, weights: str | None = None, random_init: bool = Fal
     ``random_init``; returns the network in eval mode."""
     path = Path(source)
     if path.suffix in (".pt", ".pth") or (path.is_file() and path.suffix != ".json"):
-        from ssr_deploy.model.checkpoint import load_model
-
         if weights or random_init:
             raise SsrDeployError(f"{source} is a checkpoint and carries its weights; drop "
                                  "--weights / --random-init")
@@ -211,10 +212,6 @@ def summary_line(result: ExportResult) -> str:
     mb = result.path.stat().st_size / 1e6
     return (f"wrote {result.path} ({mb:.1f} MB) and {result.sidecar.name} in "
             f"{result.seconds:.1f} s")
-
-
-__all__ = ["ExportResult", "OnnxOptions", "export_onnx", "format_report", "load_source",
-           "summary_line"]
 
 
 @contextlib.contextmanager

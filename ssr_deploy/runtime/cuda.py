@@ -3,6 +3,7 @@ page-locked host memory, streams, copies, device facts. Imported only on GPU pat
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any
 
 import numpy as np
@@ -71,8 +72,6 @@ class HostBuffer:
         dtype = np.dtype(dtype)
         self.nbytes = int(np.prod(shape)) * dtype.itemsize
         self.ptr = int(check(_cudart().cudaMallocHost(max(self.nbytes, 1))))
-        import ctypes
-
         raw = (ctypes.c_byte * max(self.nbytes, 1)).from_address(self.ptr)
         self.array = np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
