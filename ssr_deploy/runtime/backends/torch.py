@@ -1,0 +1,89 @@
+"""PyTorch: a checkpoint run in eager mode on CPU or CUDA, optionally FP16, channels_last,
+CUDA graphs or torch.compile. The network gets the same fused uint8-in / labels-out wrapper
+an exported graph has, so every backend takes and returns the same arrays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.export.graph import DeployModel, IOFormat
+from ssr_deploy.export.metadata import Dynamic, build_metadata
+from ssr_deploy.model.checkpoint import load_model
+from ssr_deploy.model.net import SSRNet
+from ssr_deploy.runtime.backends.base import Backend
+
+IO = IOFormat("uint8-nhwc-bgr", "labels")
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, model: str | Path | SSRNet, device: str = "cpu",
+                 size: tuple[int, int] = (512, 1024), fp16: bool = False,
+                 channels_last: bool = True, cuda_graphs: bool = False,
+                 compile: bool = False) -> None:
+        net = model if isinstance(model, SSRNet) else load_model(model)
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise SsrDeployError("--device cuda: no CUDA GPU is visible to PyTorch here; use "
+                                 "--device cpu")
+        if (fp16 or cuda_graphs) and self.device.type != "cuda":
+            raise SsrDeployError("FP16 and CUDA graphs need --device cuda")
+        genotype = net.genotype
+        genotype.check_input_size(*size)
+        multiple, minimum = genotype.size_rule()
+        self.metadata = build_metadata(
+            genotype, IO, 1, size, net.num_classes,
+            Dynamic(batch=(1, 1, 1024), size=((minimum, minimum), size, (8192, 8192))), 0)
+        self.metadata["profile"] = None
+        self.model = DeployModel(net.eval(), IO).eval().to(self.device)
+        self.dtype = torch.float16 if fp16 else torch.float32  # via autocast: BN stays FP32
+        if channels_last:  # NHWC input permuted to NCHW is channels_last already
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if compile:
+            self.model = torch.compile(self.model)
+        self.cuda_graphs = cuda_graphs
+        self._graphs: dict[tuple[int, ...], tuple] = {}
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.float16,
+                            enabled=self.dtype == torch.float16):
+            return self.model(x)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(batch)
+            if self.device.type == "cuda":
+                x = x.pin_memory().to(self.device, non_blocking=True)
+            labels = self._replay(x) if self.cuda_graphs else self._forward(x)
+            return labels.cpu().numpy()
+
+    def _replay(self, x: torch.Tensor) -> torch.Tensor:
+        """One CUDA graph per input shape: capture once, then copy in and replay."""
+        key = tuple(x.shape)
+        if key not in self._graphs:
+            static_in = x.clone()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):  # warm up kernels and the allocator before capture
+                    self._forward(static_in)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self._forward(static_in)
+            self._graphs[key] = (graph, static_in, static_out)
+        graph, static_in, static_out = self._graphs[key]
+        static_in.copy_(x)
+        graph.replay()
+        return static_out
+
+    def close(self) -> None:
+        self._graphs.clear()
+        self.model = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()

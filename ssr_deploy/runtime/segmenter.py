@@ -1,0 +1,151 @@
+"""``Segmenter``: frames in, label maps out, whatever runs underneath.
+
+    seg = Segmenter.load("model.engine")     # or .onnx / .pt
+    labels = seg(frame_bgr)                  # (H, W) uint8 class ids at the frame's size
+    vis = seg.overlay(frame_bgr, labels)
+
+Pre- and post-processing live here once; backends only move arrays.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.runtime.backends import Backend, open_backend
+from ssr_deploy.runtime.preprocess import frames_to_input, outputs_to_labels
+
+
+def as_bgr(frame: Any) -> np.ndarray:
+    """Any common image array -> (H, W, 3) uint8 BGR; a clear error for what is not one.
+
+    Grayscale and BGRA are converted; 16-bit images are scaled to 8 bits (>> 8)."""
+    if not isinstance(frame, np.ndarray):
+        raise SsrDeployError(f"a frame is a numpy array (H, W, 3) uint8 BGR as cv2.imread returns "
+                             f"it, not {type(frame).__name__}")
+    if frame.dtype == np.uint16:
+        frame = (frame >> 8).astype(np.uint8)
+    elif frame.dtype != np.uint8:
+        raise SsrDeployError(f"frames of dtype {frame.dtype} are ambiguous (0-1 or 0-255?); "
+                             "convert to uint8 first, e.g. (frame * 255).clip(0, 255)"
+                             ".astype(np.uint8)")
+    if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
+        frame = cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2BGR)
+    elif frame.ndim == 3 and frame.shape[2] == 4:
+        frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+    elif not (frame.ndim == 3 and frame.shape[2] == 3):
+        raise SsrDeployError(f"frame shape {frame.shape} is not an image; expected (H, W), "
+                             "(H, W, 1), (H, W, 3) BGR or (H, W, 4) BGRA")
+    if 0 in frame.shape[:2]:
+        raise SsrDeployError(f"frame of shape {frame.shape} is empty")
+    return frame
+
+
+class Segmenter:
+    """A loaded model plus the pre/post-processing its metadata asks for.
+
+    ``letterbox`` keeps the frame's aspect ratio (pads instead of stretching)."""
+
+    def __init__(self, backend: Backend, letterbox: bool = False) -> None:
+        self.backend = backend
+        self.metadata = backend.metadata
+        self.input_spec = self.metadata["input"]
+        self.size = tuple(self.input_spec["size"])
+        self.classes = list(self.metadata["classes"])
+        self.palette_bgr = np.asarray(self.metadata["palette"], np.uint8)[:, ::-1].copy()
+        self.letterbox = letterbox
+        self.max_batch = _max_batch(self.metadata)
+        fixed = self.input_spec["shape"][0]
+        self.fixed_batch = fixed if fixed > 0 and not self.metadata.get("profile") else None
+
+    @classmethod
+    def load(cls, path: str | Path, backend: str | None = None, device: str | None = None,
+             letterbox: bool = False, **options: Any) -> Segmenter:
+        """Open ``path`` (.engine/.plan TensorRT, .onnx onnxruntime, .pt PyTorch); ``backend``
+        overrides the choice (a .pt also runs in onnxruntime through an exported ONNX)."""
+        return cls(open_backend(path, backend, device, **options), letterbox=letterbox)
+
+    # ---- inference ----------------------------------------------------------------
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        return self.predict_batch([frame])[0]
+
+    def predict_batch(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        """Frames of any sizes -> one (H, W) uint8 label map per frame, at its own size."""
+        frames = [as_bgr(f) for f in frames]
+        labels: list[np.ndarray] = []
+        for start in range(0, len(frames), self.max_batch):
+            chunk = frames[start:start + self.max_batch]
+            fitted, boxes = zip(*(self._fit(f) for f in chunk), strict=True)
+            fitted = list(fitted)
+            if self.fixed_batch:  # a static-batch model: pad with the last frame
+                fitted += fitted[-1:] * (self.fixed_batch - len(fitted))
+            batch = frames_to_input(np.stack(fitted), self.input_spec)
+            out = outputs_to_labels(self.backend.infer(batch), self.metadata["output"])
+            labels += [self._unfit(lab, box, f.shape[:2])
+                       for lab, box, f in zip(out, boxes, chunk, strict=True)]
+        return labels
+
+    def _fit(self, frame: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+        """Resize (or letterbox) to the model size; return the image and the content box."""
+        h, w = self.size
+        fh, fw = frame.shape[:2]
+        if (fh, fw) == (h, w):
+            return frame, (0, 0, h, w)
+        if not self.letterbox:
+            return cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR), (0, 0, h, w)
+        scale = min(h / fh, w / fw)
+        nh, nw = max(1, round(fh * scale)), max(1, round(fw * scale))
+        top, left = (h - nh) // 2, (w - nw) // 2
+        canvas = np.zeros((h, w, 3), np.uint8)
+        canvas[top:top + nh, left:left + nw] = cv2.resize(frame, (nw, nh),
+                                                          interpolation=cv2.INTER_LINEAR)
+        return canvas, (top, left, nh, nw)
+
+    @staticmethod
+    def _unfit(labels: np.ndarray, box: tuple[int, int, int, int],
+               frame_size: tuple[int, int]) -> np.ndarray:
+        top, left, nh, nw = box
+        labels = labels[top:top + nh, left:left + nw]
+        if labels.shape == tuple(frame_size):
+            return np.ascontiguousarray(labels)
+        return cv2.resize(labels, (frame_size[1], frame_size[0]), interpolation=cv2.INTER_NEAREST)
+
+    # ---- visualisation ------------------------------------------------------------
+    def colorize(self, labels: np.ndarray) -> np.ndarray:
+        """(H, W) class ids -> (H, W, 3) uint8 BGR colours from the palette (ids past it: black)."""
+        lut = np.zeros((256, 3), np.uint8)
+        lut[:len(self.palette_bgr)] = self.palette_bgr
+        return lut[labels]
+
+    def overlay(self, frame: np.ndarray, labels: np.ndarray | None = None,
+                alpha: float = 0.5) -> np.ndarray:
+        """The frame blended with its colourised labels (computed if not given)."""
+        frame = as_bgr(frame)
+        labels = self(frame) if labels is None else labels
+        if labels.shape != frame.shape[:2]:
+            raise SsrDeployError(f"labels {labels.shape} do not match the frame "
+                                 f"{frame.shape[:2]}")
+        return cv2.addWeighted(frame, 1 - alpha, self.colorize(labels), alpha, 0)
+
+    # ---- resources ----------------------------------------------------------------
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Segmenter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _max_batch(meta: dict[str, Any]) -> int:
+    if meta.get("profile"):
+        return meta["profile"]["max"][0]
+    fixed = meta["input"]["shape"][0]
+    if fixed > 0:
+        return fixed
+    return meta["dynamic"]["batch"]["max"] if meta["dynamic"]["batch"] else 1
