@@ -82,6 +82,25 @@ class HostBuffer:
             self.ptr = 0
 
 
+class Event:
+    """A CUDA event for device-side timing."""
+
+    def __init__(self) -> None:
+        self.handle = check(_cudart().cudaEventCreate())
+
+    def record(self, stream: Stream) -> None:
+        check(_cudart().cudaEventRecord(self.handle, stream.handle))
+
+    def ms_since(self, earlier: Event) -> float:
+        """Milliseconds from ``earlier`` to this event (both must have completed)."""
+        return float(check(_cudart().cudaEventElapsedTime(earlier.handle, self.handle)))
+
+    def destroy(self) -> None:
+        if self.handle is not None:
+            check(_cudart().cudaEventDestroy(self.handle))
+            self.handle = None
+
+
 class Stream:
     def __init__(self) -> None:
         self.handle = check(_cudart().cudaStreamCreate())

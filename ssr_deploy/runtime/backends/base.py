@@ -14,6 +14,9 @@ class Backend(ABC):
 
     name: str
     metadata: dict[str, Any]
+    device_name: str = "cpu"
+    #: after each ``infer`` on a GPU: {"compute_ms", "copy_ms"} from CUDA events, else None
+    last_timing: dict[str, float] | None = None
 
     @abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray: ...

@@ -39,6 +39,7 @@ class OnnxRuntimeBackend(Backend):
             first = str(e).strip().splitlines()[0][:200]
             raise SsrDeployError(f"onnxruntime cannot load {path}: {first}") from None
         self.input_name = self.session.get_inputs()[0].name
+        self.device_name = kind
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch})[0]

@@ -77,6 +77,8 @@ class TensorRTBackend(Backend):
         self.device = {t.name: cuda.DeviceBuffer(t.nbytes) for t in self.plan}
         for t in self.plan:
             self.context.set_tensor_address(t.name, self.device[t.name].ptr)
+        self.events = [cuda.Event() for _ in range(4)]
+        self.device_name = cuda.gpu_info(device)["name"]
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         inp, out = self.plan
@@ -88,21 +90,30 @@ class TensorRTBackend(Backend):
         self.context.set_input_shape(inp.name, batch.shape)
         staged = self.host[inp.name].array.reshape(-1)[:batch.size].reshape(batch.shape)
         np.copyto(staged, batch, casting="no")
+        start, copied_in, computed, copied_out = self.events
+        start.record(self.stream)
         self.stream.copy_to_device(self.device[inp.name].ptr, self.host[inp.name].ptr,
                                    batch.nbytes)
+        copied_in.record(self.stream)
         if not self.context.execute_async_v3(self.stream.ptr):
             raise SsrDeployError("TensorRT execution failed; see the TensorRT log above")
+        computed.record(self.stream)
         shape = output_shape(self.metadata, batch.shape)
         result = self.host[out.name].array.reshape(-1)[:int(np.prod(shape))].reshape(shape)
         self.stream.copy_to_host(self.host[out.name].ptr, self.device[out.name].ptr,
                                  result.nbytes)
+        copied_out.record(self.stream)
         self.stream.synchronize()
+        self.last_timing = {"compute_ms": computed.ms_since(copied_in),
+                            "copy_ms": copied_in.ms_since(start) + copied_out.ms_since(computed)}
         return result.copy()
 
     def close(self) -> None:
         for buffers in (getattr(self, "host", {}), getattr(self, "device", {})):
             for buffer in buffers.values():
                 buffer.free()
+        for event in getattr(self, "events", []):
+            event.destroy()
         if getattr(self, "stream", None) is not None:
             self.stream.destroy()
         self.context = self.engine = None

@@ -48,6 +48,8 @@ class TorchBackend(Backend):
             self.model = torch.compile(self.model)
         self.cuda_graphs = cuda_graphs
         self._graphs: dict[tuple[int, ...], tuple] = {}
+        self.device_name = (torch.cuda.get_device_name(self.device)
+                            if self.device.type == "cuda" else "cpu")
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.float16,
@@ -57,10 +59,21 @@ class TorchBackend(Backend):
     def infer(self, batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             x = torch.from_numpy(batch)
-            if self.device.type == "cuda":
-                x = x.pin_memory().to(self.device, non_blocking=True)
+            if self.device.type != "cuda":
+                return self._forward(x).numpy()
+            events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+            events[0].record()
+            x = x.pin_memory().to(self.device, non_blocking=True)
+            events[1].record()
             labels = self._replay(x) if self.cuda_graphs else self._forward(x)
-            return labels.cpu().numpy()
+            events[2].record()
+            out = labels.cpu()
+            events[3].record()
+            events[3].synchronize()
+            self.last_timing = {
+                "compute_ms": events[1].elapsed_time(events[2]),
+                "copy_ms": events[0].elapsed_time(events[1]) + events[2].elapsed_time(events[3])}
+            return out.numpy()
 
     def _replay(self, x: torch.Tensor) -> torch.Tensor:
         """One CUDA graph per input shape: capture once, then copy in and replay."""

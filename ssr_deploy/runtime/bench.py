@@ -1,0 +1,187 @@
+"""End-to-end speed: host frames in -> host labels out, per backend and batch, side by side.
+
+Backends are timed in interleaved rounds within one process, so drift (thermal, other
+load) hits them alike and their ratio is fair. Latency is per batch, in ms; FPS is frames
+per second (batch / mean latency).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ssr_deploy.export.verify import street_frames
+from ssr_deploy.io import atomic_write, atomic_write_text
+from ssr_deploy.runtime.segmenter import Segmenter
+
+PAPER_FPS = 175.0  # SSR-Net at 512x1024 on an RTX 2080Ti (Ye et al., IJCV 2022)
+
+
+@dataclass
+class BenchResult:
+    backend: str
+    model: str
+    device: str
+    batch: int
+    size: list[int]
+    iters: int
+    fps: float
+    latency_ms: dict[str, float]
+    compute_ms: dict[str, float] | None = None  # device time, where the backend measures it
+    copy_share: float | None = None  # host<->device copies / (copies + compute)
+    samples_ms: list[float] = field(default_factory=list, repr=False)
+
+
+def latency_stats(samples_ms: list[float]) -> dict[str, float]:
+    """mean / p50 / p90 / p99 / max of latencies in ms."""
+    a = np.asarray(samples_ms, np.float64)
+    return {"mean": float(a.mean()), "p50": float(np.percentile(a, 50)),
+            "p90": float(np.percentile(a, 90)), "p99": float(np.percentile(a, 99)),
+            "max": float(a.max())}
+
+
+def run(entries: list[tuple[str, Segmenter]], batches: list[int], iters: int = 50,
+        warmup: int = 10, frame_size: tuple[int, int] | None = None, rounds: int = 5,
+        progress: bool = False) -> list[BenchResult]:
+    """Time each (label, segmenter) at each batch size; ``frame_size`` defaults to the model's
+    input size (no resize); a camera-sized frame adds the resize to the measurement."""
+    results = []
+    bar = tqdm(total=len(batches) * len(entries) * (warmup + iters), desc="bench",
+               disable=None if progress else True, leave=False)
+    for batch in batches:
+        size = frame_size or entries[0][1].size
+        frames = list(street_frames(batch, *size, seed=batch))
+        samples: dict[str, list[float]] = {label: [] for label, _ in entries}
+        device_ms: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in entries}
+        for _label, seg in entries:
+            for _ in range(warmup):
+                seg.predict_batch(frames)
+                bar.update(1)
+        per_round = [iters // rounds + (r < iters % rounds) for r in range(rounds)]
+        for count in per_round:
+            for label, seg in entries:
+                for _ in range(count):
+                    start = time.perf_counter()
+                    seg.predict_batch(frames)
+                    samples[label].append((time.perf_counter() - start) * 1e3)
+                    timing = getattr(seg.backend, "last_timing", None)
+                    if timing:
+                        device_ms[label].append((timing["compute_ms"], timing["copy_ms"]))
+                    bar.update(1)
+        for label, seg in entries:
+            stats = latency_stats(samples[label])
+            result = BenchResult(
+                backend=label, model=str(seg.metadata.get("file", "")),
+                device=getattr(seg.backend, "device_name", "cpu"), batch=batch,
+                size=list(size), iters=iters, fps=batch * 1e3 / stats["mean"],
+                latency_ms=stats, samples_ms=samples[label])
+            if device_ms[label]:
+                compute, copy = (np.asarray(v) for v in zip(*device_ms[label], strict=True))
+                result.compute_ms = latency_stats(list(compute))
+                result.copy_share = float(copy.sum() / (copy.sum() + compute.sum()))
+            results.append(result)
+    bar.close()
+    return results
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, GPU (if any) and library versions, for the JSON next to the figures."""
+    import cv2
+    import onnxruntime
+    import torch
+
+    import ssr_deploy
+
+    info: dict[str, Any] = {"cpu": _cpu_model(), "cores": os.cpu_count(),
+                            "platform": platform.platform(), "gpu": None,
+                            "versions": {"ssr_deploy": ssr_deploy.__version__,
+                                         "python": platform.python_version(),
+                                         "torch": torch.__version__,
+                                         "onnxruntime": onnxruntime.__version__,
+                                         "opencv": cv2.__version__, "numpy": np.__version__}}
+    try:
+        import tensorrt
+
+        info["versions"]["tensorrt"] = tensorrt.__version__
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info["gpu"] = {"name": props.name, "compute_capability": f"{props.major}.{props.minor}",
+                       "memory_gib": round(props.total_memory / 2**30, 1),
+                       "cuda": torch.version.cuda}
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def report(results: list[BenchResult], machine: dict[str, Any]) -> dict[str, Any]:
+    """The JSON document: machine, results (without raw samples), ratios to the first."""
+    base = {r.batch: r.fps for r in results if r.backend == results[0].backend}
+    return {
+        "machine": machine, "paper_fps": PAPER_FPS,
+        "results": [{k: v for k, v in asdict(r).items() if k != "samples_ms"} for r in results],
+        "ratios": [{"backend": r.backend, "batch": r.batch, "vs": results[0].backend,
+                    "fps_ratio": r.fps / base[r.batch]} for r in results],
+    }
+
+
+def format_results(results: list[BenchResult]) -> str:
+    first = results[0].backend
+    lines = [f"{'backend':<22}{'batch':>6}{'FPS':>9}{'mean':>9}{'p50':>9}{'p90':>9}"
+             f"{'p99':>9}{'max':>9}  vs {first}  vs paper"]
+    base = {r.batch: r.fps for r in results if r.backend == first}
+    for r in results:
+        lat = r.latency_ms
+        lines.append(f"{r.backend:<22}{r.batch:>6}{r.fps:>9.1f}{lat['mean']:>9.2f}"
+                     f"{lat['p50']:>9.2f}{lat['p90']:>9.2f}{lat['p99']:>9.2f}{lat['max']:>9.2f}"
+                     f"  {r.fps / base[r.batch]:>6.2f}x  {r.fps / PAPER_FPS:>6.2f}x")
+        if r.compute_ms:
+            lines.append(f"{'':<22}device compute {r.compute_ms['mean']:.2f} ms, copies "
+                         f"{100 * r.copy_share:.0f}% of device time")
+    lines.append(f"latency in ms per batch, end to end (frames in, labels out); paper: "
+                 f"{PAPER_FPS:.0f} FPS at 512x1024 on an RTX 2080Ti")
+    return "\n".join(lines)
+
+
+def write_json(doc: dict[str, Any], path: str | Path) -> Path:
+    return atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+
+
+def plot_histogram(results: list[BenchResult], path: str | Path) -> Path:
+    """Per-frame latency histograms, one per backend and batch, with the paper's 175 FPS."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    for r in results:
+        per_frame = np.asarray(r.samples_ms) / r.batch
+        ax.hist(per_frame, bins=30, alpha=0.6, label=f"{r.backend} b{r.batch}: {r.fps:.1f} FPS")
+    ax.axvline(1e3 / PAPER_FPS, color="k", linestyle="--",
+               label=f"paper: {PAPER_FPS:.0f} FPS (2080Ti)")
+    ax.set_xlabel("latency per frame (ms), end to end")
+    ax.set_ylabel("iterations")
+    ax.set_title(f"ssr-deploy bench, {results[0].size[0]}x{results[0].size[1]}")
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return Path(path)

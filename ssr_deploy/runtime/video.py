@@ -1,0 +1,203 @@
+"""Real-time video: decode -> infer -> overlay + encode, three threads joined by bounded
+queues, so throughput is set by the slowest stage and memory stays flat.
+
+Sources: a video file, a camera index ("0") or a folder of images. Sinks: an .mp4/.avi
+file (written to a temp name, renamed when closed: Ctrl-C still leaves a playable file)
+or a folder of PNGs.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.export.calibration import IMAGE_SUFFIXES, read_image
+from ssr_deploy.runtime.segmenter import Segmenter
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
+FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mov": "mp4v", ".mkv": "mp4v"}
+_DONE = object()
+
+
+@dataclass
+class VideoStats:
+    frames: int
+    seconds: float
+    fps: float
+    interrupted: bool
+    output: str
+
+
+def open_source(source: str, max_frames: int | None = None) -> tuple[Iterator[np.ndarray], float,
+                                                                       int | None]:
+    """(frames, fps, frame count or None) for a file, a camera index or an image folder."""
+    path = Path(source)
+    if path.is_dir():
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise SsrDeployError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {source}")
+        images = images[:max_frames] if max_frames else images
+        return (read_image(p) for p in images), 30.0, len(images)
+    if source.isdigit():
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # we say it in one line
+        capture = cv2.VideoCapture(int(source))
+        if not capture.isOpened():
+            raise SsrDeployError(f"camera {source} does not open (no such device, or in use)")
+    else:
+        if not path.is_file():
+            raise SsrDeployError(f"video source {source} does not exist")
+        capture = cv2.VideoCapture(str(path))
+        if not capture.isOpened():
+            raise SsrDeployError(f"cannot read video {source}: OpenCV cannot decode it (corrupt, "
+                                 "or a codec this OpenCV lacks)")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    if count and max_frames:
+        count = min(count, max_frames)
+
+    def frames() -> Iterator[np.ndarray]:
+        try:
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    return
+                yield frame
+        finally:
+            capture.release()
+
+    return frames(), fps if 1 <= fps <= 240 else 30.0, count
+
+
+class _Sink:
+    """An mp4/avi writer (temp name, renamed on close) or a folder of numbered PNGs."""
+
+    def __init__(self, output: str, fps: float) -> None:
+        self.path = Path(output)
+        self.fps = fps
+        self.writer = None
+        self.size: tuple[int, int] | None = None
+        self.count = 0
+        self.is_video = self.path.suffix.lower() in VIDEO_SUFFIXES
+        if not self.path.parent.is_dir():
+            raise SsrDeployError(f"cannot write {output}: folder {self.path.parent} does not "
+                                 "exist")
+        if self.is_video:
+            self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        else:
+            if self.path.suffix:
+                raise SsrDeployError(f"output {output}: give a video file "
+                                     f"({', '.join(VIDEO_SUFFIXES)}) or a folder for PNGs")
+            self.path.mkdir(exist_ok=True)
+
+    def write(self, frame: np.ndarray) -> None:
+        if not self.is_video:
+            cv2.imwrite(str(self.path / f"{self.count:06d}.png"), frame)
+            self.count += 1
+            return
+        if self.writer is None:
+            self.size = (frame.shape[1], frame.shape[0])
+            fourcc = cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()])
+            self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, self.size)
+            if not self.writer.isOpened():
+                raise SsrDeployError(f"OpenCV cannot write {self.path.suffix} here; use .avi or "
+                                     "a folder of PNGs")
+        if (frame.shape[1], frame.shape[0]) != self.size:  # the stream changed size mid-way
+            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(frame)
+        self.count += 1
+
+    def close(self, keep: bool = True) -> None:
+        """Finish the file; ``keep=False`` (a failed run) removes it instead of publishing."""
+        if self.writer is not None:
+            self.writer.release()
+            if keep:
+                self.tmp.replace(self.path)
+            else:
+                self.tmp.unlink(missing_ok=True)
+
+
+def run_video(segmenter: Segmenter, source: str, output: str, max_frames: int | None = None,
+              alpha: float = 0.5, draw_fps: bool = False, show: bool = False,
+              queue_size: int = 4, on_frame: Callable[[int, float], None] | None = None
+              ) -> VideoStats:
+    """Segment every frame of ``source`` into ``output``; returns counts and throughput.
+
+    ``on_frame(done, fps)`` is called after each written frame (for a progress bar)."""
+    frames, fps, _ = open_source(source, max_frames)
+    sink = _Sink(output, fps)
+    decoded: queue.Queue = queue.Queue(queue_size)
+    inferred: queue.Queue = queue.Queue(queue_size)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def put(q: queue.Queue, item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def decode() -> None:
+        try:
+            for i, frame in enumerate(frames):
+                if (max_frames and i >= max_frames) or not put(decoded, frame):
+                    break
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            put(decoded, _DONE)
+
+    def infer() -> None:
+        try:
+            while (frame := decoded.get()) is not _DONE:
+                if not put(inferred, (frame, segmenter(frame))):
+                    break
+        except BaseException as e:  # reported by the consumer, which alone sets ``stop``
+            errors.append(e)
+        finally:
+            put(inferred, _DONE)
+
+    workers = [threading.Thread(target=decode, daemon=True, name="decode"),
+               threading.Thread(target=infer, daemon=True, name="infer")]
+    for w in workers:
+        w.start()
+    start, interrupted = time.perf_counter(), False
+    try:
+        while (item := inferred.get()) is not _DONE:
+            frame, labels = item
+            vis = segmenter.overlay(frame, labels, alpha)
+            rate = sink.count / max(time.perf_counter() - start, 1e-9)
+            if draw_fps:
+                cv2.putText(vis, f"{rate:.1f} FPS", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.9,
+                            (255, 255, 255), 2, cv2.LINE_AA)
+            sink.write(vis)
+            if show:
+                cv2.imshow("ssr-deploy", vis)
+                if cv2.waitKey(1) & 0xFF in (27, ord("q")):
+                    break
+            if on_frame:
+                on_frame(sink.count, sink.count / (time.perf_counter() - start))
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(timeout=5)
+        sink.close(keep=not errors)
+        if show:
+            cv2.destroyAllWindows()
+    if errors and not isinstance(errors[0], KeyboardInterrupt):
+        raise errors[0]
+    seconds = time.perf_counter() - start
+    return VideoStats(sink.count, seconds, sink.count / max(seconds, 1e-9), interrupted,
+                      str(sink.path))

@@ -1,0 +1,157 @@
+import json
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ssr_deploy import Segmenter, SsrDeployError, build_model
+from ssr_deploy.cli import main
+from ssr_deploy.export.graph import IOFormat
+from ssr_deploy.export.onnx import export_onnx
+from ssr_deploy.export.verify import street_frames
+from ssr_deploy.runtime import bench
+from ssr_deploy.runtime.video import open_source, run_video
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("m") / "m.onnx"
+    export_onnx(build_model("ssr-cityscapes"), path, size=(32, 64), dynamic_batch=True,
+                max_batch=8, io=IOFormat("uint8-nhwc-bgr", "labels"))
+    return path
+
+
+def _clip(path, n, size=(48, 80), fps=10, fourcc="mp4v"):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size[::-1])
+    for frame in street_frames(n, *size, seed=n):
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_latency_stats():
+    stats = bench.latency_stats([float(x) for x in range(1, 101)])
+    assert stats["mean"] == 50.5 and stats["max"] == 100
+    assert stats["p50"] == pytest.approx(50.5) and stats["p90"] == pytest.approx(90.1)
+    assert stats["p99"] == pytest.approx(99.01)
+
+
+def test_bench_side_by_side_json_and_plot(tmp_path, onnx_model):
+    entries = [("onnxruntime", Segmenter.load(onnx_model)), ("again", Segmenter.load(onnx_model))]
+    results = bench.run(entries, [1, 3], iters=6, warmup=1, rounds=3)
+    assert [(r.backend, r.batch) for r in results] == [("onnxruntime", 1), ("again", 1),
+                                                       ("onnxruntime", 3), ("again", 3)]
+    for r in results:
+        assert len(r.samples_ms) == 6 and r.fps == pytest.approx(r.batch * 1e3 /
+                                                                 r.latency_ms["mean"])
+    doc = bench.report(results, bench.machine_info())
+    text = json.dumps(doc)
+    assert {"backend", "batch", "fps", "latency_ms"} <= set(doc["results"][0])
+    assert set(doc["results"][0]["latency_ms"]) == {"mean", "p50", "p90", "p99", "max"}
+    assert doc["ratios"][0]["fps_ratio"] == 1.0 and "samples_ms" not in text
+    assert doc["machine"]["cores"] >= 1 and "onnxruntime" in doc["machine"]["versions"]
+    png = bench.plot_histogram(results, tmp_path / "h.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "vs paper" in bench.format_results(results)
+
+
+def test_cli_bench_compare(tmp_path, onnx_model):
+    from ssr_deploy import save_checkpoint
+
+    net = build_model("ssr-cityscapes")
+    ckpt = save_checkpoint(tmp_path / "n.pt", net, net.genotype)
+    result = CliRunner().invoke(main, ["bench", str(ckpt), "--size", "32x64", "--compare",
+                                       "onnxruntime", "--iters", "3", "--warmup", "1",
+                                       "--batch", "1,2", "--json", str(tmp_path / "b.json")])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert [r["backend"] for r in doc["results"]] == ["torch", "onnxruntime"] * 2
+    result = CliRunner().invoke(main, ["bench", str(onnx_model), "--batch", "x"])
+    assert result.exit_code == 2 and "give batch sizes like 1,4,8" in result.output
+
+
+def test_video_file_to_mp4_keeps_every_frame(tmp_path, onnx_model):
+    clip = _clip(tmp_path / "in.mp4", 15)
+    seg = Segmenter.load(onnx_model)
+    done = []
+    stats = run_video(seg, str(clip), str(tmp_path / "out.mp4"),
+                      on_frame=lambda n, fps: done.append(n))
+    assert stats.frames == 15 and done == list(range(1, 16)) and not stats.interrupted
+    capture = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 15
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == \
+        (80, 48)
+    fourcc = int(capture.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode().lower()
+    assert fourcc in ("mp4v", "fmp4")
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
+
+
+def test_image_folder_with_changing_sizes_to_pngs(tmp_path, onnx_model):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, size in enumerate([(40, 64), (64, 40), (33, 77)]):
+        cv2.imwrite(str(folder / f"{i}.png"), street_frames(1, *size, seed=i)[0])
+    stats = run_video(Segmenter.load(onnx_model), str(folder), str(tmp_path / "out"),
+                      max_frames=2)
+    assert stats.frames == 2
+    written = sorted((tmp_path / "out").iterdir())
+    assert [cv2.imread(str(p)).shape for p in written] == [(40, 64, 3), (64, 40, 3)]
+    # into an mp4 the frame size is fixed by the first frame; later sizes are fitted to it
+    stats = run_video(Segmenter.load(onnx_model), str(folder), str(tmp_path / "v.avi"))
+    capture = cv2.VideoCapture(str(tmp_path / "v.avi"))
+    assert stats.frames == 3 and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+
+
+def test_ctrl_c_leaves_a_playable_file(tmp_path, onnx_model):
+    clip = _clip(tmp_path / "in.mp4", 40)
+
+    def interrupt(done, fps):
+        if done == 5:
+            raise KeyboardInterrupt
+
+    stats = run_video(Segmenter.load(onnx_model), str(clip), str(tmp_path / "out.mp4"),
+                      on_frame=interrupt)
+    assert stats.interrupted and stats.frames == 5
+    assert int(cv2.VideoCapture(str(tmp_path / "out.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+
+
+def test_inference_error_leaves_nothing(tmp_path, onnx_model, monkeypatch):
+    clip = _clip(tmp_path / "in.mp4", 10)
+    calls = []
+
+    def fail_on_third(self, frame):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("device lost")
+        return np.zeros(frame.shape[:2], np.uint8)
+
+    monkeypatch.setattr(Segmenter, "__call__", fail_on_third)
+    with pytest.raises(RuntimeError, match="device lost"):
+        run_video(Segmenter.load(onnx_model), str(clip), str(tmp_path / "out.mp4"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+@pytest.mark.parametrize("source, message", [("nope.mp4", "does not exist"),
+                                             ("9", "camera 9 does not open")])
+def test_bad_sources(tmp_path, source, message):
+    with pytest.raises(SsrDeployError, match=message):
+        open_source(source if source.isdigit() else str(tmp_path / source))
+
+
+def test_unreadable_video_and_bad_output(tmp_path, onnx_model):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all")
+    with pytest.raises(SsrDeployError, match="cannot read video"):
+        open_source(str(bad))
+    clip = _clip(tmp_path / "in.mp4", 2)
+    with pytest.raises(SsrDeployError, match="folder .* does not exist"):
+        run_video(Segmenter.load(onnx_model), str(clip), str(tmp_path / "no" / "o.mp4"))
+
+
+def test_cli_video(tmp_path, onnx_model):
+    clip = _clip(tmp_path / "in.mp4", 4)
+    result = CliRunner().invoke(main, ["video", str(clip), "--model", str(onnx_model), "-o",
+                                       str(tmp_path / "o.mp4"), "--draw-fps"])
+    assert result.exit_code == 0, result.output
+    assert "4 frames" in result.output
