@@ -411,5 +411,29 @@ def video(source, model, out, backend, device, size, max_frames, alpha, letterbo
                f"{stats.fps:.1f} FPS{note}")
 
 
+@main.command("profile")
+@click.argument("model")
+@click.option("--backend", help="onnxruntime, tensorrt or torch. [default: by file type]")
+@click.option("--size", type=SIZE, default="512x1024", show_default=True,
+              help="Input size (for a .pt).")
+@click.option("--iters", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--top", type=click.IntRange(min=1), default=15, show_default=True)
+@click.option("--trace", type=click.Path(dir_okay=False), help="Write a Chrome trace JSON.")
+@click.option("--json", "as_json", is_flag=True)
+def profile_cmd(model, backend, size, iters, top, trace, as_json) -> None:
+    """Per-layer times mapped to genotype layers (onnxruntime profiler, TensorRT IProfiler,
+    torch module hooks), slowest first.
+
+    \b
+    Examples:
+      ssr-deploy profile model.onnx --trace ort_trace.json
+      ssr-deploy profile model.engine --top 20
+    """
+    from ssr_deploy.runtime.profile import format_profile, profile
+
+    result = profile(model, backend, iters, trace, size)
+    click.echo(json.dumps(result, indent=2) if as_json else format_profile(result, top))
+
+
 if __name__ == "__main__":
     main()

@@ -180,6 +180,7 @@ def export_onnx(net: SSRNet, path: str | Path, options: OnnxOptions | None = Non
             output_names=[o.io.output_name],
             dynamic_shapes=_dynamic_shapes(genotype, o.io, dynamic), verbose=False)
     model = program.model_proto
+    name_nodes_by_module(model)
     step("simplify")
     if o.simplify:
         import onnxslim
@@ -205,6 +206,38 @@ def export_onnx(net: SSRNet, path: str | Path, options: OnnxOptions | None = Non
         path.unlink(missing_ok=True)
         raise
     return ExportResult(path, sidecar, metadata, report, time.perf_counter() - start)
+
+
+def module_of(scopes: list[str]) -> str:
+    """The genotype-level module a node belongs to, from the exporter's name scopes:
+    ``stem``, ``stages.1.down``, ``stages.1.layers.4``, ``head.psp``, ``head`` ..., or
+    ``io`` for the fused pre/post-processing."""
+    module = "io"
+    for scope in scopes:
+        p = scope.split(".")
+        if p[0] != "net" or len(p) < 2:
+            continue
+        if p[1] == "stem":
+            module = "stem"
+        elif p[1] == "head":
+            module = "head" if len(p) == 2 else f"head.{p[2]}"
+        elif p[1] == "stages" and len(p) >= 4 and p[3] == "down":
+            module = ".".join(p[1:4])
+        elif p[1] == "stages" and len(p) >= 5 and p[3] == "layers":
+            module = ".".join(p[1:5])
+    return module
+
+
+def name_nodes_by_module(model: onnx.ModelProto) -> None:
+    """Prefix every node name with its module (``stages.1.layers.4/node_Conv_12``), so
+    onnxruntime and TensorRT profiles, which report node names, map to genotype layers."""
+    import ast
+
+    for node in model.graph.node:
+        props = {p.key: p.value for p in node.metadata_props}
+        scopes = props.get("pkg.torch.onnx.name_scopes")
+        module = module_of(ast.literal_eval(scopes)) if scopes else "io"
+        node.name = f"{module}/{node.name}"
 
 
 def summary_line(result: ExportResult) -> str:

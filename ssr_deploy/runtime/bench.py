@@ -144,16 +144,16 @@ def report(results: list[BenchResult], machine: dict[str, Any]) -> dict[str, Any
 
 def format_results(results: list[BenchResult]) -> str:
     first = results[0].backend
-    lines = [f"{'backend':<22}{'batch':>6}{'FPS':>9}{'mean':>9}{'p50':>9}{'p90':>9}"
+    lines = [f"{'backend':<28}{'batch':>6}{'FPS':>9}{'mean':>9}{'p50':>9}{'p90':>9}"
              f"{'p99':>9}{'max':>9}  vs {first}  vs paper"]
     base = {r.batch: r.fps for r in results if r.backend == first}
     for r in results:
         lat = r.latency_ms
-        lines.append(f"{r.backend:<22}{r.batch:>6}{r.fps:>9.1f}{lat['mean']:>9.2f}"
+        lines.append(f"{r.backend:<28}{r.batch:>6}{r.fps:>9.1f}{lat['mean']:>9.2f}"
                      f"{lat['p50']:>9.2f}{lat['p90']:>9.2f}{lat['p99']:>9.2f}{lat['max']:>9.2f}"
                      f"  {r.fps / base[r.batch]:>6.2f}x  {r.fps / PAPER_FPS:>6.2f}x")
         if r.compute_ms:
-            lines.append(f"{'':<22}device compute {r.compute_ms['mean']:.2f} ms, copies "
+            lines.append(f"{'':<28}device compute {r.compute_ms['mean']:.2f} ms, copies "
                          f"{100 * r.copy_share:.0f}% of device time")
     lines.append(f"latency in ms per batch, end to end (frames in, labels out); paper: "
                  f"{PAPER_FPS:.0f} FPS at 512x1024 on an RTX 2080Ti")

@@ -101,3 +101,14 @@ def test_engine_from_another_tensorrt_is_refused(tmp_path, trained_net):
     with pytest.raises(SsrDeployError, match="built with TensorRT 9.9.9"):
         open_backend(engine)
     assert read_sidecar(engine)["tensorrt"]["version"] == "9.9.9"
+
+
+def test_tensorrt_profile_maps_layers(tmp_path, trained_net):
+    from ssr_deploy.runtime.profile import profile
+
+    onnx_path = export_onnx(trained_net, tmp_path / "m.onnx", size=(128, 256)).path
+    build_engine(onnx_path, tmp_path / "m.engine", EngineOptions())
+    result = profile(tmp_path / "m.engine", iters=3, trace=tmp_path / "t.json")
+    modules = {row["module"] for row in result["rows"]}
+    assert "stages.1.layers.4" in modules and "traceEvents" in json.loads(
+        (tmp_path / "t.json").read_text())

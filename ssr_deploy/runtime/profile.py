@@ -1,0 +1,233 @@
+"""Per-layer time: onnxruntime's profiler, TensorRT's IProfiler, torch module hooks (+ the
+torch profiler), summed per genotype layer and written as a Chrome trace.
+
+Exported node names start with their module (``stages.1.layers.4/node_Conv_12``, see
+``export.onnx.name_nodes_by_module``), so every backend's rows map back to the genotype.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.export.metadata import read_sidecar
+from ssr_deploy.export.verify import street_frames
+from ssr_deploy.genotype import Genotype
+from ssr_deploy.io import atomic_write, atomic_write_text
+from ssr_deploy.runtime.preprocess import frames_to_input
+
+MODULE = re.compile(r"(stem|io|layout-reorder|other|head(?:\.\w+)?|stages\.\d+\.(?:down|"
+                    r"layers\.\d+))/")
+
+
+def module_of_layer(name: str) -> str:
+    """The first module named in a layer name: TensorRT joins fused nodes' names
+    (``stages.1.layers.4/node_Conv_12 + stages.1.layers.4/node_relu_3``) or wraps them
+    (``{ForeignNode[head.psp/node_MatMul_1...]}``)."""
+    match = MODULE.search(name)
+    return match[1] if match else "other"
+
+
+def summarize(times_ms: dict[str, float], iters: int, genotype: Genotype | None
+              ) -> list[dict[str, Any]]:
+    """{layer name: total ms over ``iters``} -> rows per genotype module, slowest first."""
+    per_module: dict[str, float] = defaultdict(float)
+    for name, ms in times_ms.items():
+        per_module[module_of_layer(name)] += ms / iters
+    total = sum(per_module.values()) or 1.0
+    ops = _module_ops(genotype) if genotype else {}
+    rows = [{"module": m, "op": ops.get(m, ""), "ms": ms, "share": ms / total}
+            for m, ms in per_module.items()]
+    return sorted(rows, key=lambda r: -r["ms"])
+
+
+def _module_ops(genotype: Genotype) -> dict[str, str]:
+    ops = {"stem": "downsampler", "head": "upsample", "io": "pre/post-processing",
+           "layout-reorder": "onnxruntime NCHWc"}
+    for i, stage in enumerate(genotype.stages):
+        ops[f"stages.{i}.down"] = "downsampler"
+        for j, layer in enumerate(stage.layers):
+            ops[f"stages.{i}.layers.{j}"] = layer.describe()
+    ops.update({"head.psp": "psp", "head.low": "low-level conv3x3", "head.fuse": "fusion",
+                "head.classifier": "classifier"})
+    return ops
+
+
+def profile_onnxruntime(path: Path, iters: int, trace: Path | None) -> dict[str, float]:
+    import onnxruntime as ort
+
+    meta = read_sidecar(path)
+    batch = _input(meta)
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "ort")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        for _ in range(iters):
+            session.run(None, {name: batch})
+        events = Path(session.end_profiling())
+        if trace:  # onnxruntime writes the Chrome trace format already
+            atomic_write(trace, lambda t: shutil.copyfile(events, t))
+        times: dict[str, float] = defaultdict(float)
+        owner = _tensor_modules(path)
+        for event in json.loads(events.read_text()):
+            if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+                name = event["name"][: -len("_kernel_time")]
+                times[_ort_node(name, owner)] += event["dur"] / 1e3
+    return dict(times)
+
+
+def _tensor_modules(path: Path) -> dict[str, str]:
+    """Output tensor name -> module, from the module-prefixed node names of our export."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return {out: node.name.split("/")[0] for node in graph.node if "/" in node.name
+            for out in node.output}
+
+
+def _ort_node(name: str, owner: dict[str, str]) -> str:
+    """onnxruntime renames the nodes it fuses after their output tensor (``relu_29_nchwc``)
+    and adds layout reorders; give each a ``module/name`` row."""
+    if "/" in name:
+        return name
+    base = name.removesuffix("_nchwc")
+    while base:  # fused names add suffixes to a tensor name: add_2_mul_nchwc -> add_2
+        if base in owner:
+            return f"{owner[base]}/{name}"
+        base = base.rpartition("_")[0]
+    return f"{'layout-reorder' if name.startswith('Reorder') else 'other'}/{name}"
+
+
+def profile_tensorrt(path: Path, iters: int, trace: Path | None) -> dict[str, float]:
+    from ssr_deploy.export.tensorrt import import_tensorrt
+    from ssr_deploy.runtime.backends.tensorrt import TensorRTBackend
+
+    trt = import_tensorrt()
+    times: dict[str, float] = defaultdict(float)
+    order: list[str] = []
+
+    class LayerTimes(trt.IProfiler):
+        def __init__(self) -> None:
+            trt.IProfiler.__init__(self)
+
+        def report_layer_time(self, layer_name: str, ms: float) -> None:
+            if layer_name not in times:
+                order.append(layer_name)
+            times[layer_name] += ms
+
+    with TensorRTBackend(path) as backend:
+        backend.context.profiler = LayerTimes()  # reports after each synchronized run
+        batch = _input(backend.metadata)
+        for _ in range(iters):
+            backend.infer(batch)
+    if trace:
+        _write_trace(trace, [(name, times[name] / iters) for name in order])
+    return dict(times)
+
+
+def profile_torch(path: Path, iters: int, trace: Path | None, size: tuple[int, int]
+                  ) -> dict[str, float]:
+    """Module hooks time each genotype-level module (CPU wall time); torch.profiler writes
+    the trace."""
+    import torch
+
+    from ssr_deploy.model.checkpoint import load_model
+
+    net = load_model(path)
+    leaves = set(_module_ops(net.genotype)) - {"head", "io"}  # "head" would count its parts twice
+    modules = {name: m for name, m in net.named_modules() if name in leaves}
+    times: dict[str, float] = defaultdict(float)
+    starts: dict[str, float] = {}
+    for name, module in modules.items():
+        module.register_forward_pre_hook(lambda m, a, n=name: starts.__setitem__(
+            n, time.perf_counter()))
+        module.register_forward_hook(lambda m, a, o, n=name: times.__setitem__(
+            n, times[n] + (time.perf_counter() - starts[n]) * 1e3))
+    x = torch.rand(1, 3, *size)
+    with torch.inference_mode(), torch.profiler.profile() as prof:
+        for _ in range(iters):
+            net(x)
+    if trace:
+        atomic_write(trace, lambda t: prof.export_chrome_trace(str(t)))
+    return {f"{name}/": ms for name, ms in times.items()}
+
+
+def _input(meta: dict[str, Any]) -> np.ndarray:
+    h, w = meta["input"]["size"]
+    batch = max(1, meta["input"]["shape"][0])
+    return frames_to_input(street_frames(batch, h, w), meta["input"])
+
+
+def _write_trace(path: Path, layers: list[tuple[str, float]]) -> None:
+    """A Chrome trace (chrome://tracing, Perfetto) of one average run, layer after layer."""
+    events, t = [], 0.0
+    for name, ms in layers:
+        events.append({"name": name, "ph": "X", "ts": t * 1e3, "dur": ms * 1e3, "pid": 0,
+                       "tid": 0, "cat": module_of_layer(name)})
+        t += ms
+    atomic_write_text(path, json.dumps({"traceEvents": events}))
+
+
+def profile(model: str | Path, backend: str | None = None, iters: int = 20,
+            trace: str | Path | None = None, size: tuple[int, int] = (512, 1024)
+            ) -> dict[str, Any]:
+    """Profile ``model``; returns {"backend", "iters", "rows", "total_ms", "trace"}."""
+    path = Path(model)
+    if not path.is_file():
+        raise SsrDeployError(f"model file {path} does not exist")
+    kind = backend or {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt",
+                       ".pt": "torch", ".pth": "torch"}.get(path.suffix.lower())
+    trace_path = Path(trace) if trace else None
+    if trace_path and not trace_path.resolve().parent.is_dir():
+        raise SsrDeployError(f"cannot write {trace}: its folder does not exist")
+    if kind == "onnxruntime":
+        times = profile_onnxruntime(path, iters, trace_path)
+    elif kind == "tensorrt":
+        times = profile_tensorrt(path, iters, trace_path)
+    elif kind == "torch":
+        times = profile_torch(path, iters, trace_path, size)
+    else:
+        raise SsrDeployError(f"cannot profile {path.name}: use a .onnx, .engine or .pt, or name "
+                             "--backend onnxruntime|tensorrt|torch")
+    genotype = _genotype_of(path)
+    rows = summarize(times, iters, genotype)
+    return {"backend": kind, "model": str(path), "iters": iters, "rows": rows,
+            "total_ms": sum(r["ms"] for r in rows), "trace": str(trace_path or "")}
+
+
+def _genotype_of(path: Path) -> Genotype | None:
+    """The genotype, to name each module's op: from a checkpoint, or the zoo entry an
+    exported file's sidecar names (None for a searched genotype: rows keep module names)."""
+    if path.suffix.lower() in (".pt", ".pth"):
+        from ssr_deploy.model.checkpoint import read_checkpoint
+
+        return Genotype.from_dict(read_checkpoint(path)["genotype"])
+    recorded = read_sidecar(path)["genotype"]
+    try:
+        genotype = Genotype.load(recorded["name"])
+    except SsrDeployError:
+        return None
+    return genotype if genotype.hash == recorded["hash"] else None
+
+
+def format_profile(p: dict[str, Any], top: int = 15) -> str:
+    lines = [f"{p['backend']} per-layer time, mean of {p['iters']} runs: "
+             f"{p['total_ms']:.2f} ms in layers",
+             f"{'module':<22}{'op':<22}{'ms':>9}{'share':>8}"]
+    for row in p["rows"][:top]:
+        lines.append(f"{row['module']:<22}{row['op']:<22}{row['ms']:>9.3f}"
+                     f"{100 * row['share']:>7.1f}%")
+    if p["trace"]:
+        lines.append(f"Chrome trace: {p['trace']} (open in chrome://tracing or Perfetto)")
+    return "\n".join(lines)
