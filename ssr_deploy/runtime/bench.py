@@ -117,8 +117,19 @@ def machine_info() -> dict[str, Any]:
         props = torch.cuda.get_device_properties(0)
         info["gpu"] = {"name": props.name, "compute_capability": f"{props.major}.{props.minor}",
                        "memory_gib": round(props.total_memory / 2**30, 1),
-                       "cuda": torch.version.cuda}
+                       "cuda": torch.version.cuda, "driver": _driver_version()}
     return info
+
+
+def _driver_version() -> str | None:
+    import subprocess
+
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout else None
 
 
 def _cpu_model() -> str:

@@ -9,6 +9,8 @@ Pre- and post-processing live here once; backends only move arrays.
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,15 +81,35 @@ class Segmenter:
         labels: list[np.ndarray] = []
         for start in range(0, len(frames), self.max_batch):
             chunk = frames[start:start + self.max_batch]
-            fitted, boxes = zip(*(self._fit(f) for f in chunk), strict=True)
-            fitted = list(fitted)
-            if self.fixed_batch:  # a static-batch model: pad with the last frame
-                fitted += fitted[-1:] * (self.fixed_batch - len(fitted))
-            batch = frames_to_input(np.stack(fitted), self.input_spec)
+            batch, boxes = self._prepare(chunk)
             out = outputs_to_labels(self.backend.infer(batch), self.metadata["output"])
             labels += [self._unfit(lab, box, f.shape[:2])
                        for lab, box, f in zip(out, boxes, chunk, strict=True)]
         return labels
+
+    def predict_stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Labels for a stream of frames, in order, one frame per inference. On TensorRT the
+        copy of frame i+1 overlaps the compute of frame i (double buffering)."""
+        pending: deque = deque()
+
+        def inputs() -> Iterator[np.ndarray]:
+            for frame in frames:
+                frame = as_bgr(frame)
+                batch, boxes = self._prepare([frame])
+                pending.append((boxes[0], frame.shape[:2]))
+                yield batch
+
+        for out in self.backend.infer_stream(inputs()):
+            box, size = pending.popleft()
+            yield self._unfit(outputs_to_labels(out, self.metadata["output"])[0], box, size)
+
+    def _prepare(self, frames: list[np.ndarray]) -> tuple[np.ndarray, list[tuple]]:
+        """BGR frames -> the model's input batch and each frame's content box."""
+        fitted, boxes = zip(*(self._fit(f) for f in frames), strict=True)
+        fitted = list(fitted)
+        if self.fixed_batch:  # a static-batch model: pad with the last frame
+            fitted += fitted[-1:] * (self.fixed_batch - len(fitted))
+        return frames_to_input(np.stack(fitted), self.input_spec), list(boxes)
 
     def _fit(self, frame: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
         """Resize (or letterbox) to the model size; return the image and the content box."""

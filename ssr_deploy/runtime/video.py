@@ -158,9 +158,16 @@ def run_video(segmenter: Segmenter, source: str, output: str, max_frames: int | 
             put(decoded, _DONE)
 
     def infer() -> None:
-        try:
+        held: list[np.ndarray] = []
+
+        def source() -> Iterator[np.ndarray]:
             while (frame := decoded.get()) is not _DONE:
-                if not put(inferred, (frame, segmenter(frame))):
+                held.append(frame)
+                yield frame
+
+        try:
+            for labels in segmenter.predict_stream(source()):
+                if not put(inferred, (held.pop(0), labels)):
                     break
         except BaseException as e:  # reported by the consumer, which alone sets ``stop``
             errors.append(e)

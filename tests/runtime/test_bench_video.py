@@ -1,7 +1,6 @@
 import json
 
 import cv2
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -119,14 +118,15 @@ def test_ctrl_c_leaves_a_playable_file(tmp_path, onnx_model):
 def test_inference_error_leaves_nothing(tmp_path, onnx_model, monkeypatch):
     clip = _clip(tmp_path / "in.mp4", 10)
     calls = []
+    prepare = Segmenter._prepare
 
-    def fail_on_third(self, frame):
+    def fail_on_third(self, frames):
         calls.append(1)
         if len(calls) == 3:
             raise RuntimeError("device lost")
-        return np.zeros(frame.shape[:2], np.uint8)
+        return prepare(self, frames)
 
-    monkeypatch.setattr(Segmenter, "__call__", fail_on_third)
+    monkeypatch.setattr(Segmenter, "_prepare", fail_on_third)
     with pytest.raises(RuntimeError, match="device lost"):
         run_video(Segmenter.load(onnx_model), str(clip), str(tmp_path / "out.mp4"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]

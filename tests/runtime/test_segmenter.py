@@ -126,3 +126,19 @@ def test_loading_errors(tmp_path, models):
         Segmenter.load(models["labels"], backend="tflite")
     with pytest.raises(SsrDeployError, match="need --device cuda"):
         Segmenter.load(models["pt"], fp16=True)
+
+
+def test_stream_equals_batch(models):
+    frames = list(street_frames(5, 70, 90, seed=8))
+    seg = Segmenter.load(models["labels"])
+    streamed = list(seg.predict_stream(iter(frames)))
+    assert len(streamed) == 5
+    assert all((a == b).all() for a, b in zip(streamed, seg.predict_batch(frames), strict=True))
+
+
+def test_onnxruntime_io_binding_gives_the_same_labels(models):
+    frames = list(street_frames(2, 64, 128, seed=4))
+    plain = Segmenter.load(models["labels"]).predict_batch(frames)
+    bound = Segmenter.load(models["labels"], io_binding=True, threads=1)
+    assert bound.backend.io_binding
+    assert all((a == b).all() for a, b in zip(bound.predict_batch(frames), plain, strict=True))

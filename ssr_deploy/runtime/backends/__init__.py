@@ -33,11 +33,13 @@ def open_backend(path: str | Path, backend: str | None = None, device: str | Non
     if name == "onnxruntime":
         from ssr_deploy.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(path, device=device or "cpu")
+        return OnnxRuntimeBackend(path, device=device or "cpu", threads=options.get("threads"),
+                                  io_binding=options.get("io_binding"))
     if name == "tensorrt":
         from ssr_deploy.runtime.backends.tensorrt import TensorRTBackend
 
-        return TensorRTBackend(path, device=int((device or "cuda:0").rpartition(":")[2] or 0))
+        return TensorRTBackend(path, device=int((device or "cuda:0").rpartition(":")[2] or 0),
+                               cuda_graph=options.get("cuda_graph", False))
     raise SsrDeployError(f"cannot tell how to run {path.name}: use a .onnx, .engine or .plan "
                          "file, or name --backend onnxruntime|tensorrt")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,12 @@ class Backend(ABC):
 
     @abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def infer_stream(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Outputs for a stream of batches, in order. GPU backends overlap the copies of one
+        batch with the compute of the previous; the default runs them one by one."""
+        for batch in batches:
+            yield self.infer(batch)
 
     def close(self) -> None:  # noqa: B027 - backends without resources need nothing here
         """Free what the backend holds (GPU memory, sessions)."""

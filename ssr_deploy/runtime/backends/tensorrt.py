@@ -1,9 +1,17 @@
 """TensorRT with cuda-python, in the shape of TensorRT's own samples: a page-locked host
-buffer and a device buffer per I/O tensor, sized for the profile's largest shape, one
-stream, copy-in / execute_async_v3 / copy-out, explicit freeing in ``close()``."""
+buffer and a device buffer per I/O tensor, sized for the profile's largest shape, async
+copies and ``execute_async_v3`` on a stream, explicit freeing in ``close()``.
+
+Two slots of buffers give double buffering in ``infer_stream``: frame i+1 is uploaded on its
+own stream while frame i computes, and frame i is downloaded on a third (one copy stream
+would queue the upload of i+1 behind the download of i, which waits for i's compute).
+``cuda_graph=True`` captures copy-in + enqueue + copy-out once per input shape and replays
+it with one launch.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,18 +60,46 @@ def buffer_plan(meta: dict[str, Any]) -> list[TensorPlan]:
                        output_shape(meta, largest))]
 
 
+def check_in_profile(meta: dict[str, Any], shape: tuple[int, ...]) -> None:
+    lo, hi = meta["profile"]["min"], meta["profile"]["max"]
+    if len(shape) != len(hi) or not all(a <= s <= b for a, s, b in zip(lo, shape, hi,
+                                                                        strict=True)):
+        raise SsrDeployError(f"input {tuple(shape)} is outside the engine's profile "
+                             f"{tuple(lo)} to {tuple(hi)}")
+
+
+class _Slot:
+    """Host and device buffers for one frame in flight, and the events that order it."""
+
+    def __init__(self, cuda, plan: list[TensorPlan]) -> None:
+        self.host = {t.name: cuda.HostBuffer(t.max_shape, DTYPES[t.dtype]) for t in plan}
+        self.device = {t.name: cuda.DeviceBuffer(t.nbytes) for t in plan}
+        self.copied_in, self.computed, self.copied_out = (cuda.Event() for _ in range(3))
+
+    def view(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        return self.host[name].array.reshape(-1)[:int(np.prod(shape))].reshape(shape)
+
+    def free(self) -> None:
+        for buffer in (*self.host.values(), *self.device.values()):
+            buffer.free()
+        for event in (self.copied_in, self.computed, self.copied_out):
+            event.destroy()
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
-    def __init__(self, path: str | Path, device: int = 0) -> None:
+    def __init__(self, path: str | Path, device: int = 0, cuda_graph: bool = False) -> None:
         from ssr_deploy.export.tensorrt import import_tensorrt
         from ssr_deploy.runtime import cuda
 
         trt = import_tensorrt()
+        self._cuda = cuda
         path = Path(path)
         self.metadata = read_sidecar(path)
         check_compatibility(self.metadata, trt.__version__, cuda.gpu_info(device), path.name)
         cuda.check(cuda._cudart().cudaSetDevice(device))
+        self.device_name = cuda.gpu_info(device)["name"]
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
@@ -71,49 +107,98 @@ class TensorRTBackend(Backend):
             raise SsrDeployError(f"TensorRT could not load {path}; rebuild it with "
                                  "`ssr-deploy export engine`")
         self.context = self.engine.create_execution_context()
-        self.stream = cuda.Stream()
         self.plan = buffer_plan(self.metadata)
-        self.host = {t.name: cuda.HostBuffer(t.max_shape, DTYPES[t.dtype]) for t in self.plan}
-        self.device = {t.name: cuda.DeviceBuffer(t.nbytes) for t in self.plan}
-        for t in self.plan:
-            self.context.set_tensor_address(t.name, self.device[t.name].ptr)
-        self.events = [cuda.Event() for _ in range(4)]
-        self.device_name = cuda.gpu_info(device)["name"]
+        self.compute, self.upload, self.download = cuda.Stream(), cuda.Stream(), cuda.Stream()
+        self.slots = [_Slot(cuda, self.plan), _Slot(cuda, self.plan)]
+        self.start = cuda.Event()
+        self.cuda_graph = cuda_graph
+        self._graphs: dict[tuple[int, ...], Any] = {}
+
+    # ---- one batch, synchronous ----------------------------------------------------
+    def _enqueue(self, slot: _Slot, shape: tuple[int, ...], stream) -> None:
+        """copy in -> execute -> copy out, all on ``stream`` (the unit a CUDA graph holds)."""
+        inp, out = self.plan
+        nbytes_in = int(np.prod(shape)) * np.dtype(DTYPES[inp.dtype]).itemsize
+        out_shape = output_shape(self.metadata, shape)
+        nbytes_out = int(np.prod(out_shape)) * np.dtype(DTYPES[out.dtype]).itemsize
+        stream.copy_to_device(slot.device[inp.name].ptr, slot.host[inp.name].ptr, nbytes_in)
+        slot.copied_in.record(stream)
+        if not self.context.execute_async_v3(stream.ptr):
+            raise SsrDeployError("TensorRT execution failed; see the TensorRT log above")
+        slot.computed.record(stream)
+        stream.copy_to_host(slot.host[out.name].ptr, slot.device[out.name].ptr, nbytes_out)
+
+    def _bind(self, slot: _Slot, shape: tuple[int, ...]) -> None:
+        inp, out = self.plan
+        self.context.set_input_shape(inp.name, shape)
+        self.context.set_tensor_address(inp.name, slot.device[inp.name].ptr)
+        self.context.set_tensor_address(out.name, slot.device[out.name].ptr)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        check_in_profile(self.metadata, batch.shape)
         inp, out = self.plan
-        lo, hi = self.metadata["profile"]["min"], self.metadata["profile"]["max"]
-        if batch.ndim != len(hi) or not all(a <= s <= b for a, s, b in
-                                            zip(lo, batch.shape, hi, strict=True)):
-            raise SsrDeployError(f"input {batch.shape} is outside the engine's profile "
-                                 f"{tuple(lo)} to {tuple(hi)}")
-        self.context.set_input_shape(inp.name, batch.shape)
-        staged = self.host[inp.name].array.reshape(-1)[:batch.size].reshape(batch.shape)
-        np.copyto(staged, batch, casting="no")
-        start, copied_in, computed, copied_out = self.events
-        start.record(self.stream)
-        self.stream.copy_to_device(self.device[inp.name].ptr, self.host[inp.name].ptr,
-                                   batch.nbytes)
-        copied_in.record(self.stream)
-        if not self.context.execute_async_v3(self.stream.ptr):
-            raise SsrDeployError("TensorRT execution failed; see the TensorRT log above")
-        computed.record(self.stream)
-        shape = output_shape(self.metadata, batch.shape)
-        result = self.host[out.name].array.reshape(-1)[:int(np.prod(shape))].reshape(shape)
-        self.stream.copy_to_host(self.host[out.name].ptr, self.device[out.name].ptr,
-                                 result.nbytes)
-        copied_out.record(self.stream)
-        self.stream.synchronize()
-        self.last_timing = {"compute_ms": computed.ms_since(copied_in),
-                            "copy_ms": copied_in.ms_since(start) + copied_out.ms_since(computed)}
-        return result.copy()
+        slot, shape = self.slots[0], tuple(batch.shape)
+        np.copyto(slot.view(inp.name, shape), batch, casting="no")
+        self._bind(slot, shape)
+        self.start.record(self.compute)
+        if self.cuda_graph:
+            if shape not in self._graphs:
+                self._enqueue(slot, shape, self.compute)  # TensorRT's first run sets up state
+                self.compute.synchronize()
+                self._graphs[shape] = self._cuda.Graph(
+                    self.compute, lambda stream: self._enqueue(slot, shape, stream))
+            self._graphs[shape].launch(self.compute)
+        else:
+            self._enqueue(slot, shape, self.compute)
+        slot.copied_out.record(self.compute)
+        self.compute.synchronize()
+        if not self.cuda_graph:  # events inside a graph are not ours to time
+            self.last_timing = {
+                "compute_ms": slot.computed.ms_since(slot.copied_in),
+                "copy_ms": slot.copied_in.ms_since(self.start)
+                + slot.copied_out.ms_since(slot.computed)}
+        return slot.view(out.name, output_shape(self.metadata, shape)).copy()
+
+    # ---- a stream of batches, double-buffered ---------------------------------------
+    def infer_stream(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Outputs in order; batch i+1 is copied in (copy stream) while batch i computes."""
+        inp, out = self.plan
+        pending: list[tuple[_Slot, tuple[int, ...]]] = []
+        for i, batch in enumerate(batches):
+            check_in_profile(self.metadata, batch.shape)
+            slot, shape = self.slots[i % 2], tuple(batch.shape)
+            if len(pending) == 2:  # this slot's previous frame must be out before reuse
+                yield self._collect(*pending.pop(0))
+            np.copyto(slot.view(inp.name, shape), batch, casting="no")
+            self.upload.copy_to_device(slot.device[inp.name].ptr, slot.host[inp.name].ptr,
+                                       batch.nbytes)
+            slot.copied_in.record(self.upload)
+            self.compute.wait(slot.copied_in)
+            self._bind(slot, shape)
+            if not self.context.execute_async_v3(self.compute.ptr):
+                raise SsrDeployError("TensorRT execution failed; see the TensorRT log above")
+            slot.computed.record(self.compute)
+            self.download.wait(slot.computed)
+            out_shape = output_shape(self.metadata, shape)
+            self.download.copy_to_host(slot.host[out.name].ptr, slot.device[out.name].ptr,
+                                       slot.view(out.name, out_shape).nbytes)
+            slot.copied_out.record(self.download)
+            pending.append((slot, shape))
+        for slot, shape in pending:
+            yield self._collect(slot, shape)
+
+    def _collect(self, slot: _Slot, shape: tuple[int, ...]) -> np.ndarray:
+        slot.copied_out.synchronize()
+        return slot.view(self.plan[1].name, output_shape(self.metadata, shape)).copy()
 
     def close(self) -> None:
-        for buffers in (getattr(self, "host", {}), getattr(self, "device", {})):
-            for buffer in buffers.values():
-                buffer.free()
-        for event in getattr(self, "events", []):
-            event.destroy()
-        if getattr(self, "stream", None) is not None:
-            self.stream.destroy()
+        for graph in getattr(self, "_graphs", {}).values():
+            graph.destroy()
+        for slot in getattr(self, "slots", []):
+            slot.free()
+        for stream in (getattr(self, name, None) for name in ("compute", "upload", "download")):
+            if stream is not None:
+                stream.destroy()
+        if getattr(self, "start", None) is not None:
+            self.start.destroy()
         self.context = self.engine = None
