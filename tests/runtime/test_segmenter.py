@@ -142,3 +142,21 @@ def test_onnxruntime_io_binding_gives_the_same_labels(models):
     bound = Segmenter.load(models["labels"], io_binding=True, threads=1)
     assert bound.backend.io_binding
     assert all((a == b).all() for a, b in zip(bound.predict_batch(frames), plain, strict=True))
+
+
+def test_corrupt_or_changed_model_files(tmp_path, models):
+    import shutil
+
+    from ssr_deploy.export.metadata import read_sidecar, sidecar_path, write_sidecar
+
+    changed = tmp_path / "m.onnx"
+    shutil.copyfile(models["labels"], changed)
+    shutil.copyfile(sidecar_path(models["labels"]), sidecar_path(changed))
+    changed.write_bytes(changed.read_bytes()[:-10])
+    with pytest.raises(SsrDeployError, match="does not describe m.onnx"):
+        Segmenter.load(changed)
+    meta = {k: v for k, v in read_sidecar(models["labels"]).items() if k not in ("file",
+                                                                                  "sha256")}
+    write_sidecar(changed, meta)  # now the sidecar matches a truncated, corrupt model
+    with pytest.raises(SsrDeployError, match="onnxruntime cannot load .*m.onnx"):
+        Segmenter.load(changed)
