@@ -435,5 +435,77 @@ def profile_cmd(model, backend, size, iters, top, trace, as_json) -> None:
     click.echo(json.dumps(result, indent=2) if as_json else format_profile(result, top))
 
 
+@main.group()
+def data() -> None:
+    """Datasets: write synthetic street scenes in the Cityscapes layout."""
+
+
+@data.command("synth")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder to write leftImg8bit/ and gtFine/ into.")
+@click.option("--n", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Scenes (80% train, 20% val).")
+@click.option("--size", type=SIZE, default="256x512", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--video", type=click.Path(dir_okay=False), help="Also render a moving scene.")
+@click.option("--frames", type=click.IntRange(min=1), default=90, show_default=True,
+              help="Frames of the --video.")
+def data_synth(out, n, size, seed, video, frames) -> None:
+    """Procedural street scenes labelled with Cityscapes ids, deterministic by seed.
+
+    \b
+    Example:
+      ssr-deploy data synth --out data/synth --n 200 --size 256x512 --video drive.mp4
+      ssr-deploy eval --weights best.pt --data cityscapes:data/synth
+    """
+    from tqdm import tqdm
+
+    from ssr_deploy.data import write_cityscapes_layout
+    from ssr_deploy.data.synthetic import render_video
+
+    if not Path(out).resolve().parent.is_dir():
+        raise SsrDeployError(f"cannot write {out}: its parent folder does not exist")
+    with tqdm(total=n, desc="scenes", disable=None) as bar:
+        counts = write_cityscapes_layout(out, n, size, seed, progress=lambda: bar.update(1))
+    click.echo(f"wrote {counts['train']} train and {counts['val']} val scenes to {out} "
+               "(Cityscapes layout: cityscapes:" + str(out) + ")")
+    if video:
+        render_video(video, frames, size, seed)
+        click.echo(f"wrote {video} ({frames} frames)")
+
+
+@main.command("eval")
+@click.option("--weights", required=True, help="A checkpoint (.pt).")
+@click.option("--data", "source", required=True,
+              help="cityscapes:DIR, folder:DIR or synthetic[:N].")
+@click.option("--split", default="val", show_default=True)
+@click.option("--size", type=SIZE, default="512x1024", show_default=True,
+              help="Network input size (labels are scored at their own size).")
+@click.option("--flip", is_flag=True, help="Average with the horizontally flipped image.")
+@click.option("--save-preds", type=click.Path(file_okay=False),
+              help="Write labelId PNGs for the official Cityscapes evaluation.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def eval_cmd(weights, source, split, size, flip, save_preds, device, as_json) -> None:
+    """Per-class IoU, mIoU and pixel accuracy of a checkpoint on a dataset.
+
+    \b
+    Example:
+      ssr-deploy eval --weights runs/train/best.pt --data cityscapes:/data/cityscapes --flip
+    """
+    from ssr_deploy.data import open_dataset
+    from ssr_deploy.model.checkpoint import load_model
+    from ssr_deploy.train.evaluate import evaluate, format_result
+
+    net = load_model(weights)
+    net.genotype.check_input_size(*size)
+    dataset = open_dataset(source, split, size)
+    if len(dataset.classes) != net.num_classes:
+        raise SsrDeployError(f"{weights} predicts {net.num_classes} classes, the data has "
+                             f"{len(dataset.classes)}")
+    result = evaluate(net, dataset, size, flip, save_preds, device, progress=not as_json)
+    click.echo(json.dumps(result, indent=2) if as_json else format_result(result))
+
+
 if __name__ == "__main__":
     main()

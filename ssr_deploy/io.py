@@ -15,6 +15,8 @@ from typing import Any
 
 from ssr_deploy.errors import SsrDeployError
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp_path)`` and move the result to ``path`` only if it returned normally."""

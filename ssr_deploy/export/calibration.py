@@ -12,10 +12,8 @@ import cv2
 import numpy as np
 
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.io import atomic_write
+from ssr_deploy.io import IMAGE_SUFFIXES, atomic_write
 from ssr_deploy.runtime.preprocess import frames_to_input, resize_frames
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def find_images(folder: str | Path, limit: int | None = None) -> list[Path]:

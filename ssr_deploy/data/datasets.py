@@ -1,0 +1,200 @@
+"""Datasets with one interface: ``ds[i] -> (image (H, W, 3) uint8 BGR, label (H, W) uint8
+trainIds, 255 = ignore)``, plus ``classes``, ``palette`` and ``names`` (one per item).
+
+Sources are named as on the command line: ``cityscapes:DIR``, ``folder:DIR``,
+``synthetic[:N]``. A corrupt image or label is a clear error naming the file (not a
+silent skip: a training run should not quietly learn from less than it was given).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ssr_deploy.data import classes
+from ssr_deploy.data.synthetic import street_scene
+from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.io import IMAGE_SUFFIXES
+
+
+@dataclass
+class Pair:
+    name: str
+    image: Path
+    label: Path
+
+
+def _read(path: Path, flags: int) -> np.ndarray:
+    data = cv2.imread(str(path), flags)
+    if data is None:
+        raise SsrDeployError(f"cannot read {path}: corrupt or not an image (remove or replace "
+                             "it)")
+    return data
+
+
+class PairDataset:
+    """Image/label file pairs; ``lut`` maps stored label values to trainIds (None: as is)."""
+
+    def __init__(self, pairs: list[Pair], names: tuple[str, ...],
+                 palette: tuple[tuple[int, int, int], ...], lut: np.ndarray | None,
+                 known: np.ndarray | None = None) -> None:
+        self.pairs, self.classes, self.palette = pairs, names, palette
+        self.lut, self.known = lut, known
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.pairs]
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        pair = self.pairs[i]
+        image = _read(pair.image, cv2.IMREAD_COLOR)
+        label = _read(pair.label, cv2.IMREAD_UNCHANGED)
+        if label.ndim != 2 or label.dtype != np.uint8:
+            raise SsrDeployError(f"label {pair.label} is not a single-channel 8-bit PNG of "
+                                 "class ids")
+        if label.shape != image.shape[:2]:
+            raise SsrDeployError(f"{pair.image.name} is {image.shape[1]}x{image.shape[0]} but "
+                                 f"its label {pair.label.name} is {label.shape[1]}x"
+                                 f"{label.shape[0]}; they must be the same size")
+        if self.known is not None and not self.known[label].all():
+            bad = sorted(int(v) for v in set(np.unique(label)) - set(np.flatnonzero(self.known)))
+            raise SsrDeployError(f"label {pair.label} has ids {bad[:5]} that the Cityscapes "
+                                 "label table does not have")
+        if self.lut is not None:
+            label = self.lut[label]
+        elif (label[label != classes.IGNORE] >= len(self.classes)).any():
+            raise SsrDeployError(f"label {pair.label} has class ids >= {len(self.classes)} "
+                                 f"(classes.json lists {len(self.classes)}); 255 is ignore")
+        return image, label
+
+
+def cityscapes(root: str | Path, split: str = "train") -> PairDataset:
+    """``leftImg8bit/<split>/<city>/*_leftImg8bit.png`` with ``gtFine/<split>/<city>/
+    *_gtFine_labelTrainIds.png`` when present, else ``*_gtFine_labelIds.png`` mapped through
+    the official label table."""
+    root = Path(root)
+    images_dir = root / "leftImg8bit" / split
+    if not images_dir.is_dir():
+        raise SsrDeployError(f"cityscapes:{root} has no leftImg8bit/{split}/ folder; point it "
+                             "at the folder holding leftImg8bit/ and gtFine/")
+    images = sorted(images_dir.glob("*/*_leftImg8bit.png"))
+    if not images:
+        raise SsrDeployError(f"no *_leftImg8bit.png images under {images_dir}")
+    pairs, missing, train_ids = [], [], None
+    for image in images:
+        stem = image.name[: -len("_leftImg8bit.png")]
+        gt = root / "gtFine" / split / image.parent.name
+        trainid = gt / f"{stem}_gtFine_labelTrainIds.png"
+        labelid = gt / f"{stem}_gtFine_labelIds.png"
+        train_ids = trainid.is_file() if train_ids is None else train_ids
+        label = trainid if train_ids else labelid
+        if not label.is_file():
+            missing.append(stem)
+            continue
+        pairs.append(Pair(stem, image, label))
+    if missing:
+        raise SsrDeployError(f"{len(missing)} images have no gtFine label, e.g. {missing[0]} "
+                             f"(expected {'labelTrainIds' if train_ids else 'labelIds'} PNGs "
+                             f"under {root / 'gtFine' / split})")
+    if train_ids:
+        return PairDataset(pairs, classes.NAMES, classes.PALETTE, None)
+    return PairDataset(pairs, classes.NAMES, classes.PALETTE, classes.LABEL_TO_TRAIN,
+                       classes.KNOWN_LABEL_IDS)
+
+
+def folder(root: str | Path) -> PairDataset:
+    """``images/`` and ``masks/`` with matching stems, and ``classes.json``
+    (``{"names": [...], "colors": [[r, g, b], ...]}``, colours optional)."""
+    from ssr_deploy.genotype import default_palette
+
+    root = Path(root)
+    for sub in ("images", "masks"):
+        if not (root / sub).is_dir():
+            raise SsrDeployError(f"folder:{root} has no {sub}/ folder (expected images/, "
+                                 "masks/ and classes.json)")
+    spec_path = root / "classes.json"
+    try:
+        spec = json.loads(spec_path.read_text())
+        names = tuple(spec["names"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise SsrDeployError(f"{spec_path} is missing or not {{\"names\": [...]}} "
+                             f"({type(e).__name__})") from None
+    palette = tuple(tuple(c) for c in spec.get("colors") or default_palette(len(names)))
+    images = {p.stem: p for p in (root / "images").iterdir()
+              if p.suffix.lower() in IMAGE_SUFFIXES}
+    masks = {p.stem: p for p in (root / "masks").iterdir() if p.suffix.lower() == ".png"}
+    if not images:
+        raise SsrDeployError(f"no images in {root / 'images'}")
+    no_mask, no_image = sorted(set(images) - set(masks)), sorted(set(masks) - set(images))
+    if no_mask or no_image:
+        parts = [f"images without a mask: {', '.join(no_mask[:5])}" if no_mask else "",
+                 f"masks without an image: {', '.join(no_image[:5])}" if no_image else ""]
+        raise SsrDeployError(f"folder:{root}: " + "; ".join(p for p in parts if p))
+    pairs = [Pair(stem, images[stem], masks[stem]) for stem in sorted(images)]
+    return PairDataset(pairs, names, palette, None)
+
+
+class SyntheticDataset:
+    """``n`` procedural street scenes of ``size``; train and val use disjoint seeds."""
+
+    def __init__(self, n: int = 200, size: tuple[int, int] = (256, 512), split: str = "train",
+                 seed: int = 0) -> None:
+        self.n, self.size, self.seed = n, size, seed
+        self.offset = seed * 1_000_003 + (0 if split == "train" else 500_009)
+        self.classes, self.palette = classes.NAMES, classes.PALETTE
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def names(self) -> list[str]:
+        # Cityscapes' city_sequence_frame pattern, so the official tools read the files
+        return [f"synth_{self.seed:06d}_{self.offset % 1_000_003 + i:06d}" for i in range(self.n)]
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return street_scene(self.offset + i, *self.size)
+
+
+def open_dataset(source: str, split: str = "train", size: tuple[int, int] = (256, 512)):
+    """``cityscapes:DIR``, ``folder:DIR`` or ``synthetic[:N]`` -> a dataset."""
+    scheme, _, rest = source.partition(":")
+    if scheme == "cityscapes" and rest:
+        return cityscapes(rest, split)
+    if scheme == "folder" and rest:
+        return folder(rest)
+    if scheme == "synthetic":
+        n = int(rest) if rest.isdigit() else (200 if split == "train" else 50)
+        return SyntheticDataset(n, size, split)
+    raise SsrDeployError(f"data source {source!r} is not known; use cityscapes:DIR, folder:DIR "
+                         "or synthetic[:N]")
+
+
+def write_cityscapes_layout(out: str | Path, n: int, size: tuple[int, int], seed: int = 0,
+                            val_fraction: float = 0.2, progress=None) -> dict[str, int]:
+    """Write ``n`` synthetic scenes as a Cityscapes tree (leftImg8bit + gtFine labelIds), so
+    the real loader reads them. Returns images per split."""
+    out = Path(out)
+    n_val = max(1, int(n * val_fraction)) if n > 1 else 0
+    counts = {"train": n - n_val, "val": n_val}
+    for split, count in counts.items():
+        dataset = SyntheticDataset(count, size, split, seed)
+        img_dir = out / "leftImg8bit" / split / "synth"
+        gt_dir = out / "gtFine" / split / "synth"
+        img_dir.mkdir(parents=True, exist_ok=True)
+        gt_dir.mkdir(parents=True, exist_ok=True)
+        for i, name in enumerate(dataset.names):
+            image, label = dataset[i]
+            cv2.imwrite(str(img_dir / f"{name}_leftImg8bit.png"), image)
+            cv2.imwrite(str(gt_dir / f"{name}_gtFine_labelIds.png"), classes.TRAIN_TO_LABEL[label])
+            if progress:
+                progress()
+    return counts

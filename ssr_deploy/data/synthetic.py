@@ -1,0 +1,133 @@
+"""Procedural street scenes labelled with Cityscapes trainIds, deterministic by seed.
+
+Sky, buildings, vegetation, a road in perspective with sidewalks and terrain, poles with
+traffic signs, cars and people, drawn far to near (so near things occlude far ones), with
+texture noise and a lighting change per scene. Enough structure that a segmentation
+network has to learn shapes and context, not only colours.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ssr_deploy.data.classes import TRAIN_ID
+
+
+def _poly(img, lab, pts, color, cls) -> None:
+    pts = np.asarray(pts, np.int32)
+    cv2.fillPoly(img, [pts], color)
+    cv2.fillPoly(lab, [pts], int(TRAIN_ID[cls]))
+
+
+def _rect(img, lab, x0, y0, x1, y1, color, cls) -> None:
+    _poly(img, lab, [(x0, y0), (x1, y0), (x1, y1), (x0, y1)], color, cls)
+
+
+def street_scene(seed: int, height: int = 256, width: int = 512, shift: float = 0.0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """One scene: (H, W, 3) uint8 BGR image and (H, W) uint8 trainIds. ``shift`` (pixels)
+    slides the scene sideways, for video: same seed, growing shift = a moving camera."""
+    rng = np.random.default_rng(seed)
+    h, w = height, width
+    img = np.zeros((h, w, 3), np.uint8)
+    lab = np.zeros((h, w), np.uint8)
+    horizon = int(h * rng.uniform(0.38, 0.5))
+    tint = rng.uniform(0.85, 1.15, 3)
+
+    sky_top, sky_bottom = np.array([200, 150, 90]), np.array([235, 210, 170])
+    ramp = np.linspace(0, 1, horizon)[:, None, None]
+    img[:horizon] = (sky_top * (1 - ramp) + sky_bottom * ramp).astype(np.uint8)
+    lab[:horizon] = TRAIN_ID["sky"]
+
+    x = -shift % 60 - 60  # buildings and trees along the skyline
+    while x < w:
+        bw = int(rng.uniform(0.08, 0.2) * w)
+        top = int(horizon * rng.uniform(0.05, 0.7))
+        if rng.random() < 0.3:
+            cv2.circle(img, (int(x + bw / 2), top + bw // 3), bw // 2, (40, 120, 60), -1)
+            cv2.circle(lab, (int(x + bw / 2), top + bw // 3), bw // 2, TRAIN_ID["vegetation"], -1)
+            _rect(img, lab, int(x + bw / 2) - 2, top + bw // 3, int(x + bw / 2) + 2, horizon,
+                  (30, 60, 90), "vegetation")
+        else:
+            gray = int(rng.uniform(60, 170))
+            _rect(img, lab, int(x), top, int(x + bw), horizon,
+                  (gray, gray + int(rng.integers(-15, 15)), gray), "building")
+            for wy in range(top + 6, horizon - 6, 14):  # windows: texture, same class
+                for wx in range(int(x) + 4, int(x + bw) - 6, 12):
+                    cv2.rectangle(img, (wx, wy), (wx + 5, wy + 7), (gray // 2,) * 3, -1)
+        x += bw + rng.integers(0, 10)
+
+    vanish = w / 2 + rng.uniform(-0.1, 0.1) * w
+    road_half = w * rng.uniform(0.35, 0.55)
+    _rect(img, lab, 0, horizon, w, h, (70, 140, 110), "terrain")
+    walk = road_half * 1.35
+    _poly(img, lab, [(vanish - 3, horizon), (vanish + 3, horizon), (vanish + walk, h),
+                     (vanish - walk, h)], (170, 160, 175), "sidewalk")
+    _poly(img, lab, [(vanish - 1, horizon), (vanish + 1, horizon), (vanish + road_half, h),
+                     (vanish - road_half, h)], (95, 85, 90), "road")
+    for k in range(8):  # lane marks, part of the road
+        y0 = horizon + (h - horizon) * (k / 8) ** 1.5
+        y1 = horizon + (h - horizon) * ((k + 0.5) / 8) ** 1.5
+        cv2.line(img, (int(vanish), int(y0)), (int(vanish), int(y1)), (220, 220, 220),
+                 max(1, int((y1 - horizon) / 40)))
+
+    objects = []  # (depth 0..1, kind); drawn far to near
+    for _ in range(rng.integers(2, 6)):
+        objects.append((rng.uniform(0.1, 1.0), "car"))
+    for _ in range(rng.integers(1, 5)):
+        objects.append((rng.uniform(0.1, 1.0), "person"))
+    for _ in range(rng.integers(1, 4)):
+        objects.append((rng.uniform(0.1, 1.0), "pole"))
+    for depth, kind in sorted(objects):
+        y = horizon + (h - horizon) * depth
+        scale = 0.1 + depth
+        side = rng.choice([-1, 1])
+        if kind == "car":
+            cx = vanish + side * road_half * depth * rng.uniform(0.1, 0.7) - shift * depth
+            cw, ch = 0.22 * w * scale / 1.1, 0.1 * h * scale
+            color = tuple(int(c) for c in rng.integers(20, 230, 3))
+            _rect(img, lab, int(cx - cw / 2), int(y - ch), int(cx + cw / 2), int(y), color, "car")
+            _rect(img, lab, int(cx - cw / 3), int(y - 1.5 * ch), int(cx + cw / 3), int(y - ch),
+                  tuple(c // 2 for c in color), "car")
+        elif kind == "person":
+            cx = vanish + side * walk * depth * rng.uniform(0.8, 1.2) - shift * depth
+            ph, pw = 0.25 * h * scale, 0.03 * w * scale
+            _rect(img, lab, int(cx - pw), int(y - ph * 0.8), int(cx + pw), int(y),
+                  tuple(int(c) for c in rng.integers(30, 200, 3)), "person")
+            cv2.circle(img, (int(cx), int(y - ph * 0.88)), max(1, int(pw)), (120, 150, 200), -1)
+            cv2.circle(lab, (int(cx), int(y - ph * 0.88)), max(1, int(pw)),
+                       TRAIN_ID["person"], -1)
+        else:
+            cx = vanish + side * walk * depth * 1.1 - shift * depth
+            ph = 0.45 * h * scale
+            _rect(img, lab, int(cx - 2 * scale), int(y - ph), int(cx + 2 * scale), int(y),
+                  (150, 150, 150), "pole")
+            s = max(2, int(0.03 * w * scale))
+            _rect(img, lab, int(cx - s), int(y - ph - s), int(cx + s), int(y - ph + s),
+                  (0, 200, 220), "traffic sign")
+
+    noise = rng.normal(0, rng.uniform(3, 10), img.shape)
+    light = rng.uniform(0.6, 1.3) * tint
+    return np.clip((img.astype(np.float32) + noise) * light, 0, 255).astype(np.uint8), lab
+
+
+def render_video(path: str | Path, frames: int, size: tuple[int, int] = (256, 512),
+                 seed: int = 0, fps: float = 30.0) -> Path:
+    """A moving street scene (the camera slides sideways) as an mp4/avi, written atomically."""
+    from ssr_deploy.io import atomic_write
+
+    path = Path(path)
+    fourcc = cv2.VideoWriter_fourcc(*("MJPG" if path.suffix.lower() == ".avi" else "mp4v"))
+
+    def write(tmp: Path) -> None:
+        target = tmp.with_suffix(path.suffix)  # OpenCV picks the container by suffix
+        writer = cv2.VideoWriter(str(target), fourcc, fps, (size[1], size[0]))
+        for k in range(frames):
+            writer.write(street_scene(seed, *size, shift=2.0 * k)[0])
+        writer.release()
+        target.replace(tmp)
+
+    return atomic_write(path, write)

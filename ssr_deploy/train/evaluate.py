@@ -1,0 +1,73 @@
+"""Evaluate a checkpoint on a dataset: per-class IoU, mIoU, pixel accuracy; optionally write
+predictions as Cityscapes labelId PNGs the official evaluation script reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ssr_deploy.data.classes import TRAIN_TO_LABEL
+from ssr_deploy.model.net import SSRNet
+from ssr_deploy.train.metrics import ConfusionMatrix
+
+
+def to_input(image_bgr: np.ndarray, net: SSRNet, size: tuple[int, int]) -> torch.Tensor:
+    """(H, W, 3) uint8 BGR -> (1, 3, h, w) float32 normalised as the genotype says."""
+    spec = net.genotype.input
+    image = cv2.resize(image_bgr, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    if spec.color == "rgb":
+        image = image[..., ::-1]
+    x = (image.astype(np.float32) / 255 - np.asarray(spec.mean, np.float32)) / np.asarray(
+        spec.std, np.float32)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+
+
+@torch.inference_mode()
+def predict(net: SSRNet, image_bgr: np.ndarray, size: tuple[int, int], flip: bool = False,
+            device: str = "cpu") -> np.ndarray:
+    """(H, W) uint8 trainIds at the image's own size; ``flip`` averages with the mirror."""
+    x = to_input(image_bgr, net, size).to(device)
+    logits = net(x)
+    if flip:
+        logits = logits + net(x.flip(3)).flip(3)
+    logits = F.interpolate(logits, size=image_bgr.shape[:2], mode="bilinear",
+                           align_corners=False)
+    return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+
+
+def evaluate(net: SSRNet, dataset, size: tuple[int, int], flip: bool = False,
+             save_preds: str | Path | None = None, device: str = "cpu",
+             progress: bool = False) -> dict[str, Any]:
+    """Run ``net`` over ``dataset``; labels are compared at their own resolution."""
+    net = net.eval().to(device)
+    matrix = ConfusionMatrix(len(dataset.classes))
+    out = Path(save_preds) if save_preds else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    names = dataset.names
+    for i in tqdm(range(len(dataset)), desc="eval", disable=None if progress else True,
+                  leave=False):
+        image, label = dataset[i]
+        pred = predict(net, image, size, flip, device)
+        matrix.update(pred, label)
+        if out:
+            cv2.imwrite(str(out / f"{names[i]}_pred_labelIds.png"), TRAIN_TO_LABEL[pred])
+    result = matrix.compute(dataset.classes)
+    result["images"] = len(dataset)
+    return result
+
+
+def format_result(result: dict[str, Any]) -> str:
+    lines = [f"{'class':<16}{'IoU':>8}"]
+    for name, iou in result["per_class"].items():
+        lines.append(f"{name:<16}{'-' if iou is None else f'{100 * iou:.2f}':>8}")
+    lines.append(f"{'mIoU':<16}{100 * result['miou']:>8.2f}")
+    lines.append(f"{'pixel acc':<16}{100 * result['pixel_acc']:>8.2f}   "
+                 f"({result['images']} images)")
+    return "\n".join(lines)
