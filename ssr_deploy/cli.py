@@ -474,6 +474,80 @@ def data_synth(out, n, size, seed, video, frames) -> None:
         click.echo(f"wrote {video} ({frames} frames)")
 
 
+@main.command()
+@click.option("--genotype", required=True, help="Zoo name or genotype JSON.")
+@click.option("--data", "source", required=True,
+              help="cityscapes:DIR, folder:DIR or synthetic[:N].")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Run folder: last.pt, best.pt, log.jsonl, curves.png.")
+@click.option("--size", type=SIZE, default="512x1024", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=6, show_default=True)
+@click.option("--lr", type=float, default=5e-4, show_default=True)
+@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
+@click.option("--preset", type=click.Choice(["paper", "modern"]), default="paper",
+              show_default=True, help="paper: resize, flip, 0-2 px shift; modern: scale "
+              "0.5-2, crop, flip, colour jitter.")
+@click.option("--class-weights", type=click.Choice(["enet", "none"]), default="enet",
+              show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda (AMP on cuda).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--weights", help="Start from this checkpoint's weights (same genotype).")
+@click.option("--resume", is_flag=True, help="Continue OUT/last.pt exactly.")
+def train(genotype, source, out, size, epochs, batch, lr, weight_decay, preset, class_weights,
+          workers, device, seed, weights, resume) -> None:
+    """Retrain a genotype, the paper's recipe by default.
+
+    Multi-GPU: torchrun --nproc_per_node 8 -m ssr_deploy train ... (DDP).
+
+    \b
+    Examples:
+      ssr-deploy train --genotype ssr-cityscapes --data cityscapes:/data/cityscapes \\
+          --out runs/ssr --device cuda
+      ssr-deploy train --genotype ssr-cityscapes --data synthetic:200 --out runs/synth \\
+          --size 128x256 --epochs 5 --batch 4
+    """
+    from ssr_deploy.data import open_dataset
+    from ssr_deploy.genotype import Genotype
+    from ssr_deploy.model.checkpoint import load_weights, read_checkpoint
+    from ssr_deploy.model.net import build_model
+    from ssr_deploy.train.trainer import TrainConfig, Trainer
+
+    g = Genotype.load(genotype)
+    g.check_input_size(*size)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SsrDeployError("--device cuda: no CUDA GPU is visible here; use --device cpu")
+    last = Path(out) / "last.pt"
+    if resume and not last.is_file():
+        raise SsrDeployError(f"--resume: {last} does not exist; run without --resume first")
+    if not resume and last.is_file():
+        raise SsrDeployError(f"{out} already holds a run (last.pt); add --resume to continue "
+                             "it, or choose another --out")
+    train_set, val_set = open_dataset(source, "train", size), open_dataset(source, "val", size)
+    net = build_model(g, len(train_set.classes))
+    if weights:
+        state = read_checkpoint(weights)
+        if state.get("genotype_hash") != g.hash:
+            raise SsrDeployError(f"{weights} was trained for another genotype than {g.name}; "
+                                 "pass matching --genotype and --weights")
+        load_weights(net, state["state_dict"], weights)
+    config = TrainConfig(size=size, epochs=epochs, batch=batch, lr=lr, weight_decay=weight_decay,
+                         preset=preset, class_weights=class_weights, workers=workers,
+                         seed=seed, device=device)
+    trainer = Trainer(net, train_set, val_set, out, config)
+    if resume:
+        trainer.resume(last)
+    final = trainer.fit()
+    if final:
+        click.echo(f"epoch {final['epoch']}: loss {final['loss']:.4f}, val mIoU "
+                   f"{100 * final['val_miou']:.2f}, best {100 * trainer.best:.2f}; wrote "
+                   f"{out}/last.pt, best.pt, log.jsonl, curves.png")
+
+
 @main.command("eval")
 @click.option("--weights", required=True, help="A checkpoint (.pt).")
 @click.option("--data", "source", required=True,

@@ -1,0 +1,242 @@
+"""Retraining a genotype, the paper's recipe by default (Adam 5e-4, wd 1e-4, poly 0.9 per
+epoch, batch 6, 300 epochs, ENet-style class-weighted cross entropy, 255 ignored).
+
+Every epoch writes ``last.pt`` (and ``best.pt`` by val mIoU) atomically, one JSON line to
+``log.jsonl`` and ``curves.png``. ``resume`` continues exactly: weights, optimiser,
+scheduler, AMP scaler, RNG and best score are in the checkpoint, and each item's
+augmentation is seeded by (seed, epoch, index). Under ``torchrun`` it runs DDP
+(DistributedSampler; rank 0 alone evaluates and writes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from ssr_deploy.data import transforms as T
+from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.io import atomic_write_text
+from ssr_deploy.model.checkpoint import load_weights, read_checkpoint, save_checkpoint
+from ssr_deploy.model.net import SSRNet
+from ssr_deploy.train.evaluate import evaluate
+
+
+@dataclass
+class TrainConfig:
+    size: tuple[int, int] = (512, 1024)
+    epochs: int = 300
+    batch: int = 6
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    preset: str = "paper"
+    class_weights: str = "enet"  # enet | none
+    workers: int = 2
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = True  # used on CUDA only
+
+
+class AugmentedDataset(Dataset):
+    """(image CHW float32 normalised as the genotype says, label HW int64) per item."""
+
+    def __init__(self, dataset, transform: T.Transform, net: SSRNet, seed: int) -> None:
+        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
+        spec = net.genotype.input
+        self.rgb = spec.color == "rgb"
+        self.mean = np.asarray(spec.mean, np.float32)
+        self.std = np.asarray(spec.std, np.float32)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        image, label = self.dataset[i]
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        image, label = self.transform(image, label, rng)
+        x = (image[..., ::-1] if self.rgb else image).astype(np.float32) / 255
+        x = (x - self.mean) / self.std
+        return (torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))),
+                torch.from_numpy(label.astype(np.int64)))
+
+
+def enet_weights(dataset, num_classes: int, max_items: int = 200) -> torch.Tensor:
+    """w_c = 1 / ln(1.02 + p_c), p_c the pixel frequency of class c (Paszke et al., ENet)."""
+    counts = np.zeros(num_classes, np.int64)
+    step = max(1, len(dataset) // max_items)
+    for i in range(0, len(dataset), step):
+        label = dataset[i][1]
+        counts += np.bincount(label[label < num_classes], minlength=num_classes)
+    p = counts / max(counts.sum(), 1)
+    return torch.tensor(1.0 / np.log(1.02 + p), dtype=torch.float32)
+
+
+def _dist() -> tuple[int, int]:
+    """(rank, world size); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+class Trainer:
+    def __init__(self, net: SSRNet, train_set, val_set, out: str | Path, config: TrainConfig,
+                 extra: dict[str, Any] | None = None) -> None:
+        self.rank, self.world = _dist()
+        self.out, self.config, self.extra = Path(out), config, extra or {}
+        self.device = torch.device(config.device)
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(config.seed)
+        self.net = net.to(self.device)
+        self.genotype = net.genotype
+        self.train_data = AugmentedDataset(train_set, T.preset(config.preset, config.size),
+                                           net, config.seed)
+        self.val_set = val_set
+        n = net.num_classes
+        self.weights = (enet_weights(train_set, n) if config.class_weights == "enet"
+                        else torch.ones(n)).to(self.device)
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.9, 0.999),
+                                          weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda e: (1 - e / config.epochs) ** config.poly_power)
+        self.use_amp = config.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.model = net
+        if self.world > 1:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.epoch, self.best = 0, -1.0
+
+    # ---- one epoch ------------------------------------------------------------------
+    def train_one_epoch(self) -> dict[str, float]:
+        self.model.train()
+        self.train_data.epoch = self.epoch
+        sampler = (DistributedSampler(self.train_data, self.world, self.rank, shuffle=True,
+                                      seed=self.config.seed) if self.world > 1 else None)
+        if sampler:
+            sampler.set_epoch(self.epoch)
+        generator = torch.Generator().manual_seed(self.config.seed + self.epoch)
+        loader = DataLoader(self.train_data, self.config.batch, shuffle=sampler is None,
+                            sampler=sampler, generator=generator, drop_last=True,
+                            num_workers=self.config.workers, pin_memory=self.use_amp)
+        if len(loader) == 0:
+            raise SsrDeployError(f"{len(self.train_data)} training images make no batch of "
+                                 f"{self.config.batch}; lower --batch")
+        losses = []
+        bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.config.epochs}", leave=False,
+                   disable=None if self.rank == 0 else True)
+        for images, labels in bar:
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, enabled=self.use_amp):
+                logits = self.model(images)
+                loss = F.cross_entropy(logits.float(), labels, self.weights, ignore_index=255)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.3f}",
+                            lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        return {"loss": float(np.mean(losses)), "lr": lr}
+
+    # ---- the loop -------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        last = None
+        while self.epoch < self.config.epochs:
+            start = time.perf_counter()
+            stats = self.train_one_epoch()
+            if not math.isfinite(stats["loss"]):
+                raise SsrDeployError(f"training diverged in epoch {self.epoch + 1} (loss is not "
+                                     "finite); lower --lr, or resume from last.pt")
+            self.epoch += 1
+            if self.rank == 0:
+                result = evaluate(self.net, self.val_set, self.config.size,
+                                  device=str(self.device))
+                last = {"epoch": self.epoch, **stats, "val_miou": result["miou"],
+                        "val_pixel_acc": result["pixel_acc"],
+                        "seconds": time.perf_counter() - start}
+                improved = result["miou"] > self.best
+                self.best = max(self.best, result["miou"])
+                self._save("last.pt")
+                if improved:
+                    self._save("best.pt")
+                self._log(last)
+            if self.world > 1:
+                dist.barrier()
+        return last or {}
+
+    def _save(self, name: str) -> None:
+        save_checkpoint(self.out / name, self.net, self.genotype, epoch=self.epoch,
+                        best_miou=self.best, optimizer=self.optimizer.state_dict(),
+                        scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
+                        class_weights=self.weights.cpu(), rng=torch.get_rng_state(),
+                        config=_plain(asdict(self.config)), **self.extra)
+
+    def _log(self, row: dict[str, Any]) -> None:
+        path = self.out / "log.jsonl"
+        rows = path.read_text().splitlines() if path.is_file() else []
+        rows = [r for r in rows if json.loads(r)["epoch"] < row["epoch"]] + [json.dumps(row)]
+        atomic_write_text(path, "\n".join(rows) + "\n")
+        plot_curves([json.loads(r) for r in rows], self.out / "curves.png")
+
+    def resume(self, path: str | Path) -> None:
+        """Continue from a ``last.pt``: same weights, optimiser, schedule, RNG, best score."""
+        state = read_checkpoint(path, self.device)
+        if state.get("genotype_hash") != self.genotype.hash:
+            raise SsrDeployError(f"{path} holds genotype {state['genotype'].get('name')} "
+                                 f"({str(state.get('genotype_hash'))[:12]}), not "
+                                 f"{self.genotype.name} ({self.genotype.hash[:12]}); use the "
+                                 "same --genotype or start a new --out")
+        if "optimizer" not in state:
+            raise SsrDeployError(f"{path} has no optimiser state: resume from a last.pt "
+                                 "written by `ssr-deploy train`")
+        load_weights(self.net, state["state_dict"], str(path))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.weights = state["class_weights"].to(self.device)
+        torch.set_rng_state(state["rng"])
+        self.epoch, self.best = state["epoch"], state["best_miou"]
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else (
+        {k: _plain(v) for k, v in value.items()} if isinstance(value, dict) else value)
+
+
+def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
+    """Train loss and val mIoU per epoch, one PNG, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ssr_deploy.io import atomic_write
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5), dpi=100)
+    a.plot(epochs, [r["loss"] for r in rows], marker="o")
+    a.set(xlabel="epoch", ylabel="train loss", title="loss")
+    b.plot(epochs, [100 * r["val_miou"] for r in rows], marker="o", color="C1")
+    b.set(xlabel="epoch", ylabel="val mIoU (%)", title="mIoU")
+    best = max(rows, key=lambda r: r["val_miou"])
+    b.axhline(100 * best["val_miou"], color="gray", linestyle=":")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)

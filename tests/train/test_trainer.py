@@ -1,0 +1,102 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ssr_deploy import SsrDeployError, build_model
+from ssr_deploy.cli import main
+from ssr_deploy.data import open_dataset
+from ssr_deploy.train.trainer import TrainConfig, Trainer, enet_weights
+
+SIZE = (32, 64)
+
+
+def _trainer(out, epochs, seed=0):
+    torch.manual_seed(seed)
+    net = build_model("ssr-cityscapes")
+    config = TrainConfig(size=SIZE, epochs=epochs, batch=4, workers=0, seed=seed)
+    return Trainer(net, open_dataset("synthetic:8", "train", SIZE),
+                   open_dataset("synthetic:2", "val", SIZE), out, config)
+
+
+def test_enet_weights_favour_rare_classes():
+    w = enet_weights(open_dataset("synthetic:10", "train", SIZE), 19)
+    road, pole = w[0].item(), w[5].item()
+    assert pole > road > 1.0 and w.shape == (19,)
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = _trainer(tmp_path / "a", epochs=3)
+    straight.fit()
+    first = _trainer(tmp_path / "b", epochs=3)
+    first.config.epochs = 3
+    first.train_one_epoch()
+    first.epoch = 1
+    first.best = 0.0
+    first._save("last.pt")  # as if killed after epoch 1
+    resumed = _trainer(tmp_path / "b", epochs=3, seed=123)  # a different seed must not matter
+    resumed.config.seed = 0
+    resumed.train_data.seed = 0
+    resumed.resume(tmp_path / "b" / "last.pt")
+    assert resumed.epoch == 1
+    resumed.fit()
+    for a, b in zip(straight.net.state_dict().values(), resumed.net.state_dict().values(),
+                    strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in log] == [1, 2, 3]
+    assert log[0]["lr"] > log[1]["lr"] > log[2]["lr"]  # poly decay per epoch
+    assert (tmp_path / "a" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_refuses_another_genotype(tmp_path):
+    from ssr_deploy import save_checkpoint
+    from tests.helpers import random_genotype
+
+    other = random_genotype(2)
+    save_checkpoint(tmp_path / "last.pt", build_model(other), other, optimizer={})
+    with pytest.raises(SsrDeployError, match="not ssr-cityscapes"):
+        _trainer(tmp_path / "x", 1).resume(tmp_path / "last.pt")
+
+
+def _train_args(out, *extra, epochs=1, batch=4):
+    return ["train", "--genotype", "ssr-cityscapes", "--data", "synthetic:8", "--out", str(out),
+            "--size", "32x64", "--epochs", str(epochs), "--batch", str(batch), "--workers", "0",
+            *extra]
+
+
+def test_cli_train_and_its_refusals(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, _train_args(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in (tmp_path / "run").iterdir()} == {"last.pt", "best.pt",
+                                                              "log.jsonl", "curves.png"}
+    again = runner.invoke(main, _train_args(tmp_path / "run"))
+    assert again.exit_code == 1 and "already holds a run" in again.output
+    more = runner.invoke(main, _train_args(tmp_path / "run", "--resume", epochs=2))
+    assert more.exit_code == 0, more.output
+    assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 2
+    bad = runner.invoke(main, _train_args(tmp_path / "new", "--resume"))
+    assert bad.exit_code == 1 and "does not exist" in bad.output
+    big = runner.invoke(main, _train_args(tmp_path / "big", batch=64))
+    assert big.exit_code == 1 and "make no batch of 64" in big.output
+    assert "Traceback" not in big.output
+
+
+def test_ddp_with_gloo_two_processes(tmp_path):
+    """torchrun, 2 CPU processes (gloo): both train, rank 0 alone writes."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "ssr_deploy", "train", "--genotype", "ssr-cityscapes", "--data", "synthetic:8",
+         "--out", str(tmp_path / "ddp"), "--size", "32x64", "--epochs", "1", "--batch", "2",
+         "--workers", "0"], capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()
+    assert len(log) == 1  # one writer
+    state = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
+    assert state["epoch"] == 1 and not any(k.startswith("module.") for k in state["state_dict"])
