@@ -1,0 +1,166 @@
+"""`ssr-deploy bench | profile | video`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ssr_deploy.cli.base import SIZE, main
+from ssr_deploy.errors import SsrDeployError
+
+
+def _entries(model: str, backend: str | None, device: str | None, compare: str | None,
+             size: tuple[int, int]) -> list[tuple[str, object]]:
+    """MODEL with its backend, then each --compare entry: a backend name (optionally
+    ``name:device``) applied to MODEL, or another model file."""
+    from ssr_deploy.runtime.segmenter import Segmenter
+
+    specs = [(model, backend, device)]
+    for item in filter(None, (compare or "").split(",")):
+        item = item.strip()
+        if Path(item).is_file():
+            specs.append((item, None, None))
+        else:
+            name, _, dev = item.partition(":")
+            specs.append((model, name, dev or None))
+    entries = []
+    for path, name, dev in specs:
+        seg = Segmenter.load(path, backend=name, device=dev, size=size)
+        label = seg.backend.name + (f":{dev}" if dev else "")
+        if path != model:
+            label += f" ({Path(path).name})"
+        entries.append((label, seg))
+    return entries
+
+
+@main.command()
+@click.argument("model")
+@click.option("--backend", help="onnxruntime, tensorrt or torch. [default: by file type]")
+@click.option("--device", help="cpu, cuda, cuda:1 ... [default: the backend's]")
+@click.option("--size", type=SIZE, default="512x1024", show_default=True,
+              help="Model input size (for a .pt; exported files carry theirs).")
+@click.option("--frame-size", type=SIZE, help="Frame size fed in (resized on the host). "
+              "[default: the model's input size]")
+@click.option("--batch", "batches", default="1", show_default=True,
+              help="Comma-separated batch sizes, e.g. 1,4,8.")
+@click.option("--iters", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--compare", help="Comma-separated backends (torch, onnxruntime:cuda) or model "
+              "files to time side by side with MODEL.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Write results, ratios and the machine to this JSON file.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Write a latency histogram PNG (with the paper's 175 FPS).")
+def bench(model, backend, device, size, frame_size, batches, iters, warmup, compare, json_path,
+          plot_path) -> None:
+    """End-to-end FPS and latency (frames in, labels out) against the paper's 175 FPS.
+
+    \b
+    Examples:
+      ssr-deploy bench model.engine --batch 1,8 --json bench.json --plot bench.png
+      ssr-deploy bench runs/train/best.pt --compare onnxruntime --iters 30
+    """
+    from ssr_deploy.runtime import bench as b
+
+    try:
+        batch_list = [int(x) for x in batches.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{batches!r}: give batch sizes like 1,4,8",
+                                 param_hint="--batch") from None
+    if not batch_list or min(batch_list) < 1:
+        raise click.BadParameter("batch sizes are at least 1", param_hint="--batch")
+    for path in (json_path, plot_path):
+        if path and not Path(path).resolve().parent.is_dir():
+            raise SsrDeployError(f"cannot write {path}: its folder does not exist")
+    entries = _entries(model, backend, device, compare, size)
+    try:
+        results = b.run(entries, batch_list, iters, warmup, frame_size, progress=True)
+    finally:
+        for _, seg in entries:
+            seg.close()
+    click.echo(b.format_results(results))
+    if json_path:
+        b.write_json(b.report(results, b.machine_info()), json_path)
+        click.echo(f"wrote {json_path}")
+    if plot_path:
+        b.plot_histogram(results, plot_path)
+        click.echo(f"wrote {plot_path}")
+
+
+@main.command()
+@click.argument("source")
+@click.option("--model", required=True, help="A .engine, .onnx or .pt.")
+@click.option("-o", "--output", "out", required=True,
+              help="An .mp4/.avi file, or a folder for PNG frames.")
+@click.option("--backend", help="onnxruntime, tensorrt or torch. [default: by file type]")
+@click.option("--device", help="cpu, cuda ... [default: the backend's]")
+@click.option("--size", type=SIZE, default="512x1024", show_default=True,
+              help="Model input size (for a .pt).")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Overlay opacity.")
+@click.option("--letterbox", is_flag=True, help="Keep the aspect ratio (pad, do not stretch).")
+@click.option("--draw-fps", is_flag=True, help="Draw the live FPS on the frames.")
+@click.option("--show", is_flag=True, help="Show a window (needs a display); q or Esc quits.")
+def video(source, model, out, backend, device, size, max_frames, alpha, letterbox, draw_fps,
+          show) -> None:
+    """Segment a video file, camera index or image folder in real time.
+
+    Decode, inference and overlay+encode run on three threads with bounded queues. Ctrl-C
+    stops cleanly and leaves a playable file.
+
+    \b
+    Examples:
+      ssr-deploy video drive.mp4 --model model.engine -o drive_seg.mp4 --draw-fps
+      ssr-deploy video 0 --model model.onnx -o cam.mp4 --show
+      ssr-deploy video leftImg8bit/val/frankfurt --model model.onnx -o preds/
+    """
+    from tqdm import tqdm
+
+    from ssr_deploy.runtime.segmenter import Segmenter
+    from ssr_deploy.runtime.video import open_source, run_video
+
+    if show:
+        import os
+
+        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise SsrDeployError("--show needs a display (none is set); drop --show and watch "
+                                 "the output file")
+    _, _, total = open_source(source, max_frames)
+    with Segmenter.load(model, backend=backend, device=device, letterbox=letterbox,
+                        size=size) as seg, tqdm(total=total, unit="frame", disable=None) as bar:
+
+        def on_frame(done: int, fps: float) -> None:
+            bar.update(done - bar.n)
+            bar.set_postfix(fps=f"{fps:.1f}")
+
+        stats = run_video(seg, source, out, max_frames, alpha, draw_fps, show, on_frame=on_frame)
+    note = " (interrupted: the file is complete up to there)" if stats.interrupted else ""
+    click.echo(f"wrote {stats.output}: {stats.frames} frames in {stats.seconds:.1f} s, "
+               f"{stats.fps:.1f} FPS{note}")
+
+
+@main.command("profile")
+@click.argument("model")
+@click.option("--backend", help="onnxruntime, tensorrt or torch. [default: by file type]")
+@click.option("--size", type=SIZE, default="512x1024", show_default=True,
+              help="Input size (for a .pt).")
+@click.option("--iters", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--top", type=click.IntRange(min=1), default=15, show_default=True)
+@click.option("--trace", type=click.Path(dir_okay=False), help="Write a Chrome trace JSON.")
+@click.option("--json", "as_json", is_flag=True)
+def profile_cmd(model, backend, size, iters, top, trace, as_json) -> None:
+    """Per-layer times mapped to genotype layers (onnxruntime profiler, TensorRT IProfiler,
+    torch module hooks), slowest first.
+
+    \b
+    Examples:
+      ssr-deploy profile model.onnx --trace ort_trace.json
+      ssr-deploy profile model.engine --top 20
+    """
+    from ssr_deploy.runtime.profile import format_profile, profile
+
+    result = profile(model, backend, iters, trace, size)
+    click.echo(json.dumps(result, indent=2) if as_json else format_profile(result, top))

@@ -1,0 +1,157 @@
+"""`ssr-deploy data synth | train | eval`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ssr_deploy.cli.base import SIZE, main
+from ssr_deploy.errors import SsrDeployError
+
+
+@main.group()
+def data() -> None:
+    """Datasets: write synthetic street scenes in the Cityscapes layout."""
+
+
+@data.command("synth")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder to write leftImg8bit/ and gtFine/ into.")
+@click.option("--n", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Scenes (80% train, 20% val).")
+@click.option("--size", type=SIZE, default="256x512", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--video", type=click.Path(dir_okay=False), help="Also render a moving scene.")
+@click.option("--frames", type=click.IntRange(min=1), default=90, show_default=True,
+              help="Frames of the --video.")
+def data_synth(out, n, size, seed, video, frames) -> None:
+    """Procedural street scenes labelled with Cityscapes ids, deterministic by seed.
+
+    \b
+    Example:
+      ssr-deploy data synth --out data/synth --n 200 --size 256x512 --video drive.mp4
+      ssr-deploy eval --weights best.pt --data cityscapes:data/synth
+    """
+    from tqdm import tqdm
+
+    from ssr_deploy.data import write_cityscapes_layout
+    from ssr_deploy.data.synthetic import render_video
+
+    if not Path(out).resolve().parent.is_dir():
+        raise SsrDeployError(f"cannot write {out}: its parent folder does not exist")
+    with tqdm(total=n, desc="scenes", disable=None) as bar:
+        counts = write_cityscapes_layout(out, n, size, seed, progress=lambda: bar.update(1))
+    click.echo(f"wrote {counts['train']} train and {counts['val']} val scenes to {out} "
+               "(Cityscapes layout: cityscapes:" + str(out) + ")")
+    if video:
+        render_video(video, frames, size, seed)
+        click.echo(f"wrote {video} ({frames} frames)")
+
+
+@main.command()
+@click.option("--genotype", required=True, help="Zoo name or genotype JSON.")
+@click.option("--data", "source", required=True,
+              help="cityscapes:DIR, folder:DIR or synthetic[:N].")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Run folder: last.pt, best.pt, log.jsonl, curves.png.")
+@click.option("--size", type=SIZE, default="512x1024", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=6, show_default=True)
+@click.option("--lr", type=float, default=5e-4, show_default=True)
+@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
+@click.option("--preset", type=click.Choice(["paper", "modern"]), default="paper",
+              show_default=True, help="paper: resize, flip, 0-2 px shift; modern: scale "
+              "0.5-2, crop, flip, colour jitter.")
+@click.option("--class-weights", type=click.Choice(["enet", "none"]), default="enet",
+              show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda (AMP on cuda).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--weights", help="Start from this checkpoint's weights (same genotype).")
+@click.option("--resume", is_flag=True, help="Continue OUT/last.pt exactly.")
+def train(genotype, source, out, size, epochs, batch, lr, weight_decay, preset, class_weights,
+          workers, device, seed, weights, resume) -> None:
+    """Retrain a genotype, the paper's recipe by default.
+
+    Multi-GPU: torchrun --nproc_per_node 8 -m ssr_deploy train ... (DDP).
+
+    \b
+    Examples:
+      ssr-deploy train --genotype ssr-cityscapes --data cityscapes:/data/cityscapes \\
+          --out runs/ssr --device cuda
+      ssr-deploy train --genotype ssr-cityscapes --data synthetic:200 --out runs/synth \\
+          --size 128x256 --epochs 5 --batch 4
+    """
+    from ssr_deploy.data import open_dataset
+    from ssr_deploy.genotype import Genotype
+    from ssr_deploy.model.checkpoint import load_weights, read_checkpoint
+    from ssr_deploy.model.net import build_model
+    from ssr_deploy.train.trainer import TrainConfig, Trainer
+
+    g = Genotype.load(genotype)
+    g.check_input_size(*size)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SsrDeployError("--device cuda: no CUDA GPU is visible here; use --device cpu")
+    last = Path(out) / "last.pt"
+    if resume and not last.is_file():
+        raise SsrDeployError(f"--resume: {last} does not exist; run without --resume first")
+    if not resume and last.is_file():
+        raise SsrDeployError(f"{out} already holds a run (last.pt); add --resume to continue "
+                             "it, or choose another --out")
+    train_set, val_set = open_dataset(source, "train", size), open_dataset(source, "val", size)
+    net = build_model(g, len(train_set.classes))
+    if weights:
+        state = read_checkpoint(weights)
+        if state.get("genotype_hash") != g.hash:
+            raise SsrDeployError(f"{weights} was trained for another genotype than {g.name}; "
+                                 "pass matching --genotype and --weights")
+        load_weights(net, state["state_dict"], weights)
+    config = TrainConfig(size=size, epochs=epochs, batch=batch, lr=lr, weight_decay=weight_decay,
+                         preset=preset, class_weights=class_weights, workers=workers,
+                         seed=seed, device=device)
+    trainer = Trainer(net, train_set, val_set, out, config)
+    if resume:
+        trainer.resume(last)
+    final = trainer.fit()
+    if final:
+        click.echo(f"epoch {final['epoch']}: loss {final['loss']:.4f}, val mIoU "
+                   f"{100 * final['val_miou']:.2f}, best {100 * trainer.best:.2f}; wrote "
+                   f"{out}/last.pt, best.pt, log.jsonl, curves.png")
+
+
+@main.command("eval")
+@click.option("--weights", required=True, help="A checkpoint (.pt).")
+@click.option("--data", "source", required=True,
+              help="cityscapes:DIR, folder:DIR or synthetic[:N].")
+@click.option("--split", default="val", show_default=True)
+@click.option("--size", type=SIZE, default="512x1024", show_default=True,
+              help="Network input size (labels are scored at their own size).")
+@click.option("--flip", is_flag=True, help="Average with the horizontally flipped image.")
+@click.option("--save-preds", type=click.Path(file_okay=False),
+              help="Write labelId PNGs for the official Cityscapes evaluation.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def eval_cmd(weights, source, split, size, flip, save_preds, device, as_json) -> None:
+    """Per-class IoU, mIoU and pixel accuracy of a checkpoint on a dataset.
+
+    \b
+    Example:
+      ssr-deploy eval --weights runs/train/best.pt --data cityscapes:/data/cityscapes --flip
+    """
+    from ssr_deploy.data import open_dataset
+    from ssr_deploy.model.checkpoint import load_model
+    from ssr_deploy.train.evaluate import evaluate, format_result
+
+    net = load_model(weights)
+    net.genotype.check_input_size(*size)
+    dataset = open_dataset(source, split, size)
+    if len(dataset.classes) != net.num_classes:
+        raise SsrDeployError(f"{weights} predicts {net.num_classes} classes, the data has "
+                             f"{len(dataset.classes)}")
+    result = evaluate(net, dataset, size, flip, save_preds, device, progress=not as_json)
+    click.echo(json.dumps(result, indent=2) if as_json else format_result(result))
