@@ -1,0 +1,1 @@
+"""SSR search: supernet, SSR loss, hierarchical progressive shrinking, extraction."""

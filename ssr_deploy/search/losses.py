@@ -1,0 +1,40 @@
+"""The SSR loss and the cost loss (Ye et al., IJCV 2022).
+
+For a decision with ``n`` still-valid options and normalised weights p_1..p_n (sum 1), the
+SSR term is (1/n) * sum_i log(n * p_i): 0 at uniform, negative elsewhere, unbounded below
+as some p_i -> 0, so minimising it drives each decision towards one-hot (equivalent to an
+L0 penalty, as the paper proves). The SSR loss is the mean over decisions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def normalise(alpha: Tensor, valid: Tensor, mode: str = "sigmoid") -> Tensor:
+    """Architecture weights -> probabilities over the valid options (last dim), 0 elsewhere.
+
+    ``sigmoid``: sigmoid(alpha) / sum over valid options, as the authors' code; ``softmax``."""
+    if mode == "sigmoid":
+        w = torch.sigmoid(alpha) * valid
+        return w / w.sum(-1, keepdim=True).clamp_min(1e-12)
+    if mode == "softmax":
+        return torch.softmax(alpha.masked_fill(~valid, float("-inf")), -1).nan_to_num(0.0)
+    raise ValueError(f"normalisation {mode!r}: use sigmoid or softmax")
+
+
+def ssr_loss(probs: Tensor, valid: Tensor) -> Tensor:
+    """Mean over decisions of (1/n) * sum_valid log(n * p); ``probs`` and ``valid`` have the
+    options on the last dim. Decisions with a single valid option contribute 0."""
+    valid = valid.to(torch.bool)
+    n = valid.sum(-1, keepdim=True).to(probs.dtype)
+    terms = torch.where(valid, torch.log((n * probs).clamp_min(1e-12)), torch.zeros_like(probs))
+    per_decision = terms.sum(-1) / n.squeeze(-1)
+    return per_decision.mean()
+
+
+def cost_loss(expected_macs: Tensor, target_macs: float) -> Tensor:
+    """(E[MACs] / target - 1)^2 scaled as the authors' (E / full - ratio)^2 when the target is
+    ``ratio * full``: both vanish at the target and grow quadratically around it."""
+    return (expected_macs / target_macs - 1.0) ** 2
