@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from ssr_deploy import build_model
+from ssr_deploy.search.extract import extract_discrete
+from ssr_deploy.search.space import SearchSpace, StageSpace
+from ssr_deploy.search.supernet import SuperNet
+
+SMALL = SearchSpace(stem_channels=8, stages=(StageSpace(4, 24, 3, 0.0),
+                                             StageSpace(8, 40, 3, 0.0)),
+                    width_step=4, width_choices=4)
+
+
+def _randomise(net, seed):
+    gen = torch.Generator().manual_seed(seed)
+    for name, t in net.state_dict().items():
+        if t.is_floating_point() and "alpha" not in name and "masks" not in name:
+            t.copy_(torch.rand(t.shape, generator=gen) + 0.5 if "running_var" in name
+                    else torch.randn(t.shape, generator=gen) * 0.2)
+
+
+def _collapse(net, seed):
+    """Leave one random option per decision, as a finished search does."""
+    gen = torch.Generator().manual_seed(seed)
+    for valid in (net.op_valid, net.mid_valid, net.out_valid):
+        keep = torch.rand(valid.shape, generator=gen).masked_fill(~valid, -1).argmax(-1,
+                                                                                      keepdim=True)
+        rows = valid.any(-1, keepdim=True)
+        valid.copy_(torch.zeros_like(valid).scatter(-1, keep, True) & rows)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_no_discretisation_gap(seed):
+    net = SuperNet(SMALL, num_classes=5)
+    _randomise(net, seed)
+    _collapse(net, seed)
+    net.drop_pruned_ops()
+    net.eval()
+    genotype, state = extract_discrete(net)
+    discrete = build_model(genotype, 5)
+    discrete.load_state_dict(state)
+    discrete.eval()
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        diff = (net(x) - discrete(x)).abs().max().item()
+    assert diff <= 1e-5, (diff, [layer.describe() for s in genotype.stages for layer in s.layers])
+
+
+def test_pruned_ops_leave_memory_and_compute():
+    net = SuperNet(SMALL, num_classes=3)
+    before = sum(p.numel() for p in net.weight_parameters())
+    net.op_valid[:, 1:6] = False
+    assert net.drop_pruned_ops() == 6 * 5
+    assert sum(p.numel() for p in net.weight_parameters()) < before * 0.6
+    net(torch.rand(2, 3, 32, 64))  # still runs
+
+
+def test_paper_space_contains_the_published_network():
+    space = SearchSpace()
+    assert [st.max_layers for st in space.stages] == [5, 9]
+    assert space.widths(0)[0] == 64 and space.widths(1)[-1] == 96 and len(space.ops()) == 11
