@@ -34,7 +34,6 @@ def ssr_loss(probs: Tensor, valid: Tensor) -> Tensor:
     return per_decision.mean()
 
 
-def cost_loss(expected_macs: Tensor, target_macs: float) -> Tensor:
-    """(E[MACs] / target - 1)^2 scaled as the authors' (E / full - ratio)^2 when the target is
-    ``ratio * full``: both vanish at the target and grow quadratically around it."""
-    return (expected_macs / target_macs - 1.0) ** 2
+def cost_loss(expected_macs: Tensor, target_macs: float, full_macs: float) -> Tensor:
+    """(E[MACs] / full - target / full)^2, the authors' form with target = ratio x full."""
+    return (expected_macs / full_macs - target_macs / full_macs) ** 2

@@ -61,5 +61,6 @@ def test_shrink_never_empties_a_decision():
 
 
 def test_cost_loss():
-    assert cost_loss(torch.tensor(6.0), 6.0).item() == 0.0
-    assert cost_loss(torch.tensor(9.0), 6.0) > cost_loss(torch.tensor(7.0), 6.0) > 0
+    assert cost_loss(torch.tensor(6.0), 6.0, 10.0).item() == 0.0
+    assert cost_loss(torch.tensor(9.0), 6.0, 10.0).item() == pytest.approx(0.09)
+    assert cost_loss(torch.tensor(9.0), 6.0, 10.0) > cost_loss(torch.tensor(7.0), 6.0, 10.0) > 0

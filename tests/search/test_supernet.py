@@ -59,3 +59,27 @@ def test_paper_space_contains_the_published_network():
     space = SearchSpace()
     assert [st.max_layers for st in space.stages] == [5, 9]
     assert space.widths(0)[0] == 64 and space.widths(1)[-1] == 96 and len(space.ops()) == 11
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_cost_model_equals_counted_macs_when_one_hot(seed):
+    from ssr_deploy.model.complexity import count_macs
+    from ssr_deploy.search.cost import expected_macs
+    from ssr_deploy.search.supernet import decode
+
+    net = SuperNet(SMALL, num_classes=7)
+    _collapse(net, seed)
+    size = (64, 128)
+    counted = count_macs(decode(net), size, 7)[0]
+    assert expected_macs(net, size).item() == pytest.approx(counted, rel=0.01)
+
+
+def test_cost_model_is_differentiable_and_full_is_largest():
+    from ssr_deploy.search.cost import expected_macs
+
+    net = SuperNet(SearchSpace(), num_classes=19)
+    e = expected_macs(net, (512, 1024))
+    e.backward()
+    assert net.op_alpha.grad.abs().sum() > 0 and net.mid_alpha.grad.abs().sum() > 0
+    full = expected_macs(net, (512, 1024), full=True).item()
+    assert full > e.item() > 0
