@@ -51,7 +51,7 @@ def data_synth(out, n, size, seed, video, frames) -> None:
 
 
 @main.command()
-@click.option("--genotype", required=True, help="Zoo name or genotype JSON.")
+@click.option("--genotype", help="Zoo name or genotype JSON (or take --init-from-search's).")
 @click.option("--data", "source", required=True,
               help="cityscapes:DIR, folder:DIR or synthetic[:N].")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
@@ -70,9 +70,11 @@ def data_synth(out, n, size, seed, video, frames) -> None:
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda (AMP on cuda).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--weights", help="Start from this checkpoint's weights (same genotype).")
+@click.option("--init-from-search", "search_dir", type=click.Path(file_okay=False),
+              help="Start from a search's genotype.json and its surviving weights.")
 @click.option("--resume", is_flag=True, help="Continue OUT/last.pt exactly.")
 def train(genotype, source, out, size, epochs, batch, lr, weight_decay, preset, class_weights,
-          workers, device, seed, weights, resume) -> None:
+          workers, device, seed, weights, search_dir, resume) -> None:
     """Retrain a genotype, the paper's recipe by default.
 
     Multi-GPU: torchrun --nproc_per_node 8 -m ssr_deploy train ... (DDP).
@@ -90,6 +92,13 @@ def train(genotype, source, out, size, epochs, batch, lr, weight_decay, preset, 
     from ssr_deploy.model.net import build_model
     from ssr_deploy.train.trainer import TrainConfig, Trainer
 
+    if search_dir:
+        if weights:
+            raise SsrDeployError("give --weights or --init-from-search, not both")
+        weights = str(Path(search_dir) / "discrete.pt")
+        genotype = genotype or str(Path(search_dir) / "genotype.json")
+    if not genotype:
+        raise SsrDeployError("give --genotype (a zoo name or JSON) or --init-from-search DIR")
     g = Genotype.load(genotype)
     g.check_input_size(*size)
     if device.startswith("cuda"):

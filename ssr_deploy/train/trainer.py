@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ssr_deploy.data import transforms as T
 from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.genotype import InputSpec
 from ssr_deploy.io import atomic_write_text
 from ssr_deploy.model.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from ssr_deploy.model.net import SSRNet
@@ -52,9 +53,8 @@ class TrainConfig:
 class AugmentedDataset(Dataset):
     """(image CHW float32 normalised as the genotype says, label HW int64) per item."""
 
-    def __init__(self, dataset, transform: T.Transform, net: SSRNet, seed: int) -> None:
+    def __init__(self, dataset, transform: T.Transform, spec: InputSpec, seed: int) -> None:
         self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
-        spec = net.genotype.input
         self.rgb = spec.color == "rgb"
         self.mean = np.asarray(spec.mean, np.float32)
         self.std = np.asarray(spec.std, np.float32)
@@ -103,7 +103,7 @@ class Trainer:
         self.net = net.to(self.device)
         self.genotype = net.genotype
         self.train_data = AugmentedDataset(train_set, T.preset(config.preset, config.size),
-                                           net, config.seed)
+                                           net.genotype.input, config.seed)
         self.val_set = val_set
         n = net.num_classes
         self.weights = (enet_weights(train_set, n) if config.class_weights == "enet"

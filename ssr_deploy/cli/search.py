@@ -1,0 +1,74 @@
+"""`ssr-deploy search`."""
+
+from __future__ import annotations
+
+import click
+
+from ssr_deploy.cli.base import SIZE, main
+from ssr_deploy.errors import SsrDeployError
+
+
+@main.command()
+@click.option("--data", "source", required=True,
+              help="cityscapes:DIR, folder:DIR or synthetic[:N].")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="genotype.json, discrete.pt, search_log.jsonl, search.png, search.pt.")
+@click.option("--space", "space_file", type=click.Path(dir_okay=False),
+              help="Search space JSON. [default: the paper's]")
+@click.option("--size", type=SIZE, default="512x1024", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Epochs of weight steps only, before arch steps and shrinking.")
+@click.option("--batch", type=click.IntRange(min=1), default=6, show_default=True)
+@click.option("--tau", type=float, default=0.1, show_default=True,
+              help="Shrinking removes options <= tau x their decision's max.")
+@click.option("--shrink-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Shrink every N steps (0: after each epoch).")
+@click.option("--target-ratio", type=float, default=0.6, show_default=True,
+              help="Target cost as a fraction of the largest network in the space.")
+@click.option("--target-gmacs", type=float, help="Target cost in GMACs (overrides the ratio).")
+@click.option("--arch-lr", type=float, default=2e-3, show_default=True,
+              help="Adam lr of the architecture weights (raise it for short searches).")
+@click.option("--normalisation", type=click.Choice(["sigmoid", "softmax"]), default="sigmoid",
+              show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue OUT/search.pt exactly.")
+def search(source, out, space_file, size, epochs, warmup, batch, tau, shrink_every,
+           target_ratio, target_gmacs, arch_lr, normalisation, device, seed, resume) -> None:
+    """SSR search: supernet + SSR loss + progressive shrinking -> a discrete genotype.
+
+    \\b
+    Examples:
+      ssr-deploy search --data cityscapes:/data/cityscapes --out runs/search --device cuda
+      ssr-deploy search --data synthetic:64 --size 64x128 --epochs 6 --shrink-every 5 \\\\
+          --out runs/tiny
+      ssr-deploy train --init-from-search runs/search --data cityscapes:/data/cityscapes ...
+    """
+    from ssr_deploy.data import open_dataset
+    from ssr_deploy.search.searcher import SearchConfig, Searcher
+    from ssr_deploy.search.space import SearchSpace
+
+    space = SearchSpace.load(space_file) if space_file else SearchSpace()
+    multiple = space.stages[-1].stride * 2
+    if size[0] % multiple or size[1] % multiple:
+        raise SsrDeployError(f"--size {size[0]}x{size[1]}: the search needs multiples of "
+                             f"{multiple} (half-resolution ops at the last stage)")
+    config = SearchConfig(size=size, epochs=epochs, warmup_epochs=warmup, batch=batch, tau=tau,
+                          shrink_every=shrink_every, target_ratio=target_ratio,
+                          target_gmacs=target_gmacs, arch_lr=arch_lr,
+                          normalisation=normalisation,
+                          device=device, seed=seed)
+    searcher = Searcher(space, open_dataset(source, "train", size), out, config)
+    if resume:
+        searcher.resume()
+    result = searcher.run()
+    g = result["genotype"]
+    state = "converged: every decision has one option" if result["converged"] else (
+        f"stopped after {result['epochs']} epochs and discretised by argmax; probability "
+        f"mass discarded per decision: {result['discarded_mass']}")
+    from ssr_deploy.model.complexity import count_macs
+
+    click.echo(f"{state}\ndepth {' + '.join(str(s.depth) for s in g.stages)}, "
+               f"{count_macs(g, size)[0] / 1e9:.3f} GMACs at {size[0]}x{size[1]} (target "
+               f"{searcher.target / 1e9:.3f}); wrote {out}/genotype.json and discrete.pt")

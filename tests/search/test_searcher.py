@@ -1,0 +1,98 @@
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ssr_deploy import Genotype, SsrDeployError, load_model
+from ssr_deploy.cli import main
+from ssr_deploy.data import open_dataset
+from ssr_deploy.model.complexity import count_macs
+from ssr_deploy.search.searcher import SearchConfig, Searcher
+from ssr_deploy.search.space import SearchSpace, StageSpace
+
+SMALL = SearchSpace(stem_channels=8, stages=(StageSpace(4, 24, 2, 0.0),
+                                             StageSpace(8, 40, 3, 0.0)),
+                    width_step=4, width_choices=4)
+SIZE = (32, 64)
+
+
+def _searcher(out, epochs, **kw):
+    kw = {"target_ratio": 0.8, **kw}  # the small space's fixed head costs over 60% of it
+    config = SearchConfig(size=SIZE, epochs=epochs, batch=4, arch_lr=0.3, shrink_every=2,
+                          seed=0, **kw)
+    return Searcher(SMALL, open_dataset("synthetic:16", "train", SIZE), out, config)
+
+
+def test_resume_after_an_interrupted_run_gives_the_same_genotype(tmp_path):
+    straight = _searcher(tmp_path / "a", 4)
+    straight.run()
+    first = _searcher(tmp_path / "b", 4)
+    first.run(stop_after=2)  # as if killed after epoch 2 of 4
+    resumed = _searcher(tmp_path / "b", 4)
+    resumed.resume()
+    assert resumed.epoch == 2
+    resumed.run()
+    a = Genotype.load(tmp_path / "a" / "genotype.json")
+    b = Genotype.load(tmp_path / "b" / "genotype.json")
+    assert a.hash == b.hash
+    for x, y in zip(straight.net.state_dict().values(), resumed.net.state_dict().values(),
+                    strict=True):
+        torch.testing.assert_close(x, y)
+
+
+def test_outputs_and_log(tmp_path):
+    s = _searcher(tmp_path, 2)
+    result = s.run()
+    rows = [json.loads(r) for r in (tmp_path / "search_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert set(rows[0]["options_left"]) == {"op", "mid", "out"}
+    assert {"ce", "arch", "ssr_op", "cost", "expected_gmacs", "mean_max_prob",
+            "seconds"} <= set(rows[0])
+    assert (tmp_path / "search.png").read_bytes()[:4] == b"\x89PNG"
+    net = load_model(tmp_path / "discrete.pt")  # valid for build_model, info, train
+    assert net.genotype.hash == Genotype.load(tmp_path / "genotype.json").hash
+    assert set(result["discarded_mass"]) == {"op", "mid", "out"}
+
+
+def test_shrinking_drops_ops_from_the_supernet(tmp_path):
+    s = _searcher(tmp_path, 1)
+    before = sum(p.numel() for p in s.net.weight_parameters())
+    with torch.no_grad():
+        s.net.op_alpha[:, 3:] = -10.0  # make most ops weak
+    s.shrink()
+    assert s.options_left()["op"] < s.net.op_valid.numel()
+    assert sum(p.numel() for p in s.net.weight_parameters()) < before
+    kept = {id(p) for p in s.net.weight_parameters()}
+    assert all(id(p) in kept for p in s.weight_opt.param_groups[0]["params"])
+
+
+def test_unreachable_target_and_bad_space(tmp_path):
+    with pytest.raises(SsrDeployError, match="outside what this space can reach"):
+        _searcher(tmp_path, 1, target_gmacs=100.0)
+    with pytest.raises(SsrDeployError, match="go below 1"):
+        SearchSpace(stem_channels=8, stages=(StageSpace(4, 16, 2, 0.0),),
+                    width_choices=9).validate()
+    with pytest.raises(SsrDeployError, match="must exceed"):
+        SearchSpace(stem_channels=16, stages=(StageSpace(4, 16, 2, 0.0),)).validate()
+
+
+def test_tiny_search_converges_to_a_one_hot_genotype_near_its_target(tmp_path):
+    """The paper's space at 64x128 on synthetic scenes: every decision ends with one option
+    (no discretisation gap) and the network's MACs are within 15% of the target."""
+    out = tmp_path / "tiny"
+    result = CliRunner().invoke(main, [
+        "search", "--data", "synthetic:48", "--size", "64x128", "--epochs", "40",
+        "--shrink-every", "3", "--batch", "4", "--arch-lr", "0.3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("converged"), result.output
+    genotype = Genotype.load(out / "genotype.json")
+    space = SearchSpace()
+    from ssr_deploy.search.supernet import SuperNet
+
+    with torch.no_grad():
+        from ssr_deploy.search.cost import expected_macs
+
+        full = float(expected_macs(SuperNet(space, 19), (64, 128), full=True))
+    macs = count_macs(genotype, (64, 128))[0]
+    assert abs(macs / (0.6 * full) - 1) <= 0.15, (macs, 0.6 * full)
