@@ -27,6 +27,8 @@ from ssr_deploy.errors import SsrDeployError
 @click.option("--target-ratio", type=float, default=0.6, show_default=True,
               help="Target cost as a fraction of the largest network in the space.")
 @click.option("--target-gmacs", type=float, help="Target cost in GMACs (overrides the ratio).")
+@click.option("--loss-weights", default="100,30,15,15,1", show_default=True,
+              metavar="CE,OP,OUT,MID,COST", help="Weights of the arch objective's terms.")
 @click.option("--arch-lr", type=float, default=2e-3, show_default=True,
               help="Adam lr of the architecture weights (raise it for short searches).")
 @click.option("--normalisation", type=click.Choice(["sigmoid", "softmax"]), default="sigmoid",
@@ -35,7 +37,8 @@ from ssr_deploy.errors import SsrDeployError
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue OUT/search.pt exactly.")
 def search(source, out, space_file, size, epochs, warmup, batch, tau, shrink_every,
-           target_ratio, target_gmacs, arch_lr, normalisation, device, seed, resume) -> None:
+           target_ratio, target_gmacs, loss_weights, arch_lr, normalisation, device, seed,
+           resume) -> None:
     """SSR search: supernet + SSR loss + progressive shrinking -> a discrete genotype.
 
     \\b
@@ -49,6 +52,11 @@ def search(source, out, space_file, size, epochs, warmup, batch, tau, shrink_eve
     from ssr_deploy.search.searcher import SearchConfig, Searcher
     from ssr_deploy.search.space import SearchSpace
 
+    try:
+        w_ce, w_op, w_out, w_mid, w_cost = (float(v) for v in loss_weights.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{loss_weights!r}: give five numbers, e.g. 100,30,15,15,1",
+                                 param_hint="--loss-weights") from None
     space = SearchSpace.load(space_file) if space_file else SearchSpace()
     multiple = space.stages[-1].stride * 2
     if size[0] % multiple or size[1] % multiple:
@@ -56,7 +64,8 @@ def search(source, out, space_file, size, epochs, warmup, batch, tau, shrink_eve
                              f"{multiple} (half-resolution ops at the last stage)")
     config = SearchConfig(size=size, epochs=epochs, warmup_epochs=warmup, batch=batch, tau=tau,
                           shrink_every=shrink_every, target_ratio=target_ratio,
-                          target_gmacs=target_gmacs, arch_lr=arch_lr,
+                          target_gmacs=target_gmacs, arch_lr=arch_lr, w_ce=w_ce,
+                          w_ssr_op=w_op, w_ssr_out=w_out, w_ssr_mid=w_mid, w_cost=w_cost,
                           normalisation=normalisation,
                           device=device, seed=seed)
     searcher = Searcher(space, open_dataset(source, "train", size), out, config)

@@ -127,7 +127,8 @@ class Searcher:
                                      desc=f"search {self.epoch + 1}/{c.epochs}", leave=False,
                                      disable=None):
             x, y, xa, ya = (t.to(self.device) for t in (x, y, xa, ya))
-            ce = F.cross_entropy(self.net(x), y, ignore_index=255)
+            with self._autocast():
+                ce = F.cross_entropy(self.net(x).float(), y, ignore_index=255)
             self.weight_opt.zero_grad(set_to_none=True)
             ce.backward()
             torch.nn.utils.clip_grad_norm_(self.net.weight_parameters(), c.grad_clip)
@@ -152,7 +153,8 @@ class Searcher:
             p.requires_grad_(False)
         try:
             op_p, mid_p, out_p = self.net.probs()
-            ce = F.cross_entropy(self.net(x), y, ignore_index=255)
+            with self._autocast():
+                ce = F.cross_entropy(self.net(x).float(), y, ignore_index=255)
             ssr_op = ssr_loss(*_rows(op_p, self.net.op_valid))
             ssr_mid = ssr_loss(*_rows(mid_p, self.net.mid_valid))
             ssr_out = ssr_loss(*_rows(out_p, self.net.out_valid))
@@ -167,6 +169,10 @@ class Searcher:
             for p in weights:
                 p.requires_grad_(True)
         return {"arch": loss.item(), "ssr_op": ssr_op.item(), "cost": cost.item()}
+
+    def _autocast(self):
+        """bfloat16 autocast on CUDA (no loss scaling needed); a no-op on CPU."""
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
     @torch.no_grad()
     def shrink(self) -> None:

@@ -96,3 +96,27 @@ def test_tiny_search_converges_to_a_one_hot_genotype_near_its_target(tmp_path):
         full = float(expected_macs(SuperNet(space, 19), (64, 128), full=True))
     macs = count_macs(genotype, (64, 128))[0]
     assert abs(macs / (0.6 * full) - 1) <= 0.15, (macs, 0.6 * full)
+
+
+def test_train_starts_from_a_search(tmp_path):
+    _searcher(tmp_path / "s", 1).run()
+    result = CliRunner().invoke(main, ["train", "--init-from-search", str(tmp_path / "s"),
+                                       "--data", "synthetic:8", "--out", str(tmp_path / "t"),
+                                       "--size", "32x64", "--epochs", "1", "--batch", "4",
+                                       "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    trained = load_model(tmp_path / "t" / "last.pt")
+    assert trained.genotype.hash == Genotype.load(tmp_path / "s" / "genotype.json").hash
+
+
+def test_search_cli_refusals(tmp_path):
+    runner = CliRunner()
+    bad = runner.invoke(main, ["search", "--data", "mnist:x", "--out", str(tmp_path / "o"),
+                               "--size", "64x128"])
+    assert bad.exit_code == 1 and "is not known" in bad.output
+    bad = runner.invoke(main, ["search", "--data", "synthetic:8", "--out", str(tmp_path / "o"),
+                               "--size", "64x120"])
+    assert bad.exit_code == 1 and "multiples of 16" in bad.output
+    bad = runner.invoke(main, ["search", "--data", "synthetic:8", "--out", str(tmp_path / "o"),
+                               "--loss-weights", "1,2"])
+    assert bad.exit_code == 2 and "five numbers" in bad.output
