@@ -1,0 +1,61 @@
+"""`ssr-deploy demo --quick` end to end: every artefact exists and is valid."""
+
+import json
+
+import cv2
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from ssr_deploy import Genotype, SsrDeployError
+from ssr_deploy.cli import main
+from ssr_deploy.demo import Demo
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    result = CliRunner().invoke(main, ["demo", "--out", str(out), "--quick"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_every_artefact_exists_and_is_valid(demo_dir):
+    onnx.checker.check_model(onnx.load(demo_dir / "model.onnx"))
+    assert json.loads((demo_dir / "model.onnx.json").read_text())["output"]["kind"] == "labels"
+    Genotype.load(demo_dir / "genotype.json")
+    bench = json.loads((demo_dir / "bench.json").read_text())
+    assert [r["backend"] for r in bench["results"]] == ["onnxruntime", "torch"]
+    for png in ("bench.png", "search.png", "samples/overlay_0.png"):
+        assert (demo_dir / png).read_bytes()[:4] == b"\x89PNG", png
+    video = cv2.VideoCapture(str(demo_dir / "overlay.mp4"))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+
+
+def test_report_names_every_figure_and_its_command(demo_dir):
+    report = (demo_dir / "report.md").read_text()
+    for stage in ("data", "search", "train", "export", "bench", "video"):
+        figures = json.loads((demo_dir / ".stages" / f"{stage}.json").read_text())
+        assert figures["command"] in report, stage
+    for phrase in ("Options left: op", "Val mIoU", "max abs diff", "onnxruntime", "FPS",
+                   "frames segmented", "TensorRT"):
+        assert phrase in report
+
+
+def test_rerun_reuses_finished_stages(demo_dir):
+    said = []
+    Demo(demo_dir, quick=True, progress=said.append).run()
+    assert said and all(line.endswith("done earlier, reused") for line in said)
+
+
+def test_bad_output_folder_and_missing_gpu(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SsrDeployError, match="cannot write to"):
+        Demo(blocker / "out", quick=True)
+    import torch
+
+    if not torch.cuda.is_available():
+        result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "d"), "--device",
+                                           "cuda", "--quick"])
+        assert result.exit_code == 1 and "with --device cpu" in result.output
