@@ -1,0 +1,40 @@
+"""The examples run against a tiny model and a tiny synthetic Cityscapes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ssr_deploy import build_model
+from ssr_deploy.data import write_cityscapes_layout
+from ssr_deploy.export.graph import IOFormat
+from ssr_deploy.export.onnx import export_onnx
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_embed_app(tmp_path):
+    model = export_onnx(build_model("ssr-cityscapes"), tmp_path / "m.onnx", size=(64, 128),
+                        io=IOFormat("uint8-nhwc-bgr", "labels")).path
+    done = subprocess.run([sys.executable, str(EXAMPLES / "embed_app.py"), "--model",
+                           str(model), "--frames", "6"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert done.stdout.startswith("6 frames in") and "largest classes" in done.stdout
+
+
+def test_cityscapes_pipeline_on_a_tiny_dataset(tmp_path):
+    write_cityscapes_layout(tmp_path / "cs", 20, (64, 128))
+    env = {**os.environ, "CITYSCAPES": str(tmp_path / "cs"), "RUN": str(tmp_path / "run"),
+           "DEVICE": "cpu", "SEARCH_SIZE": "32x64", "SEARCH_EPOCHS": "1", "SEARCH_BATCH": "4",
+           "TRAIN_SIZE": "32x64", "TRAIN_EPOCHS": "1", "TRAIN_BATCH": "4", "WORKERS": "0",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", str(EXAMPLES / "cityscapes_pipeline.sh")], env=env,
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, (done.stdout[-1500:], done.stderr[-1500:])
+    run = tmp_path / "run"
+    assert json.loads((run / "eval.json").read_text())["images"] == 4
+    for name in ("search/genotype.json", "train/best.pt", "model.onnx", "bench.json",
+                 "triton/ssrnet/config.pbtxt"):
+        assert (run / name).is_file(), name
