@@ -62,3 +62,29 @@ def dumps_compact(value: Any, indent: int = 0) -> str:
         return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
     items = [pad + dumps_compact(v, indent + 2) for v in value]
     return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"
+
+
+def jsonable(value: Any) -> Any:
+    """Tuples -> lists, recursively through dicts: what json and weights_only pickles take."""
+    if isinstance(value, tuple):
+        return [jsonable(v) for v in value]
+    return {k: jsonable(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+
+def write_epoch_row(path: str | Path, row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rewrite a JSONL log with ``row`` replacing rows of its epoch and later (so a resumed
+    run does not duplicate epochs), atomically; returns all rows."""
+    path = Path(path)
+    rows = [json.loads(r) for r in (path.read_text().splitlines() if path.is_file() else [])]
+    rows = [r for r in rows if r["epoch"] < row["epoch"]] + [row]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return Path(path)

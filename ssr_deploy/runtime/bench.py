@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ssr_deploy.export.verify import street_frames
-from ssr_deploy.io import atomic_write, atomic_write_text
+from ssr_deploy.io import atomic_write_text, save_figure
 from ssr_deploy.runtime.segmenter import Segmenter
 
 PAPER_FPS = 175.0  # SSR-Net at 512x1024 on an RTX 2080Ti (Ye et al., IJCV 2022)
@@ -193,6 +193,4 @@ def plot_histogram(results: list[BenchResult], path: str | Path) -> Path:
     ax.set_title(f"ssr-deploy bench, {results[0].size[0]}x{results[0].size[1]}")
     ax.legend()
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)

@@ -9,7 +9,6 @@ Arch objective (defaults from the authors' code):
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from tqdm import tqdm
 from ssr_deploy.data import transforms as T
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.genotype import InputSpec
-from ssr_deploy.io import atomic_write, atomic_write_text
+from ssr_deploy.io import atomic_write, jsonable, save_figure, write_epoch_row
 from ssr_deploy.model.checkpoint import save_checkpoint
 from ssr_deploy.search.cost import expected_macs
 from ssr_deploy.search.extract import extract_discrete
@@ -242,7 +241,7 @@ class Searcher:
         state = {"epoch": self.epoch, "step": self.step, "net": self.net.state_dict(),
                  "weight_opt": self.weight_opt.state_dict(),
                  "arch_opt": self.arch_opt.state_dict(), "rng": torch.get_rng_state(),
-                 "space": self.space.to_dict(), "config": _plain(asdict(self.config))}
+                 "space": self.space.to_dict(), "config": jsonable(asdict(self.config))}
         atomic_write(self.out / "search.pt", lambda tmp: torch.save(state, tmp))
 
     def resume(self) -> None:
@@ -263,11 +262,8 @@ class Searcher:
         self.epoch, self.step = state["epoch"], state["step"]
 
     def _log(self, row: dict[str, Any]) -> None:
-        path = self.out / "search_log.jsonl"
-        rows = [r for r in (path.read_text().splitlines() if path.is_file() else [])
-                if json.loads(r)["epoch"] < row["epoch"]] + [json.dumps(row)]
-        atomic_write_text(path, "\n".join(rows) + "\n")
-        plot_search([json.loads(r) for r in rows], self.out / "search.png")
+        plot_search(write_epoch_row(self.out / "search_log.jsonl", row),
+                    self.out / "search.png")
 
 
 def _rows(probs: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -280,12 +276,6 @@ def _mass_discarded(probs: torch.Tensor, valid: torch.Tensor) -> float:
     """Mean probability mass an argmax discards per decision (0 once converged)."""
     probs, valid = _rows(probs, valid)
     return float((1 - probs.max(-1).values).mean()) if len(probs) else 0.0
-
-
-def _plain(value):
-    if isinstance(value, tuple):
-        return list(value)
-    return {k: _plain(v) for k, v in value.items()} if isinstance(value, dict) else value
 
 
 def plot_search(rows: list[dict[str, Any]], path: Path) -> None:
@@ -303,5 +293,4 @@ def plot_search(rows: list[dict[str, Any]], path: Path) -> None:
     b.plot(epochs, [r["expected_gmacs"] for r in rows], marker="o", color="C3")
     b.set(xlabel="epoch", ylabel="expected GMACs", title="cost")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)

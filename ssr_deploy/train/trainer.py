@@ -10,7 +10,6 @@ augmentation is seeded by (seed, epoch, index). Under ``torchrun`` it runs DDP
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -28,7 +27,7 @@ from tqdm import tqdm
 from ssr_deploy.data import transforms as T
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.genotype import InputSpec
-from ssr_deploy.io import atomic_write_text
+from ssr_deploy.io import jsonable, save_figure, write_epoch_row
 from ssr_deploy.model.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from ssr_deploy.model.net import SSRNet
 from ssr_deploy.train.evaluate import evaluate
@@ -186,14 +185,10 @@ class Trainer:
                         best_miou=self.best, optimizer=self.optimizer.state_dict(),
                         scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
                         class_weights=self.weights.cpu(), rng=torch.get_rng_state(),
-                        config=_plain(asdict(self.config)), **self.extra)
+                        config=jsonable(asdict(self.config)), **self.extra)
 
     def _log(self, row: dict[str, Any]) -> None:
-        path = self.out / "log.jsonl"
-        rows = path.read_text().splitlines() if path.is_file() else []
-        rows = [r for r in rows if json.loads(r)["epoch"] < row["epoch"]] + [json.dumps(row)]
-        atomic_write_text(path, "\n".join(rows) + "\n")
-        plot_curves([json.loads(r) for r in rows], self.out / "curves.png")
+        plot_curves(write_epoch_row(self.out / "log.jsonl", row), self.out / "curves.png")
 
     def resume(self, path: str | Path) -> None:
         """Continue from a ``last.pt``: same weights, optimiser, schedule, RNG, best score."""
@@ -215,19 +210,12 @@ class Trainer:
         self.epoch, self.best = state["epoch"], state["best_miou"]
 
 
-def _plain(value):
-    return list(value) if isinstance(value, tuple) else (
-        {k: _plain(v) for k, v in value.items()} if isinstance(value, dict) else value)
-
-
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     """Train loss and val mIoU per epoch, one PNG, written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ssr_deploy.io import atomic_write
 
     epochs = [r["epoch"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5), dpi=100)
@@ -238,5 +226,4 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     best = max(rows, key=lambda r: r["val_miou"])
     b.axhline(100 * best["val_miou"], color="gray", linestyle=":")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)
