@@ -64,6 +64,18 @@ def dumps_compact(value: Any, indent: int = 0) -> str:
     return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"
 
 
+def read_image(path: str | Path, flags: int | None = None):
+    """An image as OpenCV reads it (BGR uint8 by default); a clear error for a corrupt or
+    unreadable file."""
+    import cv2
+
+    data = cv2.imread(str(path), cv2.IMREAD_COLOR if flags is None else flags)
+    if data is None:
+        raise SsrDeployError(f"cannot read {path}: corrupt or not an image (remove or replace "
+                             "it)")
+    return data
+
+
 def jsonable(value: Any) -> Any:
     """Tuples -> lists, recursively through dicts: what json and weights_only pickles take."""
     if isinstance(value, tuple):

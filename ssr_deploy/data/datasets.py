@@ -18,7 +18,7 @@ import numpy as np
 from ssr_deploy.data import classes
 from ssr_deploy.data.synthetic import street_scene
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.io import IMAGE_SUFFIXES
+from ssr_deploy.io import IMAGE_SUFFIXES, read_image
 
 
 @dataclass
@@ -26,14 +26,6 @@ class Pair:
     name: str
     image: Path
     label: Path
-
-
-def _read(path: Path, flags: int) -> np.ndarray:
-    data = cv2.imread(str(path), flags)
-    if data is None:
-        raise SsrDeployError(f"cannot read {path}: corrupt or not an image (remove or replace "
-                             "it)")
-    return data
 
 
 class PairDataset:
@@ -54,8 +46,8 @@ class PairDataset:
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         pair = self.pairs[i]
-        image = _read(pair.image, cv2.IMREAD_COLOR)
-        label = _read(pair.label, cv2.IMREAD_UNCHANGED)
+        image = read_image(pair.image)
+        label = read_image(pair.label, cv2.IMREAD_UNCHANGED)
         if label.ndim != 2 or label.dtype != np.uint8:
             raise SsrDeployError(f"label {pair.label} is not a single-channel 8-bit PNG of "
                                  "class ids")

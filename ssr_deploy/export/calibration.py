@@ -8,11 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.io import IMAGE_SUFFIXES, atomic_write
+from ssr_deploy.io import IMAGE_SUFFIXES, atomic_write, read_image
 from ssr_deploy.runtime.preprocess import frames_to_input, resize_frames
 
 
@@ -61,15 +60,6 @@ class CalibrationBatches:
             frames = [read_image(p) for p in self.paths[start:start + self.batch]]
             yield frames_to_input(np.stack([resize_frames(f[None], self.size)[0]
                                             for f in frames]), self.spec)
-
-
-def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 BGR; a clear error for a corrupt or unreadable file."""
-    frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if frame is None:
-        raise SsrDeployError(f"cannot read image {path} (corrupt or not an image); remove it "
-                             "from the folder")
-    return frame
 
 
 class CalibrationCache:

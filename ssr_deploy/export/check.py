@@ -10,19 +10,12 @@ import numpy as np
 from tqdm import tqdm
 
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.export.calibration import find_images, read_image
+from ssr_deploy.export.calibration import find_images
 from ssr_deploy.export.verify import street_frames
+from ssr_deploy.io import read_image
 from ssr_deploy.runtime.backends import Backend, open_backend
 from ssr_deploy.runtime.preprocess import frames_to_input, outputs_to_labels, resize_frames
-
-
-def iou_table(confusion: np.ndarray) -> np.ndarray:
-    """Per-class IoU from a (C, C) confusion matrix (rows: reference, columns: candidate);
-    NaN for classes absent from both."""
-    tp = np.diag(confusion).astype(np.float64)
-    union = confusion.sum(0) + confusion.sum(1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, tp / union, np.nan)
+from ssr_deploy.train.metrics import ConfusionMatrix
 
 
 def _labels(backend: Backend, frame_bgr: np.ndarray) -> np.ndarray:
@@ -47,23 +40,20 @@ def compare(candidate: str | Path, reference: str | Path, data: str | Path | Non
             frames, count = (read_image(p) for p in paths), len(paths)
         else:
             frames, count = iter(street_frames(n, h, w, seed=7)), n
-        confusion = np.zeros((len(classes), len(classes)), np.int64)
+        matrix = ConfusionMatrix(len(classes))  # rows: the reference's labels
         for frame in tqdm(frames, total=count, desc="comparing", disable=None if progress
                           else True, leave=False):
-            a, b = _labels(ref, frame).ravel(), _labels(cand, frame).ravel()
-            confusion += np.bincount(a.astype(np.int64) * len(classes) + b,
-                                     minlength=len(classes) ** 2).reshape(confusion.shape)
-    iou = iou_table(confusion)
+            matrix.update(_labels(cand, frame), _labels(ref, frame))
+    scores = matrix.compute(classes)
     return {
         "candidate": {"path": str(candidate), "precision": cand.metadata.get("precision", "fp32"),
                       "backend": cand.name},
         "reference": {"path": str(reference), "precision": ref.metadata.get("precision", "fp32"),
                       "backend": ref.name},
         "frames": count, "source": str(data) if data else "street-like synthetic frames",
-        "label_agreement": float(np.trace(confusion) / confusion.sum()),
-        "miou_vs_reference": float(np.nanmean(iou)),
-        "per_class_iou": {c: (None if np.isnan(v) else float(v)) for c, v in zip(
-            classes, iou, strict=True)},
+        "label_agreement": scores["pixel_acc"],
+        "miou_vs_reference": scores["miou"],
+        "per_class_iou": scores["per_class"],
     }
 
 

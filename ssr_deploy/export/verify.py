@@ -19,35 +19,20 @@ MIN_LABEL_AGREEMENT = 0.9999
 
 
 def street_frames(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
-    """(n, H, W, 3) uint8 BGR frames that look like a road scene: sky gradient, buildings,
-    a road in perspective, noise; so verification sees realistic activations, not only noise."""
-    rng = np.random.default_rng(seed)
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    frames = np.empty((n, height, width, 3), np.uint8)
-    for k in range(n):
-        horizon = height * rng.uniform(0.35, 0.55)
-        img = np.empty((height, width, 3), np.float32)
-        img[...] = np.array([230, 180, 120], np.float32) * (0.6 + 0.4 * ys / height)[..., None]
-        for _ in range(rng.integers(3, 8)):  # buildings
-            x0, x1 = sorted(rng.uniform(0, width, 2))
-            top = horizon * rng.uniform(0.1, 0.9)
-            inside = (xs >= x0) & (xs < x1) & (ys >= top) & (ys < horizon)
-            img[inside] = rng.uniform(40, 200, 3)
-        half = (ys - horizon) / max(height - horizon, 1) * width * 0.6
-        road = (ys >= horizon) & (np.abs(xs - width / 2) <= half)
-        img[road] = (90, 80, 85)
-        img[(ys >= horizon) & ~road] = (60, 140, 90)
-        img += rng.normal(0, 8, img.shape) * rng.uniform(0.5, 1.5)
-        frames[k] = np.clip(img * rng.uniform(0.7, 1.3), 0, 255).astype(np.uint8)
-    return frames
+    """(n, H, W, 3) uint8 BGR synthetic street scenes (``data.synthetic.street_scene``), so
+    verification and benchmarks see realistic activations, not only noise."""
+    from ssr_deploy.data.synthetic import street_scene
+
+    return np.stack([street_scene(seed * 1000 + k, height, width)[0] for k in range(n)])
 
 
 def model_input(frames_bgr: np.ndarray, io: IOFormat, spec: InputSpec) -> np.ndarray:
     """(N, H, W, 3) uint8 BGR frames -> what a graph with ``io`` takes, through the runtime's
     own preprocessing."""
-    color = io.input.rsplit("-", 1)[-1] if io.uint8_input else spec.color
-    return frames_to_input(frames_bgr, {"dtype": "uint8" if io.uint8_input else "float32",
-                                        "color": color, "mean": spec.mean, "std": spec.std})
+    if io.uint8_input:
+        return frames_to_input(frames_bgr, {"dtype": "uint8",
+                                            "color": io.input.rsplit("-", 1)[-1]})
+    return frames_to_input(frames_bgr, spec.to_dict())
 
 
 def with_logits_output(model: onnx.ModelProto, io: IOFormat) -> onnx.ModelProto:

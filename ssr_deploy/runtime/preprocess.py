@@ -27,7 +27,7 @@ def frames_to_input(frames_bgr: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     uint8 NHWC inputs get only a channel swap if the graph wants RGB (no float work);
     float32 NCHW inputs get (pixel / 255 - mean) / std in the model's colour order."""
     ordered = frames_bgr if spec["color"] == "bgr" else frames_bgr[..., ::-1]
-    if spec["dtype"] == "uint8":
+    if spec.get("dtype", "float32") == "uint8":
         return np.ascontiguousarray(ordered)
     x = ordered.astype(np.float32) * np.float32(1 / 255)
     x = (x - np.asarray(spec["mean"], np.float32)) / np.asarray(spec["std"], np.float32)

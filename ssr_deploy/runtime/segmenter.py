@@ -59,6 +59,8 @@ class Segmenter:
         self.size = tuple(self.input_spec["size"])
         self.classes = list(self.metadata["classes"])
         self.palette_bgr = np.asarray(self.metadata["palette"], np.uint8)[:, ::-1].copy()
+        self._lut = np.zeros((256, 3), np.uint8)  # class id -> BGR; ids past the palette: black
+        self._lut[:len(self.palette_bgr)] = self.palette_bgr
         self.letterbox = letterbox
         self.max_batch = _max_batch(self.metadata)
         fixed = self.input_spec["shape"][0]
@@ -139,9 +141,7 @@ class Segmenter:
     # ---- visualisation ------------------------------------------------------------
     def colorize(self, labels: np.ndarray) -> np.ndarray:
         """(H, W) class ids -> (H, W, 3) uint8 BGR colours from the palette (ids past it: black)."""
-        lut = np.zeros((256, 3), np.uint8)
-        lut[:len(self.palette_bgr)] = self.palette_bgr
-        return lut[labels]
+        return self._lut[labels]
 
     def overlay(self, frame: np.ndarray, labels: np.ndarray | None = None,
                 alpha: float = 0.5) -> np.ndarray:

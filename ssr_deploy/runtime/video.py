@@ -19,8 +19,7 @@ import cv2
 import numpy as np
 
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.export.calibration import read_image
-from ssr_deploy.io import IMAGE_SUFFIXES
+from ssr_deploy.io import IMAGE_SUFFIXES, read_image
 from ssr_deploy.runtime.segmenter import Segmenter
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")

@@ -123,9 +123,11 @@ class SuperNet(nn.Module):
                     dropped += 1
         return dropped
 
-    def current_widths(self) -> list[int]:
+    def current_widths(self, op_p: Tensor | None = None, out_p: Tensor | None = None
+                       ) -> list[int]:
         """Each stage's output width under the current argmax decisions."""
-        op_p, _, out_p = self.probs()
+        if op_p is None or out_p is None:
+            op_p, _, out_p = self.probs()
         widths, li = [], 0
         for s, st in enumerate(self.space.stages):
             w = st.channels
@@ -141,7 +143,7 @@ class SuperNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         size = x.shape[-2:]
         op_p, mid_p, out_p = self.probs()
-        widths = self.current_widths()
+        widths = self.current_widths(op_p, out_p)
         stem = h = self.stem(x)
         shallow, li, w_prev = None, 0, self.space.stem_channels
         for s, st in enumerate(self.space.stages):

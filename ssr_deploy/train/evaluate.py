@@ -14,18 +14,14 @@ from tqdm import tqdm
 
 from ssr_deploy.data.classes import TRAIN_TO_LABEL
 from ssr_deploy.model.net import SSRNet
+from ssr_deploy.runtime.preprocess import frames_to_input, resize_frames
 from ssr_deploy.train.metrics import ConfusionMatrix
 
 
 def to_input(image_bgr: np.ndarray, net: SSRNet, size: tuple[int, int]) -> torch.Tensor:
     """(H, W, 3) uint8 BGR -> (1, 3, h, w) float32 normalised as the genotype says."""
-    spec = net.genotype.input
-    image = cv2.resize(image_bgr, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-    if spec.color == "rgb":
-        image = image[..., ::-1]
-    x = (image.astype(np.float32) / 255 - np.asarray(spec.mean, np.float32)) / np.asarray(
-        spec.std, np.float32)
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+    frames = resize_frames(image_bgr[None], size)
+    return torch.from_numpy(frames_to_input(frames, net.genotype.input.to_dict()))
 
 
 @torch.inference_mode()

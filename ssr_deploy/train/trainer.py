@@ -30,6 +30,7 @@ from ssr_deploy.genotype import InputSpec
 from ssr_deploy.io import jsonable, save_figure, write_epoch_row
 from ssr_deploy.model.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from ssr_deploy.model.net import SSRNet
+from ssr_deploy.runtime.preprocess import frames_to_input
 from ssr_deploy.train.evaluate import evaluate
 
 
@@ -54,9 +55,7 @@ class AugmentedDataset(Dataset):
 
     def __init__(self, dataset, transform: T.Transform, spec: InputSpec, seed: int) -> None:
         self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
-        self.rgb = spec.color == "rgb"
-        self.mean = np.asarray(spec.mean, np.float32)
-        self.std = np.asarray(spec.std, np.float32)
+        self.spec = spec.to_dict()
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -65,10 +64,8 @@ class AugmentedDataset(Dataset):
         image, label = self.dataset[i]
         rng = np.random.default_rng((self.seed, self.epoch, i))
         image, label = self.transform(image, label, rng)
-        x = (image[..., ::-1] if self.rgb else image).astype(np.float32) / 255
-        x = (x - self.mean) / self.std
-        return (torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))),
-                torch.from_numpy(label.astype(np.int64)))
+        x = frames_to_input(image[None], self.spec)[0]  # the runtime's own preprocessing
+        return torch.from_numpy(x), torch.from_numpy(label.astype(np.int64))
 
 
 def enet_weights(dataset, num_classes: int, max_items: int = 200) -> torch.Tensor:

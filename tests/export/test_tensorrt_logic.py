@@ -117,7 +117,7 @@ def test_calibration_refusals(tmp_path, labels_onnx):
     with pytest.raises(SsrDeployError, match="fewer than one batch of 4"):
         CalibrationBatches(tmp_path / "few", spec, (64, 128), batch=4)
     (tmp_path / "few" / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(SsrDeployError, match="cannot read image .*broken.png"):
+    with pytest.raises(SsrDeployError, match="cannot read .*broken.png: corrupt or not an image"):
         list(CalibrationBatches(tmp_path / "few", spec, (64, 128), batch=1))
 
 

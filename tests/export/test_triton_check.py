@@ -5,7 +5,7 @@ from click.testing import CliRunner
 
 from ssr_deploy import SsrDeployError, build_model
 from ssr_deploy.cli import main
-from ssr_deploy.export.check import compare, iou_table
+from ssr_deploy.export.check import compare
 from ssr_deploy.export.metadata import read_sidecar
 from ssr_deploy.export.onnx import export_onnx
 from ssr_deploy.export.triton import config_pbtxt, write_repository
@@ -37,15 +37,6 @@ def test_triton_engine_and_fixed_batch(tmp_path, labels_onnx):
     text = write_repository(static, tmp_path / "repo", max_batch=0, cpu=True).read_text()
     assert "max_batch_size: 0" in text and "dims: [ 1, 3, 32, 64 ]" in text
     assert "dynamic_batching" not in text and "KIND_CPU" in text
-
-
-def test_iou_table():
-    confusion = [[5, 1, 0], [0, 3, 0], [0, 0, 0]]
-    import numpy as np
-
-    iou = iou_table(np.array(confusion))
-    assert iou[0] == pytest.approx(5 / 6) and iou[1] == pytest.approx(3 / 4)
-    assert np.isnan(iou[2])
 
 
 def test_check_identical_models_agree_fully(tmp_path, labels_onnx):
