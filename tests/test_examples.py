@@ -19,7 +19,7 @@ def test_embed_app(tmp_path):
                         io=IOFormat("uint8-nhwc-bgr", "labels")).path
     done = subprocess.run([sys.executable, str(EXAMPLES / "embed_app.py"), "--model",
                            str(model), "--frames", "6"], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=900)  # a hang guard, not a speed check
     assert done.returncode == 0, done.stderr[-1500:]
     assert done.stdout.startswith("6 frames in") and "largest classes" in done.stdout
 
@@ -31,7 +31,7 @@ def test_cityscapes_pipeline_on_a_tiny_dataset(tmp_path):
            "TRAIN_SIZE": "32x64", "TRAIN_EPOCHS": "1", "TRAIN_BATCH": "4", "WORKERS": "0",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run(["bash", str(EXAMPLES / "cityscapes_pipeline.sh")], env=env,
-                          capture_output=True, text=True, timeout=400)
+                          capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, (done.stdout[-1500:], done.stderr[-1500:])
     run = tmp_path / "run"
     assert json.loads((run / "eval.json").read_text())["images"] == 4

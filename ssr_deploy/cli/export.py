@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ssr_deploy.cli.base import SIZE, main, stage_bar
+from ssr_deploy.errors import SsrDeployError
 
 
 @main.group()
@@ -16,10 +17,35 @@ def export() -> None:
 
     \b
     ssr-deploy export onnx runs/train/best.pt -o model.onnx --input uint8-nhwc-bgr --output labels
-    ssr-deploy export engine model.onnx -o model.engine --fp16
+    ssr-deploy export onnx runs/train/best.pt -o model.int8.onnx --precision int8 --calib frames/
+    ssr-deploy export engine model.onnx -o model.engine            # fp16 by default
     ssr-deploy export check model.engine --against model.onnx
     ssr-deploy export triton model.engine --repo triton/
     """
+
+
+def precision_options(f):
+    """The options that turn an fp32 graph into fp16 or int8 (export onnx and engine)."""
+    options = [
+        click.option("--fp32-layers", "fp32_layers", multiple=True, metavar="PATTERN",
+                     help="Keep genotype modules matching PATTERN (fnmatch on the module names "
+                     "nodes carry, e.g. 'head.psp', 'stages.1.*') in fp32; repeatable."),
+        click.option("--calib", "calib_dir", type=click.Path(),
+                     help="int8: folder of calibration images (the training set's kind)."),
+        click.option("--calib-n", type=click.IntRange(min=1), default=100, show_default=True,
+                     help="int8: calibration images to use (spread over the folder)."),
+        click.option("--calib-method", default="entropy", show_default=True,
+                     type=click.Choice(["entropy", "percentile", "minmax"])),
+        click.option("--calib-cache", type=click.Path(file_okay=False),
+                     help="int8: folder of calibration caches, keyed by the fp32 ONNX and the "
+                     "images. [default: ~/.cache/ssr-deploy/calibration]"),
+        click.option("--min-agreement", type=click.FloatRange(0, 1, min_open=True),
+                     help="Fail (write nothing) below this label agreement with fp32. "
+                     "[default: 0.999 fp16, 0.99 int8]"),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
 
 
 @export.command("onnx")
@@ -48,18 +74,35 @@ def export() -> None:
               type=click.Choice(["uint8", "int32"]))
 @click.option("--simplify/--no-simplify", default=True, show_default=True,
               help="Simplify the graph with onnxslim.")
+@click.option("--precision", default="fp32", show_default=True,
+              type=click.Choice(["fp32", "fp16", "int8"]),
+              help="fp16/int8: also write the converted graph, verified against fp32.")
+@click.option("--int8-target", default="tensorrt", show_default=True,
+              type=click.Choice(["tensorrt", "cpu"]),
+              help="tensorrt: symmetric int8 Q/DQ for TensorRT; cpu: uint8 activations, "
+              "fastest in onnxruntime on CPUs without VNNI.")
+@precision_options
+@click.option("--data", type=click.Path(), help="fp16/int8: also verify on these images.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verification report as JSON.")
 def export_onnx_cmd(source, out, weights, random_init, size, batch, dynamic_batch, max_batch,
                     dynamic_size, min_size, max_size, opset, input_format, output_format,
-                    label_dtype, simplify, as_json) -> None:
+                    label_dtype, simplify, precision, int8_target, fp32_layers, calib_dir,
+                    calib_n, calib_method, calib_cache, min_agreement, data, as_json) -> None:
     """Export SOURCE (a checkpoint, or a genotype with --weights / --random-init) to ONNX,
-    verified against PyTorch with onnxruntime.
+    verified against PyTorch with onnxruntime. With --precision fp16 or int8 the fp32 graph
+    is written too (model.int8.onnx -> model.onnx, model.onnx -> model.fp32.onnx) and the
+    converted one, at OUT, is verified
+    against it on street-like frames (and --data images): below --min-agreement nothing is
+    written.
 
     \b
     Examples:
       ssr-deploy export onnx runs/train/best.pt -o model.onnx
       ssr-deploy export onnx ssr-cityscapes --random-init -o model.onnx \\
           --input uint8-nhwc-bgr --output labels --dynamic-batch
+      ssr-deploy export onnx runs/train/best.pt -o model.fp16.onnx --precision fp16
+      ssr-deploy export onnx runs/train/best.pt -o model.int8.onnx --precision int8 \\
+          --calib data/leftImg8bit/train --calib-method entropy
     """
     from ssr_deploy.export.graph import IOFormat
     from ssr_deploy.export.onnx import (
@@ -70,14 +113,26 @@ def export_onnx_cmd(source, out, weights, random_init, size, batch, dynamic_batc
         load_source,
         summary_line,
     )
+    from ssr_deploy.export.precision import PrecisionOptions
 
     io = IOFormat(input_format, output_format, label_dtype)
     options = OnnxOptions(size=size, batch=batch, dynamic_batch=dynamic_batch,
                           max_batch=max_batch, dynamic_size=dynamic_size, min_size=min_size,
                           max_size=max_size, opset=opset, io=io, simplify=simplify)
+    converted = None
+    if precision != "fp32":
+        converted = PrecisionOptions(
+            precision=precision, fp32_layers=fp32_layers, calib_dir=calib_dir, calib_n=calib_n,
+            calib_method=calib_method, calib_cache=calib_cache, int8_target=int8_target,
+            data=data, min_agreement=min_agreement)
+    elif fp32_layers or calib_dir or data or min_agreement:
+        raise SsrDeployError("--fp32-layers, --calib, --data and --min-agreement apply to "
+                             "--precision fp16 or int8; add --precision or drop them")
     net = load_source(source, weights, random_init)
-    with stage_bar(STAGES, enabled=not as_json) as progress:
-        result = export_onnx(net, out, options, progress=progress)
+    stages = STAGES + tuple(f"{stage} {precision}" for stage in ("convert", "verify", "write")
+                            if converted)
+    with stage_bar(stages, enabled=not as_json) as progress:
+        result = export_onnx(net, out, options, progress=progress, precision=converted)
     if as_json:
         click.echo(json.dumps({"path": str(result.path), "sidecar": str(result.sidecar),
                                "seconds": result.seconds, "verification": result.report},
@@ -91,14 +146,10 @@ def export_onnx_cmd(source, out, weights, random_init, size, batch, dynamic_batc
 @click.argument("onnx_path", metavar="MODEL.onnx")
 @click.option("-o", "--output-path", "out", required=True, type=click.Path(dir_okay=False),
               help="Where to write the engine (a .json sidecar is written beside it).")
-@click.option("--fp16/--fp32", "fp16", default=True, show_default=True,
-              help="Allow FP16 kernels (default) or build pure FP32.")
-@click.option("--int8", is_flag=True, help="INT8 with entropy calibration (needs --calib).")
-@click.option("--calib", "calib_dir", type=click.Path(), help="Folder of calibration images.")
-@click.option("--calib-n", type=click.IntRange(min=1), default=500, show_default=True,
-              help="Calibration images to use.")
-@click.option("--calib-cache", type=click.Path(dir_okay=False),
-              help="Calibration cache file. [default: ENGINE.calib-cache]")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]),
+              help="The engine's precision. An fp32 ONNX is converted first (and verified); "
+              "an fp16/int8 ONNX builds as it is. [default: fp16, or the ONNX's own]")
+@precision_options
 @click.option("--min", "min_shape", metavar="BxHxW", help="Profile minimum (within the ONNX).")
 @click.option("--opt", "opt_shape", metavar="BxHxW", help="Profile optimum.")
 @click.option("--max", "max_shape", metavar="BxHxW", help="Profile maximum.")
@@ -106,33 +157,35 @@ def export_onnx_cmd(source, out, weights, random_init, size, batch, dynamic_batc
 @click.option("--timing-cache", type=click.Path(dir_okay=False),
               help="Timing cache file, reused and updated: rebuilds take seconds.")
 @click.option("--opt-level", type=int, default=3, show_default=True, help="0 to 5.")
-@click.option("--fp32-layers", "fp32_layers", multiple=True, metavar="PATTERN",
-              help="Pin layers whose name matches (fnmatch) to FP32; repeatable.")
-def export_engine_cmd(onnx_path, out, fp16, int8, calib_dir, calib_n, calib_cache, min_shape,
-                      opt_shape, max_shape, workspace, timing_cache, opt_level,
-                      fp32_layers) -> None:
-    """Build a TensorRT engine from an exported ONNX (TensorRT >= 10 and a GPU).
+def export_engine_cmd(onnx_path, out, precision, fp32_layers, calib_dir, calib_n, calib_method,
+                      calib_cache, min_agreement, min_shape, opt_shape, max_shape, workspace,
+                      timing_cache, opt_level) -> None:
+    """Build a strongly typed TensorRT engine (TensorRT >= 10.3, a GPU): the precision is the
+    ONNX's, converted and verified on the CPU first when --precision asks for another.
 
     \b
     Examples:
-      ssr-deploy export engine model.onnx -o model.engine
-      ssr-deploy export engine model.onnx -o model-int8.engine --int8 --calib frames/
+      ssr-deploy export engine model.onnx -o model.engine               # fp16
+      ssr-deploy export engine model.onnx -o model-int8.engine --precision int8 --calib frames/
+      ssr-deploy export engine model.int8.onnx -o model-int8.engine     # already int8
       ssr-deploy export engine dyn.onnx -o dyn.engine --min 1x512x1024 --opt 4x512x1024 \\
           --max 8x1024x2048 --timing-cache trt.cache
     """
     from ssr_deploy.export.tensorrt import STAGES, EngineOptions, build_engine
 
-    precision = "int8" if int8 else ("fp16" if fp16 else "fp32")
     options = EngineOptions(precision=precision, calib_dir=calib_dir, calib_n=calib_n,
-                            calib_cache=calib_cache, min_shape=min_shape, opt_shape=opt_shape,
-                            max_shape=max_shape, workspace_gib=workspace,
-                            timing_cache=timing_cache, opt_level=opt_level,
-                            fp32_layers=tuple(fp32_layers))
+                            calib_method=calib_method, calib_cache=calib_cache,
+                            fp32_layers=tuple(fp32_layers), min_agreement=min_agreement,
+                            min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape,
+                            workspace_gib=workspace, timing_cache=timing_cache,
+                            opt_level=opt_level)
     with stage_bar(STAGES) as progress:
         meta = build_engine(onnx_path, out, options, progress=progress)
     gpu = meta["tensorrt"]["gpu"]
     size_mb = Path(out).stat().st_size / 1e6
-    click.echo(f"wrote {out} ({size_mb:.1f} MB, {precision}, TensorRT "
+    check = meta.get("precision_check")
+    agreement = f", {100 * check['label_agreement']:.2f}% labels as fp32" if check else ""
+    click.echo(f"wrote {out} ({size_mb:.1f} MB, {meta['precision']}{agreement}, TensorRT "
                f"{meta['tensorrt']['version']}, {gpu['name']} sm_"
                f"{gpu['compute_capability'].replace('.', '')}) in {meta['build_seconds']:.1f} s")
 

@@ -1,6 +1,5 @@
 """INT8 calibration data: images from a folder, preprocessed exactly as the runtime does,
-in fixed-size batches, plus the calibration cache file. No TensorRT needed here; the
-TensorRT calibrator in ``tensorrt.py`` only copies these batches to the GPU."""
+in fixed-size batches (``precision.py`` feeds them to onnxruntime's calibrator)."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.io import IMAGE_SUFFIXES, atomic_write, read_image
+from ssr_deploy.io import IMAGE_SUFFIXES, read_image
 from ssr_deploy.runtime.preprocess import frames_to_input, resize_frames
 
 
@@ -61,18 +60,3 @@ class CalibrationBatches:
             yield frames_to_input(np.stack([resize_frames(f[None], self.size)[0]
                                             for f in frames]), self.spec)
 
-
-class CalibrationCache:
-    """The calibration cache file: read if present (skipping calibration), written atomically."""
-
-    def __init__(self, path: str | Path | None) -> None:
-        self.path = Path(path) if path else None
-
-    def read(self) -> bytes | None:
-        if self.path and self.path.is_file() and self.path.stat().st_size:
-            return self.path.read_bytes()
-        return None
-
-    def write(self, data: bytes) -> None:
-        if self.path:
-            atomic_write(self.path, lambda tmp: tmp.write_bytes(bytes(data)))

@@ -17,15 +17,28 @@ import torch
 
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.export.graph import DeployModel, IOFormat, fold_batchnorm
-from ssr_deploy.export.metadata import Dynamic, build_metadata, to_props, write_sidecar
+from ssr_deploy.export.metadata import (
+    Dynamic,
+    build_metadata,
+    sidecar_path,
+    to_props,
+    write_sidecar,
+)
+from ssr_deploy.export.precision import (
+    PrecisionOptions,
+    bytes_sha256,
+    check_options,
+    convert_model,
+    format_check,
+)
 from ssr_deploy.export.verify import MAX_ABS_DIFF, MIN_LABEL_AGREEMENT, format_report, verify_onnx
 from ssr_deploy.genotype import Genotype
 from ssr_deploy.io import atomic_write
 from ssr_deploy.model.checkpoint import load_model, load_weights, read_checkpoint
 from ssr_deploy.model.net import SSRNet, build_model
 
-__all__ = ["ExportResult", "OnnxOptions", "export_onnx", "format_report", "load_source",
-           "summary_line"]
+__all__ = ["ExportResult", "OnnxOptions", "export_onnx", "format_report", "fp32_path_for",
+           "load_source", "summary_line"]
 
 MIN_OPSET = 17
 DEFAULT_OPSET = 18
@@ -153,12 +166,26 @@ def _verification_cases(o: OnnxOptions, dynamic: Dynamic) -> list[tuple[int, int
 STAGES = ("export", "simplify", "verify", "write")
 
 
+def fp32_path_for(path: str | Path, precision: str) -> Path:
+    """Where the fp32 graph goes when ``path`` is to hold the ``precision`` one:
+    ``model.int8.onnx`` -> ``model.onnx``; ``model.onnx`` -> ``model.fp32.onnx``."""
+    path = Path(path)
+    tag = f".{precision}"
+    if path.stem.endswith(tag):
+        return path.with_name(path.stem[:-len(tag)] + path.suffix)
+    return path.with_name(f"{path.stem}.fp32{path.suffix}")
+
+
 def export_onnx(net: SSRNet, path: str | Path, options: OnnxOptions | None = None,
-                progress: Callable[[str], None] | None = None, **overrides: Any) -> ExportResult:
+                progress: Callable[[str], None] | None = None,
+                precision: PrecisionOptions | None = None, **overrides: Any) -> ExportResult:
     """Export ``net`` to ``path`` (+ ``path``.json sidecar), verified against PyTorch.
 
-    Keyword ``overrides`` set OnnxOptions fields, e.g. ``size=(64, 128), dynamic_size=True``;
-    ``progress`` is called with each name in STAGES as it starts."""
+    With ``precision`` (fp16 / int8) the converted graph, verified against the fp32 one, goes
+    to ``path`` and the fp32 graph to ``fp32_path_for(path)``; ``report["precision"]`` holds
+    that check. Nothing is written unless every check passes. Keyword ``overrides`` set
+    OnnxOptions fields, e.g. ``size=(64, 128), dynamic_size=True``; ``progress`` is called
+    with each name in STAGES as it starts (then "convert <p>", "verify <p>", "write <p>")."""
     step = progress or (lambda stage: None)
     o = options or OnnxOptions()
     if overrides:
@@ -168,6 +195,40 @@ def export_onnx(net: SSRNet, path: str | Path, options: OnnxOptions | None = Non
     if not path.parent.is_dir():
         raise SsrDeployError(f"cannot write {path}: folder {path.parent} does not exist; create "
                              "it first or choose another output path")
+    converting = precision is not None and precision.precision != "fp32"
+    if converting:
+        check_options(precision)
+    model, metadata, report = _export_verified(net, o, step)
+    fp32_path = fp32_path_for(path, precision.precision) if converting else path
+    if converting:
+        tag = precision.precision
+        converted, converted_meta, check = convert_model(
+            model, {**metadata, "file": fp32_path.name, "sha256": bytes_sha256(model)},
+            precision, progress=lambda stage: step(f"{stage} {tag}"))
+        report = {**report, "precision": check, "fp32_path": str(fp32_path)}
+    step("write")
+    _write(fp32_path, model, metadata)
+    if not converting:
+        return ExportResult(path, sidecar_path(path), metadata, report,
+                            time.perf_counter() - start)
+    _write(path, converted, converted_meta)
+    return ExportResult(path, sidecar_path(path), converted_meta, report,
+                        time.perf_counter() - start)
+
+
+def _write(path: Path, model: onnx.ModelProto, metadata: dict[str, Any]) -> None:
+    """The model, then its sidecar; a failed sidecar takes the new model with it."""
+    atomic_write(path, lambda tmp: onnx.save(model, str(tmp)))
+    try:
+        write_sidecar(path, metadata)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _export_verified(net: SSRNet, o: OnnxOptions, step: Callable[[str], None]
+                     ) -> tuple[onnx.ModelProto, dict[str, Any], dict[str, Any]]:
+    """The fp32 graph in memory, with its metadata and its verification against PyTorch."""
     genotype = net.genotype
     dynamic = _ranges(genotype, o)
     step("export")
@@ -198,14 +259,7 @@ def export_onnx(net: SSRNet, path: str | Path, options: OnnxOptions | None = Non
                              f"PyTorch by up to {report['max_abs_diff']:.2e} with "
                              f"{100 * report['label_agreement']:.4f}% of labels agreeing; "
                              "report this with the genotype and options")
-    step("write")
-    atomic_write(path, lambda tmp: onnx.save(model, str(tmp)))
-    try:
-        sidecar = write_sidecar(path, metadata)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return ExportResult(path, sidecar, metadata, report, time.perf_counter() - start)
+    return model, metadata, report
 
 
 def module_of(scopes: list[str]) -> str:
@@ -243,8 +297,13 @@ def name_nodes_by_module(model: onnx.ModelProto) -> None:
 def summary_line(result: ExportResult) -> str:
     """Ultralytics-style last line: what, where, how big, how long."""
     mb = result.path.stat().st_size / 1e6
-    return (f"wrote {result.path} ({mb:.1f} MB) and {result.sidecar.name} in "
+    line = (f"wrote {result.path} ({mb:.1f} MB) and {result.sidecar.name} in "
             f"{result.seconds:.1f} s")
+    if "precision" in result.report:
+        line = (f"{result.metadata['precision']} graph:\n"
+                f"{format_check(result.report['precision'])}\n{line} (fp32 graph: "
+                f"{result.report['fp32_path']})")
+    return line
 
 
 @contextlib.contextmanager

@@ -1,74 +1,113 @@
-"""TensorRT engines from verified ONNX, with the TensorRT >= 10 Python API.
+"""TensorRT engines from verified ONNX: strongly typed networks (TensorRT 10.3+ and 11).
 
-Everything that needs no TensorRT (options, profiles, calibration batches and cache,
-metadata, compatibility) lives in ``profiles.py`` and ``calibration.py`` and is tested on
-any machine; this module is the part that needs TensorRT and a GPU.
+The precision is the ONNX's: an fp16 ONNX builds an fp16 engine, a Q/DQ int8 ONNX an int8
+one (``precision.py`` makes and verifies both on any CPU). There are no precision builder
+flags and no calibrators: TensorRT 11 removed them, and 10.x honours the graph's types with
+the STRONGLY_TYPED network flag. Asking for a precision the ONNX does not have converts it
+first, so one command still does the job.
+
+Everything that needs no TensorRT (options, profiles, the ONNX the parser gets, metadata,
+compatibility) is tested on any machine; ``build_engine`` is the part that needs TensorRT.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.export.calibration import CalibrationBatches, CalibrationCache
+from ssr_deploy.export import precision as prec
 from ssr_deploy.export.metadata import read_sidecar, write_sidecar
 from ssr_deploy.export.profiles import Profile, optimization_profile
 from ssr_deploy.io import atomic_write
 
 PRECISIONS = ("fp32", "fp16", "int8")
-STAGES = ("parse", "build", "write")
+STAGES = ("precision", "parse", "build", "write")
+MIN_TENSORRT = (10, 3)
 
 
 @dataclass(frozen=True)
 class EngineOptions:
-    precision: str = "fp16"  # fp32 | fp16 | int8 (int8 also allows fp16 kernels)
+    """``precision`` None: fp16 from an fp32 ONNX, else the ONNX's own. The calibration and
+    ``fp32_layers`` fields only matter when an fp32 ONNX is converted first."""
+
+    precision: str | None = None
     calib_dir: str | None = None
-    calib_n: int = 500
-    calib_cache: str | None = None  # default: <engine>.calib-cache
+    calib_n: int = 100
+    calib_method: str = "entropy"
+    calib_cache: str | None = None
+    fp32_layers: tuple[str, ...] = ()
+    min_agreement: float | None = None
     min_shape: str | None = None  # BxHxW
     opt_shape: str | None = None
     max_shape: str | None = None
     workspace_gib: float = 4.0
     timing_cache: str | None = None
     opt_level: int = 3
-    fp32_layers: tuple[str, ...] = ()  # fnmatch patterns of layer names pinned to FP32
+
+    def precision_options(self, precision: str) -> prec.PrecisionOptions:
+        return prec.PrecisionOptions(
+            precision=precision, fp32_layers=self.fp32_layers, calib_dir=self.calib_dir,
+            calib_n=self.calib_n, calib_method=self.calib_method, calib_cache=self.calib_cache,
+            int8_target="tensorrt", min_agreement=self.min_agreement)
 
 
-def validate(onnx_path: str | Path, engine_path: str | Path, o: EngineOptions
-             ) -> tuple[dict[str, Any], Profile]:
-    """Every check that needs no TensorRT, before any work: returns (ONNX metadata, profile)."""
+@dataclass(frozen=True)
+class EnginePlan:
+    """What ``validate`` decided: the ONNX to compile (after conversion), its precision."""
+
+    onnx_meta: dict[str, Any]
+    precision: str
+    convert_to: Path | None  # where the converted ONNX goes, None if the ONNX is used as is
+    profile: Profile
+
+
+def validate(onnx_path: str | Path, engine_path: str | Path, o: EngineOptions) -> EnginePlan:
+    """Every check that needs no TensorRT, before any work."""
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    if o.precision not in PRECISIONS:
+    if o.precision is not None and o.precision not in PRECISIONS:
         raise SsrDeployError(f"precision {o.precision!r} is not known; use fp32, fp16 or int8")
     if not onnx_path.is_file():
         raise SsrDeployError(f"ONNX file {onnx_path} does not exist")
     if not engine_path.parent.is_dir():
         raise SsrDeployError(f"cannot write {engine_path}: folder {engine_path.parent} does not "
                              "exist; create it first or choose another output path")
-    if o.precision == "int8" and not (o.calib_dir or calib_cache(engine_path, o).read()):
-        raise SsrDeployError("--int8 needs calibration data: --calib DIR with representative "
-                             "images (or an existing --calib-cache FILE)")
+    if engine_path.resolve() == onnx_path.resolve():
+        raise SsrDeployError(f"{engine_path} is the input ONNX; write the engine elsewhere "
+                             f"(e.g. {onnx_path.with_suffix('.engine')})")
     if not 0 <= o.opt_level <= 5:
         raise SsrDeployError(f"--opt-level {o.opt_level}: TensorRT takes 0 to 5 (default 3)")
     if o.workspace_gib <= 0:
         raise SsrDeployError(f"--workspace {o.workspace_gib}: give a size in GiB above 0")
     _check_onnx_file(onnx_path)
     meta = read_sidecar(onnx_path)
-    return meta, optimization_profile(meta, o.min_shape, o.opt_shape, o.max_shape)
-
-
-def calib_cache(engine_path: str | Path, o: EngineOptions) -> CalibrationCache:
-    return CalibrationCache(o.calib_cache or f"{engine_path}.calib-cache")
+    has = meta.get("precision", "fp32")
+    wanted = o.precision or ("fp16" if has == "fp32" else has)
+    convert_to = None
+    if has != wanted:
+        if has != "fp32":
+            raise SsrDeployError(f"{onnx_path.name} is {has}; build a {wanted} engine from the "
+                                 "fp32 ONNX (or drop --precision to build it as it is)")
+        if wanted != "fp32":
+            convert_to = engine_path.with_name(f"{onnx_path.stem}.{wanted}.onnx")
+            prec.validate(onnx_path, convert_to, o.precision_options(wanted))
+    elif o.fp32_layers or o.calib_dir:
+        raise SsrDeployError(f"{onnx_path.name} is already {has}: --fp32-layers and --calib "
+                             "apply when converting an fp32 ONNX; pass that one instead")
+    if has == "int8" and meta.get("quantization", {}).get("target") != "tensorrt":
+        raise SsrDeployError(f"{onnx_path.name} is quantized for onnxruntime on CPUs (uint8 "
+                             "activations); TensorRT needs symmetric int8: export it again "
+                             "with --precision int8 --int8-target tensorrt")
+    profile = optimization_profile(meta, o.min_shape, o.opt_shape, o.max_shape)
+    return EnginePlan(meta, wanted, convert_to, profile)
 
 
 def _check_onnx_file(path: Path) -> None:
-    import onnx
-
     try:
         onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf raises DecodeError and friends
@@ -77,16 +116,48 @@ def _check_onnx_file(path: Path) -> None:
 
 
 def import_tensorrt():
+    """TensorRT >= 10.3 with strongly typed networks, or one line saying what is missing."""
     try:
         import tensorrt as trt
     except ImportError:
         raise SsrDeployError("TensorRT is not installed: on a machine with an NVIDIA GPU, pip "
-                             "install 'ssr-deploy[gpu]', or use the docker/Dockerfile image"
-                             ) from None
-    if int(trt.__version__.split(".")[0]) < 10:
-        raise SsrDeployError(f"TensorRT {trt.__version__} is too old: ssr-deploy needs "
-                             "TensorRT >= 10")
+                             "install 'ssr-deploy[cu12]' (driver >= 525) or 'ssr-deploy[cu13]' "
+                             "(driver >= 580), or use the docker/Dockerfile image") from None
+    check_tensorrt_version(trt.__version__)
+    if not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        raise SsrDeployError(f"TensorRT {trt.__version__} has no strongly typed networks; "
+                             "install TensorRT >= 10.3")
     return trt
+
+
+def check_tensorrt_version(version: str) -> None:
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if parts < MIN_TENSORRT:
+        raise SsrDeployError(f"TensorRT {version} is too old: ssr-deploy builds strongly typed "
+                             "engines, which need TensorRT >= 10.3")
+
+
+def onnx_for_tensorrt(model: onnx.ModelProto, meta: dict[str, Any]
+                      ) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The graph TensorRT parses, and the metadata the engine gets. uint8 label maps come
+    out of an ArgMax -> Cast(uint8); TensorRT's uint8 is meant for I/O of plain data, so the
+    engine returns int32 labels (the runtime narrows them) instead of trusting that cast."""
+    if meta["output"].get("kind") != "labels" or meta["output"]["dtype"] != "uint8":
+        return model, meta
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    name = meta["output"]["name"]
+    cast = next((n for n in copy.graph.node if name in n.output and n.op_type == "Cast"), None)
+    if cast is None:
+        raise SsrDeployError(f"the labels output {name!r} does not come from a Cast; export "
+                             "the ONNX again with `ssr-deploy export onnx`")
+    for attribute in cast.attribute:
+        if attribute.name == "to":
+            attribute.i = onnx.TensorProto.INT32
+    for output in copy.graph.output:
+        if output.name == name:
+            output.type.tensor_type.elem_type = onnx.TensorProto.INT32
+    return copy, {**meta, "output": {**meta["output"], "dtype": "int32"}}
 
 
 def engine_metadata(onnx_meta: dict[str, Any], onnx_path: Path, trt_version: str,
@@ -96,9 +167,9 @@ def engine_metadata(onnx_meta: dict[str, Any], onnx_path: Path, trt_version: str
     meta = {k: v for k, v in onnx_meta.items() if k not in ("file", "sha256")}
     meta.update({
         "onnx": onnx_path.name, "onnx_sha256": onnx_meta.get("sha256"),
-        "precision": o.precision, "profile": profile.to_dict(),
+        "precision": onnx_meta.get("precision", "fp32"), "profile": profile.to_dict(),
         "tensorrt": {"version": trt_version, "gpu": gpu, "opt_level": o.opt_level,
-                     "workspace_gib": o.workspace_gib, "fp32_layers": list(o.fp32_layers)},
+                     "workspace_gib": o.workspace_gib, "strongly_typed": True},
         "build_seconds": round(build_seconds, 2),
     })
     return meta
@@ -106,63 +177,56 @@ def engine_metadata(onnx_meta: dict[str, Any], onnx_path: Path, trt_version: str
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, options: EngineOptions,
                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Parse ``onnx_path``, build a serialized engine, write it and its sidecar atomically.
+    """Convert the ONNX to the asked precision if needed, parse it into a strongly typed
+    network, build, and write the engine and its sidecar atomically.
 
     Returns the engine's metadata. Reuses and updates ``options.timing_cache``."""
     step = progress or (lambda stage: None)
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    onnx_meta, profile = validate(onnx_path, engine_path, options)
+    plan = validate(onnx_path, engine_path, options)
     trt = import_tensorrt()
     from ssr_deploy.runtime.cuda import gpu_info
 
     start = time.perf_counter()
+    step("precision")
+    onnx_meta = plan.onnx_meta
+    if plan.convert_to is not None:
+        converted = prec.convert_precision(onnx_path, plan.convert_to,
+                                           options.precision_options(plan.precision))
+        onnx_path, onnx_meta = converted.path, read_sidecar(converted.path)
+    model, engine_meta = onnx_for_tensorrt(onnx.load(str(onnx_path)), onnx_meta)
+
     step("parse")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
+    if not parser.parse(model.SerializeToString(), str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise SsrDeployError(f"TensorRT cannot parse {onnx_path}: {errors}")
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gib * 2**30))
     config.builder_optimization_level = options.opt_level
-    if options.precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)
     trt_profile = builder.create_optimization_profile()
-    trt_profile.set_shape(profile.name, profile.min, profile.opt, profile.max)
+    trt_profile.set_shape(plan.profile.name, plan.profile.min, plan.profile.opt,
+                          plan.profile.max)
     config.add_optimization_profile(trt_profile)
-    _pin_fp32_layers(trt, network, config, options.fp32_layers)
-
-    cache_bytes = _read_bytes(options.timing_cache)
-    timing_cache = config.create_timing_cache(cache_bytes or b"")
+    timing_cache = config.create_timing_cache(_read_bytes(options.timing_cache) or b"")
     config.set_timing_cache(timing_cache, ignore_mismatch=False)
 
-    calibrator = None
-    if options.precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
-        calibrator = make_calibrator(trt, onnx_meta, profile, options.calib_dir,
-                                     options.calib_n, calib_cache(engine_path, options))
-        config.int8_calibrator = calibrator
-        config.set_calibration_profile(trt_profile)
-
     step("build")
-    try:
-        serialized = builder.build_serialized_network(network, config)
-    finally:
-        if calibrator is not None:
-            calibrator.free()
+    serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise SsrDeployError(f"TensorRT could not build an engine from {onnx_path}; rerun with "
-                             "a larger --workspace or --fp32, and see the TensorRT log above")
+                             "a larger --workspace, and see the TensorRT log above")
     step("write")
     if options.timing_cache:
         data = bytes(timing_cache.serialize())
         atomic_write(options.timing_cache, lambda tmp: tmp.write_bytes(data))
     atomic_write(engine_path, lambda tmp: tmp.write_bytes(bytes(serialized)))
-    meta = engine_metadata(onnx_meta, onnx_path, trt.__version__, gpu_info(), options, profile,
-                           time.perf_counter() - start)
+    meta = engine_metadata(engine_meta, onnx_path, trt.__version__, gpu_info(), options,
+                           plan.profile, time.perf_counter() - start)
     try:
         write_sidecar(engine_path, meta)
     except BaseException:
@@ -174,70 +238,3 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: Engine
 def _read_bytes(path: str | None) -> bytes | None:
     return Path(path).read_bytes() if path and Path(path).is_file() else None
 
-
-def matching_layers(names: list[str], patterns: tuple[str, ...]) -> list[str]:
-    """Layer names matching any fnmatch pattern; a pattern matching none is an error."""
-    matched = []
-    for pattern in patterns:
-        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-        if not hits:
-            raise SsrDeployError(f"--fp32-layers {pattern!r} matches no layer; names look like "
-                                 f"{', '.join(names[:3])} (see `ssr-deploy profile`)")
-        matched += [n for n in hits if n not in matched]
-    return matched
-
-
-def _pin_fp32_layers(trt, network, config, patterns: tuple[str, ...]) -> None:
-    if not patterns:
-        return
-    layers = [network.get_layer(i) for i in range(network.num_layers)]
-    pinned = set(matching_layers([layer.name for layer in layers], patterns))
-    for layer in layers:
-        if layer.name in pinned:
-            layer.precision = trt.float32
-            for i in range(layer.num_outputs):
-                layer.set_output_type(i, trt.float32)
-    config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-
-
-def make_calibrator(trt, meta: dict[str, Any], profile: Profile, calib_dir: str | None,
-                    calib_n: int, cache: CalibrationCache):
-    """An IInt8EntropyCalibrator2 feeding CalibrationBatches. With dynamic shapes TensorRT
-    calibrates at the calibration profile's opt shape, so batches have that batch and size."""
-    from ssr_deploy.runtime.cuda import DeviceBuffer, upload
-
-    batch = profile.opt[0]
-    batches = None if cache.read() else CalibrationBatches(
-        calib_dir, meta["input"], _hw(profile.opt, meta), batch, calib_n)
-
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.batches = iter(batches) if batches else iter(())
-            self.buffer = DeviceBuffer(batches.nbytes) if batches else None
-
-        def get_batch_size(self) -> int:
-            return batch
-
-        def get_batch(self, names):
-            data = next(self.batches, None)
-            if data is None:
-                return None
-            upload(self.buffer.ptr, data)
-            return [self.buffer.ptr]
-
-        def read_calibration_cache(self):
-            return cache.read()
-
-        def write_calibration_cache(self, data) -> None:
-            cache.write(bytes(data))
-
-        def free(self) -> None:
-            if self.buffer is not None:
-                self.buffer.free()
-
-    return EntropyCalibrator()
-
-
-def _hw(shape: tuple[int, ...], meta: dict[str, Any]) -> tuple[int, int]:
-    return (shape[1], shape[2]) if meta["input"]["layout"] == "NHWC" else (shape[2], shape[3])

@@ -13,3 +13,11 @@ def labels_onnx(tmp_path_factory):
                 dynamic_batch=True, max_batch=16, dynamic_size=True, min_size=(32, 64),
                 max_size=(128, 256), io=IOFormat("uint8-nhwc-bgr", "labels"))
     return path
+
+
+@pytest.fixture(scope="session")
+def fp16_onnx(labels_onnx, tmp_path_factory):
+    from ssr_deploy.export.precision import PrecisionOptions, convert_precision
+
+    path = tmp_path_factory.mktemp("fp16") / "model.fp16.onnx"
+    return convert_precision(labels_onnx, path, PrecisionOptions("fp16")).path

@@ -8,10 +8,15 @@ import numpy as np
 import pytest
 
 from ssr_deploy import SsrDeployError
-from ssr_deploy.export.calibration import CalibrationBatches, CalibrationCache, find_images
+from ssr_deploy.export.calibration import CalibrationBatches, find_images
 from ssr_deploy.export.metadata import read_sidecar
 from ssr_deploy.export.profiles import check_compatibility, optimization_profile, parse_bhw
-from ssr_deploy.export.tensorrt import EngineOptions, matching_layers, validate
+from ssr_deploy.export.tensorrt import (
+    EngineOptions,
+    check_tensorrt_version,
+    onnx_for_tensorrt,
+    validate,
+)
 from ssr_deploy.export.verify import street_frames
 from ssr_deploy.runtime.backends.tensorrt import buffer_plan, output_shape
 
@@ -128,29 +133,66 @@ def test_find_images_spreads_the_limit(tmp_path):
     assert {p.parent.name for p in picked} == {"aachen", "bremen", "zurich"}
 
 
-def test_calibration_cache_round_trip(tmp_path):
-    cache = CalibrationCache(tmp_path / "c.cache")
-    assert cache.read() is None
-    cache.write(b"TRT-1000-EntropyCalibration2\n")
-    assert CalibrationCache(tmp_path / "c.cache").read() == b"TRT-1000-EntropyCalibration2\n"
-    assert CalibrationCache(None).read() is None
-
-
 def test_validate_refuses_before_any_work(tmp_path, labels_onnx):
     engine = tmp_path / "m.engine"
-    meta, profile = validate(labels_onnx, engine, EngineOptions())
-    assert meta["genotype"]["name"] == "ssr-cityscapes" and profile.max == (16, 128, 256, 3)
-    cases = [(EngineOptions(precision="int8"), labels_onnx, engine, "--int8 needs calibration"),
+    plan = validate(labels_onnx, engine, EngineOptions(precision="fp32"))
+    assert plan.onnx_meta["genotype"]["name"] == "ssr-cityscapes"
+    assert plan.profile.max == (16, 128, 256, 3) and plan.convert_to is None
+    cases = [(EngineOptions(precision="int8", calib_cache=str(tmp_path / "c")), labels_onnx,
+              engine, "--precision int8 needs calibration images"),
+             (EngineOptions(precision="int4"), labels_onnx, engine, "'int4' is not known"),
+             (EngineOptions(fp32_layers=("nothing*",)), labels_onnx, engine, "matches no layer"),
              (EngineOptions(opt_level=7), labels_onnx, engine, "--opt-level 7"),
              (EngineOptions(workspace_gib=0), labels_onnx, engine, "--workspace 0"),
              (EngineOptions(), tmp_path / "none.onnx", engine, "does not exist"),
              (EngineOptions(), labels_onnx, tmp_path / "no" / "m.engine", "folder .* does not"),
+             (EngineOptions(), labels_onnx, labels_onnx, "is the input ONNX"),
              (EngineOptions(max_shape="64x64x128"), labels_onnx, engine, "outside")]
     for options, onnx_path, out, message in cases:
         with pytest.raises(SsrDeployError, match=message):
             validate(onnx_path, out, options)
-    CalibrationCache(f"{engine}.calib-cache").write(b"cache")  # an existing cache is enough
-    validate(labels_onnx, engine, EngineOptions(precision="int8"))
+
+
+def test_the_default_engine_is_fp16_through_an_fp16_onnx(tmp_path, labels_onnx):
+    plan = validate(labels_onnx, tmp_path / "m.engine", EngineOptions())
+    assert plan.precision == "fp16" and plan.convert_to == tmp_path / "model.fp16.onnx"
+
+
+def test_a_converted_onnx_keeps_its_precision(tmp_path, labels_onnx, fp16_onnx):
+    plan = validate(fp16_onnx, tmp_path / "m.engine", EngineOptions())
+    assert plan.precision == "fp16" and plan.convert_to is None
+    with pytest.raises(SsrDeployError, match="is fp16; build a int8 engine from the fp32"):
+        validate(fp16_onnx, tmp_path / "m.engine", EngineOptions(precision="int8"))
+    with pytest.raises(SsrDeployError, match="already fp16"):
+        validate(fp16_onnx, tmp_path / "m.engine", EngineOptions(fp32_layers=("head.*",)))
+
+
+def test_tensorrt_older_than_10_3_is_one_line():
+    check_tensorrt_version("10.3.0.26")
+    check_tensorrt_version("11.4.0.106")
+    with pytest.raises(SsrDeployError, match="TensorRT 10.2.0 is too old.*>= 10.3"):
+        check_tensorrt_version("10.2.0")
+    with pytest.raises(SsrDeployError, match="too old"):
+        check_tensorrt_version("8.6.1")
+
+
+def test_tensorrt_gets_int32_labels(labels_onnx):
+    """ArgMax -> Cast(uint8) becomes Cast(int32) for TensorRT; the graph is otherwise the
+    same and gives the same labels (onnxruntime)."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(labels_onnx))
+    meta = read_sidecar(labels_onnx)
+    rewritten, engine_meta = onnx_for_tensorrt(model, meta)
+    assert engine_meta["output"]["dtype"] == "int32" and meta["output"]["dtype"] == "uint8"
+    assert rewritten.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.INT32
+    onnx.checker.check_model(rewritten, full_check=True)
+    frames = street_frames(2, 64, 128)
+    runs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+            .run(None, {"images": frames})[0] for m in (model, rewritten)]
+    assert runs[1].dtype == np.int32
+    np.testing.assert_array_equal(runs[0], runs[1].astype(np.uint8))
 
 
 def test_corrupt_onnx_is_named(tmp_path):
@@ -169,13 +211,6 @@ def test_missing_tensorrt_is_one_clear_line(tmp_path, labels_onnx, monkeypatch):
     assert not (tmp_path / "m.engine").exists()
 
 
-def test_fp32_layer_patterns():
-    names = ["/net/stem/conv/Conv", "/net/stages.1/layers.7/conv3x1/Conv", "/net/head/psp/MatMul"]
-    assert matching_layers(names, ("*psp*", "*layers.7*")) == [names[2], names[1]]
-    with pytest.raises(SsrDeployError, match="'\\*classifier\\*' matches no layer"):
-        matching_layers(names, ("*classifier*",))
-
-
 def test_buffer_plan_from_profile():
     meta = {"input": {"name": "images", "layout": "NHWC", "dtype": "uint8"},
             "output": {"name": "labels", "layout": "NHW", "dtype": "uint8"},
@@ -186,3 +221,20 @@ def test_buffer_plan_from_profile():
     meta_logits = {**meta, "input": {"name": "x", "layout": "NCHW", "dtype": "float32"},
                    "output": {"name": "logits", "layout": "NCHW", "dtype": "float32"}}
     assert output_shape(meta_logits, (2, 3, 64, 128)) == (2, 19, 64, 128)
+
+
+def test_engine_io_is_checked_against_the_sidecar(labels_onnx):
+    from ssr_deploy.runtime.backends.tensorrt import TensorIO, check_engine_io
+
+    meta = read_sidecar(labels_onnx)
+    meta["output"]["dtype"] = "int32"  # as onnx_for_tensorrt makes it
+    good = [TensorIO("images", True, "uint8", (-1, -1, -1, 3)),
+            TensorIO("labels", False, "int32", (-1, -1, -1))]
+    check_engine_io(meta, good, "m.engine")
+    bad = [(good[:1], "has 1 I/O tensors"),
+           ([good[0], TensorIO("logits", False, "int32", (-1, -1, -1))], "no output 'labels'"),
+           ([good[0], TensorIO("labels", False, "uint8", (-1, -1, -1))], "labels is uint8"),
+           ([TensorIO("images", True, "uint8", (-1, 3, -1, -1)), good[1]], "images is uint8")]
+    for tensors, message in bad:
+        with pytest.raises(SsrDeployError, match=message):
+            check_engine_io(meta, tensors, "m.engine")

@@ -94,7 +94,7 @@ def test_ddp_with_gloo_two_processes(tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "ssr_deploy", "train", "--genotype", "ssr-cityscapes", "--data", "synthetic:8",
          "--out", str(tmp_path / "ddp"), "--size", "32x64", "--epochs", "1", "--batch", "2",
-         "--workers", "0"], capture_output=True, text=True, timeout=240, env=env)
+         "--workers", "0"], capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     log = (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()
     assert len(log) == 1  # one writer

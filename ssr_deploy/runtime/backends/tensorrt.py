@@ -5,8 +5,11 @@ copies and ``execute_async_v3`` on a stream, explicit freeing in ``close()``.
 Two slots of buffers give double buffering in ``infer_stream``: frame i+1 is uploaded on its
 own stream while frame i computes, and frame i is downloaded on a third (one copy stream
 would queue the upload of i+1 behind the download of i, which waits for i's compute).
-``cuda_graph=True`` captures copy-in + enqueue + copy-out once per input shape and replays
-it with one launch.
+``cuda_graph=True`` captures copy-in + enqueue + copy-out once per input shape, each shape
+with its own execution context (a context's internal state follows its last input shape, so
+one context shared by several captured graphs would replay stale state), and replays it with
+one launch. Every TensorRT call that can fail is checked; the engine's own I/O (names,
+dtypes, shapes) is checked against the sidecar at load.
 """
 
 from __future__ import annotations
@@ -60,6 +63,54 @@ def buffer_plan(meta: dict[str, Any]) -> list[TensorPlan]:
                        output_shape(meta, largest))]
 
 
+@dataclass(frozen=True)
+class TensorIO:
+    """One I/O tensor as the engine reports it (-1 for a dynamic dimension)."""
+
+    name: str
+    is_input: bool
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def engine_io(trt, engine) -> list[TensorIO]:
+    """The engine's I/O tensors, read through the TensorRT API."""
+    names = {trt.DataType.FLOAT: "float32", trt.DataType.HALF: "float16",
+             trt.DataType.UINT8: "uint8", trt.DataType.INT32: "int32",
+             trt.DataType.INT64: "int64", trt.DataType.INT8: "int8"}
+    tensors = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        tensors.append(TensorIO(
+            name, engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
+            names.get(engine.get_tensor_dtype(name), str(engine.get_tensor_dtype(name))),
+            tuple(engine.get_tensor_shape(name))))
+    return tensors
+
+
+def check_engine_io(meta: dict[str, Any], tensors: list[TensorIO], engine_name: str) -> None:
+    """The engine must hold exactly the input and output its sidecar describes."""
+    expected = [(meta["input"], True), (meta["output"], False)]
+    found = {(t.name, t.is_input): t for t in tensors}
+    if len(tensors) != 2:
+        raise SsrDeployError(f"{engine_name} has {len(tensors)} I/O tensors "
+                             f"({', '.join(t.name for t in tensors)}); its sidecar describes one "
+                             "input and one output: rebuild it with `ssr-deploy export engine`")
+    for spec, is_input in expected:
+        tensor = found.get((spec["name"], is_input))
+        kind = "input" if is_input else "output"
+        if tensor is None:
+            raise SsrDeployError(f"{engine_name} has no {kind} {spec['name']!r} as its sidecar "
+                                 "says; the sidecar belongs to another engine: rebuild it")
+        rank = len(spec["shape"])
+        if tensor.dtype != spec["dtype"] or len(tensor.shape) != rank or any(
+                a not in (-1, b) and b != -1 for a, b in zip(tensor.shape, spec["shape"],
+                                                            strict=False)):
+            raise SsrDeployError(f"{engine_name}: {kind} {tensor.name} is {tensor.dtype} "
+                                 f"{list(tensor.shape)}, its sidecar says {spec['dtype']} "
+                                 f"{spec['shape']}; rebuild it with `ssr-deploy export engine`")
+
+
 def check_in_profile(meta: dict[str, Any], shape: tuple[int, ...]) -> None:
     lo, hi = meta["profile"]["min"], meta["profile"]["max"]
     if len(shape) != len(hi) or not all(a <= s <= b for a, s, b in zip(lo, shape, hi,
@@ -101,21 +152,30 @@ class TensorRTBackend(Backend):
         cuda.check(cuda._cudart().cudaSetDevice(device))
         self.device_name = cuda.gpu_info(device)["name"]
         self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        self.trt_runtime = trt.Runtime(self._logger)
+        self.engine = self.trt_runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise SsrDeployError(f"TensorRT could not load {path}; rebuild it with "
                                  "`ssr-deploy export engine`")
-        self.context = self.engine.create_execution_context()
+        check_engine_io(self.metadata, engine_io(trt, self.engine), path.name)
+        self.context = self._new_context()
         self.plan = buffer_plan(self.metadata)
         self.compute, self.upload, self.download = cuda.Stream(), cuda.Stream(), cuda.Stream()
         self.slots = [_Slot(cuda, self.plan), _Slot(cuda, self.plan)]
         self.start = cuda.Event()
         self.cuda_graph = cuda_graph
         self._graphs: dict[tuple[int, ...], Any] = {}
+        self._contexts: dict[tuple[int, ...], Any] = {}  # one per captured shape
+
+    def _new_context(self):
+        context = self.engine.create_execution_context()
+        if context is None:
+            raise SsrDeployError("TensorRT could not create an execution context (out of GPU "
+                                 "memory?); close other GPU work or build a smaller profile")
+        return context
 
     # ---- one batch, synchronous ----------------------------------------------------
-    def _enqueue(self, slot: _Slot, shape: tuple[int, ...], stream) -> None:
+    def _enqueue(self, context, slot: _Slot, shape: tuple[int, ...], stream) -> None:
         """copy in -> execute -> copy out, all on ``stream`` (the unit a CUDA graph holds)."""
         inp, out = self.plan
         nbytes_in = int(np.prod(shape)) * np.dtype(DTYPES[inp.dtype]).itemsize
@@ -123,33 +183,40 @@ class TensorRTBackend(Backend):
         nbytes_out = int(np.prod(out_shape)) * np.dtype(DTYPES[out.dtype]).itemsize
         stream.copy_to_device(slot.device[inp.name].ptr, slot.host[inp.name].ptr, nbytes_in)
         slot.copied_in.record(stream)
-        if not self.context.execute_async_v3(stream.ptr):
+        if not context.execute_async_v3(stream.ptr):
             raise SsrDeployError("TensorRT execution failed; see the TensorRT log above")
         slot.computed.record(stream)
         stream.copy_to_host(slot.host[out.name].ptr, slot.device[out.name].ptr, nbytes_out)
 
-    def _bind(self, slot: _Slot, shape: tuple[int, ...]) -> None:
+    def _bind(self, context, slot: _Slot, shape: tuple[int, ...]) -> None:
         inp, out = self.plan
-        self.context.set_input_shape(inp.name, shape)
-        self.context.set_tensor_address(inp.name, slot.device[inp.name].ptr)
-        self.context.set_tensor_address(out.name, slot.device[out.name].ptr)
+        if not context.set_input_shape(inp.name, shape):
+            raise SsrDeployError(f"TensorRT refused input shape {shape} (profile "
+                                 f"{self.metadata['profile']['min']} to "
+                                 f"{self.metadata['profile']['max']})")
+        for name in (inp.name, out.name):
+            if not context.set_tensor_address(name, slot.device[name].ptr):
+                raise SsrDeployError(f"TensorRT refused the buffer of {name}; rebuild the "
+                                     "engine with `ssr-deploy export engine`")
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         check_in_profile(self.metadata, batch.shape)
         inp, out = self.plan
         slot, shape = self.slots[0], tuple(batch.shape)
         np.copyto(slot.view(inp.name, shape), batch, casting="no")
-        self._bind(slot, shape)
         self.start.record(self.compute)
         if self.cuda_graph:
             if shape not in self._graphs:
-                self._enqueue(slot, shape, self.compute)  # TensorRT's first run sets up state
+                context = self._contexts[shape] = self._new_context()
+                self._bind(context, slot, shape)
+                self._enqueue(context, slot, shape, self.compute)  # first run sets up state
                 self.compute.synchronize()
                 self._graphs[shape] = self._cuda.Graph(
-                    self.compute, lambda stream: self._enqueue(slot, shape, stream))
+                    self.compute, lambda stream: self._enqueue(context, slot, shape, stream))
             self._graphs[shape].launch(self.compute)
         else:
-            self._enqueue(slot, shape, self.compute)
+            self._bind(self.context, slot, shape)
+            self._enqueue(self.context, slot, shape, self.compute)
         slot.copied_out.record(self.compute)
         self.compute.synchronize()
         if not self.cuda_graph:  # events inside a graph are not ours to time
@@ -174,7 +241,7 @@ class TensorRTBackend(Backend):
                                        batch.nbytes)
             slot.copied_in.record(self.upload)
             self.compute.wait(slot.copied_in)
-            self._bind(slot, shape)
+            self._bind(self.context, slot, shape)
             if not self.context.execute_async_v3(self.compute.ptr):
                 raise SsrDeployError("TensorRT execution failed; see the TensorRT log above")
             slot.computed.record(self.compute)
@@ -201,4 +268,5 @@ class TensorRTBackend(Backend):
                 stream.destroy()
         if getattr(self, "start", None) is not None:
             self.start.destroy()
+        self._contexts = {}
         self.context = self.engine = None

@@ -1,0 +1,497 @@
+"""Precision lives in the graph: an fp32 ONNX -> an fp16 ONNX or an explicitly quantized
+(Q/DQ) int8 ONNX, verified with onnxruntime on the CPU against the fp32 graph before anything
+is written. TensorRT (strongly typed, 10.3+ and 11) then compiles exactly what was verified.
+
+fp16: onnxruntime's own float16 converter (``onnxruntime.transformers.float16``): weights
+and activations in float16, the graph's I/O as exported, chosen modules and the shape/index
+arithmetic of the dynamic-size exact pooling kept as they are.
+int8: onnxruntime's static quantizer in QDQ form. ``target="tensorrt"``: symmetric int8,
+per-channel weights, per-tensor activations, zero points 0 (what TensorRT accepts);
+``target="cpu"``: uint8 asymmetric activations, int8 weights with reduced range (what
+onnxruntime's CPU kernels run fastest without VNNI). Calibration runs the runtime's own
+preprocessing over ``calib_dir`` images; its tensor ranges are cached under a key made of
+the fp32 ONNX's sha256, the method and the calibration images' contents.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import inspect
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.export.calibration import CalibrationBatches, find_images
+from ssr_deploy.export.metadata import (
+    file_sha256,
+    read_sidecar,
+    to_props,
+    write_sidecar,
+)
+from ssr_deploy.io import atomic_write, read_image
+from ssr_deploy.runtime.preprocess import frames_to_input, outputs_to_labels, resize_frames
+
+PRECISIONS = ("fp32", "fp16", "int8")
+CALIB_METHODS = ("entropy", "percentile", "minmax")
+INT8_TARGETS = ("tensorrt", "cpu")
+MIN_AGREEMENT = {"fp16": 0.999, "int8": 0.99}
+STAGES = ("convert", "verify", "write")
+
+
+@dataclass(frozen=True)
+class PrecisionOptions:
+    """How to turn an fp32 ONNX into ``precision``. ``fp32_layers``: fnmatch patterns on the
+    genotype modules node names carry (``head.psp``, ``stages.1.*``) kept in fp32.
+    ``data``: a folder of images to verify on, besides street-like frames."""
+
+    precision: str = "fp16"
+    fp32_layers: tuple[str, ...] = ()
+    calib_dir: str | None = None
+    calib_n: int = 100
+    calib_method: str = "entropy"
+    calib_cache: str | None = None  # a folder; default ~/.cache/ssr-deploy/calibration
+    int8_target: str = "tensorrt"
+    data: str | None = None
+    frames: int = 8
+    min_agreement: float | None = None  # default MIN_AGREEMENT[precision]
+
+    @property
+    def threshold(self) -> float:
+        return self.min_agreement if self.min_agreement is not None else \
+            MIN_AGREEMENT.get(self.precision, 1.0)
+
+
+@dataclass(frozen=True)
+class PrecisionResult:
+    path: Path
+    sidecar: Path
+    metadata: dict[str, Any]
+    report: dict[str, Any]
+    seconds: float
+
+
+def precision_path(fp32_path: str | Path, precision: str) -> Path:
+    """``model.onnx`` -> ``model.fp16.onnx``: where a converted graph goes by default."""
+    path = Path(fp32_path)
+    return path.with_name(f"{path.stem}.{precision}.onnx")
+
+
+# ---- validation: every check before any work -------------------------------------------
+def check_options(o: PrecisionOptions) -> None:
+    """What can be checked before any ONNX exists."""
+    if o.precision not in ("fp16", "int8"):
+        raise SsrDeployError(f"precision {o.precision!r}: convert to fp16 or int8")
+    if o.calib_method not in CALIB_METHODS:
+        raise SsrDeployError(f"--calib-method {o.calib_method!r} is not known; use "
+                             f"{', '.join(CALIB_METHODS)}")
+    if o.int8_target not in INT8_TARGETS:
+        raise SsrDeployError(f"--int8-target {o.int8_target!r} is not known; use "
+                             f"{', '.join(INT8_TARGETS)}")
+    if not 0 < o.threshold <= 1:
+        raise SsrDeployError(f"--min-agreement {o.threshold}: give a fraction in (0, 1]")
+    if o.data:
+        find_images(o.data)
+    if o.precision == "int8" and o.calib_dir:
+        find_images(o.calib_dir)  # names the folder if it is missing or holds no images
+
+
+def check_calibration(model: onnx.ModelProto, name: str, o: PrecisionOptions) -> None:
+    if o.precision == "int8" and not o.calib_dir and cached_ranges(model, o) is None:
+        raise SsrDeployError("--precision int8 needs calibration images: --calib DIR with "
+                             "representative frames (e.g. 100 from the training set); no "
+                             f"calibration cache for {name} in {cache_dir(o)}")
+
+
+def validate(fp32_path: str | Path, out_path: str | Path, o: PrecisionOptions
+             ) -> dict[str, Any]:
+    """Return the fp32 ONNX's metadata; one clear line for anything that cannot work."""
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    check_options(o)
+    if not fp32_path.is_file():
+        raise SsrDeployError(f"ONNX file {fp32_path} does not exist")
+    if out_path.resolve() == fp32_path.resolve():
+        raise SsrDeployError(f"{out_path} is the input; write the {o.precision} graph elsewhere "
+                             f"(e.g. {precision_path(fp32_path, o.precision)})")
+    meta = read_sidecar(fp32_path)
+    if meta.get("precision", "fp32") != "fp32":
+        raise SsrDeployError(f"{fp32_path.name} is already {meta['precision']}; convert from the "
+                             "fp32 ONNX that `ssr-deploy export onnx` wrote")
+    check_calibration(onnx.load(str(fp32_path)), fp32_path.name, o)
+    return meta
+
+
+# ---- fp16 ---------------------------------------------------------------------------
+def module_of_node(node: onnx.NodeProto) -> str:
+    """Exported node names carry their genotype module: ``stages.1.layers.4/node_Conv_12``."""
+    return node.name.split("/", 1)[0] if "/" in node.name else "io"
+
+
+def matching_nodes(model: onnx.ModelProto, patterns: tuple[str, ...]) -> list[str]:
+    """Names of nodes whose module (or whole name) matches a pattern; a pattern matching no
+    node is an error that lists the modules there are."""
+    names: list[str] = []
+    for pattern in patterns:
+        hits = [n.name for n in model.graph.node
+                if fnmatch.fnmatchcase(module_of_node(n), pattern)
+                or fnmatch.fnmatchcase(n.name, pattern)]
+        if not hits:
+            modules = sorted({module_of_node(n) for n in model.graph.node})
+            raise SsrDeployError(f"--fp32-layers {pattern!r} matches no layer; modules are "
+                                 f"{', '.join(modules[:6])}, ... (fnmatch, e.g. 'head.*')")
+        names += [h for h in hits if h not in names]
+    return names
+
+
+def shape_arithmetic_nodes(model: onnx.ModelProto) -> list[str]:
+    """Nodes that compute from shapes and constants only, never from pixels: the index and
+    window arithmetic of the dynamic-size exact pooling. They keep their types in fp16."""
+    data = {i.name for i in model.graph.input}
+    index_nodes = []
+    for node in model.graph.node:  # exported graphs are topologically sorted
+        if node.op_type != "Shape" and any(i in data for i in node.input):
+            data.update(node.output)
+        elif node.op_type not in ("Shape", "Constant"):  # Shape reads any float type
+            index_nodes.append(node.name)
+    return index_nodes
+
+
+def to_fp16(model: onnx.ModelProto, fp32_layers: tuple[str, ...] = ()) -> onnx.ModelProto:
+    """The fp16 graph: I/O types as they were, ``fp32_layers`` and shape arithmetic in fp32."""
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    keep = matching_nodes(model, fp32_layers) + shape_arithmetic_nodes(model)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    del copy.graph.value_info[:]  # stale fp32 annotations; the converter infers anew
+    converted = convert_float_to_float16(copy, keep_io_types=True, node_block_list=keep,
+                                         op_block_list=DEFAULT_OP_BLOCK_LIST)
+    _skip_fp16_round_trips(converted.graph)
+    _sort_topologically(converted.graph)
+    return converted
+
+
+def _cast_to(node: onnx.NodeProto) -> int | None:
+    return next((a.i for a in node.attribute if a.name == "to"), None) \
+        if node.op_type == "Cast" else None
+
+
+def _skip_fp16_round_trips(graph: onnx.GraphProto) -> None:
+    """The converter casts every kept-fp32 node's output to fp16 and back before the next
+    kept node. Cast(float)(Cast(float16)(t)) -> Cast(float)(t): chains of kept nodes stay
+    exact; casts left without a reader go."""
+    producer = {out: node for node in graph.node for out in node.output}
+    for node in graph.node:
+        first = producer.get(node.input[0]) if node.input else None
+        if _cast_to(node) == onnx.TensorProto.FLOAT and first is not None \
+                and _cast_to(first) == onnx.TensorProto.FLOAT16:
+            node.input[0] = first.input[0]
+    outputs = {o.name for o in graph.output}
+    while True:
+        read = {i for node in graph.node for i in node.input} | outputs
+        dead = [n for n in graph.node if n.op_type == "Cast" and n.output[0] not in read]
+        if not dead:
+            return
+        for node in dead:
+            graph.node.remove(node)
+
+
+def _sort_topologically(graph: onnx.GraphProto) -> None:
+    """The converter appends its casts at the end; ONNX wants producers before readers."""
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        left = []
+        for node in pending:
+            if all(i in ready for i in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+            else:
+                left.append(node)
+        if len(left) == len(pending):
+            raise SsrDeployError("fp16 conversion produced a cyclic graph; report this with "
+                                 "the ONNX file")
+        pending = left
+    copies = [onnx.NodeProto() for _ in ordered]
+    for copy, node in zip(copies, ordered, strict=True):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+# ---- int8 ---------------------------------------------------------------------------
+def cache_dir(o: PrecisionOptions) -> Path:
+    if o.calib_cache:
+        return Path(o.calib_cache)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ssr-deploy" / "calibration"
+
+
+def bytes_sha256(model: onnx.ModelProto) -> str:
+    """sha256 of the serialized model: the sha256 of the file ``onnx.save`` writes."""
+    return hashlib.sha256(model.SerializeToString()).hexdigest()
+
+
+def graph_key(model: onnx.ModelProto) -> str:
+    """sha256 of the graph alone (weights and nodes, not the export's timestamp), so a
+    re-export of the same network finds its calibration again."""
+    return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()[:16]
+
+
+def calibration_key(model: onnx.ModelProto, o: PrecisionOptions) -> str:
+    """``<graph sha>-<method>-<n>-<images sha>``: the images' contents, not their names."""
+    digest = hashlib.sha256()
+    for path in find_images(o.calib_dir, o.calib_n):
+        digest.update(file_sha256(path).encode())
+    return f"{graph_key(model)}-{o.calib_method}-{o.calib_n}-{digest.hexdigest()[:16]}"
+
+
+def cached_ranges(model: onnx.ModelProto, o: PrecisionOptions) -> Path | None:
+    """The cache file for this graph and method: the calibration set's own key when --calib
+    is given, else the newest one made for this graph with this method."""
+    folder = cache_dir(o)
+    if o.calib_dir:
+        path = folder / f"{calibration_key(model, o)}.json"
+        return path if path.is_file() else None
+    found = sorted(folder.glob(f"{graph_key(model)}-{o.calib_method}-*.json"),
+                   key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader over CalibrationBatches (the runtime's
+    preprocessing at the model's size and batch)."""
+
+    def __init__(self, batches: CalibrationBatches, input_name: str) -> None:
+        self.batches, self.input_name = batches, input_name
+        self._it: Iterator[np.ndarray] = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._it, None)
+        return None if batch is None else {self.input_name: batch}
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def quantization_settings(o: PrecisionOptions) -> dict[str, Any]:
+    """What the int8 graph is, in words that go into the sidecar."""
+    if o.int8_target == "tensorrt":
+        return {"target": "tensorrt", "format": "QDQ", "method": o.calib_method,
+                "weights": "int8 symmetric per-channel", "activations": "int8 symmetric "
+                "per-tensor", "zero_points": 0, "ops": ["Conv"]}
+    return {"target": "cpu", "format": "QDQ", "method": o.calib_method,
+            "weights": "int8 symmetric per-channel (7-bit range)",
+            "activations": "uint8 asymmetric per-tensor", "ops": ["Conv"]}
+
+
+def to_int8(fp32: onnx.ModelProto, meta: dict[str, Any], o: PrecisionOptions,
+            exclude: list[str]) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The Q/DQ graph and {"cache": path, "cache_hit": bool}."""
+    import tempfile
+
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    method = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
+              "minmax": CalibrationMethod.MinMax}[o.calib_method]
+    tensorrt = o.int8_target == "tensorrt"
+    cache = cached_ranges(fp32, o)
+    hit = cache is not None
+    reader = None
+    if not hit:
+        cache = cache_dir(o) / f"{calibration_key(fp32, o)}.json"
+        batch = meta["input"]["shape"][0] if meta["input"]["shape"][0] > 0 else 1
+        reader = _Reader(CalibrationBatches(o.calib_dir, meta["input"],
+                                            tuple(meta["input"]["size"]), batch, o.calib_n),
+                         meta["input"]["name"])
+    kwargs: dict[str, Any] = {}
+    if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        kwargs["calibration_cache_path"] = str(cache)
+    elif hit:  # an older onnxruntime cannot read the cache: calibrate again
+        raise SsrDeployError("this onnxruntime cannot reuse calibration caches (>= 1.32 can); "
+                             "pass --calib DIR")
+    scratch = tempfile.TemporaryDirectory(prefix="ssr-deploy-int8.")
+    source, out = Path(scratch.name) / "fp32.onnx", Path(scratch.name) / "int8.onnx"
+    onnx.save(fp32, str(source))  # given a ModelProto, quantize_static rewrites it in place
+    quantize_static(
+        str(source), str(out), reader, quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["Conv"], per_channel=True, reduce_range=not tensorrt,
+        activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
+        weight_type=QuantType.QInt8, nodes_to_exclude=exclude, calibrate_method=method,
+        extra_options={"ActivationSymmetric": tensorrt, "WeightSymmetric": True,
+                       "QuantizeBias": False, "CalibTensorRangeSymmetric": tensorrt},
+        **kwargs)
+    with scratch:
+        return onnx.load(str(out)), {
+            "cache": str(cache) if "calibration_cache_path" in kwargs else None,
+            "cache_hit": hit}
+
+
+# ---- verification against fp32 ------------------------------------------------------
+def verification_frames(meta: dict[str, Any], o: PrecisionOptions) -> list[tuple[str, Any]]:
+    """(source, (H, W, 3) uint8 BGR frame) pairs: street-like frames, then ``data`` images."""
+    from ssr_deploy.export.verify import street_frames
+
+    h, w = meta["input"]["size"]
+    frames = [("street-like", f) for f in street_frames(o.frames, h, w, seed=5)]
+    if o.data:
+        frames += [(str(o.data), read_image(p)) for p in find_images(o.data, 32)]
+    return frames
+
+
+def _session(model: onnx.ModelProto | Path):
+    import onnxruntime as ort
+
+    source = str(model) if isinstance(model, Path) else model.SerializeToString()
+    return ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+
+
+def _batch(frame: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+    size = tuple(meta["input"]["size"])
+    fixed = meta["input"]["shape"][0]
+    frames = resize_frames(frame[None], size)
+    if fixed > 1:
+        frames = np.repeat(frames, fixed, axis=0)
+    return frames_to_input(frames, meta["input"])
+
+
+def compare_with_fp32(fp32: onnx.ModelProto, candidate: onnx.ModelProto,
+                      meta: dict[str, Any], o: PrecisionOptions) -> dict[str, Any]:
+    """Label agreement and mIoU of the candidate's labels against the fp32 graph's, per
+    frame source; with the worst modules from a per-layer comparison if it fails."""
+    from ssr_deploy.train.metrics import ConfusionMatrix
+
+    ref, cand = _session(fp32), _session(candidate)
+    name = meta["input"]["name"]
+    matrices: dict[str, ConfusionMatrix] = {}
+    counts: dict[str, int] = {}
+    for source, frame in verification_frames(meta, o):
+        counts[source] = counts.get(source, 0) + 1
+        x = _batch(frame, meta)
+        a = outputs_to_labels(ref.run(None, {name: x})[0], meta["output"])[0]
+        b = outputs_to_labels(cand.run(None, {name: x})[0], meta["output"])[0]
+        matrices.setdefault(source, ConfusionMatrix(len(meta["classes"]))).update(b, a)
+    sources = {}
+    for source, matrix in matrices.items():
+        scores = matrix.compute(meta["classes"])
+        sources[source] = {"frames": counts[source],
+                           "label_agreement": scores["pixel_acc"],
+                           "miou_vs_fp32": scores["miou"]}
+    agreement = min(s["label_agreement"] for s in sources.values())
+    report = {"label_agreement": agreement,
+              "miou_vs_fp32": min(s["miou_vs_fp32"] for s in sources.values()),
+              "sources": sources, "min_agreement": o.threshold,
+              "passed": agreement >= o.threshold}
+    if not report["passed"]:
+        report["worst_layers"] = layer_errors(fp32, candidate, meta, o)[:3]
+    return report
+
+
+def layer_errors(fp32: onnx.ModelProto, candidate: onnx.ModelProto, meta: dict[str, Any],
+                 o: PrecisionOptions) -> list[dict[str, Any]]:
+    """Relative L2 error of each genotype module's output (the last node of the module),
+    candidate vs fp32, on the first verification frame; worst first."""
+    last: dict[str, str] = {}
+    for node in fp32.graph.node:
+        if module_of_node(node) != "io" and node.output:
+            last[module_of_node(node)] = node.output[0]
+    wanted = set(last.values())
+    probes = []
+    for model in (fp32, candidate):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        produced = {out for node in copy.graph.node for out in node.output}
+        for tensor in sorted(wanted & produced):
+            copy.graph.output.append(onnx.ValueInfoProto(name=tensor))
+        probes.append(_session(copy))
+    x = _batch(verification_frames(meta, PrecisionOptions(frames=1))[0][1], meta)
+    outs = []
+    for session in probes:
+        names = [out.name for out in session.get_outputs()]
+        outs.append(dict(zip(names, session.run(None, {meta["input"]["name"]: x}),
+                             strict=True)))
+    rows = []
+    for module, tensor in last.items():
+        if tensor in outs[0] and tensor in outs[1]:
+            a, b = (np.asarray(out[tensor], np.float32) for out in outs)
+            error = float(np.linalg.norm(a - b) / (np.linalg.norm(a) + 1e-12))
+            rows.append({"module": module, "relative_error": error})
+    return sorted(rows, key=lambda r: -r["relative_error"])
+
+
+def format_check(report: dict[str, Any]) -> str:
+    lines = []
+    for source, s in report["sources"].items():
+        lines.append(f"  vs fp32 on {s['frames']} {source} frames: labels agree "
+                     f"{100 * s['label_agreement']:.3f}%, mIoU vs fp32 "
+                     f"{100 * s['miou_vs_fp32']:.2f}")
+    return "\n".join(lines)
+
+
+# ---- the whole step ------------------------------------------------------------------
+def convert_model(fp32: onnx.ModelProto, meta: dict[str, Any], options: PrecisionOptions,
+                  progress: Callable[[str], None] | None = None
+                  ) -> tuple[onnx.ModelProto, dict[str, Any], dict[str, Any]]:
+    """fp32 graph (``meta``: its sidecar, with "file" and "sha256") -> (converted graph, its
+    metadata, the check against fp32). Raises, naming the worst layers, below the threshold."""
+    step = progress or (lambda stage: None)
+    check_calibration(fp32, meta.get("file", "the ONNX"), options)
+    step("convert")
+    keep = matching_nodes(fp32, options.fp32_layers)
+    quantization: dict[str, Any] = {}
+    if options.precision == "fp16":
+        converted = to_fp16(fp32, options.fp32_layers)
+    else:
+        converted, cache = to_int8(fp32, meta, options, keep)
+        quantization = {**quantization_settings(options), **cache}
+    step("verify")
+    onnx.checker.check_model(converted, full_check=True)
+    report = compare_with_fp32(fp32, converted, meta, options)
+    if not report["passed"]:
+        worst = ", ".join(f"{r['module']} ({r['relative_error']:.1e})"
+                          for r in report["worst_layers"])
+        raise SsrDeployError(
+            f"{options.precision} labels agree with fp32 on {100 * report['label_agreement']:.2f}"
+            f"% of pixels, below {100 * options.threshold:.2f}%; nothing written. Largest "
+            f"errors: {worst}; keep them in fp32 with --fp32-layers, or lower --min-agreement")
+    metadata = {k: v for k, v in meta.items() if k not in ("file", "sha256")}
+    metadata.update({
+        "precision": options.precision, "fp32_onnx": meta.get("file"),
+        "fp32_onnx_sha256": meta.get("sha256"), "fp32_layers": list(options.fp32_layers),
+        "precision_check": {k: report[k] for k in ("label_agreement", "miou_vs_fp32",
+                                                    "sources", "min_agreement")},
+    })
+    if quantization:
+        metadata["quantization"] = quantization
+    onnx.helper.set_model_props(converted, to_props(metadata))
+    return converted, metadata, report
+
+
+def convert_precision(fp32_path: str | Path, out_path: str | Path, options: PrecisionOptions,
+                      progress: Callable[[str], None] | None = None) -> PrecisionResult:
+    """fp32 ONNX file -> ``options.precision`` ONNX at ``out_path`` (+ sidecar), verified
+    against the fp32 graph; below the agreement threshold nothing is written."""
+    start = time.perf_counter()
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    if not out_path.parent.is_dir():
+        raise SsrDeployError(f"cannot write {out_path}: folder {out_path.parent} does not "
+                             "exist; create it first or choose another output path")
+    meta = validate(fp32_path, out_path, options)
+    converted, metadata, report = convert_model(onnx.load(str(fp32_path)), meta, options,
+                                                progress)
+    (progress or (lambda stage: None))("write")
+    atomic_write(out_path, lambda tmp: onnx.save(converted, str(tmp)))
+    try:
+        sidecar = write_sidecar(out_path, metadata)
+    except BaseException:
+        out_path.unlink(missing_ok=True)
+        raise
+    return PrecisionResult(out_path, sidecar, metadata, report, time.perf_counter() - start)
