@@ -15,6 +15,7 @@ the fp32 ONNX's sha256, the method and the calibration images' contents.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import inspect
@@ -321,14 +322,15 @@ def to_int8(fp32: onnx.ModelProto, meta: dict[str, Any], o: PrecisionOptions,
     scratch = tempfile.TemporaryDirectory(prefix="ssr-deploy-int8.")
     source, out = Path(scratch.name) / "fp32.onnx", Path(scratch.name) / "int8.onnx"
     onnx.save(fp32, str(source))  # given a ModelProto, quantize_static rewrites it in place
-    quantize_static(
-        str(source), str(out), reader, quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=["Conv"], per_channel=True, reduce_range=not tensorrt,
-        activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
-        weight_type=QuantType.QInt8, nodes_to_exclude=exclude, calibrate_method=method,
-        extra_options={"ActivationSymmetric": tensorrt, "WeightSymmetric": True,
-                       "QuantizeBias": False, "CalibTensorRangeSymmetric": tensorrt},
-        **kwargs)
+    with contextlib.redirect_stdout(None):  # the calibrator prints its progress
+        quantize_static(
+            str(source), str(out), reader, quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv"], per_channel=True, reduce_range=not tensorrt,
+            activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
+            weight_type=QuantType.QInt8, nodes_to_exclude=exclude, calibrate_method=method,
+            extra_options={"ActivationSymmetric": tensorrt, "WeightSymmetric": True,
+                           "QuantizeBias": False, "CalibTensorRangeSymmetric": tensorrt},
+            **kwargs)
     with scratch:
         return onnx.load(str(out)), {
             "cache": str(cache) if "calibration_cache_path" in kwargs else None,
