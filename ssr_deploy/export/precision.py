@@ -350,7 +350,9 @@ def verification_frames(meta: dict[str, Any], o: PrecisionOptions) -> list[tuple
 
 
 def _session(model: onnx.ModelProto | Path):
-    import onnxruntime as ort
+    from ssr_deploy.runtime.backends.onnxruntime import import_onnxruntime
+
+    ort = import_onnxruntime()
 
     source = str(model) if isinstance(model, Path) else model.SerializeToString()
     return ort.InferenceSession(source, providers=["CPUExecutionProvider"])

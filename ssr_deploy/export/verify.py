@@ -54,7 +54,9 @@ def verify_onnx(model: onnx.ModelProto, deploy: DeployModel, cases: list[tuple[i
                 min_label_agreement: float = MIN_LABEL_AGREEMENT) -> dict[str, Any]:
     """Check ``model`` and compare it with ``deploy`` (the PyTorch module it was exported
     from) at each (batch, H, W) in ``cases``, on random and on street-like frames."""
-    import onnxruntime as ort
+    from ssr_deploy.runtime.backends.onnxruntime import import_onnxruntime
+
+    ort = import_onnxruntime()
 
     onnx.checker.check_model(model, full_check=True)
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)

@@ -18,7 +18,7 @@ def _cudart():
         try:
             from cuda import cudart  # cuda-python < 12.6
         except ImportError:
-            raise SsrDeployError("cuda-python is not installed: pip install 'ssr-deploy[gpu]' on "
+            raise SsrDeployError("cuda-python is not installed: pip install 'ssr-deploy[cu12]' on "
                                  "a machine with an NVIDIA GPU") from None
     return cudart
 

@@ -16,6 +16,16 @@ PROVIDERS = {"cpu": ["CPUExecutionProvider"],
                           "CPUExecutionProvider"]}
 
 
+def import_onnxruntime():
+    """onnxruntime, or one line saying which extra brings it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise SsrDeployError("onnxruntime is not installed: pip install 'ssr-deploy[cpu]' (or "
+                             "[cu12] / [cu13] on an NVIDIA machine)") from None
+    return onnxruntime
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
@@ -24,8 +34,7 @@ class OnnxRuntimeBackend(Backend):
         """``threads``: intra-op threads (default: onnxruntime's, the physical cores).
         ``io_binding`` (default: on for GPU providers) binds host input and output buffers
         so onnxruntime copies straight to and from the device."""
-        import onnxruntime as ort
-
+        ort = import_onnxruntime()
         self.metadata = read_sidecar(path)
         kind = device.split(":")[0]
         if kind not in PROVIDERS:
@@ -33,7 +42,7 @@ class OnnxRuntimeBackend(Backend):
         missing = set(PROVIDERS[kind][:1]) - set(ort.get_available_providers())
         if missing:
             raise SsrDeployError(f"onnxruntime here has no {missing.pop()}; install "
-                                 "onnxruntime-gpu (pip install 'ssr-deploy[gpu]') or use cpu")
+                                 "onnxruntime-gpu (pip install 'ssr-deploy[cu12]') or use cpu")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
