@@ -154,6 +154,40 @@ class Demo:
                            f"{self.out}/model.onnx --size {_sz(size)} --input uint8-nhwc-bgr "
                            "--output labels --dynamic-batch --max-batch 8"}
 
+    def precision(self) -> dict[str, Any]:
+        """model.fp16.onnx and model.int8.onnx, verified against fp32 on the CPU, and the
+        int8 graph's CPU speed against fp32 (onnxruntime, side by side)."""
+        from ssr_deploy.export.precision import PrecisionOptions, convert_precision
+        from ssr_deploy.runtime import bench
+        from ssr_deploy.runtime.segmenter import Segmenter
+
+        calib = self.out / "data" / "leftImg8bit" / "train"
+        val = self.out / "data" / "leftImg8bit" / "val"
+        figures: dict[str, Any] = {}
+        for precision in ("fp16", "int8"):
+            options = PrecisionOptions(precision, calib_dir=str(calib), calib_n=32,
+                                       calib_cache=str(self.out / "calibration"), data=str(val))
+            try:
+                result = convert_precision(self.out / "model.onnx",
+                                           self.out / f"model.{precision}.onnx", options)
+                check = result.metadata["precision_check"]
+                figures[precision] = {"label_agreement": check["label_agreement"],
+                                      "miou_vs_fp32": check["miou_vs_fp32"]}
+            except SsrDeployError as e:  # below the threshold: reported, nothing written
+                figures[precision] = {"failed": str(e)}
+        if "failed" not in figures["int8"]:
+            entries = [(name, Segmenter.load(self.out / file)) for name, file in
+                       (("fp32", "model.onnx"), ("int8", "model.int8.onnx"))]
+            results = bench.run(entries, [1], self.s.bench_iters, warmup=3)
+            for _, seg in entries:
+                seg.close()
+            figures["int8"]["cpu_speedup"] = results[1].fps / results[0].fps
+            figures["fps"] = {r.backend: r.fps for r in results}
+        figures["command"] = (f"ssr-deploy export onnx {self.out}/train/best.pt -o "
+                              f"{self.out}/model.int8.onnx --precision int8 --calib {calib} "
+                              f"--calib-n 32 --data {val} (and --precision fp16)")
+        return figures
+
     def bench(self) -> dict[str, Any]:
         from ssr_deploy.runtime import bench
         from ssr_deploy.runtime.segmenter import Segmenter
@@ -201,6 +235,7 @@ class Demo:
         from ssr_deploy.runtime.segmenter import Segmenter
 
         build_engine(self.out / "model.onnx", self.out / "model.engine", EngineOptions())
+        # (model.onnx is fp32: the build converts it to fp16 first, verified on the CPU)
         seg = Segmenter.load(self.out / "model.engine")
         results = bench.run([("tensorrt", seg)], [1], 200, 50)
         seg.close()
@@ -213,7 +248,7 @@ class Demo:
     def run(self) -> dict[str, Any]:
         from tqdm import tqdm
 
-        names = ("data", "search", "train", "export", "bench", "video", "engine")
+        names = ("data", "search", "train", "export", "precision", "bench", "video", "engine")
         figures = {}
         with tqdm(names, desc="demo", unit="stage", disable=None) as bar:
             for name in bar:
@@ -249,17 +284,36 @@ def report(f: dict[str, Any], out: Path, quick: bool) -> str:
         f"onnxruntime vs PyTorch: max abs diff {ex['max_abs_diff']:.1e}, label agreement "
         f"{100 * ex['label_agreement']:.3f}% at {ex['size']}. File: model.onnx + "
         "model.onnx.json.", f"`{ex['command']}`", "",
-        "## 5. Speed: onnxruntime vs torch, end to end",
+        "## 5. Precision in the graph: fp16 and int8 ONNX, verified against fp32 on the CPU",
+        *precision_lines(f["precision"]), f"`{f['precision']['command']}`", "",
+        "## 6. Speed: onnxruntime vs torch, end to end",
         f"onnxruntime {be['fps']['onnxruntime']:.1f} FPS, torch {be['fps']['torch']:.1f} FPS "
         f"({be['ratio']:.2f}x) at {be['size']}, batch 1. bench.json, bench.png.",
         f"`{be['command']}`", "",
-        "## 6. Video",
+        "## 7. Video",
         f"{vi['frames']} frames segmented at {vi['fps']:.1f} FPS into overlay.mp4; "
         f"{vi['samples']} sample overlays in samples/.", f"`{vi['command']}`", "",
-        "## 7. TensorRT",
+        "## 8. TensorRT",
         (f"FP16 engine: {en['fps']:.1f} FPS (paper: {en['paper_fps']:.0f} FPS at 512x1024 on "
          f"an RTX 2080Ti). `{en['command']}`" if "fps" in en else
          f"Skipped: {en['skipped']}. On an NVIDIA machine: `ssr-deploy export engine "
          f"{out}/model.onnx -o {out}/model.engine`."), "",
     ]
     return "\n".join(lines)
+
+
+def precision_lines(p: dict[str, Any]) -> list[str]:
+    lines = []
+    for name in ("fp16", "int8"):
+        r = p[name]
+        if "failed" in r:
+            lines.append(f"- {name}: not written: {r['failed']}")
+            continue
+        line = (f"- model.{name}.onnx: labels agree with fp32 on "
+                f"{100 * r['label_agreement']:.2f}% of pixels, mIoU vs fp32 "
+                f"{100 * r['miou_vs_fp32']:.1f}")
+        if "cpu_speedup" in r:
+            line += (f"; on this CPU (onnxruntime) {p['fps']['int8']:.1f} FPS vs fp32 "
+                     f"{p['fps']['fp32']:.1f} FPS = {r['cpu_speedup']:.2f}x")
+        lines.append(line)
+    return lines

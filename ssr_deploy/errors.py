@@ -7,3 +7,7 @@ class SsrDeployError(Exception):
 
 class GenotypeError(SsrDeployError, ValueError):
     """A genotype file or dict that does not describe a valid network."""
+
+
+class SpecError(SsrDeployError, ValueError):
+    """A model sidecar (ModelSpec) that is missing a field or holds a wrong value."""

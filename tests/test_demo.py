@@ -59,3 +59,18 @@ def test_bad_output_folder_and_missing_gpu(tmp_path):
         result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "d"), "--device",
                                            "cuda", "--quick"])
         assert result.exit_code == 1 and "with --device cpu" in result.output
+
+
+def test_precision_stage_writes_verified_fp16_and_int8(demo_dir):
+    text = (demo_dir / "report.md").read_text()
+    assert "## 5. Precision in the graph" in text
+    for precision in ("fp16", "int8"):
+        path = demo_dir / f"model.{precision}.onnx"
+        if path.is_file():
+            meta = json.loads((demo_dir / f"model.{precision}.onnx.json").read_text())
+            assert meta["precision"] == precision
+            assert meta["precision_check"]["label_agreement"] >= meta["precision_check"][
+                "min_agreement"]
+            assert f"model.{precision}.onnx: labels agree with fp32" in text
+        else:  # below its threshold: said in the report, nothing half-written
+            assert f"- {precision}: not written: " in text

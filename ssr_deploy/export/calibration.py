@@ -54,9 +54,14 @@ class CalibrationBatches:
     def nbytes(self) -> int:
         return int(np.prod(self.shape)) * np.dtype(self.spec["dtype"]).itemsize
 
+    def __getitem__(self, i: int) -> np.ndarray:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        frames = [read_image(p) for p in self.paths[i * self.batch:(i + 1) * self.batch]]
+        return frames_to_input(np.stack([resize_frames(f[None], self.size)[0]
+                                         for f in frames]), self.spec)
+
     def __iter__(self) -> Iterator[np.ndarray]:
-        for start in range(0, len(self) * self.batch, self.batch):
-            frames = [read_image(p) for p in self.paths[start:start + self.batch]]
-            yield frames_to_input(np.stack([resize_frames(f[None], self.size)[0]
-                                            for f in frames]), self.spec)
+        for i in range(len(self)):
+            yield self[i]
 

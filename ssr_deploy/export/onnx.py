@@ -29,8 +29,8 @@ from ssr_deploy.export.precision import (
     bytes_sha256,
     check_options,
     convert_model,
-    format_check,
 )
+from ssr_deploy.export.precision_check import format_check
 from ssr_deploy.export.verify import MAX_ABS_DIFF, MIN_LABEL_AGREEMENT, format_report, verify_onnx
 from ssr_deploy.genotype import Genotype
 from ssr_deploy.io import atomic_write

@@ -37,14 +37,12 @@ from ssr_deploy.export.metadata import (
     to_props,
     write_sidecar,
 )
-from ssr_deploy.io import atomic_write, read_image
-from ssr_deploy.runtime.preprocess import frames_to_input, outputs_to_labels, resize_frames
+from ssr_deploy.export.precision_check import compare_with_fp32, module_of_node
+from ssr_deploy.io import atomic_write
 
-PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_METHODS = ("entropy", "percentile", "minmax")
 INT8_TARGETS = ("tensorrt", "cpu")
 MIN_AGREEMENT = {"fp16": 0.999, "int8": 0.99}
-STAGES = ("convert", "verify", "write")
 
 
 @dataclass(frozen=True)
@@ -125,16 +123,13 @@ def validate(fp32_path: str | Path, out_path: str | Path, o: PrecisionOptions
     if meta.get("precision", "fp32") != "fp32":
         raise SsrDeployError(f"{fp32_path.name} is already {meta['precision']}; convert from the "
                              "fp32 ONNX that `ssr-deploy export onnx` wrote")
-    check_calibration(onnx.load(str(fp32_path)), fp32_path.name, o)
+    model = onnx.load(str(fp32_path))
+    matching_nodes(model, o.fp32_layers)
+    check_calibration(model, fp32_path.name, o)
     return meta
 
 
 # ---- fp16 ---------------------------------------------------------------------------
-def module_of_node(node: onnx.NodeProto) -> str:
-    """Exported node names carry their genotype module: ``stages.1.layers.4/node_Conv_12``."""
-    return node.name.split("/", 1)[0] if "/" in node.name else "io"
-
-
 def matching_nodes(model: onnx.ModelProto, patterns: tuple[str, ...]) -> list[str]:
     """Names of nodes whose module (or whole name) matches a pattern; a pattern matching no
     node is an error that lists the modules there are."""
@@ -268,15 +263,20 @@ def cached_ranges(model: onnx.ModelProto, o: PrecisionOptions) -> Path | None:
 
 class _Reader:
     """onnxruntime's CalibrationDataReader over CalibrationBatches (the runtime's
-    preprocessing at the model's size and batch)."""
+    preprocessing at the model's size and batch). The quantizer reads it one batch per
+    ``set_range``: its calibrators keep every intermediate tensor of what they are given, which
+    for 100 frames at 512x1024 is more memory than a 24 GB machine has."""
 
     def __init__(self, batches: CalibrationBatches, input_name: str) -> None:
         self.batches, self.input_name = batches, input_name
-        self._it: Iterator[np.ndarray] = iter(batches)
+        self._it: Iterator[int] = iter(range(len(batches)))
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._it = iter(range(start_index, min(end_index, len(self.batches))))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self._it, None)
-        return None if batch is None else {self.input_name: batch}
+        i = next(self._it, None)
+        return None if i is None else {self.input_name: self.batches[i]}
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -329,115 +329,13 @@ def to_int8(fp32: onnx.ModelProto, meta: dict[str, Any], o: PrecisionOptions,
             activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
             weight_type=QuantType.QInt8, nodes_to_exclude=exclude, calibrate_method=method,
             extra_options={"ActivationSymmetric": tensorrt, "WeightSymmetric": True,
-                           "QuantizeBias": False, "CalibTensorRangeSymmetric": tensorrt},
+                           "QuantizeBias": False, "CalibTensorRangeSymmetric": tensorrt,
+                           "CalibStridedMinMax": 1},  # one batch at a time: see _Reader
             **kwargs)
     with scratch:
         return onnx.load(str(out)), {
             "cache": str(cache) if "calibration_cache_path" in kwargs else None,
             "cache_hit": hit}
-
-
-# ---- verification against fp32 ------------------------------------------------------
-def verification_frames(meta: dict[str, Any], o: PrecisionOptions) -> list[tuple[str, Any]]:
-    """(source, (H, W, 3) uint8 BGR frame) pairs: street-like frames, then ``data`` images."""
-    from ssr_deploy.export.verify import street_frames
-
-    h, w = meta["input"]["size"]
-    frames = [("street-like", f) for f in street_frames(o.frames, h, w, seed=5)]
-    if o.data:
-        frames += [(str(o.data), read_image(p)) for p in find_images(o.data, 32)]
-    return frames
-
-
-def _session(model: onnx.ModelProto | Path):
-    from ssr_deploy.runtime.backends.onnxruntime import import_onnxruntime
-
-    ort = import_onnxruntime()
-
-    source = str(model) if isinstance(model, Path) else model.SerializeToString()
-    return ort.InferenceSession(source, providers=["CPUExecutionProvider"])
-
-
-def _batch(frame: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
-    size = tuple(meta["input"]["size"])
-    fixed = meta["input"]["shape"][0]
-    frames = resize_frames(frame[None], size)
-    if fixed > 1:
-        frames = np.repeat(frames, fixed, axis=0)
-    return frames_to_input(frames, meta["input"])
-
-
-def compare_with_fp32(fp32: onnx.ModelProto, candidate: onnx.ModelProto,
-                      meta: dict[str, Any], o: PrecisionOptions) -> dict[str, Any]:
-    """Label agreement and mIoU of the candidate's labels against the fp32 graph's, per
-    frame source; with the worst modules from a per-layer comparison if it fails."""
-    from ssr_deploy.train.metrics import ConfusionMatrix
-
-    ref, cand = _session(fp32), _session(candidate)
-    name = meta["input"]["name"]
-    matrices: dict[str, ConfusionMatrix] = {}
-    counts: dict[str, int] = {}
-    for source, frame in verification_frames(meta, o):
-        counts[source] = counts.get(source, 0) + 1
-        x = _batch(frame, meta)
-        a = outputs_to_labels(ref.run(None, {name: x})[0], meta["output"])[0]
-        b = outputs_to_labels(cand.run(None, {name: x})[0], meta["output"])[0]
-        matrices.setdefault(source, ConfusionMatrix(len(meta["classes"]))).update(b, a)
-    sources = {}
-    for source, matrix in matrices.items():
-        scores = matrix.compute(meta["classes"])
-        sources[source] = {"frames": counts[source],
-                           "label_agreement": scores["pixel_acc"],
-                           "miou_vs_fp32": scores["miou"]}
-    agreement = min(s["label_agreement"] for s in sources.values())
-    report = {"label_agreement": agreement,
-              "miou_vs_fp32": min(s["miou_vs_fp32"] for s in sources.values()),
-              "sources": sources, "min_agreement": o.threshold,
-              "passed": agreement >= o.threshold}
-    if not report["passed"]:
-        report["worst_layers"] = layer_errors(fp32, candidate, meta, o)[:3]
-    return report
-
-
-def layer_errors(fp32: onnx.ModelProto, candidate: onnx.ModelProto, meta: dict[str, Any],
-                 o: PrecisionOptions) -> list[dict[str, Any]]:
-    """Relative L2 error of each genotype module's output (the last node of the module),
-    candidate vs fp32, on the first verification frame; worst first."""
-    last: dict[str, str] = {}
-    for node in fp32.graph.node:
-        if module_of_node(node) != "io" and node.output:
-            last[module_of_node(node)] = node.output[0]
-    wanted = set(last.values())
-    probes = []
-    for model in (fp32, candidate):
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-        produced = {out for node in copy.graph.node for out in node.output}
-        for tensor in sorted(wanted & produced):
-            copy.graph.output.append(onnx.ValueInfoProto(name=tensor))
-        probes.append(_session(copy))
-    x = _batch(verification_frames(meta, PrecisionOptions(frames=1))[0][1], meta)
-    outs = []
-    for session in probes:
-        names = [out.name for out in session.get_outputs()]
-        outs.append(dict(zip(names, session.run(None, {meta["input"]["name"]: x}),
-                             strict=True)))
-    rows = []
-    for module, tensor in last.items():
-        if tensor in outs[0] and tensor in outs[1]:
-            a, b = (np.asarray(out[tensor], np.float32) for out in outs)
-            error = float(np.linalg.norm(a - b) / (np.linalg.norm(a) + 1e-12))
-            rows.append({"module": module, "relative_error": error})
-    return sorted(rows, key=lambda r: -r["relative_error"])
-
-
-def format_check(report: dict[str, Any]) -> str:
-    lines = []
-    for source, s in report["sources"].items():
-        lines.append(f"  vs fp32 on {s['frames']} {source} frames: labels agree "
-                     f"{100 * s['label_agreement']:.3f}%, mIoU vs fp32 "
-                     f"{100 * s['miou_vs_fp32']:.2f}")
-    return "\n".join(lines)
 
 
 # ---- the whole step ------------------------------------------------------------------
@@ -458,7 +356,8 @@ def convert_model(fp32: onnx.ModelProto, meta: dict[str, Any], options: Precisio
         quantization = {**quantization_settings(options), **cache}
     step("verify")
     onnx.checker.check_model(converted, full_check=True)
-    report = compare_with_fp32(fp32, converted, meta, options)
+    report = compare_with_fp32(fp32, converted, meta, options.threshold, options.frames,
+                               options.data)
     if not report["passed"]:
         worst = ", ".join(f"{r['module']} ({r['relative_error']:.1e})"
                           for r in report["worst_layers"])

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The GPU checks, as one script of at most 8 minutes on a lent NVIDIA GPU (the device tool's
+# image: PyTorch + CUDA, cuda-python, onnx, onnxruntime CPU; no TensorRT):
+#   1. the tests marked `cuda` (cuda-python buffers, streams, events, graphs; torch CUDA FP16);
+#   2. torch CUDA fp16 at 512x1024, batch 1 and 8: end to end and compute only (CUDA events)
+#      -> benchmarks/results/gpu_check.json, with the device name.
+# TensorRT is not on that image: the `tensorrt` tests need a machine with TensorRT >= 10.3.
+#   bash benchmarks/gpu_check.sh            (from the repository root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-benchmarks/results}
+mkdir -p "$out"
+python -m pip install --quiet --no-deps --no-build-isolation -e . 2>/dev/null \
+    || export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+timeout 300 python -m pytest -q -m cuda -p no:cacheprovider tests/runtime 2>&1 \
+    | tee "$out/gpu_check_tests.txt" | tail -15
+timeout 180 python - "$out/gpu_check.json" <<'PY'
+import json, sys, time
+import torch
+from ssr_deploy import build_model, save_checkpoint
+from ssr_deploy.export.verify import street_frames
+from ssr_deploy.runtime import bench
+from ssr_deploy.runtime.backends.torch import TorchBackend
+from ssr_deploy.runtime.segmenter import Segmenter
+import tempfile, pathlib
+
+size = (512, 1024)
+with tempfile.TemporaryDirectory() as tmp:
+    net = build_model("ssr-cityscapes").eval()
+    ckpt = save_checkpoint(pathlib.Path(tmp) / "m.pt", net, net.genotype)
+    entries = [("torch-cuda-fp16", Segmenter(TorchBackend(ckpt, "cuda", size, fp16=True))),
+               ("torch-cuda-fp16-graphs", Segmenter(TorchBackend(ckpt, "cuda", size, fp16=True,
+                                                                 cuda_graphs=True)))]
+    results = bench.run(entries, [1, 8], 100, 20)
+    print(bench.format_results(results))
+    report = bench.report(results, bench.machine_info())
+    report["device"] = torch.cuda.get_device_name(0)
+    report["note"] = ("end to end: uint8 frames in, labels out, host<->device copies included; "
+                      "compute only: CUDA events around the forward pass")
+    json.dump(report, open(sys.argv[1], "w"), indent=1, default=str)
+    print("wrote", sys.argv[1])
+PY

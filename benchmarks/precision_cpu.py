@@ -1,0 +1,89 @@
+"""fp16 and int8 ONNX of a trained ssr-cityscapes on this CPU, side by side with fp32:
+label agreement and mIoU vs fp32 (what each export's verification records) and onnxruntime
+speed at 512x1024, batch 1, end to end (uint8 frames in, labels out).
+
+    python benchmarks/precision_cpu.py [--epochs 10] [--iters 20] [--out FILE.json]
+
+The network is trained briefly on synthetic street scenes (as `ssr-deploy demo` does), so
+its logits have a trained network's margins; calibration uses 64 training scenes at
+512x1024, verification 8 street-like frames and 16 held-out scenes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from ssr_deploy import build_model
+from ssr_deploy.data import open_dataset, write_cityscapes_layout
+from ssr_deploy.export.graph import IOFormat
+from ssr_deploy.export.onnx import export_onnx, load_source
+from ssr_deploy.export.precision import PrecisionOptions, convert_precision
+from ssr_deploy.io import atomic_write_text, dumps_compact
+from ssr_deploy.runtime import bench
+from ssr_deploy.runtime.segmenter import Segmenter
+from ssr_deploy.train.trainer import TrainConfig, Trainer
+
+SIZE = (512, 1024)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--out", default="benchmarks/results/precision_cpu.json")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        write_cityscapes_layout(tmp / "data", 80, SIZE)
+        train = open_dataset("synthetic:160", "train", (96, 192))
+        val = open_dataset(f"cityscapes:{tmp / 'data'}", "val")
+        config = TrainConfig(size=(96, 192), epochs=args.epochs, batch=8, lr=2e-3,
+                             class_weights="none", workers=0)
+        trainer = Trainer(build_model("ssr-cityscapes"), train, val, tmp / "train", config)
+        trained = trainer.fit()
+        fp32 = export_onnx(load_source(str(tmp / "train" / "best.pt")), tmp / "model.onnx",
+                           size=SIZE, dynamic_batch=True,
+                           io=IOFormat("uint8-nhwc-bgr", "labels")).path
+        calib = tmp / "data" / "leftImg8bit" / "train"
+        held_out = tmp / "data" / "leftImg8bit" / "val"
+        rows = {}
+        for name, precision, target in (("fp16", "fp16", "tensorrt"),
+                                        ("int8-tensorrt", "int8", "tensorrt"),
+                                        ("int8-cpu", "int8", "cpu")):
+            options = PrecisionOptions(precision, calib_dir=str(calib), calib_n=64,
+                                       int8_target=target, data=str(held_out),
+                                       calib_cache=str(tmp / "cache"), min_agreement=0.5)
+            result = convert_precision(fp32, tmp / f"model.{name}.onnx", options)
+            check = result.metadata["precision_check"]
+            rows[name] = {"path": result.path, "label_agreement": check["label_agreement"],
+                          "miou_vs_fp32": check["miou_vs_fp32"], "sources": check["sources"]}
+            print(f"{name}: agreement {100 * check['label_agreement']:.2f}%, mIoU vs fp32 "
+                  f"{100 * check['miou_vs_fp32']:.1f}")
+
+        entries = [("fp32", Segmenter.load(fp32))] + [
+            (name, Segmenter.load(row["path"])) for name, row in rows.items()]
+        results = bench.run(entries, [1], args.iters, warmup=3, progress=True)
+        print(bench.format_results(results))
+        fps = {r.backend: r.fps for r in results}
+        report = {
+            "what": "fp16/int8 ONNX vs fp32 through onnxruntime on this CPU, 512x1024, batch 1, "
+                    "end to end; agreement on a briefly trained ssr-cityscapes",
+            "command": "python benchmarks/precision_cpu.py",
+            "train_val_miou": trained["val_miou"],
+            "fps": fps,
+            "speedup_vs_fp32": {k: v / fps["fp32"] for k, v in fps.items()},
+            "precision": {k: {kk: vv for kk, vv in v.items() if kk != "path"}
+                          for k, v in rows.items()},
+            "machine": bench.machine_info(),
+        }
+        for _, seg in entries:
+            seg.close()
+    atomic_write_text(args.out, dumps_compact(report) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Verification of a reduced-precision graph against its fp32 graph, with onnxruntime on
+the CPU: label agreement and mIoU of its labels against fp32's on street-like frames and the
+user's images; when it falls short, each genotype module's output error, to name the worst."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ssr_deploy.io import read_image
+from ssr_deploy.runtime.preprocess import frames_to_input, outputs_to_labels, resize_frames
+
+
+def module_of_node(node: onnx.NodeProto) -> str:
+    """Exported node names carry their genotype module: ``stages.1.layers.4/node_Conv_12``."""
+    return node.name.split("/", 1)[0] if "/" in node.name else "io"
+
+
+def verification_frames(meta: dict[str, Any], frames: int, data: str | None = None
+                        ) -> list[tuple[str, Any]]:
+    """(source, (H, W, 3) uint8 BGR frame) pairs: street-like frames, then ``data`` images."""
+    from ssr_deploy.export.calibration import find_images
+    from ssr_deploy.export.verify import street_frames
+
+    h, w = meta["input"]["size"]
+    pairs = [("street-like", f) for f in street_frames(frames, h, w, seed=5)]
+    if data:
+        pairs += [(str(data), read_image(p)) for p in find_images(data, 32)]
+    return pairs
+
+
+def _session(model: onnx.ModelProto):
+    from ssr_deploy.runtime.backends.onnxruntime import import_onnxruntime
+
+    return import_onnxruntime().InferenceSession(model.SerializeToString(),
+                                                 providers=["CPUExecutionProvider"])
+
+
+def _batch(frame: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+    size = tuple(meta["input"]["size"])
+    fixed = meta["input"]["shape"][0]
+    frames = resize_frames(frame[None], size)
+    if fixed > 1:
+        frames = np.repeat(frames, fixed, axis=0)
+    return frames_to_input(frames, meta["input"])
+
+
+def compare_with_fp32(fp32: onnx.ModelProto, candidate: onnx.ModelProto, meta: dict[str, Any],
+                      threshold: float, frames: int = 8, data: str | None = None
+                      ) -> dict[str, Any]:
+    """Label agreement and mIoU of the candidate's labels against the fp32 graph's, per
+    frame source; with the worst modules from a per-layer comparison if it fails."""
+    from ssr_deploy.train.metrics import ConfusionMatrix
+
+    ref, cand = _session(fp32), _session(candidate)
+    name = meta["input"]["name"]
+    matrices: dict[str, ConfusionMatrix] = {}
+    counts: dict[str, int] = {}
+    for source, frame in verification_frames(meta, frames, data):
+        counts[source] = counts.get(source, 0) + 1
+        x = _batch(frame, meta)
+        a = outputs_to_labels(ref.run(None, {name: x})[0], meta["output"])[0]
+        b = outputs_to_labels(cand.run(None, {name: x})[0], meta["output"])[0]
+        matrices.setdefault(source, ConfusionMatrix(len(meta["classes"]))).update(b, a)
+    sources = {}
+    for source, matrix in matrices.items():
+        scores = matrix.compute(meta["classes"])
+        sources[source] = {"frames": counts[source],
+                           "label_agreement": scores["pixel_acc"],
+                           "miou_vs_fp32": scores["miou"]}
+    agreement = min(s["label_agreement"] for s in sources.values())
+    report = {"label_agreement": agreement,
+              "miou_vs_fp32": min(s["miou_vs_fp32"] for s in sources.values()),
+              "sources": sources, "min_agreement": threshold,
+              "passed": agreement >= threshold}
+    if not report["passed"]:
+        report["worst_layers"] = layer_errors(fp32, candidate, meta)[:3]
+    return report
+
+
+def layer_errors(fp32: onnx.ModelProto, candidate: onnx.ModelProto, meta: dict[str, Any]
+                 ) -> list[dict[str, Any]]:
+    """Relative L2 error of each genotype module's output (the last node of the module),
+    candidate vs fp32, on the first verification frame; worst first."""
+    last: dict[str, str] = {}
+    for node in fp32.graph.node:
+        if module_of_node(node) != "io" and node.output:
+            last[module_of_node(node)] = node.output[0]
+    wanted = set(last.values())
+    probes = []
+    for model in (fp32, candidate):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        produced = {out for node in copy.graph.node for out in node.output}
+        for tensor in sorted(wanted & produced):
+            copy.graph.output.append(onnx.ValueInfoProto(name=tensor))
+        probes.append(_session(copy))
+    x = _batch(verification_frames(meta, 1)[0][1], meta)
+    outs = []
+    for session in probes:
+        names = [out.name for out in session.get_outputs()]
+        outs.append(dict(zip(names, session.run(None, {meta["input"]["name"]: x}),
+                             strict=True)))
+    rows = []
+    for module, tensor in last.items():
+        if tensor in outs[0] and tensor in outs[1]:
+            a, b = (np.asarray(out[tensor], np.float32) for out in outs)
+            error = float(np.linalg.norm(a - b) / (np.linalg.norm(a) + 1e-12))
+            rows.append({"module": module, "relative_error": error})
+    return sorted(rows, key=lambda r: -r["relative_error"])
+
+
+def format_check(report: dict[str, Any]) -> str:
+    lines = []
+    for source, s in report["sources"].items():
+        lines.append(f"  vs fp32 on {s['frames']} {source} frames: labels agree "
+                     f"{100 * s['label_agreement']:.3f}%, mIoU vs fp32 "
+                     f"{100 * s['miou_vs_fp32']:.2f}")
+    return "\n".join(lines)

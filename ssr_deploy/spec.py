@@ -1,0 +1,247 @@
+"""``ModelSpec``: what an exported model is, typed, the one contract between export and the
+runtime. Export writes it as the sidecar ``<model file>.json`` (and, for ONNX, as
+``metadata_props``); every backend reads only it. No torch, no export/train imports here.
+
+    spec = ModelSpec.load("model.onnx")      # reads and validates model.onnx.json
+    spec.input.size, spec.batch_range, spec.output_shape((4, 512, 1024, 3))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ssr_deploy.errors import SpecError, SsrDeployError
+from ssr_deploy.io import atomic_write_text, dumps_compact
+
+SPEC_FORMAT = 1  # the sidecar layout ssr-deploy 0.1 wrote; still read and written as is
+DTYPES = ("uint8", "int32", "int64", "float16", "float32")
+LAYOUTS = {"NHWC": 4, "NCHW": 4, "NHW": 3}
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def sidecar_path(model_path: str | Path) -> Path:
+    """``model.onnx`` -> ``model.onnx.json``; ``model.engine`` -> ``model.engine.json`` (one
+    rule, so an engine built beside its ONNX never overwrites the ONNX's sidecar)."""
+    path = Path(model_path)
+    return path.with_name(path.name + ".json")
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _need(d: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in d:
+        raise SpecError(f"{where}.{key} is missing; export the model again")
+    value = d[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise SpecError(f"{where}.{key} is {value!r}, not {names}; export the model again")
+    return value
+
+
+def _choice(value: Any, allowed: tuple[str, ...] | dict, where: str) -> str:
+    if value not in allowed:
+        raise SpecError(f"{where} is {value!r}; one of {', '.join(allowed)} was expected")
+    return value
+
+
+def _shape(value: Any, rank: int, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or len(value) != rank or not all(
+            isinstance(d, int) and not isinstance(d, bool) and (d > 0 or d == -1)
+            for d in value):
+        raise SpecError(f"{where} is {value!r}; {rank} dimensions, each > 0 or -1 (dynamic)")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One I/O tensor. ``shape`` has -1 where a dimension is dynamic."""
+
+    name: str
+    dtype: str
+    layout: str  # NHWC | NCHW (input, logits) or NHW (labels)
+    shape: tuple[int, ...]
+
+    @property
+    def hw_axes(self) -> tuple[int, int]:
+        return (1, 2) if self.layout in ("NHWC", "NHW") else (2, 3)
+
+
+@dataclass(frozen=True)
+class InputSpec(TensorSpec):
+    """The frames a model takes: uint8 NHWC with normalisation in the graph, or float32 NCHW
+    normalised by the caller as ``(pixel * scale - mean) / std``."""
+
+    color: str = "bgr"
+    normalization: str = "in-graph"
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    scale: float = 1 / 255
+    size: tuple[int, int] = (512, 1024)  # the export (or profile optimum) size, (H, W)
+    size_multiple: int = 8
+    min_size: int = 16
+
+    def batch_shape(self, batch: int, h: int, w: int) -> tuple[int, ...]:
+        return (batch, h, w, 3) if self.layout == "NHWC" else (batch, 3, h, w)
+
+
+@dataclass(frozen=True)
+class OutputSpec(TensorSpec):
+    kind: str = "labels"  # labels (N, H, W) | logits (N, classes, H, W)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """An exported model, as every backend sees it."""
+
+    input: InputSpec
+    output: OutputSpec
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    genotype_name: str
+    genotype_hash: str
+    precision: str = "fp32"
+    batch: tuple[int, int, int] | None = None  # dynamic (min, opt, max); None: fixed
+    sizes: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None = None
+    profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None  # engine
+    producer: dict[str, str] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    # ---- derived facts, defined once ---------------------------------------------------
+    @property
+    def batch_range(self) -> tuple[int, int]:
+        """(smallest, largest) batch the model takes: its engine profile, its dynamic range,
+        or its fixed batch."""
+        if self.profile:
+            return self.profile[0][0], self.profile[2][0]
+        if self.batch:
+            return self.batch[0], self.batch[2]
+        return (self.input.shape[0],) * 2
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch a static-batch model needs every input padded to, else None."""
+        low, high = self.batch_range
+        return low if low == high and not self.profile and self.input.shape[0] > 0 else None
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The output shape for an input shape."""
+        b = input_shape[0]
+        h, w = (input_shape[i] for i in self.input.hw_axes)
+        return (b, len(self.classes), h, w) if self.output.layout == "NCHW" else (b, h, w)
+
+    @property
+    def largest_input(self) -> tuple[int, ...]:
+        """The largest input shape (buffers are sized for it)."""
+        if self.profile:
+            return self.profile[2]
+        h, w = self.sizes[2] if self.sizes else self.input.size
+        return self.input.batch_shape(self.batch_range[1], h, w)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A sidecar field the typed spec does not model (``tensorrt``, ``quantization``,
+        ``precision_check``, ...), as written."""
+        return self.raw.get(key, default)
+
+    # ---- dict <-> spec -------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "sidecar") -> ModelSpec:
+        """Validate a sidecar's content; a clear line naming the field for anything wrong."""
+        if not isinstance(d, dict):
+            raise SpecError(f"{source} is not a JSON object; export the model again")
+        fmt = d.get("metadata_format")
+        if fmt != SPEC_FORMAT:
+            raise SpecError(f"{source} is metadata format {fmt!r}, this ssr-deploy reads "
+                            f"{SPEC_FORMAT}; export again with this ssr-deploy")
+        i = _need(d, "input", dict, "input")
+        o = _need(d, "output", dict, "output")
+        in_layout = _choice(_need(i, "layout", str, "input"), ("NHWC", "NCHW"), "input.layout")
+        out_layout = _choice(_need(o, "layout", str, "output"), LAYOUTS, "output.layout")
+        size = _shape(_need(i, "size", list, "input"), 2, "input.size")
+        inp = InputSpec(
+            name=_need(i, "name", str, "input"),
+            dtype=_choice(_need(i, "dtype", str, "input"), DTYPES, "input.dtype"),
+            layout=in_layout, shape=_shape(i.get("shape"), LAYOUTS[in_layout], "input.shape"),
+            color=_choice(_need(i, "color", str, "input"), ("bgr", "rgb"), "input.color"),
+            normalization=i.get("normalization", "in-graph"),
+            mean=tuple(_need(i, "mean", list, "input")), std=tuple(_need(i, "std", list, "input")),
+            scale=float(i.get("scale", 1 / 255)), size=size,  # type: ignore[arg-type]
+            size_multiple=_need(i, "size_multiple", int, "input"),
+            min_size=_need(i, "min_size", int, "input"))
+        kind = _choice(_need(o, "kind", str, "output"), ("labels", "logits"), "output.kind")
+        out = OutputSpec(name=_need(o, "name", str, "output"),
+                         dtype=_choice(_need(o, "dtype", str, "output"), DTYPES, "output.dtype"),
+                         layout=out_layout,
+                         shape=_shape(o.get("shape"), LAYOUTS[out_layout], "output.shape"),
+                         kind=kind)
+        classes = _need(d, "classes", list, "spec")
+        palette = _need(d, "palette", list, "spec")
+        if not classes or not all(isinstance(c, str) for c in classes):
+            raise SpecError("classes must be a non-empty list of names; export the model again")
+        if len(palette) < len(classes) or not all(
+                isinstance(c, list) and len(c) == 3 and all(
+                    isinstance(v, int) and 0 <= v <= 255 for v in c) for c in palette):
+            raise SpecError("palette must hold an RGB triple of 0-255 for every class; export "
+                            "the model again")
+        if kind == "labels" and out.dtype == "uint8" and len(classes) > 256:
+            raise SpecError(f"{len(classes)} classes do not fit uint8 labels; export with "
+                            "--label-dtype int32")
+        genotype = _need(d, "genotype", dict, "spec")
+        dynamic = d.get("dynamic") or {}
+        batch = dynamic.get("batch")
+        sizes = dynamic.get("size")
+        profile = d.get("profile")
+        return cls(
+            input=inp, output=out, classes=tuple(classes),
+            palette=tuple(tuple(c) for c in palette),  # type: ignore[misc]
+            genotype_name=_need(genotype, "name", str, "genotype"),
+            genotype_hash=_need(genotype, "hash", str, "genotype"),
+            precision=_choice(d.get("precision", "fp32"), PRECISIONS, "precision"),
+            batch=(batch["min"], batch["opt"], batch["max"]) if batch else None,
+            sizes=tuple(tuple(sizes[k]) for k in ("min", "opt", "max"))  # type: ignore[arg-type]
+            if sizes else None,
+            profile=tuple(tuple(profile[k]) for k in ("min", "opt", "max"))  # type: ignore
+            if profile else None,
+            producer=dict(d.get("producer") or {}), raw=dict(d))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The sidecar content (the fields it was read from, as written)."""
+        return dict(self.raw)
+
+    # ---- files -----------------------------------------------------------------------
+    @classmethod
+    def load(cls, model_path: str | Path, verify_hash: bool = True) -> ModelSpec:
+        """The spec of ``model_path`` from its sidecar; refused if missing, broken, or if the
+        model file changed after export."""
+        model_path, path = Path(model_path), sidecar_path(model_path)
+        if not path.is_file():
+            raise SsrDeployError(f"{model_path} has no metadata sidecar {path.name}; keep the "
+                                 ".json that `ssr-deploy export` wrote next to it, or export "
+                                 "again")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise SsrDeployError(f"sidecar {path} is not JSON ({e}); export again") from None
+        spec = cls.from_dict(data, f"sidecar {path.name}")
+        if verify_hash and data.get("sha256") and data["sha256"] != file_sha256(model_path):
+            raise SsrDeployError(f"sidecar {path.name} does not describe {model_path.name}: the "
+                                 "model file changed after export (sha256 differs); export "
+                                 "again")
+        return spec
+
+    @staticmethod
+    def save(model_path: str | Path, metadata: dict[str, Any]) -> Path:
+        """Validate ``metadata`` and write it as ``<model>.json`` with the model file's name
+        and sha256, atomically."""
+        full = {**metadata, "file": Path(model_path).name, "sha256": file_sha256(model_path)}
+        ModelSpec.from_dict(full, f"metadata for {Path(model_path).name}")
+        return atomic_write_text(sidecar_path(model_path), dumps_compact(full) + "\n")
