@@ -19,7 +19,7 @@ timeout 180 python - "$out/gpu_check.json" <<'PY'
 import json, sys, time
 import torch
 from ssr_deploy import build_model, save_checkpoint
-from ssr_deploy.export.verify import street_frames
+from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.runtime import bench
 from ssr_deploy.runtime.backends.torch import TorchBackend
 from ssr_deploy.runtime.segmenter import Segmenter

@@ -18,9 +18,9 @@ from pathlib import Path
 import cv2
 
 from ssr_deploy import build_model, save_checkpoint
+from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.export.graph import IOFormat
 from ssr_deploy.export.onnx import export_onnx
-from ssr_deploy.export.verify import street_frames
 from ssr_deploy.runtime import bench
 from ssr_deploy.runtime.backends.torch import TorchBackend
 from ssr_deploy.runtime.segmenter import Segmenter

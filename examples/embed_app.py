@@ -57,7 +57,7 @@ def frames(video: str | None, count: int):
             yield frame
         capture.release()
     else:
-        from ssr_deploy.export.verify import street_frames
+        from ssr_deploy.data.synthetic import street_frames
 
         yield from street_frames(count, 360, 640, seed=3)
 

@@ -11,3 +11,11 @@ class GenotypeError(SsrDeployError, ValueError):
 
 class SpecError(SsrDeployError, ValueError):
     """A model sidecar (ModelSpec) that is missing a field or holds a wrong value."""
+
+
+class UsageError(SsrDeployError, ValueError):
+    """A bad argument to the public API or the CLI: ``except ValueError`` catches it too."""
+
+
+class UsageTypeError(SsrDeployError, TypeError):
+    """An argument of the wrong kind (an unknown option, a frame that is not an array)."""

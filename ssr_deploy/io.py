@@ -100,3 +100,19 @@ def save_figure(fig, path: str | Path) -> Path:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
     return Path(path)
+
+
+def find_images(folder: str | Path, limit: int | None = None) -> list[Path]:
+    """Image files under ``folder`` (recursively), sorted, at most ``limit``, spread evenly
+    over the sorted list so a Cityscapes tree contributes every city."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SsrDeployError(f"calibration folder {folder} does not exist")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise SsrDeployError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}; --int8 "
+                             "needs calibration images, e.g. 500 frames from the training set")
+    if limit and len(paths) > limit:
+        step = len(paths) / limit
+        paths = [paths[int(i * step)] for i in range(limit)]
+    return paths

@@ -10,17 +10,127 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import ssr_deploy
 from ssr_deploy.errors import SpecError, SsrDeployError
+from ssr_deploy.genotype import Genotype, default_palette
 from ssr_deploy.io import atomic_write_text, dumps_compact
 
 SPEC_FORMAT = 1  # the sidecar layout ssr-deploy 0.1 wrote; still read and written as is
 DTYPES = ("uint8", "int32", "int64", "float16", "float32")
 LAYOUTS = {"NHWC": 4, "NCHW": 4, "NHW": 3}
 PRECISIONS = ("fp32", "fp16", "int8")
+
+
+INPUT_FORMATS = ("float-nchw", "uint8-nhwc-bgr", "uint8-nhwc-rgb")
+OUTPUT_FORMATS = ("logits", "labels")
+LABEL_DTYPES = ("uint8", "int32")
+
+
+@dataclass(frozen=True)
+class IOFormat:
+    """What the exported graph takes and returns."""
+
+    input: str = "float-nchw"
+    output: str = "logits"
+    label_dtype: str = "uint8"
+
+    def __post_init__(self) -> None:
+        for value, allowed, flag in ((self.input, INPUT_FORMATS, "--input"),
+                                     (self.output, OUTPUT_FORMATS, "--output"),
+                                     (self.label_dtype, tuple(LABEL_DTYPES), "--label-dtype")):
+            if value not in allowed:
+                raise SsrDeployError(f"{flag} {value!r} is not known; use one of "
+                                     f"{', '.join(allowed)}")
+
+    @property
+    def input_name(self) -> str:
+        return "images"
+
+    @property
+    def output_name(self) -> str:
+        return self.output
+
+    @property
+    def uint8_input(self) -> bool:
+        return self.input.startswith("uint8")
+
+
+@dataclass(frozen=True)
+class Dynamic:
+    """Dynamic ranges of an export: None where the dimension is fixed."""
+
+    batch: tuple[int, int, int] | None = None  # (min, opt, max)
+    size: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"batch": None, "size": None}
+        if self.batch:
+            out["batch"] = dict(zip(("min", "opt", "max"), self.batch, strict=True))
+        if self.size:
+            out["size"] = {k: list(v) for k, v in zip(("min", "opt", "max"), self.size,
+                                                      strict=True)}
+        return out
+
+
+def tensor_specs(io: IOFormat, genotype: Genotype, batch: int, size: tuple[int, int],
+                 num_classes: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Input and output specs: name, layout, dtype, static shape (-1 where dynamic is decided
+    by the caller), colour order and normalisation."""
+    spec = genotype.input
+    multiple, minimum = genotype.size_rule()
+    h, w = size
+    if io.uint8_input:
+        color = io.input.rsplit("-", 1)[-1]
+        inp = {"name": io.input_name, "layout": "NHWC", "dtype": "uint8", "color": color,
+               "shape": [batch, h, w, 3], "normalization": "in-graph"}
+    else:
+        inp = {"name": io.input_name, "layout": "NCHW", "dtype": "float32", "color": spec.color,
+               "shape": [batch, 3, h, w], "normalization": "by-caller"}
+    inp.update({"size": [h, w], "mean": list(spec.mean), "std": list(spec.std), "scale": 1 / 255,
+                "size_multiple": multiple, "min_size": minimum})
+    if io.output == "logits":
+        out = {"name": io.output_name, "kind": "logits", "layout": "NCHW", "dtype": "float32",
+               "shape": [batch, num_classes, h, w]}
+    else:
+        out = {"name": io.output_name, "kind": "labels", "layout": "NHW", "dtype": io.label_dtype,
+               "shape": [batch, h, w]}
+    return inp, out
+
+
+def build_metadata(genotype: Genotype, io: IOFormat, batch: int, size: tuple[int, int],
+                   num_classes: int, dynamic: Dynamic, opset: int | None,
+                   producer: dict[str, str] | None = None) -> dict[str, Any]:
+    """The sidecar content of a model exported from ``genotype`` with ``io``."""
+    inp, out = tensor_specs(io, genotype, batch, size, num_classes)
+    for spec in (inp, out):  # -1 marks a dynamic dimension, as ONNX Runtime and Triton do
+        if dynamic.batch:
+            spec["shape"][0] = -1
+        if dynamic.size:
+            first = 1 if spec["layout"] in ("NHWC", "NHW") else 2
+            spec["shape"][first:first + 2] = [-1, -1]
+    classes = list(genotype.classes) if num_classes == genotype.num_classes else [
+        f"class {i}" for i in range(num_classes)]
+    palette = [list(c) for c in genotype.palette] if num_classes == genotype.num_classes else [
+        list(c) for c in default_palette(num_classes)]
+    return {
+        "metadata_format": SPEC_FORMAT,
+        "genotype": {"name": genotype.name, "hash": genotype.hash},
+        "classes": classes,
+        "palette": palette,
+        "input": inp,
+        "output": out,
+        "dynamic": dynamic.to_dict(),
+        "opset": opset,
+        "producer": {"ssr_deploy": ssr_deploy.__version__, "python": platform.python_version(),
+                     **(producer or {})},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def sidecar_path(model_path: str | Path) -> Path:
@@ -77,7 +187,7 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
-class InputSpec(TensorSpec):
+class InputTensor(TensorSpec):
     """The frames a model takes: uint8 NHWC with normalisation in the graph, or float32 NCHW
     normalised by the caller as ``(pixel * scale - mean) / std``."""
 
@@ -95,7 +205,7 @@ class InputSpec(TensorSpec):
 
 
 @dataclass(frozen=True)
-class OutputSpec(TensorSpec):
+class OutputTensor(TensorSpec):
     kind: str = "labels"  # labels (N, H, W) | logits (N, classes, H, W)
 
 
@@ -103,8 +213,8 @@ class OutputSpec(TensorSpec):
 class ModelSpec:
     """An exported model, as every backend sees it."""
 
-    input: InputSpec
-    output: OutputSpec
+    input: InputTensor
+    output: OutputTensor
     classes: tuple[str, ...]
     palette: tuple[tuple[int, int, int], ...]
     genotype_name: str
@@ -167,7 +277,7 @@ class ModelSpec:
         in_layout = _choice(_need(i, "layout", str, "input"), ("NHWC", "NCHW"), "input.layout")
         out_layout = _choice(_need(o, "layout", str, "output"), LAYOUTS, "output.layout")
         size = _shape(_need(i, "size", list, "input"), 2, "input.size")
-        inp = InputSpec(
+        inp = InputTensor(
             name=_need(i, "name", str, "input"),
             dtype=_choice(_need(i, "dtype", str, "input"), DTYPES, "input.dtype"),
             layout=in_layout, shape=_shape(i.get("shape"), LAYOUTS[in_layout], "input.shape"),
@@ -178,7 +288,7 @@ class ModelSpec:
             size_multiple=_need(i, "size_multiple", int, "input"),
             min_size=_need(i, "min_size", int, "input"))
         kind = _choice(_need(o, "kind", str, "output"), ("labels", "logits"), "output.kind")
-        out = OutputSpec(name=_need(o, "name", str, "output"),
+        out = OutputTensor(name=_need(o, "name", str, "output"),
                          dtype=_choice(_need(o, "dtype", str, "output"), DTYPES, "output.dtype"),
                          layout=out_layout,
                          shape=_shape(o.get("shape"), LAYOUTS[out_layout], "output.shape"),

@@ -52,14 +52,25 @@ def stage_bar(stages: tuple[str, ...], enabled: bool = True):
         bar.close()
 
 
+TRAIN_EXTRA = {"torch", "onnxscript", "onnxslim"}
+
+
 class Group(click.Group):
-    """Turns SsrDeployError into one line on stderr and exit status 1, no traceback."""
+    """Turns SsrDeployError into one line on stderr and exit status 1, no traceback; so is
+    a command that needs the [train] extra on a runtime-only install."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except SsrDeployError as e:
             click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        except ImportError as e:
+            if (e.name or "").split(".")[0] not in TRAIN_EXTRA:
+                raise
+            click.echo(f"error: this command needs {e.name.split('.')[0]}, which a runtime-only "
+                       "install leaves out: pip install torch (the build for your machine), "
+                       "then pip install 'ssr-deploy[train]'", err=True)
             sys.exit(1)
 
 

@@ -204,7 +204,7 @@ def export_check_cmd(model, reference, data, n, as_json) -> None:
     Example:
       ssr-deploy export check model.engine --against model.onnx --data frames/
     """
-    from ssr_deploy.export.check import compare, format_comparison
+    from ssr_deploy.runtime.compare import compare, format_comparison
 
     result = compare(model, reference, data, n, progress=not as_json)
     click.echo(json.dumps(result, indent=2) if as_json else format_comparison(result))

@@ -11,11 +11,26 @@ from ssr_deploy.cli.base import SIZE, main
 from ssr_deploy.errors import SsrDeployError
 
 
+def open_segmenter(path: str, backend: str | None, device: str | None,
+                   size: tuple[int, int], letterbox: bool = False):
+    """A Segmenter for ``path``: a checkpoint asked to run in another backend goes through
+    its exported ONNX (cached by content, see export.cache); ``size`` is for checkpoints."""
+    from ssr_deploy.runtime.backends import BY_SUFFIX
+    from ssr_deploy.runtime.segmenter import Segmenter
+
+    if BY_SUFFIX.get(Path(path).suffix.lower()) == "torch":
+        if backend in (None, "torch"):
+            return Segmenter.load(path, "torch", device, letterbox, size=size)
+        from ssr_deploy.export.cache import onnx_for_checkpoint
+
+        path = str(onnx_for_checkpoint(path, size))
+    return Segmenter.load(path, backend, device, letterbox)
+
+
 def _entries(model: str, backend: str | None, device: str | None, compare: str | None,
              size: tuple[int, int]) -> list[tuple[str, object]]:
     """MODEL with its backend, then each --compare entry: a backend name (optionally
     ``name:device``) applied to MODEL, or another model file."""
-    from ssr_deploy.runtime.segmenter import Segmenter
 
     specs = [(model, backend, device)]
     for item in filter(None, (compare or "").split(",")):
@@ -27,7 +42,7 @@ def _entries(model: str, backend: str | None, device: str | None, compare: str |
             specs.append((model, name, dev or None))
     entries = []
     for path, name, dev in specs:
-        seg = Segmenter.load(path, backend=name, device=dev, size=size)
+        seg = open_segmenter(path, name, dev, size)
         label = seg.backend.name + (f":{dev}" if dev else "")
         if path != model:
             label += f" ({Path(path).name})"
@@ -119,7 +134,6 @@ def video(source, model, out, backend, device, size, max_frames, alpha, letterbo
     """
     from tqdm import tqdm
 
-    from ssr_deploy.runtime.segmenter import Segmenter
     from ssr_deploy.runtime.video import open_source, run_video
 
     if show:
@@ -129,8 +143,8 @@ def video(source, model, out, backend, device, size, max_frames, alpha, letterbo
             raise SsrDeployError("--show needs a display (none is set); drop --show and watch "
                                  "the output file")
     _, _, total = open_source(source, max_frames)
-    with Segmenter.load(model, backend=backend, device=device, letterbox=letterbox,
-                        size=size) as seg, tqdm(total=total, unit="frame", disable=None) as bar:
+    with open_segmenter(model, backend, device, size, letterbox) as seg, \
+            tqdm(total=total, unit="frame", disable=None) as bar:
 
         def on_frame(done: int, fps: float) -> None:
             bar.update(done - bar.n)

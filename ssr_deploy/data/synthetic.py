@@ -131,3 +131,9 @@ def render_video(path: str | Path, frames: int, size: tuple[int, int] = (256, 51
         target.replace(tmp)
 
     return atomic_write(path, write)
+
+
+def street_frames(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """(n, H, W, 3) uint8 BGR synthetic street scenes (``data.synthetic.street_scene``), so
+    verification and benchmarks see realistic activations, not only noise."""
+    return np.stack([street_scene(seed * 1000 + k, height, width)[0] for k in range(n)])

@@ -5,36 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.io import IMAGE_SUFFIXES, read_image
-from ssr_deploy.runtime.preprocess import frames_to_input, resize_frames
-
-
-def find_images(folder: str | Path, limit: int | None = None) -> list[Path]:
-    """Image files under ``folder`` (recursively), sorted, at most ``limit``, spread evenly
-    over the sorted list so a Cityscapes tree contributes every city."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise SsrDeployError(f"calibration folder {folder} does not exist")
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise SsrDeployError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}; --int8 "
-                             "needs calibration images, e.g. 500 frames from the training set")
-    if limit and len(paths) > limit:
-        step = len(paths) / limit
-        paths = [paths[int(i * step)] for i in range(limit)]
-    return paths
+from ssr_deploy.io import find_images, read_image
+from ssr_deploy.preprocess import FrameFormat, frames_to_input, resize_frames
 
 
 class CalibrationBatches:
     """Batches of ``batch`` images at ``size`` = (H, W), in the layout and dtype the model's
     input metadata says. A last partial batch is dropped (TensorRT wants full batches)."""
 
-    def __init__(self, folder: str | Path, input_spec: dict[str, Any], size: tuple[int, int],
+    def __init__(self, folder: str | Path, input_spec: FrameFormat, size: tuple[int, int],
                  batch: int = 8, limit: int | None = 500) -> None:
         self.paths = find_images(folder, limit)
         if len(self.paths) < batch:
@@ -48,11 +31,11 @@ class CalibrationBatches:
     @property
     def shape(self) -> tuple[int, ...]:
         h, w = self.size
-        return (self.batch, h, w, 3) if self.spec["dtype"] == "uint8" else (self.batch, 3, h, w)
+        return (self.batch, h, w, 3) if self.spec.dtype == "uint8" else (self.batch, 3, h, w)
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape)) * np.dtype(self.spec["dtype"]).itemsize
+        return int(np.prod(self.shape)) * np.dtype(self.spec.dtype).itemsize
 
     def __getitem__(self, i: int) -> np.ndarray:
         if not 0 <= i < len(self):

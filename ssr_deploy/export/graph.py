@@ -9,49 +9,18 @@ instead of 6 MB in and 40 MB out.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.model.blocks import Downsampler
+from ssr_deploy.model.deploy import DeployModel
 from ssr_deploy.model.net import SSRNet
+from ssr_deploy.spec import INPUT_FORMATS, OUTPUT_FORMATS, IOFormat
 
-INPUT_FORMATS = ("float-nchw", "uint8-nhwc-bgr", "uint8-nhwc-rgb")
-OUTPUT_FORMATS = ("logits", "labels")
-LABEL_DTYPES = {"uint8": torch.uint8, "int32": torch.int32}
-
-
-@dataclass(frozen=True)
-class IOFormat:
-    """What the exported graph takes and returns."""
-
-    input: str = "float-nchw"
-    output: str = "logits"
-    label_dtype: str = "uint8"
-
-    def __post_init__(self) -> None:
-        for value, allowed, flag in ((self.input, INPUT_FORMATS, "--input"),
-                                     (self.output, OUTPUT_FORMATS, "--output"),
-                                     (self.label_dtype, tuple(LABEL_DTYPES), "--label-dtype")):
-            if value not in allowed:
-                raise SsrDeployError(f"{flag} {value!r} is not known; use one of "
-                                     f"{', '.join(allowed)}")
-
-    @property
-    def input_name(self) -> str:
-        return "images"
-
-    @property
-    def output_name(self) -> str:
-        return self.output
-
-    @property
-    def uint8_input(self) -> bool:
-        return self.input.startswith("uint8")
-
+__all__ = ["INPUT_FORMATS", "OUTPUT_FORMATS", "DeployModel", "FoldedDownsampler", "IOFormat",
+           "fold_batchnorm"]
 
 class FoldedDownsampler(nn.Module):
     """Downsampler with its BN folded: the conv half into the conv, the max-pool half into a
@@ -87,33 +56,3 @@ def fold_batchnorm(net: SSRNet) -> SSRNet:
     return net
 
 
-class DeployModel(nn.Module):
-    """SSRNet with the input and output formats of ``io`` fused in.
-
-    float-nchw: (N, 3, H, W) float32, normalised as the genotype says.
-    uint8-nhwc-*: (N, H, W, 3) uint8 pixels in BGR or RGB order.
-    logits: (N, classes, H, W) float32; labels: (N, H, W) uint8 or int32."""
-
-    def __init__(self, net: SSRNet, io: IOFormat) -> None:
-        super().__init__()
-        self.net = net
-        self.io = io
-        spec = net.genotype.input
-        std = torch.tensor(spec.std, dtype=torch.float32)
-        mean = torch.tensor(spec.mean, dtype=torch.float32)
-        # (pixel / 255 - mean) / std == pixel * scale + shift
-        self.register_buffer("scale", (1.0 / (255.0 * std))[None, :, None, None])
-        self.register_buffer("shift", (-mean / std)[None, :, None, None])
-        frame_order = io.input.rsplit("-", 1)[-1]
-        self.swap_channels = io.uint8_input and frame_order != spec.color
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.io.uint8_input:
-            x = x.permute(0, 3, 1, 2).float()
-            if self.swap_channels:
-                x = x.flip(1)
-            x = x * self.scale + self.shift
-        logits = self.net(x)
-        if self.io.output == "logits":
-            return logits
-        return logits.argmax(1).to(LABEL_DTYPES[self.io.label_dtype])

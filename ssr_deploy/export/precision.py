@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.export.calibration import CalibrationBatches, find_images
+from ssr_deploy.export.calibration import CalibrationBatches
 from ssr_deploy.export.metadata import (
     file_sha256,
     read_sidecar,
@@ -38,7 +38,8 @@ from ssr_deploy.export.metadata import (
     write_sidecar,
 )
 from ssr_deploy.export.precision_check import compare_with_fp32, module_of_node
-from ssr_deploy.io import atomic_write
+from ssr_deploy.io import atomic_write, find_images
+from ssr_deploy.spec import ModelSpec
 
 CALIB_METHODS = ("entropy", "percentile", "minmax")
 INT8_TARGETS = ("tensorrt", "cpu")
@@ -309,9 +310,9 @@ def to_int8(fp32: onnx.ModelProto, meta: dict[str, Any], o: PrecisionOptions,
     if not hit:
         cache = cache_dir(o) / f"{calibration_key(fp32, o)}.json"
         batch = meta["input"]["shape"][0] if meta["input"]["shape"][0] > 0 else 1
-        reader = _Reader(CalibrationBatches(o.calib_dir, meta["input"],
-                                            tuple(meta["input"]["size"]), batch, o.calib_n),
-                         meta["input"]["name"])
+        tensor = ModelSpec.from_dict(meta).input
+        reader = _Reader(CalibrationBatches(o.calib_dir, tensor, tensor.size, batch, o.calib_n),
+                         tensor.name)
     kwargs: dict[str, Any] = {}
     if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -356,8 +357,8 @@ def convert_model(fp32: onnx.ModelProto, meta: dict[str, Any], options: Precisio
         quantization = {**quantization_settings(options), **cache}
     step("verify")
     onnx.checker.check_model(converted, full_check=True)
-    report = compare_with_fp32(fp32, converted, meta, options.threshold, options.frames,
-                               options.data)
+    report = compare_with_fp32(fp32, converted, ModelSpec.from_dict(meta), options.threshold,
+                               options.frames, options.data)
     if not report["passed"]:
         worst = ", ".join(f"{r['module']} ({r['relative_error']:.1e})"
                           for r in report["worst_layers"])

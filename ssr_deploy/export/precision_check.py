@@ -10,7 +10,8 @@ import numpy as np
 import onnx
 
 from ssr_deploy.io import read_image
-from ssr_deploy.runtime.preprocess import frames_to_input, outputs_to_labels, resize_frames
+from ssr_deploy.preprocess import frames_to_input, outputs_to_labels, resize_frames
+from ssr_deploy.spec import ModelSpec
 
 
 def module_of_node(node: onnx.NodeProto) -> str:
@@ -18,13 +19,13 @@ def module_of_node(node: onnx.NodeProto) -> str:
     return node.name.split("/", 1)[0] if "/" in node.name else "io"
 
 
-def verification_frames(meta: dict[str, Any], frames: int, data: str | None = None
+def verification_frames(spec: ModelSpec, frames: int, data: str | None = None
                         ) -> list[tuple[str, Any]]:
     """(source, (H, W, 3) uint8 BGR frame) pairs: street-like frames, then ``data`` images."""
-    from ssr_deploy.export.calibration import find_images
-    from ssr_deploy.export.verify import street_frames
+    from ssr_deploy.data.synthetic import street_frames
+    from ssr_deploy.io import find_images
 
-    h, w = meta["input"]["size"]
+    h, w = spec.input.size
     pairs = [("street-like", f) for f in street_frames(frames, h, w, seed=5)]
     if data:
         pairs += [(str(data), read_image(p)) for p in find_images(data, 32)]
@@ -38,35 +39,33 @@ def _session(model: onnx.ModelProto):
                                                  providers=["CPUExecutionProvider"])
 
 
-def _batch(frame: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
-    size = tuple(meta["input"]["size"])
-    fixed = meta["input"]["shape"][0]
-    frames = resize_frames(frame[None], size)
-    if fixed > 1:
-        frames = np.repeat(frames, fixed, axis=0)
-    return frames_to_input(frames, meta["input"])
+def _batch(frame: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    frames = resize_frames(frame[None], spec.input.size)
+    if spec.fixed_batch:
+        frames = np.repeat(frames, spec.fixed_batch, axis=0)
+    return frames_to_input(frames, spec.input)
 
 
-def compare_with_fp32(fp32: onnx.ModelProto, candidate: onnx.ModelProto, meta: dict[str, Any],
+def compare_with_fp32(fp32: onnx.ModelProto, candidate: onnx.ModelProto, spec: ModelSpec,
                       threshold: float, frames: int = 8, data: str | None = None
                       ) -> dict[str, Any]:
     """Label agreement and mIoU of the candidate's labels against the fp32 graph's, per
     frame source; with the worst modules from a per-layer comparison if it fails."""
-    from ssr_deploy.train.metrics import ConfusionMatrix
+    from ssr_deploy.metrics import ConfusionMatrix
 
     ref, cand = _session(fp32), _session(candidate)
-    name = meta["input"]["name"]
+    name = spec.input.name
     matrices: dict[str, ConfusionMatrix] = {}
     counts: dict[str, int] = {}
-    for source, frame in verification_frames(meta, frames, data):
+    for source, frame in verification_frames(spec, frames, data):
         counts[source] = counts.get(source, 0) + 1
-        x = _batch(frame, meta)
-        a = outputs_to_labels(ref.run(None, {name: x})[0], meta["output"])[0]
-        b = outputs_to_labels(cand.run(None, {name: x})[0], meta["output"])[0]
-        matrices.setdefault(source, ConfusionMatrix(len(meta["classes"]))).update(b, a)
+        x = _batch(frame, spec)
+        a = outputs_to_labels(ref.run(None, {name: x})[0], spec.output)[0]
+        b = outputs_to_labels(cand.run(None, {name: x})[0], spec.output)[0]
+        matrices.setdefault(source, ConfusionMatrix(len(spec.classes))).update(b, a)
     sources = {}
     for source, matrix in matrices.items():
-        scores = matrix.compute(meta["classes"])
+        scores = matrix.compute(spec.classes)
         sources[source] = {"frames": counts[source],
                            "label_agreement": scores["pixel_acc"],
                            "miou_vs_fp32": scores["miou"]}
@@ -76,11 +75,11 @@ def compare_with_fp32(fp32: onnx.ModelProto, candidate: onnx.ModelProto, meta: d
               "sources": sources, "min_agreement": threshold,
               "passed": agreement >= threshold}
     if not report["passed"]:
-        report["worst_layers"] = layer_errors(fp32, candidate, meta)[:3]
+        report["worst_layers"] = layer_errors(fp32, candidate, spec)[:3]
     return report
 
 
-def layer_errors(fp32: onnx.ModelProto, candidate: onnx.ModelProto, meta: dict[str, Any]
+def layer_errors(fp32: onnx.ModelProto, candidate: onnx.ModelProto, spec: ModelSpec
                  ) -> list[dict[str, Any]]:
     """Relative L2 error of each genotype module's output (the last node of the module),
     candidate vs fp32, on the first verification frame; worst first."""
@@ -97,11 +96,11 @@ def layer_errors(fp32: onnx.ModelProto, candidate: onnx.ModelProto, meta: dict[s
         for tensor in sorted(wanted & produced):
             copy.graph.output.append(onnx.ValueInfoProto(name=tensor))
         probes.append(_session(copy))
-    x = _batch(verification_frames(meta, 1)[0][1], meta)
+    x = _batch(verification_frames(spec, 1)[0][1], spec)
     outs = []
     for session in probes:
         names = [out.name for out in session.get_outputs()]
-        outs.append(dict(zip(names, session.run(None, {meta["input"]["name"]: x}),
+        outs.append(dict(zip(names, session.run(None, {spec.input.name: x}),
                              strict=True)))
     rows = []
     for module, tensor in last.items():

@@ -23,12 +23,12 @@ import onnx
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.export import precision as prec
 from ssr_deploy.export.metadata import read_sidecar, write_sidecar
-from ssr_deploy.export.profiles import Profile, optimization_profile
+from ssr_deploy.export.trt_profiles import Profile, optimization_profile
 from ssr_deploy.io import atomic_write
+from ssr_deploy.runtime.backends.tensorrt import import_tensorrt
 
 PRECISIONS = ("fp32", "fp16", "int8")
 STAGES = ("precision", "parse", "build", "write")
-MIN_TENSORRT = (10, 3)
 
 
 @dataclass(frozen=True)
@@ -113,28 +113,6 @@ def _check_onnx_file(path: Path) -> None:
     except Exception as e:  # protobuf raises DecodeError and friends
         raise SsrDeployError(f"{path} is not a readable ONNX file ({type(e).__name__}); "
                              "export it again with `ssr-deploy export onnx`") from None
-
-
-def import_tensorrt():
-    """TensorRT >= 10.3 with strongly typed networks, or one line saying what is missing."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise SsrDeployError("TensorRT is not installed: on a machine with an NVIDIA GPU, pip "
-                             "install 'ssr-deploy[cu12]' (driver >= 525) or 'ssr-deploy[cu13]' "
-                             "(driver >= 580), or use the docker/Dockerfile image") from None
-    check_tensorrt_version(trt.__version__)
-    if not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        raise SsrDeployError(f"TensorRT {trt.__version__} has no strongly typed networks; "
-                             "install TensorRT >= 10.3")
-    return trt
-
-
-def check_tensorrt_version(version: str) -> None:
-    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
-    if parts < MIN_TENSORRT:
-        raise SsrDeployError(f"TensorRT {version} is too old: ssr-deploy builds strongly typed "
-                             "engines, which need TensorRT >= 10.3")
 
 
 def onnx_for_tensorrt(model: onnx.ModelProto, meta: dict[str, Any]

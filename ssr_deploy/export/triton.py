@@ -10,23 +10,17 @@ from typing import Any
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.export.metadata import read_sidecar, sidecar_path
 from ssr_deploy.io import atomic_write, atomic_write_text
+from ssr_deploy.spec import ModelSpec
 
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8",
                 "int32": "TYPE_INT32", "int64": "TYPE_INT64"}
-
-
-def _batch_range(meta: dict[str, Any]) -> tuple[int, int]:
-    if meta.get("profile"):  # an engine: its optimisation profile bounds the batch
-        return meta["profile"]["min"][0], meta["profile"]["max"][0]
-    batch = meta["dynamic"]["batch"]
-    return (batch["min"], batch["max"]) if batch else (meta["input"]["shape"][0],) * 2
 
 
 def config_pbtxt(meta: dict[str, Any], name: str, platform: str, max_batch: int,
                  instances: int, kind: str = "KIND_GPU") -> str:
     """The config.pbtxt text. With ``max_batch`` > 0 Triton owns the batch dimension, so
     dims leave it out and dynamic batching is on; -1 marks dynamic height/width."""
-    low, high = _batch_range(meta)
+    low, high = ModelSpec.from_dict(meta).batch_range
     if max_batch > 0 and (low > 1 or high < max_batch):
         raise SsrDeployError(
             f"--max-batch {max_batch} needs a model taking batches 1 to {max_batch}, and this "

@@ -9,30 +9,22 @@ import numpy as np
 import onnx
 import torch
 
+from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.export.graph import DeployModel, IOFormat
 from ssr_deploy.genotype import InputSpec
-from ssr_deploy.runtime.preprocess import frames_to_input
+from ssr_deploy.preprocess import InputFormat, frames_to_input
 
 MAX_ABS_DIFF = 1e-4
 MIN_LABEL_AGREEMENT = 0.9999
-
-
-def street_frames(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
-    """(n, H, W, 3) uint8 BGR synthetic street scenes (``data.synthetic.street_scene``), so
-    verification and benchmarks see realistic activations, not only noise."""
-    from ssr_deploy.data.synthetic import street_scene
-
-    return np.stack([street_scene(seed * 1000 + k, height, width)[0] for k in range(n)])
 
 
 def model_input(frames_bgr: np.ndarray, io: IOFormat, spec: InputSpec) -> np.ndarray:
     """(N, H, W, 3) uint8 BGR frames -> what a graph with ``io`` takes, through the runtime's
     own preprocessing."""
     if io.uint8_input:
-        return frames_to_input(frames_bgr, {"dtype": "uint8",
-                                            "color": io.input.rsplit("-", 1)[-1]})
-    return frames_to_input(frames_bgr, spec.to_dict())
+        return frames_to_input(frames_bgr, InputFormat(io.input.rsplit("-", 1)[-1], "uint8"))
+    return frames_to_input(frames_bgr, spec)
 
 
 def with_logits_output(model: onnx.ModelProto, io: IOFormat) -> onnx.ModelProto:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ssr_deploy.export.verify import street_frames
+from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.io import atomic_write_text, save_figure
 from ssr_deploy.runtime.segmenter import Segmenter
 
@@ -79,7 +79,7 @@ def run(entries: list[tuple[str, Segmenter]], batches: list[int], iters: int = 5
         for label, seg in entries:
             stats = latency_stats(samples[label])
             result = BenchResult(
-                backend=label, model=str(seg.metadata.get("file", "")),
+                backend=label, model=str(seg.spec.get("file", "")),
                 device=getattr(seg.backend, "device_name", "cpu"), batch=batch,
                 size=list(size), iters=iters, fps=batch * 1e3 / stats["mean"],
                 latency_ms=stats, samples_ms=samples[label])
@@ -94,9 +94,11 @@ def run(entries: list[tuple[str, Segmenter]], batches: list[int], iters: int = 5
 
 def machine_info() -> dict[str, Any]:
     """CPU, GPU (if any) and library versions, for the JSON next to the figures."""
+    import contextlib
+    import importlib.metadata
+    import sys
+
     import cv2
-    import onnxruntime
-    import torch
 
     import ssr_deploy
 
@@ -104,21 +106,40 @@ def machine_info() -> dict[str, Any]:
                             "platform": platform.platform(), "gpu": None,
                             "versions": {"ssr_deploy": ssr_deploy.__version__,
                                          "python": platform.python_version(),
-                                         "torch": torch.__version__,
-                                         "onnxruntime": onnxruntime.__version__,
                                          "opencv": cv2.__version__, "numpy": np.__version__}}
-    try:
-        import tensorrt
-
-        info["versions"]["tensorrt"] = tensorrt.__version__
-    except ImportError:
-        pass
-    if torch.cuda.is_available():
+    for name, dists in (("onnxruntime", ("onnxruntime", "onnxruntime-gpu")),
+                        ("torch", ("torch",)),
+                        ("tensorrt", ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"))):
+        for dist in dists:  # read from the installed metadata: nothing is imported
+            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+                info["versions"][name] = importlib.metadata.version(dist)
+                break
+    torch = sys.modules.get("torch")  # CUDA facts from torch only where it is loaded already
+    if torch is not None and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         info["gpu"] = {"name": props.name, "compute_capability": f"{props.major}.{props.minor}",
                        "memory_gib": round(props.total_memory / 2**30, 1),
                        "cuda": torch.version.cuda, "driver": _driver_version()}
+    else:
+        info["gpu"] = _nvidia_smi_gpu()
     return info
+
+
+def _nvidia_smi_gpu() -> dict[str, Any] | None:
+    """The first GPU as nvidia-smi reports it, for machines without torch."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        line = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                               "--format=csv,noheader,nounits"], capture_output=True,
+                              text=True, timeout=10).stdout.splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
+    name, driver, memory = (part.strip() for part in line.split(","))
+    return {"name": name, "driver": driver, "memory_gib": round(float(memory) / 1024, 1)}
 
 
 def _driver_version() -> str | None:

@@ -10,20 +10,19 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.export.metadata import read_sidecar
-from ssr_deploy.export.verify import street_frames
+from ssr_deploy.data.synthetic import street_frames
+from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.genotype import Genotype
 from ssr_deploy.io import atomic_write, atomic_write_text
-from ssr_deploy.runtime.preprocess import frames_to_input
+from ssr_deploy.preprocess import frames_to_input
+from ssr_deploy.runtime.backends import backend_for, open_backend
+from ssr_deploy.spec import ModelSpec
 
 MODULE = re.compile(r"(stem|io|layout-reorder|other|head(?:\.\w+)?|stages\.\d+\.(?:down|"
                     r"layers\.\d+))/")
@@ -62,28 +61,23 @@ def _module_ops(genotype: Genotype) -> dict[str, str]:
     return ops
 
 
-def profile_onnxruntime(path: Path, iters: int, trace: Path | None) -> dict[str, float]:
-    import onnxruntime as ort
-
-    meta = read_sidecar(path)
-    batch = _input(meta)
-    with tempfile.TemporaryDirectory() as tmp:
-        options = ort.SessionOptions()
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "ort")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        for _ in range(iters):
-            session.run(None, {name: batch})
-        events = Path(session.end_profiling())
+def profile_onnxruntime(backend, batch: np.ndarray, iters: int, trace: Path | None,
+                        model_path: Path) -> dict[str, float]:
+    """onnxruntime's own per-node profile of the session the backend runs."""
+    for _ in range(iters):
+        backend.infer(batch)
+    events = Path(backend.end_profiling())
+    try:
         if trace:  # onnxruntime writes the Chrome trace format already
             atomic_write(trace, lambda t: shutil.copyfile(events, t))
         times: dict[str, float] = defaultdict(float)
-        owner = _tensor_modules(path)
+        owner = _tensor_modules(model_path)
         for event in json.loads(events.read_text()):
             if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
                 name = event["name"][: -len("_kernel_time")]
                 times[_ort_node(name, owner)] += event["dur"] / 1e3
+    finally:
+        events.unlink(missing_ok=True)
     return dict(times)
 
 
@@ -109,9 +103,10 @@ def _ort_node(name: str, owner: dict[str, str]) -> str:
     return f"{'layout-reorder' if name.startswith('Reorder') else 'other'}/{name}"
 
 
-def profile_tensorrt(path: Path, iters: int, trace: Path | None) -> dict[str, float]:
-    from ssr_deploy.export.tensorrt import import_tensorrt
-    from ssr_deploy.runtime.backends.tensorrt import TensorRTBackend
+def profile_tensorrt(backend, batch: np.ndarray, iters: int, trace: Path | None
+                     ) -> dict[str, float]:
+    """TensorRT's IProfiler on the backend's execution context."""
+    from ssr_deploy.runtime.backends.tensorrt import import_tensorrt
 
     trt = import_tensorrt()
     times: dict[str, float] = defaultdict(float)
@@ -126,47 +121,12 @@ def profile_tensorrt(path: Path, iters: int, trace: Path | None) -> dict[str, fl
                 order.append(layer_name)
             times[layer_name] += ms
 
-    with TensorRTBackend(path) as backend:
-        backend.context.profiler = LayerTimes()  # reports after each synchronized run
-        batch = _input(backend.metadata)
-        for _ in range(iters):
-            backend.infer(batch)
+    backend.context.profiler = LayerTimes()  # reports after each synchronized run
+    for _ in range(iters):
+        backend.infer(batch)
     if trace:
         _write_trace(trace, [(name, times[name] / iters) for name in order])
     return dict(times)
-
-
-def profile_torch(path: Path, iters: int, trace: Path | None, size: tuple[int, int]
-                  ) -> dict[str, float]:
-    """Module hooks time each genotype-level module (CPU wall time); torch.profiler writes
-    the trace."""
-    import torch
-
-    from ssr_deploy.model.checkpoint import load_model
-
-    net = load_model(path)
-    leaves = set(_module_ops(net.genotype)) - {"head", "io"}  # "head" would count its parts twice
-    modules = {name: m for name, m in net.named_modules() if name in leaves}
-    times: dict[str, float] = defaultdict(float)
-    starts: dict[str, float] = {}
-    for name, module in modules.items():
-        module.register_forward_pre_hook(lambda m, a, n=name: starts.__setitem__(
-            n, time.perf_counter()))
-        module.register_forward_hook(lambda m, a, o, n=name: times.__setitem__(
-            n, times[n] + (time.perf_counter() - starts[n]) * 1e3))
-    x = torch.rand(1, 3, *size)
-    with torch.inference_mode(), torch.profiler.profile() as prof:
-        for _ in range(iters):
-            net(x)
-    if trace:
-        atomic_write(trace, lambda t: prof.export_chrome_trace(str(t)))
-    return {f"{name}/": ms for name, ms in times.items()}
-
-
-def _input(meta: dict[str, Any]) -> np.ndarray:
-    h, w = meta["input"]["size"]
-    batch = max(1, meta["input"]["shape"][0])
-    return frames_to_input(street_frames(batch, h, w), meta["input"])
 
 
 def _write_trace(path: Path, layers: list[tuple[str, float]]) -> None:
@@ -180,45 +140,41 @@ def _write_trace(path: Path, layers: list[tuple[str, float]]) -> None:
 
 
 def profile(model: str | Path, backend: str | None = None, iters: int = 20,
-            trace: str | Path | None = None, size: tuple[int, int] = (512, 1024)
-            ) -> dict[str, Any]:
-    """Profile ``model``; returns {"backend", "iters", "rows", "total_ms", "trace"}."""
+            trace: str | Path | None = None, size: tuple[int, int] = (512, 1024),
+            device: str | None = None) -> dict[str, Any]:
+    """Profile ``model`` through the same backend ``bench`` times (the same graph, with its
+    fused I/O); returns {"backend", "iters", "rows", "total_ms", "trace"}."""
     path = Path(model)
-    if not path.is_file():
-        raise SsrDeployError(f"model file {path} does not exist")
-    kind = backend or {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt",
-                       ".pt": "torch", ".pth": "torch"}.get(path.suffix.lower())
+    kind = backend_for(path, backend)
     trace_path = Path(trace) if trace else None
     if trace_path and not trace_path.resolve().parent.is_dir():
-        raise SsrDeployError(f"cannot write {trace}: its folder does not exist")
-    if kind == "onnxruntime":
-        times = profile_onnxruntime(path, iters, trace_path)
-    elif kind == "tensorrt":
-        times = profile_tensorrt(path, iters, trace_path)
-    elif kind == "torch":
-        times = profile_torch(path, iters, trace_path, size)
-    else:
-        raise SsrDeployError(f"cannot profile {path.name}: use a .onnx, .engine or .pt, or name "
-                             "--backend onnxruntime|tensorrt|torch")
-    genotype = _genotype_of(path)
-    rows = summarize(times, iters, genotype)
+        raise UsageError(f"cannot write {trace}: its folder does not exist")
+    options = {"onnxruntime": {"profile": True}, "torch": {"size": size}}.get(kind, {})
+    with open_backend(path, kind, device, **options) as runner:
+        spec = runner.spec
+        h, w = spec.input.size
+        batch = frames_to_input(street_frames(spec.fixed_batch or 1, h, w), spec.input)
+        if kind == "onnxruntime":
+            times = profile_onnxruntime(runner, batch, iters, trace_path, path)
+        elif kind == "tensorrt":
+            times = profile_tensorrt(runner, batch, iters, trace_path)
+        else:  # module hooks on the backend's own network; torch.profiler for the trace
+            genotype_modules = set(_module_ops(runner.genotype)) - {"head", "io"}
+            times = {f"{name}/": ms for name, ms in runner.module_times(
+                batch, iters, genotype_modules, trace_path).items()}
+    rows = summarize(times, iters, _genotype_of(spec))
     return {"backend": kind, "model": str(path), "iters": iters, "rows": rows,
             "total_ms": sum(r["ms"] for r in rows), "trace": str(trace_path or "")}
 
 
-def _genotype_of(path: Path) -> Genotype | None:
-    """The genotype, to name each module's op: from a checkpoint, or the zoo entry an
-    exported file's sidecar names (None for a searched genotype: rows keep module names)."""
-    if path.suffix.lower() in (".pt", ".pth"):
-        from ssr_deploy.model.checkpoint import read_checkpoint
-
-        return Genotype.from_dict(read_checkpoint(path)["genotype"])
-    recorded = read_sidecar(path)["genotype"]
+def _genotype_of(spec: ModelSpec) -> Genotype | None:
+    """The genotype, to name each module's op: the zoo entry the spec names (None for a
+    searched genotype: rows keep module names)."""
     try:
-        genotype = Genotype.load(recorded["name"])
+        genotype = Genotype.load(spec.genotype_name)
     except SsrDeployError:
         return None
-    return genotype if genotype.hash == recorded["hash"] else None
+    return genotype if genotype.hash == spec.genotype_hash else None
 
 
 def format_profile(p: dict[str, Any], top: int = 15) -> str:

@@ -17,9 +17,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.errors import UsageError, UsageTypeError
+from ssr_deploy.preprocess import frames_to_input, outputs_to_labels
 from ssr_deploy.runtime.backends import Backend, open_backend
-from ssr_deploy.runtime.preprocess import frames_to_input, outputs_to_labels
 
 
 def as_bgr(frame: Any) -> np.ndarray:
@@ -27,12 +27,12 @@ def as_bgr(frame: Any) -> np.ndarray:
 
     Grayscale and BGRA are converted; 16-bit images are scaled to 8 bits (>> 8)."""
     if not isinstance(frame, np.ndarray):
-        raise SsrDeployError(f"a frame is a numpy array (H, W, 3) uint8 BGR as cv2.imread returns "
+        raise UsageTypeError(f"a frame is a numpy array (H, W, 3) uint8 BGR as cv2.imread returns "
                              f"it, not {type(frame).__name__}")
     if frame.dtype == np.uint16:
         frame = (frame >> 8).astype(np.uint8)
     elif frame.dtype != np.uint8:
-        raise SsrDeployError(f"frames of dtype {frame.dtype} are ambiguous (0-1 or 0-255?); "
+        raise UsageError(f"frames of dtype {frame.dtype} are ambiguous (0-1 or 0-255?); "
                              "convert to uint8 first, e.g. (frame * 255).clip(0, 255)"
                              ".astype(np.uint8)")
     if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
@@ -40,10 +40,10 @@ def as_bgr(frame: Any) -> np.ndarray:
     elif frame.ndim == 3 and frame.shape[2] == 4:
         frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
     elif not (frame.ndim == 3 and frame.shape[2] == 3):
-        raise SsrDeployError(f"frame shape {frame.shape} is not an image; expected (H, W), "
+        raise UsageError(f"frame shape {frame.shape} is not an image; expected (H, W), "
                              "(H, W, 1), (H, W, 3) BGR or (H, W, 4) BGRA")
     if 0 in frame.shape[:2]:
-        raise SsrDeployError(f"frame of shape {frame.shape} is empty")
+        raise UsageError(f"frame of shape {frame.shape} is empty")
     return frame
 
 
@@ -54,23 +54,28 @@ class Segmenter:
 
     def __init__(self, backend: Backend, letterbox: bool = False) -> None:
         self.backend = backend
-        self.metadata = backend.metadata
-        self.input_spec = self.metadata["input"]
-        self.size = tuple(self.input_spec["size"])
-        self.classes = list(self.metadata["classes"])
-        self.palette_bgr = np.asarray(self.metadata["palette"], np.uint8)[:, ::-1].copy()
+        self.spec = backend.spec
+        self.size = self.spec.input.size
+        self.classes = list(self.spec.classes)
+        self.palette_bgr = np.asarray(self.spec.palette, np.uint8)[:, ::-1].copy()
         self._lut = np.zeros((256, 3), np.uint8)  # class id -> BGR; ids past the palette: black
-        self._lut[:len(self.palette_bgr)] = self.palette_bgr
+        self._lut[:min(len(self.palette_bgr), 256)] = self.palette_bgr[:256]
         self.letterbox = letterbox
-        self.max_batch = _max_batch(self.metadata)
-        fixed = self.input_spec["shape"][0]
-        self.fixed_batch = fixed if fixed > 0 and not self.metadata.get("profile") else None
+        self.max_batch = self.spec.batch_range[1]
+        self.fixed_batch = self.spec.fixed_batch
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The model's sidecar as written (``spec`` is the typed view)."""
+        return self.spec.to_dict()
 
     @classmethod
     def load(cls, path: str | Path, backend: str | None = None, device: str | None = None,
              letterbox: bool = False, **options: Any) -> Segmenter:
-        """Open ``path`` (.engine/.plan TensorRT, .onnx onnxruntime, .pt PyTorch); ``backend``
-        overrides the choice (a .pt also runs in onnxruntime through an exported ONNX)."""
+        """Open ``path`` (.engine/.plan TensorRT, .onnx onnxruntime, .pt PyTorch) on ``device``
+        (cpu, cuda, cuda:N); ``backend`` overrides the choice; ``options`` are the backend's
+        (OnnxRuntimeOptions: threads, io_binding, tensorrt, profile; TensorRTOptions:
+        cuda_graph; TorchOptions: size, fp16, channels_last, cuda_graphs, compile)."""
         return cls(open_backend(path, backend, device, **options), letterbox=letterbox)
 
     # ---- inference ----------------------------------------------------------------
@@ -84,7 +89,7 @@ class Segmenter:
         for start in range(0, len(frames), self.max_batch):
             chunk = frames[start:start + self.max_batch]
             batch, boxes = self._prepare(chunk)
-            out = outputs_to_labels(self.backend.infer(batch), self.metadata["output"])
+            out = outputs_to_labels(self.backend.infer(batch), self.spec.output)
             labels += [self._unfit(lab, box, f.shape[:2])
                        for lab, box, f in zip(out, boxes, chunk, strict=True)]
         return labels
@@ -103,7 +108,7 @@ class Segmenter:
 
         for out in self.backend.infer_stream(inputs()):
             box, size = pending.popleft()
-            yield self._unfit(outputs_to_labels(out, self.metadata["output"])[0], box, size)
+            yield self._unfit(outputs_to_labels(out, self.spec.output)[0], box, size)
 
     def _prepare(self, frames: list[np.ndarray]) -> tuple[np.ndarray, list[tuple]]:
         """BGR frames -> the model's input batch and each frame's content box."""
@@ -111,7 +116,7 @@ class Segmenter:
         fitted = list(fitted)
         if self.fixed_batch:  # a static-batch model: pad with the last frame
             fitted += fitted[-1:] * (self.fixed_batch - len(fitted))
-        return frames_to_input(np.stack(fitted), self.input_spec), list(boxes)
+        return frames_to_input(np.stack(fitted), self.spec.input), list(boxes)
 
     def _fit(self, frame: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
         """Resize (or letterbox) to the model size; return the image and the content box."""
@@ -146,10 +151,12 @@ class Segmenter:
     def overlay(self, frame: np.ndarray, labels: np.ndarray | None = None,
                 alpha: float = 0.5) -> np.ndarray:
         """The frame blended with its colourised labels (computed if not given)."""
+        if not 0.0 <= alpha <= 1.0:
+            raise UsageError(f"alpha={alpha}: the overlay's weight is between 0 and 1")
         frame = as_bgr(frame)
         labels = self(frame) if labels is None else labels
         if labels.shape != frame.shape[:2]:
-            raise SsrDeployError(f"labels {labels.shape} do not match the frame "
+            raise UsageError(f"labels {labels.shape} do not match the frame "
                                  f"{frame.shape[:2]}")
         return cv2.addWeighted(frame, 1 - alpha, self.colorize(labels), alpha, 0)
 
@@ -163,11 +170,3 @@ class Segmenter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def _max_batch(meta: dict[str, Any]) -> int:
-    if meta.get("profile"):
-        return meta["profile"]["max"][0]
-    fixed = meta["input"]["shape"][0]
-    if fixed > 0:
-        return fixed
-    return meta["dynamic"]["batch"]["max"] if meta["dynamic"]["batch"] else 1

@@ -13,15 +13,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ssr_deploy.data.classes import TRAIN_TO_LABEL
+from ssr_deploy.metrics import ConfusionMatrix
 from ssr_deploy.model.net import SSRNet
-from ssr_deploy.runtime.preprocess import frames_to_input, resize_frames
-from ssr_deploy.train.metrics import ConfusionMatrix
+from ssr_deploy.preprocess import frames_to_input, resize_frames
 
 
 def to_input(image_bgr: np.ndarray, net: SSRNet, size: tuple[int, int]) -> torch.Tensor:
     """(H, W, 3) uint8 BGR -> (1, 3, h, w) float32 normalised as the genotype says."""
     frames = resize_frames(image_bgr[None], size)
-    return torch.from_numpy(frames_to_input(frames, net.genotype.input.to_dict()))
+    return torch.from_numpy(frames_to_input(frames, net.genotype.input))
 
 
 @torch.inference_mode()

@@ -30,7 +30,7 @@ from ssr_deploy.genotype import InputSpec
 from ssr_deploy.io import jsonable, save_figure, write_epoch_row
 from ssr_deploy.model.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from ssr_deploy.model.net import SSRNet
-from ssr_deploy.runtime.preprocess import frames_to_input
+from ssr_deploy.preprocess import frames_to_input
 from ssr_deploy.train.evaluate import evaluate
 
 
@@ -55,7 +55,7 @@ class AugmentedDataset(Dataset):
 
     def __init__(self, dataset, transform: T.Transform, spec: InputSpec, seed: int) -> None:
         self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
-        self.spec = spec.to_dict()
+        self.spec = spec
 
     def __len__(self) -> int:
         return len(self.dataset)

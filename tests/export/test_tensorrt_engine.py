@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from ssr_deploy import SsrDeployError, build_model
-from ssr_deploy.export.check import compare
+from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.export.graph import IOFormat
 from ssr_deploy.export.metadata import read_sidecar, sidecar_path
 from ssr_deploy.export.onnx import export_onnx
 from ssr_deploy.export.tensorrt import EngineOptions, build_engine
-from ssr_deploy.export.verify import street_frames
+from ssr_deploy.preprocess import frames_to_input
 from ssr_deploy.runtime.backends import open_backend
-from ssr_deploy.runtime.preprocess import frames_to_input
+from ssr_deploy.runtime.compare import compare
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.cuda]
 
@@ -33,7 +33,7 @@ def trained_net():
 
 
 def _labels(backend, frames):
-    return backend.infer(frames_to_input(frames, backend.metadata["input"]))
+    return backend.infer(frames_to_input(frames, backend.spec.input))
 
 
 def test_fp16_engine_from_dynamic_labels_onnx(tmp_path, trained_net, trt):

@@ -8,17 +8,19 @@ import numpy as np
 import pytest
 
 from ssr_deploy import SsrDeployError
-from ssr_deploy.export.calibration import CalibrationBatches, find_images
+from ssr_deploy.data.synthetic import street_frames
+from ssr_deploy.export.calibration import CalibrationBatches
 from ssr_deploy.export.metadata import read_sidecar
-from ssr_deploy.export.profiles import check_compatibility, optimization_profile, parse_bhw
-from ssr_deploy.export.tensorrt import (
-    EngineOptions,
+from ssr_deploy.export.tensorrt import EngineOptions, onnx_for_tensorrt, validate
+from ssr_deploy.export.trt_profiles import optimization_profile, parse_bhw
+from ssr_deploy.io import find_images
+from ssr_deploy.preprocess import InputFormat
+from ssr_deploy.runtime.backends.tensorrt import (
+    buffer_plan,
+    check_compatibility,
     check_tensorrt_version,
-    onnx_for_tensorrt,
-    validate,
 )
-from ssr_deploy.export.verify import street_frames
-from ssr_deploy.runtime.backends.tensorrt import buffer_plan, output_shape
+from ssr_deploy.spec import ModelSpec
 
 
 def test_profile_from_onnx_ranges(labels_onnx):
@@ -65,28 +67,35 @@ def test_parse_bhw():
         parse_bhw("512x1024")
 
 
-ENGINE_META = {"onnx": "model.onnx", "tensorrt": {
-    "version": "10.3.0", "gpu": {"name": "NVIDIA A100-SXM4-80GB", "compute_capability": "8.0"}}}
+@pytest.fixture
+def engine_spec(labels_onnx):
+    """The spec of an engine built from labels_onnx on an A100 with TensorRT 10.3."""
+    meta = {**read_sidecar(labels_onnx), "onnx": "model.onnx", "tensorrt": {
+        "version": "10.3.0", "gpu": {"name": "NVIDIA A100-SXM4-80GB",
+                                     "compute_capability": "8.0"}},
+            "profile": {"min": [1, 32, 64, 3], "opt": [2, 64, 128, 3], "max": [8, 512, 1024, 3]}}
+    meta["output"] = {**meta["output"], "dtype": "int32"}
+    return ModelSpec.from_dict(meta)
 
 
-def test_engine_on_other_tensorrt_is_refused_with_rebuild_line():
+def test_engine_on_other_tensorrt_is_refused_with_rebuild_line(engine_spec):
     with pytest.raises(SsrDeployError) as err:
-        check_compatibility(ENGINE_META, "10.7.0", {"name": "NVIDIA A100-SXM4-80GB",
+        check_compatibility(engine_spec, "10.7.0", {"name": "NVIDIA A100-SXM4-80GB",
                                                     "compute_capability": "8.0"}, "m.engine")
     message = str(err.value)
     assert "built with TensorRT 10.3.0, this machine has TensorRT 10.7.0" in message
     assert "ssr-deploy export engine model.onnx -o m.engine" in message and "\n" not in message
 
 
-def test_engine_on_other_gpu_is_refused_same_chip_warns():
+def test_engine_on_other_gpu_is_refused_same_chip_warns(engine_spec):
     h100 = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
     with pytest.raises(SsrDeployError, match=r"built for NVIDIA A100-SXM4-80GB \(sm_80\), this "
                                              r"GPU is NVIDIA H100 80GB HBM3 \(sm_90\)"):
-        check_compatibility(ENGINE_META, "10.3.0", h100)
+        check_compatibility(engine_spec, "10.3.0", h100)
     pcie = {"name": "NVIDIA A100-PCIE-40GB", "compute_capability": "8.0"}
-    assert "rebuilding here may be faster" in check_compatibility(ENGINE_META, "10.3.0", pcie)[0]
-    same = copy.deepcopy(ENGINE_META["tensorrt"]["gpu"])
-    assert check_compatibility(ENGINE_META, "10.3.0", same) == []
+    assert "rebuilding here may be faster" in check_compatibility(engine_spec, "10.3.0", pcie)[0]
+    same = copy.deepcopy(engine_spec.get("tensorrt")["gpu"])
+    assert check_compatibility(engine_spec, "10.3.0", same) == []
 
 
 def _write_images(folder, n, size=(40, 70)):
@@ -99,20 +108,21 @@ def _write_images(folder, n, size=(40, 70)):
 def test_calibration_batches_use_runtime_preprocessing(tmp_path, labels_onnx):
     meta = read_sidecar(labels_onnx)
     folder = _write_images(tmp_path / "calib", 7)
-    batches = CalibrationBatches(folder, meta["input"], (64, 128), batch=2, limit=None)
+    batches = CalibrationBatches(folder, ModelSpec.from_dict(meta).input, (64, 128), batch=2,
+                                 limit=None)
     assert len(batches) == 3 and batches.shape == (2, 64, 128, 3)  # the 7th image is dropped
     got = list(batches)
     assert [b.shape for b in got] == [(2, 64, 128, 3)] * 3 and got[0].dtype == np.uint8
     expected = cv2.resize(cv2.imread(str(folder / "city_000.png")), (128, 64))
     np.testing.assert_array_equal(got[0][0], expected)  # BGR uint8 input: resize only
-    float_spec = {**meta["input"], "dtype": "float32", "layout": "NCHW", "color": "rgb"}
+    float_spec = InputFormat("rgb", "float32")
     first = next(iter(CalibrationBatches(folder, float_spec, (64, 128), batch=2)))
     assert first.shape == (2, 3, 64, 128) and first.dtype == np.float32
     np.testing.assert_allclose(first[0], expected[..., ::-1].transpose(2, 0, 1) / 255, atol=1e-6)
 
 
 def test_calibration_refusals(tmp_path, labels_onnx):
-    spec = read_sidecar(labels_onnx)["input"]
+    spec = ModelSpec.from_dict(read_sidecar(labels_onnx)).input
     with pytest.raises(SsrDeployError, match="does not exist"):
         find_images(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
@@ -211,16 +221,11 @@ def test_missing_tensorrt_is_one_clear_line(tmp_path, labels_onnx, monkeypatch):
     assert not (tmp_path / "m.engine").exists()
 
 
-def test_buffer_plan_from_profile():
-    meta = {"input": {"name": "images", "layout": "NHWC", "dtype": "uint8"},
-            "output": {"name": "labels", "layout": "NHW", "dtype": "uint8"},
-            "classes": ["a"] * 19, "profile": {"max": [8, 512, 1024, 3]}}
-    inp, out = buffer_plan(meta)
+def test_buffer_plan_from_profile(engine_spec):
+    inp, out = buffer_plan(engine_spec)
     assert inp.nbytes == 8 * 512 * 1024 * 3 and out.max_shape == (8, 512, 1024)
-    assert out.nbytes == 8 * 512 * 1024  # 4 MB of labels, not 160 MB of float logits
-    meta_logits = {**meta, "input": {"name": "x", "layout": "NCHW", "dtype": "float32"},
-                   "output": {"name": "logits", "layout": "NCHW", "dtype": "float32"}}
-    assert output_shape(meta_logits, (2, 3, 64, 128)) == (2, 19, 64, 128)
+    assert out.nbytes == 8 * 512 * 1024 * 4  # int32 labels: 16 MB, not 320 MB of logits
+    assert engine_spec.output_shape((2, 64, 128, 3)) == (2, 64, 128)
 
 
 def test_engine_io_is_checked_against_the_sidecar(labels_onnx):
@@ -228,6 +233,7 @@ def test_engine_io_is_checked_against_the_sidecar(labels_onnx):
 
     meta = read_sidecar(labels_onnx)
     meta["output"]["dtype"] = "int32"  # as onnx_for_tensorrt makes it
+    meta = ModelSpec.from_dict(meta)
     good = [TensorIO("images", True, "uint8", (-1, -1, -1, 3)),
             TensorIO("labels", False, "int32", (-1, -1, -1))]
     check_engine_io(meta, good, "m.engine")

@@ -5,10 +5,10 @@ from click.testing import CliRunner
 
 from ssr_deploy import SsrDeployError, build_model
 from ssr_deploy.cli import main
-from ssr_deploy.export.check import compare
 from ssr_deploy.export.metadata import read_sidecar
 from ssr_deploy.export.onnx import export_onnx
 from ssr_deploy.export.triton import config_pbtxt, write_repository
+from ssr_deploy.runtime.compare import compare
 
 
 def test_triton_repository(tmp_path, labels_onnx):

@@ -6,9 +6,9 @@ from click.testing import CliRunner
 
 from ssr_deploy import Segmenter, SsrDeployError, build_model
 from ssr_deploy.cli import main
+from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.export.graph import IOFormat
 from ssr_deploy.export.onnx import export_onnx
-from ssr_deploy.export.verify import street_frames
 from ssr_deploy.runtime import bench
 from ssr_deploy.runtime.video import open_source, run_video
 

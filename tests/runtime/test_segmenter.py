@@ -3,9 +3,10 @@ import pytest
 import torch
 
 from ssr_deploy import Segmenter, SsrDeployError, build_model, save_checkpoint
+from ssr_deploy.data.synthetic import street_frames
+from ssr_deploy.export.cache import onnx_for_checkpoint
 from ssr_deploy.export.graph import IOFormat
 from ssr_deploy.export.onnx import export_onnx
-from ssr_deploy.export.verify import street_frames
 from ssr_deploy.runtime.segmenter import as_bgr
 from tests.export.test_onnx import trained_like
 
@@ -38,7 +39,10 @@ def _reference(net, frame_bgr):
                                             ("pt", "torch"), ("pt", "onnxruntime")])
 def test_every_backend_agrees_with_pytorch_eager(models, which, backend):
     frames = street_frames(3, 96, 200, seed=1)  # not the model size: resized both ways
-    with Segmenter.load(models[which], backend=backend, size=(64, 128)) as seg:
+    path, options = models[which], {"size": (64, 128)} if backend == "torch" else {}
+    if which == "pt" and backend == "onnxruntime":  # through its cached export
+        path = onnx_for_checkpoint(path, (64, 128))
+    with Segmenter.load(path, backend=backend, **options) as seg:
         got = seg.predict_batch(list(frames))
     for frame, labels in zip(frames, got, strict=True):
         assert labels.shape == (96, 200) and labels.dtype == np.uint8
@@ -48,8 +52,8 @@ def test_every_backend_agrees_with_pytorch_eager(models, which, backend):
 def test_backends_agree_with_each_other(models):
     frames = list(street_frames(2, 64, 128, seed=9))
     outs = []
-    for path, backend in [(models["labels"], None), (models["pt"], "torch")]:
-        with Segmenter.load(path, backend=backend, size=(64, 128)) as seg:
+    for path, options in [(models["labels"], {}), (models["pt"], {"size": (64, 128)})]:
+        with Segmenter.load(path, **options) as seg:
             outs.append(np.stack(seg.predict_batch(frames)))
     assert (outs[0] == outs[1]).mean() >= 0.999
 
@@ -160,3 +164,40 @@ def test_corrupt_or_changed_model_files(tmp_path, models):
     write_sidecar(changed, meta)  # now the sidecar matches a truncated, corrupt model
     with pytest.raises(SsrDeployError, match="onnxruntime cannot load .*m.onnx"):
         Segmenter.load(changed)
+
+
+def test_backend_options_are_typed_and_checked(models):
+    """A misspelled or foreign option is an error (not silently dropped); bad values too;
+    both are ValueError/TypeError as Python users expect, and SsrDeployError for the CLI."""
+    cases = [({"fp16": True}, TypeError, "onnxruntime backend takes no option 'fp16'"),
+             ({"thread": 2}, TypeError, "no option 'thread'; its options are threads"),
+             ({"threads": 0}, ValueError, "threads=0"),
+             ({"device": "gpu"}, ValueError, "device 'gpu' is not known")]
+    for options, kind, message in cases:
+        with pytest.raises(kind, match=message) as err:
+            Segmenter.load(models["labels"], **options)
+        assert isinstance(err.value, SsrDeployError)
+    with pytest.raises(TypeError, match="torch backend takes no option 'io_binding'"):
+        Segmenter.load(models["pt"], io_binding=True)
+    with pytest.raises(ValueError, match="a checkpoint: it runs in the torch backend"):
+        Segmenter.load(models["pt"], backend="onnxruntime")
+    with pytest.raises(TypeError, match="a frame is a numpy array"):
+        Segmenter.load(models["labels"])([[0, 1], [2, 3]])
+    with pytest.raises(ValueError, match="alpha=5"):
+        Segmenter.load(models["labels"]).overlay(street_frames(1, 8, 8)[0], alpha=5)
+
+
+def test_checkpoint_exports_into_a_content_keyed_cache(models, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    ckpt = tmp_path / "user" / "net.pt"
+    ckpt.parent.mkdir()
+    shutil.copyfile(models["pt"], ckpt)
+    first = onnx_for_checkpoint(ckpt, (64, 128))
+    assert first.parent == tmp_path / "cache" / "ssr-deploy" / "onnx"
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["net.pt"]  # nothing beside it
+    stamp = first.stat().st_mtime_ns
+    ckpt.touch()  # a newer file, same content: the cached export is reused
+    assert onnx_for_checkpoint(ckpt, (64, 128)) == first and first.stat().st_mtime_ns == stamp
+    assert onnx_for_checkpoint(ckpt, (32, 64)) != first  # another size, another entry

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ssr_deploy import Segmenter, build_model, save_checkpoint
-from ssr_deploy.export.verify import street_frames
+from ssr_deploy.data.synthetic import street_frames
 
 pytestmark = pytest.mark.cuda
 

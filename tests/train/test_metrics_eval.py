@@ -9,8 +9,8 @@ from ssr_deploy import build_model, save_checkpoint
 from ssr_deploy.cli import main
 from ssr_deploy.data import open_dataset, write_cityscapes_layout
 from ssr_deploy.data.classes import TRAIN_TO_LABEL
+from ssr_deploy.metrics import ConfusionMatrix
 from ssr_deploy.train.evaluate import evaluate
-from ssr_deploy.train.metrics import ConfusionMatrix
 
 
 def test_confusion_matrix_by_hand():

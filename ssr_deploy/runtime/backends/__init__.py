@@ -1,10 +1,17 @@
-"""Backends move tensors and nothing else: ``infer(model input) -> model output``."""
+"""Backends move tensors and nothing else: ``infer(model input) -> model output``.
+
+Which backend runs a file is decided here and only here (``backend_for``); each backend's
+options are a dataclass, so a misspelled or foreign option is an error, not a silent no-op.
+``device`` means the same for every backend: ``cpu``, ``cuda`` or ``cuda:N``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
-from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.errors import UsageError, UsageTypeError
 from ssr_deploy.runtime.backends.base import Backend
 
 BY_SUFFIX = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt",
@@ -12,47 +19,66 @@ BY_SUFFIX = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt",
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
 
 
+def backend_for(path: str | Path, backend: str | None = None) -> str:
+    """The backend that runs ``path``: ``backend`` if given (and able to), else by suffix."""
+    path = Path(path)
+    by_suffix = BY_SUFFIX.get(path.suffix.lower())
+    if backend is not None and backend not in BACKENDS:
+        raise UsageError(f"backend {backend!r} is not known; use {', '.join(BACKENDS)}")
+    name = backend or by_suffix
+    if name is None:
+        raise UsageError(f"cannot tell how to run {path.name}: use a .onnx, .engine or .plan "
+                         "file, a .pt checkpoint, or name --backend onnxruntime|tensorrt")
+    if (by_suffix == "torch") != (name == "torch"):
+        if by_suffix == "torch":
+            raise UsageError(f"{path.name} is a checkpoint: it runs in the torch backend. For "
+                             f"{name}, export it first: ssr-deploy export onnx {path} -o "
+                             "model.onnx --input uint8-nhwc-bgr --output labels --dynamic-batch")
+        raise UsageError(f"the torch backend runs checkpoints (.pt), not {path.name}")
+    return name
+
+
+def parse_device(device: str | None) -> tuple[str, int]:
+    """``None``/``cpu`` -> ("cpu", 0); ``cuda`` -> ("cuda", 0); ``cuda:N`` -> ("cuda", N)."""
+    kind, _, index = (device or "cpu").partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu"
+                                                                         and index):
+        raise UsageError(f"device {device!r} is not known; use cpu, cuda or cuda:N")
+    return kind, int(index or 0)
+
+
+def make_options(cls: type, backend: str, options: dict[str, Any]) -> Any:
+    """``cls(**options)`` with a clear error naming an option ``backend`` does not take."""
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise UsageTypeError(f"the {backend} backend takes no option {unknown[0]!r}; its "
+                             f"options are {', '.join(fields)}")
+    return cls(**options)
+
+
 def open_backend(path: str | Path, backend: str | None = None, device: str | None = None,
-                 **options) -> Backend:
-    """Open ``path`` with ``backend`` (default: by file suffix). A checkpoint (.pt) runs in
-    torch, or in onnxruntime through an ONNX exported next to it on first use."""
+                 **options: Any) -> Backend:
+    """Open ``path`` with ``backend`` (default: by file suffix) on ``device``; ``options``
+    are that backend's (OnnxRuntimeOptions, TensorRTOptions, TorchOptions)."""
     path = Path(path)
     if not path.is_file():
-        raise SsrDeployError(f"model file {path} does not exist")
-    name = backend or BY_SUFFIX.get(path.suffix.lower())
-    if name is not None and name not in BACKENDS:
-        raise SsrDeployError(f"backend {name!r} is not known; use {', '.join(BACKENDS)}")
+        raise UsageError(f"model file {path} does not exist" + (
+            " (it is a folder)" if path.is_dir() else ""))
+    name = backend_for(path, backend)
+    kind, index = parse_device(device)
     if name == "torch":
-        if BY_SUFFIX.get(path.suffix.lower()) != "torch":
-            raise SsrDeployError(f"the torch backend runs checkpoints (.pt), not {path.name}")
-        from ssr_deploy.runtime.backends.torch import TorchBackend
+        from ssr_deploy.runtime.backends.torch import TorchBackend, TorchOptions
 
-        return TorchBackend(path, device=device or "cpu", **options)
-    if BY_SUFFIX.get(path.suffix.lower()) == "torch":
-        path = onnx_for_checkpoint(path, options.get("size", (512, 1024)))
+        return TorchBackend(path, kind if kind == "cpu" else f"cuda:{index}",
+                            make_options(TorchOptions, name, options))
     if name == "onnxruntime":
-        from ssr_deploy.runtime.backends.onnxruntime import OnnxRuntimeBackend
+        from ssr_deploy.runtime.backends.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeOptions
 
-        return OnnxRuntimeBackend(path, device=device or "cpu", threads=options.get("threads"),
-                                  io_binding=options.get("io_binding"))
-    if name == "tensorrt":
-        from ssr_deploy.runtime.backends.tensorrt import TensorRTBackend
+        return OnnxRuntimeBackend(path, kind, index,
+                                  make_options(OnnxRuntimeOptions, name, options))
+    from ssr_deploy.runtime.backends.tensorrt import TensorRTBackend, TensorRTOptions
 
-        return TensorRTBackend(path, device=int((device or "cuda:0").rpartition(":")[2] or 0),
-                               cuda_graph=options.get("cuda_graph", False))
-    raise SsrDeployError(f"cannot tell how to run {path.name}: use a .onnx, .engine or .plan "
-                         "file, or name --backend onnxruntime|tensorrt")
-
-
-def onnx_for_checkpoint(checkpoint: Path, size: tuple[int, int]) -> Path:
-    """``ckpt.pt`` -> ``ckpt.<H>x<W>.onnx`` beside it (uint8 BGR in, labels out, dynamic
-    batch), exported and verified once, reused while newer than the checkpoint."""
-    from ssr_deploy.export.graph import IOFormat
-    from ssr_deploy.export.onnx import export_onnx
-    from ssr_deploy.model.checkpoint import load_model
-
-    target = checkpoint.with_name(f"{checkpoint.stem}.{size[0]}x{size[1]}.onnx")
-    if not target.is_file() or target.stat().st_mtime < checkpoint.stat().st_mtime:
-        export_onnx(load_model(checkpoint), target, size=size, dynamic_batch=True,
-                    io=IOFormat("uint8-nhwc-bgr", "labels"))
-    return target
+    if kind != "cuda":
+        raise UsageError("a TensorRT engine runs on a GPU: use --device cuda (or cuda:N)")
+    return TensorRTBackend(path, index, make_options(TensorRTOptions, name, options))

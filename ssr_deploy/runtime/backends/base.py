@@ -8,16 +8,23 @@ from typing import Any
 
 import numpy as np
 
+from ssr_deploy.spec import ModelSpec
+
 
 class Backend(ABC):
-    """A loaded model: ``metadata`` is its sidecar; ``infer`` maps the model's input array
-    (layout and dtype as ``metadata["input"]`` says) to its output array on the host."""
+    """A loaded model: ``spec`` is what it is (its sidecar, typed); ``infer`` maps the model's
+    input array (layout and dtype as ``spec.input`` says) to its output array on the host."""
 
     name: str
-    metadata: dict[str, Any]
+    spec: ModelSpec
     device_name: str = "cpu"
     #: after each ``infer`` on a GPU: {"compute_ms", "copy_ms"} from CUDA events, else None
     last_timing: dict[str, float] | None = None
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The sidecar as written (read-only use; ``spec`` is the typed view)."""
+        return self.spec.to_dict()
 
     @abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray: ...

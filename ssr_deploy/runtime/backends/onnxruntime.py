@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.export.metadata import read_sidecar
+from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.runtime.backends.base import Backend
+from ssr_deploy.spec import ModelSpec
 
 PROVIDERS = {"cpu": ["CPUExecutionProvider"],
              "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -26,35 +28,56 @@ def import_onnxruntime():
     return onnxruntime
 
 
+@dataclass(frozen=True)
+class OnnxRuntimeOptions:
+    """``threads``: intra-op threads (default: onnxruntime's, the physical cores).
+    ``io_binding`` (default: on for GPU providers) binds host input and output buffers so
+    onnxruntime copies straight to and from the device. ``tensorrt``: on a GPU, use
+    onnxruntime's TensorRT execution provider in front of CUDA. ``profile``: record
+    onnxruntime's per-node profile (``end_profiling()`` returns the file)."""
+
+    threads: int | None = None
+    io_binding: bool | None = None
+    tensorrt: bool = False
+    profile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and (not isinstance(self.threads, int)
+                                         or isinstance(self.threads, bool) or self.threads < 1):
+            raise UsageError(f"threads={self.threads!r}: give a whole number >= 1")
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None,
-                 io_binding: bool | None = None) -> None:
-        """``threads``: intra-op threads (default: onnxruntime's, the physical cores).
-        ``io_binding`` (default: on for GPU providers) binds host input and output buffers
-        so onnxruntime copies straight to and from the device."""
+    def __init__(self, path: str | Path, device: str = "cpu", index: int = 0,
+                 options: OnnxRuntimeOptions | None = None) -> None:
         ort = import_onnxruntime()
-        self.metadata = read_sidecar(path)
-        kind = device.split(":")[0]
-        if kind not in PROVIDERS:
-            raise SsrDeployError(f"device {device!r} is not known; use cpu, cuda or tensorrt")
+        o = options or OnnxRuntimeOptions()
+        self.spec = ModelSpec.load(path)
+        kind = "tensorrt" if device == "cuda" and o.tensorrt else device
+        if o.tensorrt and device != "cuda":
+            raise UsageError("tensorrt=True needs device cuda")
         missing = set(PROVIDERS[kind][:1]) - set(ort.get_available_providers())
         if missing:
             raise SsrDeployError(f"onnxruntime here has no {missing.pop()}; install "
                                  "onnxruntime-gpu (pip install 'ssr-deploy[cu12]') or use cpu")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        session_options = ort.SessionOptions()
+        if o.threads:
+            session_options.intra_op_num_threads = o.threads
+        if o.profile:
+            session_options.enable_profiling = True
+        providers: list[Any] = [(p, {"device_id": index}) if p != "CPUExecutionProvider"
+                                else p for p in PROVIDERS[kind]]
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=PROVIDERS[kind])
+            self.session = ort.InferenceSession(str(path), session_options, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types
             first = str(e).strip().splitlines()[0][:200]
             raise SsrDeployError(f"onnxruntime cannot load {path}: {first}") from None
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
-        self.device_name = kind
-        self.io_binding = kind != "cpu" if io_binding is None else io_binding
+        self.device_name = device if device == "cpu" else f"{device}:{index}"
+        self.io_binding = device != "cpu" if o.io_binding is None else o.io_binding
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         if not self.io_binding:
@@ -64,6 +87,10 @@ class OnnxRuntimeBackend(Backend):
         binding.bind_output(self.output_name, "cpu")
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
+
+    def end_profiling(self) -> str:
+        """Stop onnxruntime's profiler; the path of its JSON (Chrome trace format)."""
+        return self.session.end_profiling()
 
     def close(self) -> None:
         self.session = None

@@ -21,13 +21,68 @@ from typing import Any
 
 import numpy as np
 
-from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.export.metadata import read_sidecar
-from ssr_deploy.export.profiles import check_compatibility
+from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.runtime.backends.base import Backend
+from ssr_deploy.spec import ModelSpec
 
 DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8, "int32": np.int32,
           "int64": np.int64}
+
+
+MIN_TENSORRT = (10, 3)
+
+
+def import_tensorrt():
+    """TensorRT >= 10.3 with strongly typed networks, or one line saying what is missing."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise SsrDeployError("TensorRT is not installed: on a machine with an NVIDIA GPU, pip "
+                             "install 'ssr-deploy[cu12]' (driver >= 525) or 'ssr-deploy[cu13]' "
+                             "(driver >= 580), or use the docker/Dockerfile image") from None
+    check_tensorrt_version(trt.__version__)
+    if not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        raise SsrDeployError(f"TensorRT {trt.__version__} has no strongly typed networks; "
+                             "install TensorRT >= 10.3")
+    return trt
+
+
+def check_tensorrt_version(version: str) -> None:
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if parts < MIN_TENSORRT:
+        raise SsrDeployError(f"TensorRT {version} is too old: ssr-deploy builds strongly typed "
+                             "engines, which need TensorRT >= 10.3")
+
+
+def check_compatibility(spec: ModelSpec, tensorrt_version: str, gpu: dict[str, Any],
+                        engine_name: str = "the engine") -> list[str]:
+    """Refuse an engine built with another TensorRT or for another compute capability, with
+    one line that says which and how to rebuild; return warnings (same chip, other board)."""
+    built = spec.get("tensorrt", {})
+    built_version, built_gpu = built.get("version"), built.get("gpu", {})
+    rebuild = f"rebuild it here: ssr-deploy export engine {spec.get('onnx', 'model.onnx')} -o " \
+              f"{engine_name}"
+    if built_version != tensorrt_version:
+        raise SsrDeployError(f"{engine_name} was built with TensorRT {built_version}, this machine "
+                             f"has TensorRT {tensorrt_version}; engines do not move between "
+                             f"TensorRT versions: {rebuild}")
+    if built_gpu.get("compute_capability") != gpu.get("compute_capability"):
+        raise SsrDeployError(f"{engine_name} was built for {built_gpu.get('name')} (sm_"
+                             f"{built_gpu.get('compute_capability', '?').replace('.', '')}), this "
+                             f"GPU is {gpu.get('name')} (sm_"
+                             f"{gpu.get('compute_capability', '?').replace('.', '')}); {rebuild}")
+    if built_gpu.get("name") != gpu.get("name"):
+        return [f"{engine_name} was tuned on {built_gpu.get('name')}, running on {gpu.get('name')}"
+                " (same compute capability): it runs, but rebuilding here may be faster"]
+    return []
+
+
+@dataclass(frozen=True)
+class TensorRTOptions:
+    """``cuda_graph``: capture copy-in + execute + copy-out once per input shape and replay
+    it with one launch."""
+
+    cuda_graph: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,23 +99,11 @@ class TensorPlan:
         return int(np.prod(self.max_shape)) * np.dtype(DTYPES[self.dtype]).itemsize
 
 
-def output_shape(meta: dict[str, Any], input_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The output shape for an input shape, from the metadata's layouts."""
-    if meta["input"]["layout"] == "NHWC":
-        b, h, w = input_shape[0], input_shape[1], input_shape[2]
-    else:
-        b, h, w = input_shape[0], input_shape[2], input_shape[3]
-    if meta["output"]["layout"] == "NCHW":
-        return (b, len(meta["classes"]), h, w)
-    return (b, h, w)
-
-
-def buffer_plan(meta: dict[str, Any]) -> list[TensorPlan]:
+def buffer_plan(spec: ModelSpec) -> list[TensorPlan]:
     """Input and output buffers sized for the engine's profile max shape."""
-    largest = tuple(meta["profile"]["max"])
-    return [TensorPlan(meta["input"]["name"], True, meta["input"]["dtype"], largest),
-            TensorPlan(meta["output"]["name"], False, meta["output"]["dtype"],
-                       output_shape(meta, largest))]
+    largest = spec.largest_input
+    return [TensorPlan(spec.input.name, True, spec.input.dtype, largest),
+            TensorPlan(spec.output.name, False, spec.output.dtype, spec.output_shape(largest))]
 
 
 @dataclass(frozen=True)
@@ -88,31 +131,28 @@ def engine_io(trt, engine) -> list[TensorIO]:
     return tensors
 
 
-def check_engine_io(meta: dict[str, Any], tensors: list[TensorIO], engine_name: str) -> None:
+def check_engine_io(spec: ModelSpec, tensors: list[TensorIO], engine_name: str) -> None:
     """The engine must hold exactly the input and output its sidecar describes."""
-    expected = [(meta["input"], True), (meta["output"], False)]
+    expected = [(spec.input, True), (spec.output, False)]
     found = {(t.name, t.is_input): t for t in tensors}
     if len(tensors) != 2:
         raise SsrDeployError(f"{engine_name} has {len(tensors)} I/O tensors "
                              f"({', '.join(t.name for t in tensors)}); its sidecar describes one "
                              "input and one output: rebuild it with `ssr-deploy export engine`")
-    for spec, is_input in expected:
-        tensor = found.get((spec["name"], is_input))
+    for want, is_input in expected:
+        tensor = found.get((want.name, is_input))
         kind = "input" if is_input else "output"
         if tensor is None:
-            raise SsrDeployError(f"{engine_name} has no {kind} {spec['name']!r} as its sidecar "
+            raise SsrDeployError(f"{engine_name} has no {kind} {want.name!r} as its sidecar "
                                  "says; the sidecar belongs to another engine: rebuild it")
-        rank = len(spec["shape"])
-        if tensor.dtype != spec["dtype"] or len(tensor.shape) != rank or any(
-                a not in (-1, b) and b != -1 for a, b in zip(tensor.shape, spec["shape"],
-                                                            strict=False)):
+        if tensor.dtype != want.dtype or tuple(tensor.shape) != tuple(want.shape):
             raise SsrDeployError(f"{engine_name}: {kind} {tensor.name} is {tensor.dtype} "
-                                 f"{list(tensor.shape)}, its sidecar says {spec['dtype']} "
-                                 f"{spec['shape']}; rebuild it with `ssr-deploy export engine`")
+                                 f"{list(tensor.shape)}, its sidecar says {want.dtype} "
+                                 f"{list(want.shape)}; rebuild it with `ssr-deploy export engine`")
 
 
-def check_in_profile(meta: dict[str, Any], shape: tuple[int, ...]) -> None:
-    lo, hi = meta["profile"]["min"], meta["profile"]["max"]
+def check_in_profile(spec: ModelSpec, shape: tuple[int, ...]) -> None:
+    lo, hi = spec.profile[0], spec.profile[2]
     if len(shape) != len(hi) or not all(a <= s <= b for a, s, b in zip(lo, shape, hi,
                                                                         strict=True)):
         raise SsrDeployError(f"input {tuple(shape)} is outside the engine's profile "
@@ -140,15 +180,18 @@ class _Slot:
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
-    def __init__(self, path: str | Path, device: int = 0, cuda_graph: bool = False) -> None:
-        from ssr_deploy.export.tensorrt import import_tensorrt
+    def __init__(self, path: str | Path, device: int = 0,
+                 options: TensorRTOptions | None = None) -> None:
         from ssr_deploy.runtime import cuda
 
         trt = import_tensorrt()
         self._cuda = cuda
         path = Path(path)
-        self.metadata = read_sidecar(path)
-        check_compatibility(self.metadata, trt.__version__, cuda.gpu_info(device), path.name)
+        self.spec = ModelSpec.load(path)
+        if self.spec.profile is None:
+            raise UsageError(f"{path.name}'s sidecar has no optimisation profile: it is not an "
+                             "engine's; build one with `ssr-deploy export engine`")
+        check_compatibility(self.spec, trt.__version__, cuda.gpu_info(device), path.name)
         cuda.check(cuda._cudart().cudaSetDevice(device))
         self.device_name = cuda.gpu_info(device)["name"]
         self._logger = trt.Logger(trt.Logger.WARNING)
@@ -157,13 +200,13 @@ class TensorRTBackend(Backend):
         if self.engine is None:
             raise SsrDeployError(f"TensorRT could not load {path}; rebuild it with "
                                  "`ssr-deploy export engine`")
-        check_engine_io(self.metadata, engine_io(trt, self.engine), path.name)
+        check_engine_io(self.spec, engine_io(trt, self.engine), path.name)
         self.context = self._new_context()
-        self.plan = buffer_plan(self.metadata)
+        self.plan = buffer_plan(self.spec)
         self.compute, self.upload, self.download = cuda.Stream(), cuda.Stream(), cuda.Stream()
         self.slots = [_Slot(cuda, self.plan), _Slot(cuda, self.plan)]
         self.start = cuda.Event()
-        self.cuda_graph = cuda_graph
+        self.cuda_graph = (options or TensorRTOptions()).cuda_graph
         self._graphs: dict[tuple[int, ...], Any] = {}
         self._contexts: dict[tuple[int, ...], Any] = {}  # one per captured shape
 
@@ -174,89 +217,89 @@ class TensorRTBackend(Backend):
                                  "memory?); close other GPU work or build a smaller profile")
         return context
 
-    # ---- one batch, synchronous ----------------------------------------------------
-    def _enqueue(self, context, slot: _Slot, shape: tuple[int, ...], stream) -> None:
-        """copy in -> execute -> copy out, all on ``stream`` (the unit a CUDA graph holds)."""
-        inp, out = self.plan
-        nbytes_in = int(np.prod(shape)) * np.dtype(DTYPES[inp.dtype]).itemsize
-        out_shape = output_shape(self.metadata, shape)
-        nbytes_out = int(np.prod(out_shape)) * np.dtype(DTYPES[out.dtype]).itemsize
-        stream.copy_to_device(slot.device[inp.name].ptr, slot.host[inp.name].ptr, nbytes_in)
-        slot.copied_in.record(stream)
-        if not context.execute_async_v3(stream.ptr):
-            raise SsrDeployError("TensorRT execution failed; see the TensorRT log above")
-        slot.computed.record(stream)
-        stream.copy_to_host(slot.host[out.name].ptr, slot.device[out.name].ptr, nbytes_out)
-
+    # ---- the one copy-in -> execute -> copy-out -------------------------------------
     def _bind(self, context, slot: _Slot, shape: tuple[int, ...]) -> None:
         inp, out = self.plan
         if not context.set_input_shape(inp.name, shape):
             raise SsrDeployError(f"TensorRT refused input shape {shape} (profile "
-                                 f"{self.metadata['profile']['min']} to "
-                                 f"{self.metadata['profile']['max']})")
+                                 f"{self.spec.profile[0]} to {self.spec.profile[2]})")
         for name in (inp.name, out.name):
             if not context.set_tensor_address(name, slot.device[name].ptr):
                 raise SsrDeployError(f"TensorRT refused the buffer of {name}; rebuild the "
                                      "engine with `ssr-deploy export engine`")
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        check_in_profile(self.metadata, batch.shape)
+    def _enqueue(self, context, slot: _Slot, shape: tuple[int, ...], upload, compute,
+                 download) -> None:
+        """Copy in on ``upload``, execute on ``compute``, copy out on ``download``, each
+        waiting for the one before; one stream for all three is what a CUDA graph holds."""
         inp, out = self.plan
-        slot, shape = self.slots[0], tuple(batch.shape)
-        np.copyto(slot.view(inp.name, shape), batch, casting="no")
-        self.start.record(self.compute)
+        upload.copy_to_device(slot.device[inp.name].ptr, slot.host[inp.name].ptr,
+                              int(np.prod(shape)) * np.dtype(DTYPES[inp.dtype]).itemsize)
+        slot.copied_in.record(upload)
+        if compute is not upload:
+            compute.wait(slot.copied_in)
+        if not context.execute_async_v3(compute.ptr):
+            raise SsrDeployError("TensorRT execution failed; see the TensorRT log above")
+        slot.computed.record(compute)
+        if download is not compute:
+            download.wait(slot.computed)
+        out_shape = self.spec.output_shape(shape)
+        download.copy_to_host(slot.host[out.name].ptr, slot.device[out.name].ptr,
+                              int(np.prod(out_shape)) * np.dtype(DTYPES[out.dtype]).itemsize)
+        slot.copied_out.record(download)
+
+    def _stage(self, slot: _Slot, batch: np.ndarray) -> tuple[int, ...]:
+        check_in_profile(self.spec, batch.shape)
+        shape = tuple(batch.shape)
+        np.copyto(slot.view(self.plan[0].name, shape), batch, casting="no")
+        return shape
+
+    def _collect(self, slot: _Slot, shape: tuple[int, ...]) -> np.ndarray:
+        slot.copied_out.synchronize()
+        return slot.view(self.plan[1].name, self.spec.output_shape(shape)).copy()
+
+    # ---- one batch, synchronous ----------------------------------------------------
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        slot = self.slots[0]
+        shape = self._stage(slot, batch)
+        stream = self.compute
+        self.start.record(stream)
         if self.cuda_graph:
             if shape not in self._graphs:
                 context = self._contexts[shape] = self._new_context()
                 self._bind(context, slot, shape)
-                self._enqueue(context, slot, shape, self.compute)  # first run sets up state
-                self.compute.synchronize()
-                self._graphs[shape] = self._cuda.Graph(
-                    self.compute, lambda stream: self._enqueue(context, slot, shape, stream))
-            self._graphs[shape].launch(self.compute)
+                self._enqueue(context, slot, shape, stream, stream, stream)  # sets up state
+                stream.synchronize()
+                self._graphs[shape] = self._cuda.Graph(stream, lambda s: self._enqueue(
+                    context, slot, shape, s, s, s))
+            self._graphs[shape].launch(stream)
+            slot.copied_out.record(stream)
         else:
             self._bind(self.context, slot, shape)
-            self._enqueue(self.context, slot, shape, self.compute)
-        slot.copied_out.record(self.compute)
-        self.compute.synchronize()
+            self._enqueue(self.context, slot, shape, stream, stream, stream)
+        out = self._collect(slot, shape)
         if not self.cuda_graph:  # events inside a graph are not ours to time
             self.last_timing = {
                 "compute_ms": slot.computed.ms_since(slot.copied_in),
                 "copy_ms": slot.copied_in.ms_since(self.start)
                 + slot.copied_out.ms_since(slot.computed)}
-        return slot.view(out.name, output_shape(self.metadata, shape)).copy()
+        return out
 
     # ---- a stream of batches, double-buffered ---------------------------------------
     def infer_stream(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """Outputs in order; batch i+1 is copied in (copy stream) while batch i computes."""
-        inp, out = self.plan
+        """Outputs in order; batch i+1 is copied in (upload stream) while batch i computes
+        and i-1 is copied out (download stream)."""
         pending: list[tuple[_Slot, tuple[int, ...]]] = []
         for i, batch in enumerate(batches):
-            check_in_profile(self.metadata, batch.shape)
-            slot, shape = self.slots[i % 2], tuple(batch.shape)
+            slot = self.slots[i % 2]
             if len(pending) == 2:  # this slot's previous frame must be out before reuse
                 yield self._collect(*pending.pop(0))
-            np.copyto(slot.view(inp.name, shape), batch, casting="no")
-            self.upload.copy_to_device(slot.device[inp.name].ptr, slot.host[inp.name].ptr,
-                                       batch.nbytes)
-            slot.copied_in.record(self.upload)
-            self.compute.wait(slot.copied_in)
+            shape = self._stage(slot, batch)
             self._bind(self.context, slot, shape)
-            if not self.context.execute_async_v3(self.compute.ptr):
-                raise SsrDeployError("TensorRT execution failed; see the TensorRT log above")
-            slot.computed.record(self.compute)
-            self.download.wait(slot.computed)
-            out_shape = output_shape(self.metadata, shape)
-            self.download.copy_to_host(slot.host[out.name].ptr, slot.device[out.name].ptr,
-                                       slot.view(out.name, out_shape).nbytes)
-            slot.copied_out.record(self.download)
+            self._enqueue(self.context, slot, shape, self.upload, self.compute, self.download)
             pending.append((slot, shape))
         for slot, shape in pending:
             yield self._collect(slot, shape)
-
-    def _collect(self, slot: _Slot, shape: tuple[int, ...]) -> np.ndarray:
-        slot.copied_out.synchronize()
-        return slot.view(self.plan[1].name, output_shape(self.metadata, shape)).copy()
 
     def close(self) -> None:
         for graph in getattr(self, "_graphs", {}).values():

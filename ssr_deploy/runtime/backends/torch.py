@@ -4,46 +4,67 @@ an exported graph has, so every backend takes and returns the same arrays."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.export.graph import DeployModel, IOFormat
-from ssr_deploy.export.metadata import Dynamic, build_metadata
+from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.model.checkpoint import load_model
+from ssr_deploy.model.deploy import DeployModel
 from ssr_deploy.model.net import SSRNet
 from ssr_deploy.runtime.backends.base import Backend
+from ssr_deploy.spec import Dynamic, IOFormat, ModelSpec, build_metadata
 
 IO = IOFormat("uint8-nhwc-bgr", "labels")
+
+
+@dataclass(frozen=True)
+class TorchOptions:
+    """``size``: the input size frames are resized to (a checkpoint does not fix one).
+    ``fp16`` (autocast), ``cuda_graphs`` need a CUDA device; ``channels_last`` is faster on
+    most CPUs and GPUs; ``compile`` runs torch.compile first."""
+
+    size: tuple[int, int] = (512, 1024)
+    fp16: bool = False
+    channels_last: bool = True
+    cuda_graphs: bool = False
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.size, tuple | list) and len(self.size) == 2
+                and all(isinstance(v, int) and v > 0 for v in self.size)):
+            raise UsageError(f"size={self.size!r}: give (height, width) in pixels")
 
 
 class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, model: str | Path | SSRNet, device: str = "cpu",
-                 size: tuple[int, int] = (512, 1024), fp16: bool = False,
-                 channels_last: bool = True, cuda_graphs: bool = False,
-                 compile: bool = False) -> None:
+                 options: TorchOptions | None = None) -> None:
+        o = options or TorchOptions()
+        size, fp16, channels_last = tuple(o.size), o.fp16, o.channels_last
+        cuda_graphs, compile = o.cuda_graphs, o.compile
         net = model if isinstance(model, SSRNet) else load_model(model)
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise SsrDeployError("--device cuda: no CUDA GPU is visible to PyTorch here; use "
                                  "--device cpu")
         if (fp16 or cuda_graphs) and self.device.type != "cuda":
-            raise SsrDeployError("FP16 and CUDA graphs need --device cuda")
-        genotype = net.genotype
+            raise UsageError("FP16 and CUDA graphs need --device cuda")
+        genotype = self.genotype = net.genotype
         genotype.check_input_size(*size)
         multiple, minimum = genotype.size_rule()
-        self.metadata = build_metadata(
+        self.spec = ModelSpec.from_dict(build_metadata(
             genotype, IO, 1, size, net.num_classes,
-            Dynamic(batch=(1, 1, 1024), size=((minimum, minimum), size, (8192, 8192))), 0)
-        self.metadata["profile"] = None
+            Dynamic(batch=(1, 1, 64), size=((minimum, minimum), size, (8192, 8192))), opset=None,
+            producer={"torch": torch.__version__}), "the checkpoint's genotype")
         self.model = DeployModel(net.eval(), IO).eval().to(self.device)
         self.dtype = torch.float16 if fp16 else torch.float32  # via autocast: BN stays FP32
         if channels_last:  # NHWC input permuted to NCHW is channels_last already
             self.model = self.model.to(memory_format=torch.channels_last)
+        self._net = self.model.net  # the SSRNet inside, whose modules profiling hooks
         if compile:
             self.model = torch.compile(self.model)
         self.cuda_graphs = cuda_graphs
@@ -94,6 +115,51 @@ class TorchBackend(Backend):
         static_in.copy_(x)
         graph.replay()
         return static_out
+
+    def module_times(self, batch: np.ndarray, iters: int, modules: set[str],
+                     trace: Path | None = None) -> dict[str, float]:
+        """Total ms per named genotype module (``stages.1.layers.4`` ...) over ``iters``
+        runs of ``infer``, from forward hooks on this backend's network (wall time; on a GPU
+        each module is synchronized); with ``trace``, torch.profiler's Chrome trace."""
+        import contextlib
+        import time
+        from collections import defaultdict
+
+        from ssr_deploy.io import atomic_write
+
+        net = self._net
+        times: dict[str, float] = defaultdict(float)
+        starts: dict[str, float] = {}
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+
+        def before(name: str):
+            def hook(module, args) -> None:  # returning anything would replace the input
+                sync()
+                starts[name] = time.perf_counter()
+            return hook
+
+        def after(name: str):
+            def hook(module, args, out) -> None:
+                sync()
+                times[name] += (time.perf_counter() - starts[name]) * 1e3
+            return hook
+
+        handles = []
+        for name, module in net.named_modules():
+            if name in modules:
+                handles += [module.register_forward_pre_hook(before(name)),
+                            module.register_forward_hook(after(name))]
+        try:
+            prof = torch.profiler.profile() if trace is not None else None
+            with prof or contextlib.nullcontext():
+                for _ in range(iters):
+                    self.infer(batch)
+            if prof is not None:
+                atomic_write(trace, lambda t: prof.export_chrome_trace(str(t)))
+        finally:
+            for handle in handles:
+                handle.remove()
+        return dict(times)
 
     def close(self) -> None:
         self._graphs.clear()

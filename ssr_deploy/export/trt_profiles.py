@@ -1,5 +1,5 @@
-"""Optimisation profiles and engine/machine compatibility: the TensorRT decisions that need
-no TensorRT, so they are tested everywhere."""
+"""TensorRT optimisation profiles (min/opt/max input shapes): decided from the ONNX's ranges
+and the user's --min/--opt/--max, with no TensorRT needed, so they are tested everywhere."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -32,14 +33,11 @@ def parse_bhw(text: str) -> tuple[int, int, int]:
     return int(match[1]), int(match[2]), int(match[3])
 
 
-def _onnx_ranges(meta: dict[str, Any]) -> dict[str, tuple[tuple[int, int, int], ...]]:
+def _onnx_ranges(meta: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
     """(batch, h, w) at min/opt/max as the ONNX export allows them."""
-    inp, dyn = meta["input"], meta["dynamic"]
-    h, w = inp["size"]
-    batch = (dyn["batch"]["min"], dyn["batch"]["opt"], dyn["batch"]["max"]) if dyn["batch"] \
-        else (abs(inp["shape"][0]),) * 3
-    sizes = [tuple(dyn["size"][k]) for k in ("min", "opt", "max")] if dyn["size"] \
-        else [(h, w)] * 3
+    spec = ModelSpec.from_dict(meta)
+    batch = spec.batch or (spec.batch_range[0],) * 3
+    sizes = spec.sizes or (spec.input.size,) * 3
     return {k: (batch[i], *sizes[i]) for i, k in enumerate(("min", "opt", "max"))}
 
 
@@ -73,26 +71,3 @@ def optimization_profile(meta: dict[str, Any], min_shape: str | None = None,
         return (b, h, w, 3) if nhwc else (b, 3, h, w)
 
     return Profile(meta["input"]["name"], *(layout(*chosen[k]) for k in ("min", "opt", "max")))
-
-
-def check_compatibility(meta: dict[str, Any], tensorrt_version: str, gpu: dict[str, Any],
-                        engine_name: str = "the engine") -> list[str]:
-    """Refuse an engine built with another TensorRT or for another compute capability, with
-    one line that says which and how to rebuild; return warnings (same chip, other board)."""
-    built = meta.get("tensorrt", {})
-    built_version, built_gpu = built.get("version"), built.get("gpu", {})
-    rebuild = f"rebuild it here: ssr-deploy export engine {meta.get('onnx', 'model.onnx')} -o " \
-              f"{engine_name}"
-    if built_version != tensorrt_version:
-        raise SsrDeployError(f"{engine_name} was built with TensorRT {built_version}, this machine "
-                             f"has TensorRT {tensorrt_version}; engines do not move between "
-                             f"TensorRT versions: {rebuild}")
-    if built_gpu.get("compute_capability") != gpu.get("compute_capability"):
-        raise SsrDeployError(f"{engine_name} was built for {built_gpu.get('name')} (sm_"
-                             f"{built_gpu.get('compute_capability', '?').replace('.', '')}), this "
-                             f"GPU is {gpu.get('name')} (sm_"
-                             f"{gpu.get('compute_capability', '?').replace('.', '')}); {rebuild}")
-    if built_gpu.get("name") != gpu.get("name"):
-        return [f"{engine_name} was tuned on {built_gpu.get('name')}, running on {gpu.get('name')}"
-                " (same compute capability): it runs, but rebuilding here may be faster"]
-    return []

@@ -1,5 +1,6 @@
-"""How far a model (an FP16/INT8 engine, say) drifts from a reference (its FP32 ONNX):
-label agreement and IoU of its labels against the reference's, on the same frames."""
+"""How far a model (an fp16/int8 engine, say) drifts from a reference (its fp32 ONNX):
+label agreement and IoU of its labels against the reference's, on the same frames, each run
+through its own backend (a comparator above the backends, as Polygraphy's)."""
 
 from __future__ import annotations
 
@@ -9,32 +10,33 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.export.calibration import find_images
-from ssr_deploy.export.verify import street_frames
-from ssr_deploy.io import read_image
+from ssr_deploy.io import find_images, read_image
+from ssr_deploy.metrics import ConfusionMatrix
+from ssr_deploy.preprocess import frames_to_input, outputs_to_labels, resize_frames
 from ssr_deploy.runtime.backends import Backend, open_backend
-from ssr_deploy.runtime.preprocess import frames_to_input, outputs_to_labels, resize_frames
-from ssr_deploy.train.metrics import ConfusionMatrix
 
 
 def _labels(backend: Backend, frame_bgr: np.ndarray) -> np.ndarray:
-    spec = backend.metadata["input"]
-    frames = resize_frames(frame_bgr[None], tuple(spec["size"]))
-    return outputs_to_labels(backend.infer(frames_to_input(frames, spec)),
-                             backend.metadata["output"])[0]
+    spec = backend.spec
+    frames = resize_frames(frame_bgr[None], spec.input.size)
+    if spec.fixed_batch:
+        frames = np.repeat(frames, spec.fixed_batch, axis=0)
+    return outputs_to_labels(backend.infer(frames_to_input(frames, spec.input)),
+                             spec.output)[0]
 
 
 def compare(candidate: str | Path, reference: str | Path, data: str | Path | None = None,
             n: int = 32, progress: bool = False) -> dict[str, Any]:
     """Run both models on ``n`` frames (images under ``data``, else street-like frames)."""
     with open_backend(reference) as ref, open_backend(candidate) as cand:
-        if ref.metadata["genotype"]["hash"] != cand.metadata["genotype"]["hash"] or \
-                ref.metadata["input"]["size"] != cand.metadata["input"]["size"]:
+        if ref.spec.genotype_hash != cand.spec.genotype_hash or \
+                ref.spec.input.size != cand.spec.input.size:
             raise SsrDeployError(f"{candidate} and {reference} hold different networks or input "
                                  "sizes; compare an engine with the ONNX it was built from")
-        classes = ref.metadata["classes"]
-        h, w = ref.metadata["input"]["size"]
+        classes = list(ref.spec.classes)
+        h, w = ref.spec.input.size
         if data:
             paths = find_images(data, n)
             frames, count = (read_image(p) for p in paths), len(paths)
@@ -46,9 +48,9 @@ def compare(candidate: str | Path, reference: str | Path, data: str | Path | Non
             matrix.update(_labels(cand, frame), _labels(ref, frame))
     scores = matrix.compute(classes)
     return {
-        "candidate": {"path": str(candidate), "precision": cand.metadata.get("precision", "fp32"),
+        "candidate": {"path": str(candidate), "precision": cand.spec.precision,
                       "backend": cand.name},
-        "reference": {"path": str(reference), "precision": ref.metadata.get("precision", "fp32"),
+        "reference": {"path": str(reference), "precision": ref.spec.precision,
                       "backend": ref.name},
         "frames": count, "source": str(data) if data else "street-like synthetic frames",
         "label_agreement": scores["pixel_acc"],

@@ -1,0 +1,66 @@
+"""Frames -> model input and model output -> labels, once for the runtime, export
+verification, calibration and training alike (it lives below all of them).
+
+A frame is an (H, W, 3) uint8 BGR image as OpenCV reads it; a batch is (N, H, W, 3).
+The input's format (``spec.InputTensor``, or a genotype's ``InputSpec`` for the float
+network) says the colour order, the dtype (uint8 NHWC with normalisation in the graph, or
+float32 NCHW normalised here), mean and std.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+
+def resize_frames(frames_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, h, w, 3) uint8 -> (N, H, W, 3) uint8, bilinear; no copy if already that size."""
+    h, w = size
+    if frames_bgr.shape[1:3] == (h, w):
+        return frames_bgr
+    return np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f in frames_bgr])
+
+
+class FrameFormat(Protocol):
+    """What frames_to_input needs to know; ``dtype`` defaults to float32 where absent."""
+
+    color: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class InputFormat:
+    """A FrameFormat of its own, for graphs described by their I/O format alone."""
+
+    color: str = "bgr"
+    dtype: str = "float32"
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+
+
+class OutputKind(Protocol):
+    kind: str
+
+
+def frames_to_input(frames_bgr: np.ndarray, spec: FrameFormat) -> np.ndarray:
+    """(N, H, W, 3) uint8 BGR frames at the model's size -> the array its input takes.
+
+    uint8 NHWC inputs get only a channel swap if the graph wants RGB (no float work);
+    float32 NCHW inputs get (pixel / 255 - mean) / std in the model's colour order."""
+    ordered = frames_bgr if spec.color == "bgr" else frames_bgr[..., ::-1]
+    if getattr(spec, "dtype", "float32") == "uint8":
+        return np.ascontiguousarray(ordered)
+    x = ordered.astype(np.float32) * np.float32(1 / 255)
+    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def outputs_to_labels(output: np.ndarray, spec: OutputKind) -> np.ndarray:
+    """The model's output -> (N, H, W) uint8 labels (argmax over classes for logits)."""
+    if spec.kind == "logits":
+        return output.argmax(1).astype(np.uint8)
+    return output.astype(np.uint8, copy=False)
