@@ -81,5 +81,7 @@ def test_cli_check_and_triton(tmp_path, labels_onnx):
                                   str(tmp_path / "r")])
     assert result.exit_code == 0 and (tmp_path / "r" / "ssrnet" / "config.pbtxt").is_file()
     result = runner.invoke(main, ["export", "engine", str(labels_onnx), "-o",
-                                  str(tmp_path / "m.engine"), "--int8"])
-    assert result.exit_code == 1 and "--int8 needs calibration data" in result.output
+                                  str(tmp_path / "m.engine"), "--precision", "int8",
+                                  "--calib-cache", str(tmp_path / "no-cache")])
+    assert result.exit_code == 1 and "--precision int8 needs calibration images" in result.output
+    assert not (tmp_path / "m.engine").exists() and not (tmp_path / "model.int8.onnx").exists()
