@@ -5,8 +5,8 @@ speed at 512x1024, batch 1, end to end (uint8 frames in, labels out).
     python benchmarks/precision_cpu.py [--epochs 10] [--iters 20] [--out FILE.json]
 
 The network is trained briefly on synthetic street scenes (as `ssr-deploy demo` does), so
-its logits have a trained network's margins; calibration uses 64 training scenes at
-512x1024, verification 8 street-like frames and 16 held-out scenes.
+its logits have a trained network's margins; calibration uses 32 training scenes at
+512x1024, verification 8 street-like frames and 12 held-out scenes.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        write_cityscapes_layout(tmp / "data", 80, SIZE)
+        write_cityscapes_layout(tmp / "data", 60, SIZE)
         train = open_dataset("synthetic:160", "train", (96, 192))
         val = open_dataset(f"cityscapes:{tmp / 'data'}", "val")
         config = TrainConfig(size=(96, 192), epochs=args.epochs, batch=8, lr=2e-3,
@@ -53,7 +53,7 @@ def main() -> None:
         for name, precision, target in (("fp16", "fp16", "tensorrt"),
                                         ("int8-tensorrt", "int8", "tensorrt"),
                                         ("int8-cpu", "int8", "cpu")):
-            options = PrecisionOptions(precision, calib_dir=str(calib), calib_n=64,
+            options = PrecisionOptions(precision, calib_dir=str(calib), calib_n=32,
                                        int8_target=target, data=str(held_out),
                                        calib_cache=str(tmp / "cache"), min_agreement=0.5)
             result = convert_precision(fp32, tmp / f"model.{name}.onnx", options)

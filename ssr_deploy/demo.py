@@ -122,8 +122,7 @@ class Demo:
 
     def train(self) -> dict[str, Any]:
         from ssr_deploy.data import open_dataset
-        from ssr_deploy.model.net import build_model
-        from ssr_deploy.train.trainer import TrainConfig, Trainer
+        from ssr_deploy.train.trainer import TrainConfig, Trainer, model_for_training
 
         s = self.s
         train = open_dataset(f"synthetic:{s.train_images}", "train", s.train_size)
@@ -131,7 +130,8 @@ class Demo:
         config = TrainConfig(size=s.train_size, epochs=s.train_epochs, batch=8 if not
                              self.quick else 4, lr=2e-3, class_weights="none", workers=0,
                              device=self.device)
-        trainer = Trainer(build_model("ssr-cityscapes"), train, val, self.out / "train", config)
+        net = model_for_training("ssr-cityscapes", None, None, len(train.classes))
+        trainer = Trainer(net, train, val, self.out / "train", config)
         final = trainer.fit()
         return {"epochs": s.train_epochs, "val_miou": final["val_miou"],
                 "best_miou": trainer.best, "size": _sz(s.train_size),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import ssr_deploy
-from ssr_deploy.errors import SpecError, SsrDeployError
+from ssr_deploy.errors import SpecError, SsrDeployError, UsageError
 from ssr_deploy.genotype import Genotype, default_palette
 from ssr_deploy.io import atomic_write_text, dumps_compact
 
@@ -45,7 +45,7 @@ class IOFormat:
                                      (self.output, OUTPUT_FORMATS, "--output"),
                                      (self.label_dtype, tuple(LABEL_DTYPES), "--label-dtype")):
             if value not in allowed:
-                raise SsrDeployError(f"{flag} {value!r} is not known; use one of "
+                raise UsageError(f"{flag} {value!r} is not known; use one of "
                                      f"{', '.join(allowed)}")
 
     @property

@@ -1,4 +1,4 @@
-"""`ssr-deploy data synth | train | eval`."""
+"""`ssr-deploy train | eval`."""
 
 from __future__ import annotations
 
@@ -9,45 +9,6 @@ import click
 
 from ssr_deploy.cli.base import SIZE, main
 from ssr_deploy.errors import SsrDeployError
-
-
-@main.group()
-def data() -> None:
-    """Datasets: write synthetic street scenes in the Cityscapes layout."""
-
-
-@data.command("synth")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Folder to write leftImg8bit/ and gtFine/ into.")
-@click.option("--n", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Scenes (80% train, 20% val).")
-@click.option("--size", type=SIZE, default="256x512", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--video", type=click.Path(dir_okay=False), help="Also render a moving scene.")
-@click.option("--frames", type=click.IntRange(min=1), default=90, show_default=True,
-              help="Frames of the --video.")
-def data_synth(out, n, size, seed, video, frames) -> None:
-    """Procedural street scenes labelled with Cityscapes ids, deterministic by seed.
-
-    \b
-    Example:
-      ssr-deploy data synth --out data/synth --n 200 --size 256x512 --video drive.mp4
-      ssr-deploy eval --weights best.pt --data cityscapes:data/synth
-    """
-    from tqdm import tqdm
-
-    from ssr_deploy.data import write_cityscapes_layout
-    from ssr_deploy.data.synthetic import render_video
-
-    if not Path(out).resolve().parent.is_dir():
-        raise SsrDeployError(f"cannot write {out}: its parent folder does not exist")
-    with tqdm(total=n, desc="scenes", disable=None) as bar:
-        counts = write_cityscapes_layout(out, n, size, seed, progress=lambda: bar.update(1))
-    click.echo(f"wrote {counts['train']} train and {counts['val']} val scenes to {out} "
-               "(Cityscapes layout: cityscapes:" + str(out) + ")")
-    if video:
-        render_video(video, frames, size, seed)
-        click.echo(f"wrote {video} ({frames} frames)")
 
 
 @main.command()
@@ -87,20 +48,8 @@ def train(genotype, source, out, size, epochs, batch, lr, weight_decay, preset, 
           --size 128x256 --epochs 5 --batch 4
     """
     from ssr_deploy.data import open_dataset
-    from ssr_deploy.genotype import Genotype
-    from ssr_deploy.model.checkpoint import load_weights, read_checkpoint
-    from ssr_deploy.model.net import build_model
-    from ssr_deploy.train.trainer import TrainConfig, Trainer
+    from ssr_deploy.train.trainer import TrainConfig, Trainer, model_for_training
 
-    if search_dir:
-        if weights:
-            raise SsrDeployError("give --weights or --init-from-search, not both")
-        weights = str(Path(search_dir) / "discrete.pt")
-        genotype = genotype or str(Path(search_dir) / "genotype.json")
-    if not genotype:
-        raise SsrDeployError("give --genotype (a zoo name or JSON) or --init-from-search DIR")
-    g = Genotype.load(genotype)
-    g.check_input_size(*size)
     if device.startswith("cuda"):
         import torch
 
@@ -113,13 +62,8 @@ def train(genotype, source, out, size, epochs, batch, lr, weight_decay, preset, 
         raise SsrDeployError(f"{out} already holds a run (last.pt); add --resume to continue "
                              "it, or choose another --out")
     train_set, val_set = open_dataset(source, "train", size), open_dataset(source, "val", size)
-    net = build_model(g, len(train_set.classes))
-    if weights:
-        state = read_checkpoint(weights)
-        if state.get("genotype_hash") != g.hash:
-            raise SsrDeployError(f"{weights} was trained for another genotype than {g.name}; "
-                                 "pass matching --genotype and --weights")
-        load_weights(net, state["state_dict"], weights)
+    net = model_for_training(genotype, weights, search_dir, len(train_set.classes))
+    net.genotype.check_input_size(*size)
     config = TrainConfig(size=size, epochs=epochs, batch=batch, lr=lr, weight_decay=weight_decay,
                          preset=preset, class_weights=class_weights, workers=workers,
                          seed=seed, device=device)

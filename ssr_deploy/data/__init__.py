@@ -1,8 +1,8 @@
 """Data: Cityscapes, folder and synthetic datasets with one interface.
 
-``open_dataset`` and ``write_cityscapes_layout`` load on first use (they need torch);
-``ssr_deploy.data.synthetic`` and ``ssr_deploy.data.classes`` need only numpy and OpenCV, so
-the runtime can draw street-like frames without torch."""
+``open_dataset`` and ``write_cityscapes_layout`` load on first use, so importing
+``ssr_deploy.data.synthetic`` (numpy and OpenCV only) to draw street-like frames loads
+nothing else; ``augmented.py`` (torch) is for training and search."""
 
 __all__ = ["open_dataset", "write_cityscapes_layout"]
 

@@ -4,6 +4,7 @@ the same keys in ``metadata_props``. The runtime reads it; nothing has to be ret
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,22 @@ from ssr_deploy.spec import (
 )
 from ssr_deploy.spec import build_metadata as _build_metadata
 
-__all__ = ["Dynamic", "build_metadata", "file_sha256", "from_props", "read_sidecar",
+__all__ = ["Dynamic", "ExportResult", "build_metadata", "file_sha256", "from_props", "read_sidecar",
            "sidecar_path", "to_props", "write_sidecar"]
 
 PROP_PREFIX = "ssr_deploy."
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote: the model file, its sidecar, the metadata, the verification
+    report, and how long it took."""
+
+    path: Path
+    sidecar: Path
+    metadata: dict[str, Any]
+    report: dict[str, Any]
+    seconds: float
 
 
 def build_metadata(*args: Any, **kwargs: Any) -> dict[str, Any]:

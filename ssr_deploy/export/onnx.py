@@ -15,10 +15,11 @@ from typing import Any
 import onnx
 import torch
 
-from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.export.graph import DeployModel, IOFormat, fold_batchnorm
 from ssr_deploy.export.metadata import (
     Dynamic,
+    ExportResult,
     build_metadata,
     sidecar_path,
     to_props,
@@ -34,7 +35,7 @@ from ssr_deploy.export.precision_check import format_check
 from ssr_deploy.export.verify import MAX_ABS_DIFF, MIN_LABEL_AGREEMENT, format_report, verify_onnx
 from ssr_deploy.genotype import Genotype
 from ssr_deploy.io import atomic_write
-from ssr_deploy.model.checkpoint import load_model, load_weights, read_checkpoint
+from ssr_deploy.model.checkpoint import load_model, load_weights, read_weights_for
 from ssr_deploy.model.net import SSRNet, build_model
 
 __all__ = ["ExportResult", "OnnxOptions", "export_onnx", "format_report", "fp32_path_for",
@@ -63,39 +64,25 @@ class OnnxOptions:
     min_label_agreement: float = MIN_LABEL_AGREEMENT
 
 
-@dataclass(frozen=True)
-class ExportResult:
-    path: Path
-    sidecar: Path
-    metadata: dict[str, Any]
-    report: dict[str, Any]
-    seconds: float
-
-
 def load_source(source: str, weights: str | None = None, random_init: bool = False) -> SSRNet:
     """SOURCE is a checkpoint, or a genotype (zoo name / JSON) with ``weights`` or
     ``random_init``; returns the network in eval mode."""
     path = Path(source)
     if path.suffix in (".pt", ".pth") or (path.is_file() and path.suffix != ".json"):
         if weights or random_init:
-            raise SsrDeployError(f"{source} is a checkpoint and carries its weights; drop "
+            raise UsageError(f"{source} is a checkpoint and carries its weights; drop "
                                  "--weights / --random-init")
         return load_model(path)
     genotype = Genotype.load(source)
     if weights and random_init:
-        raise SsrDeployError("give either --weights or --random-init, not both")
+        raise UsageError("give either --weights or --random-init, not both")
     if not weights and not random_init:
-        raise SsrDeployError(f"{source} is a genotype without weights: add --weights CKPT, or "
+        raise UsageError(f"{source} is a genotype without weights: add --weights CKPT, or "
                              "--random-init to export untrained weights (for speed work)")
     if random_init:
         torch.manual_seed(0)
         return build_model(genotype).eval()
-    state = read_checkpoint(weights)
-    if state.get("genotype_hash") not in (None, genotype.hash):
-        raise SsrDeployError(f"{weights} was trained for genotype "
-                             f"{state['genotype'].get('name')} ({state['genotype_hash'][:12]}), "
-                             f"not {genotype.name} ({genotype.hash[:12]}); pass the checkpoint "
-                             "itself as SOURCE")
+    state = read_weights_for(genotype, weights)
     net = build_model(genotype, state.get("num_classes"))
     load_weights(net, state["state_dict"], str(weights))
     return net.eval()
@@ -104,15 +91,15 @@ def load_source(source: str, weights: str | None = None, random_init: bool = Fal
 def _ranges(genotype: Genotype, o: OnnxOptions) -> Dynamic:
     """Check every size and batch before any work starts; return the dynamic ranges."""
     if o.opset < MIN_OPSET:
-        raise SsrDeployError(f"opset {o.opset} is too old: SSRNet needs opset >= {MIN_OPSET} "
+        raise UsageError(f"opset {o.opset} is too old: SSRNet needs opset >= {MIN_OPSET} "
                              f"(use --opset {DEFAULT_OPSET})")
     genotype.check_input_size(*o.size)
     if o.batch < 1:
-        raise SsrDeployError(f"--batch {o.batch}: a batch is at least 1")
+        raise UsageError(f"--batch {o.batch}: a batch is at least 1")
     batch = None
     if o.dynamic_batch:
         if not o.batch <= o.max_batch:
-            raise SsrDeployError(f"--batch {o.batch} is above --max-batch {o.max_batch}")
+            raise UsageError(f"--batch {o.batch} is above --max-batch {o.max_batch}")
         batch = (1, o.batch, o.max_batch)
     size = None
     if o.dynamic_size:
@@ -127,7 +114,7 @@ def _ranges(genotype: Genotype, o: OnnxOptions) -> Dynamic:
         for s in (low, high):
             genotype.check_input_size(*s)
         if not (low[0] <= h <= high[0] and low[1] <= w <= high[1]):
-            raise SsrDeployError(f"--size {h}x{w} must lie between --min-size "
+            raise UsageError(f"--size {h}x{w} must lie between --min-size "
                                  f"{low[0]}x{low[1]} and --max-size {high[0]}x{high[1]}")
         size = (tuple(low), (h, w), tuple(high))
     return Dynamic(batch=batch, size=size)

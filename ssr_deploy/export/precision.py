@@ -29,9 +29,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.export.calibration import CalibrationBatches
 from ssr_deploy.export.metadata import (
+    ExportResult,
     file_sha256,
     read_sidecar,
     to_props,
@@ -69,15 +70,6 @@ class PrecisionOptions:
             MIN_AGREEMENT.get(self.precision, 1.0)
 
 
-@dataclass(frozen=True)
-class PrecisionResult:
-    path: Path
-    sidecar: Path
-    metadata: dict[str, Any]
-    report: dict[str, Any]
-    seconds: float
-
-
 def precision_path(fp32_path: str | Path, precision: str) -> Path:
     """``model.onnx`` -> ``model.fp16.onnx``: where a converted graph goes by default."""
     path = Path(fp32_path)
@@ -88,15 +80,15 @@ def precision_path(fp32_path: str | Path, precision: str) -> Path:
 def check_options(o: PrecisionOptions) -> None:
     """What can be checked before any ONNX exists."""
     if o.precision not in ("fp16", "int8"):
-        raise SsrDeployError(f"precision {o.precision!r}: convert to fp16 or int8")
+        raise UsageError(f"precision {o.precision!r}: convert to fp16 or int8")
     if o.calib_method not in CALIB_METHODS:
-        raise SsrDeployError(f"--calib-method {o.calib_method!r} is not known; use "
+        raise UsageError(f"--calib-method {o.calib_method!r} is not known; use "
                              f"{', '.join(CALIB_METHODS)}")
     if o.int8_target not in INT8_TARGETS:
-        raise SsrDeployError(f"--int8-target {o.int8_target!r} is not known; use "
+        raise UsageError(f"--int8-target {o.int8_target!r} is not known; use "
                              f"{', '.join(INT8_TARGETS)}")
     if not 0 < o.threshold <= 1:
-        raise SsrDeployError(f"--min-agreement {o.threshold}: give a fraction in (0, 1]")
+        raise UsageError(f"--min-agreement {o.threshold}: give a fraction in (0, 1]")
     if o.data:
         find_images(o.data)
     if o.precision == "int8" and o.calib_dir:
@@ -141,7 +133,7 @@ def matching_nodes(model: onnx.ModelProto, patterns: tuple[str, ...]) -> list[st
                 or fnmatch.fnmatchcase(n.name, pattern)]
         if not hits:
             modules = sorted({module_of_node(n) for n in model.graph.node})
-            raise SsrDeployError(f"--fp32-layers {pattern!r} matches no layer; modules are "
+            raise UsageError(f"--fp32-layers {pattern!r} matches no layer; modules are "
                                  f"{', '.join(modules[:6])}, ... (fnmatch, e.g. 'head.*')")
         names += [h for h in hits if h not in names]
     return names
@@ -380,7 +372,7 @@ def convert_model(fp32: onnx.ModelProto, meta: dict[str, Any], options: Precisio
 
 
 def convert_precision(fp32_path: str | Path, out_path: str | Path, options: PrecisionOptions,
-                      progress: Callable[[str], None] | None = None) -> PrecisionResult:
+                      progress: Callable[[str], None] | None = None) -> ExportResult:
     """fp32 ONNX file -> ``options.precision`` ONNX at ``out_path`` (+ sidecar), verified
     against the fp32 graph; below the agreement threshold nothing is written."""
     start = time.perf_counter()
@@ -398,4 +390,4 @@ def convert_precision(fp32_path: str | Path, out_path: str | Path, options: Prec
     except BaseException:
         out_path.unlink(missing_ok=True)
         raise
-    return PrecisionResult(out_path, sidecar, metadata, report, time.perf_counter() - start)
+    return ExportResult(out_path, sidecar, metadata, report, time.perf_counter() - start)

@@ -20,7 +20,7 @@ from typing import Any
 
 import onnx
 
-from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.export import precision as prec
 from ssr_deploy.export.metadata import read_sidecar, write_sidecar
 from ssr_deploy.export.trt_profiles import Profile, optimization_profile
@@ -71,19 +71,19 @@ def validate(onnx_path: str | Path, engine_path: str | Path, o: EngineOptions) -
     """Every check that needs no TensorRT, before any work."""
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if o.precision is not None and o.precision not in PRECISIONS:
-        raise SsrDeployError(f"precision {o.precision!r} is not known; use fp32, fp16 or int8")
+        raise UsageError(f"precision {o.precision!r} is not known; use fp32, fp16 or int8")
     if not onnx_path.is_file():
-        raise SsrDeployError(f"ONNX file {onnx_path} does not exist")
+        raise UsageError(f"ONNX file {onnx_path} does not exist")
     if not engine_path.parent.is_dir():
-        raise SsrDeployError(f"cannot write {engine_path}: folder {engine_path.parent} does not "
+        raise UsageError(f"cannot write {engine_path}: folder {engine_path.parent} does not "
                              "exist; create it first or choose another output path")
     if engine_path.resolve() == onnx_path.resolve():
-        raise SsrDeployError(f"{engine_path} is the input ONNX; write the engine elsewhere "
+        raise UsageError(f"{engine_path} is the input ONNX; write the engine elsewhere "
                              f"(e.g. {onnx_path.with_suffix('.engine')})")
     if not 0 <= o.opt_level <= 5:
-        raise SsrDeployError(f"--opt-level {o.opt_level}: TensorRT takes 0 to 5 (default 3)")
+        raise UsageError(f"--opt-level {o.opt_level}: TensorRT takes 0 to 5 (default 3)")
     if o.workspace_gib <= 0:
-        raise SsrDeployError(f"--workspace {o.workspace_gib}: give a size in GiB above 0")
+        raise UsageError(f"--workspace {o.workspace_gib}: give a size in GiB above 0")
     _check_onnx_file(onnx_path)
     meta = read_sidecar(onnx_path)
     has = meta.get("precision", "fp32")
@@ -91,16 +91,16 @@ def validate(onnx_path: str | Path, engine_path: str | Path, o: EngineOptions) -
     convert_to = None
     if has != wanted:
         if has != "fp32":
-            raise SsrDeployError(f"{onnx_path.name} is {has}; build a {wanted} engine from the "
+            raise UsageError(f"{onnx_path.name} is {has}; build a {wanted} engine from the "
                                  "fp32 ONNX (or drop --precision to build it as it is)")
         if wanted != "fp32":
             convert_to = engine_path.with_name(f"{onnx_path.stem}.{wanted}.onnx")
             prec.validate(onnx_path, convert_to, o.precision_options(wanted))
     elif o.fp32_layers or o.calib_dir:
-        raise SsrDeployError(f"{onnx_path.name} is already {has}: --fp32-layers and --calib "
+        raise UsageError(f"{onnx_path.name} is already {has}: --fp32-layers and --calib "
                              "apply when converting an fp32 ONNX; pass that one instead")
     if has == "int8" and meta.get("quantization", {}).get("target") != "tensorrt":
-        raise SsrDeployError(f"{onnx_path.name} is quantized for onnxruntime on CPUs (uint8 "
+        raise UsageError(f"{onnx_path.name} is quantized for onnxruntime on CPUs (uint8 "
                              "activations); TensorRT needs symmetric int8: export it again "
                              "with --precision int8 --int8-target tensorrt")
     profile = optimization_profile(meta, o.min_shape, o.opt_shape, o.max_shape)

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.errors import UsageError
 from ssr_deploy.spec import ModelSpec
 
 
@@ -29,7 +29,7 @@ def parse_bhw(text: str) -> tuple[int, int, int]:
     """``"4x512x1024"`` -> (4, 512, 1024): batch x height x width."""
     match = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*x\s*(\d+)\s*", text or "")
     if not match:
-        raise SsrDeployError(f"{text!r} is not a shape; write BATCHxHEIGHTxWIDTH, e.g. 1x512x1024")
+        raise UsageError(f"{text!r} is not a shape; write BATCHxHEIGHTxWIDTH, e.g. 1x512x1024")
     return int(match[1]), int(match[2]), int(match[3])
 
 
@@ -54,17 +54,17 @@ def optimization_profile(meta: dict[str, Any], min_shape: str | None = None,
     for key, shape in chosen.items():
         if not all(a <= s <= b for a, s, b in zip(lo, shape, hi, strict=True)):
             fixed = "fixed" if lo == hi else "dynamic"
-            raise SsrDeployError(
+            raise UsageError(
                 f"--{key} {'x'.join(map(str, shape))} is outside what the ONNX allows "
                 f"({fixed}: {'x'.join(map(str, lo))} to {'x'.join(map(str, hi))}); re-export "
                 "the ONNX with --dynamic-batch / --dynamic-size and a wider range")
         multiple = meta["input"]["size_multiple"]
         if shape[1] % multiple or shape[2] % multiple:
-            raise SsrDeployError(f"--{key} {'x'.join(map(str, shape))}: height and width must be "
+            raise UsageError(f"--{key} {'x'.join(map(str, shape))}: height and width must be "
                                  f"multiples of {multiple}")
     if not all(a <= b <= c for a, b, c in zip(chosen["min"], chosen["opt"], chosen["max"],
                                               strict=True)):
-        raise SsrDeployError("profile shapes must satisfy min <= opt <= max in every dimension")
+        raise UsageError("profile shapes must satisfy min <= opt <= max in every dimension")
     nhwc = meta["input"]["layout"] == "NHWC"
 
     def layout(b: int, h: int, w: int) -> tuple[int, ...]:

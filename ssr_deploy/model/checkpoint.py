@@ -54,6 +54,22 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+def read_weights_for(genotype: Genotype, path: str | Path,
+                     map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint at ``path``, refused unless it holds weights of ``genotype`` (by the
+    architecture's hash: a name can be reused, a hash cannot). The one place this is
+    decided, for export, train --weights / --init-from-search and --resume."""
+    state = read_checkpoint(path, map_location)
+    recorded = state.get("genotype_hash") or Genotype.from_dict(
+        state["genotype"], source=f"{path} (genotype)").hash
+    if recorded != genotype.hash:
+        name = state["genotype"].get("name") if isinstance(state["genotype"], dict) else "?"
+        raise SsrDeployError(f"{path} holds weights of genotype {name} ({recorded[:12]}), not "
+                             f"{genotype.name} ({genotype.hash[:12]}); pass the matching "
+                             "genotype, or the checkpoint alone")
+    return state
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> SSRNet:
     """Rebuild the network a checkpoint holds, load its weights, and return it in eval mode."""
     state = read_checkpoint(path, map_location)

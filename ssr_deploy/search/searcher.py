@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from ssr_deploy.data import transforms as T
+from ssr_deploy.data.augmented import AugmentedDataset
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.genotype import InputSpec
 from ssr_deploy.io import atomic_write, jsonable, save_figure, write_epoch_row
@@ -31,7 +32,6 @@ from ssr_deploy.search.losses import cost_loss, ssr_loss
 from ssr_deploy.search.shrink import is_discrete, shrink_mask
 from ssr_deploy.search.space import SearchSpace
 from ssr_deploy.search.supernet import SuperNet
-from ssr_deploy.train.trainer import AugmentedDataset
 
 
 @dataclass

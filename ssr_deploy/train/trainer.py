@@ -21,16 +21,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from ssr_deploy.data import transforms as T
-from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.genotype import InputSpec
+from ssr_deploy.data.augmented import AugmentedDataset
+from ssr_deploy.errors import SsrDeployError, UsageError
+from ssr_deploy.genotype import Genotype
 from ssr_deploy.io import jsonable, save_figure, write_epoch_row
-from ssr_deploy.model.checkpoint import load_weights, read_checkpoint, save_checkpoint
-from ssr_deploy.model.net import SSRNet
-from ssr_deploy.preprocess import frames_to_input
+from ssr_deploy.model.checkpoint import load_weights, read_weights_for, save_checkpoint
+from ssr_deploy.model.net import SSRNet, build_model
 from ssr_deploy.train.evaluate import evaluate
 
 
@@ -50,24 +50,6 @@ class TrainConfig:
     amp: bool = True  # used on CUDA only
 
 
-class AugmentedDataset(Dataset):
-    """(image CHW float32 normalised as the genotype says, label HW int64) per item."""
-
-    def __init__(self, dataset, transform: T.Transform, spec: InputSpec, seed: int) -> None:
-        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
-        self.spec = spec
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int):
-        image, label = self.dataset[i]
-        rng = np.random.default_rng((self.seed, self.epoch, i))
-        image, label = self.transform(image, label, rng)
-        x = frames_to_input(image[None], self.spec)[0]  # the runtime's own preprocessing
-        return torch.from_numpy(x), torch.from_numpy(label.astype(np.int64))
-
-
 def enet_weights(dataset, num_classes: int, max_items: int = 200) -> torch.Tensor:
     """w_c = 1 / ln(1.02 + p_c), p_c the pixel frequency of class c (Paszke et al., ENet)."""
     counts = np.zeros(num_classes, np.int64)
@@ -77,6 +59,30 @@ def enet_weights(dataset, num_classes: int, max_items: int = 200) -> torch.Tenso
         counts += np.bincount(label[label < num_classes], minlength=num_classes)
     p = counts / max(counts.sum(), 1)
     return torch.tensor(1.0 / np.log(1.02 + p), dtype=torch.float32)
+
+
+def model_for_training(genotype: str | None, weights: str | None, search_dir: str | None,
+                       num_classes: int) -> SSRNet:
+    """The network a run starts from: ``genotype`` (a zoo name or JSON) from scratch, or with
+    ``weights``; ``search_dir`` (a finished ``ssr-deploy search``) gives both, its
+    genotype.json and discrete.pt. The one place ``train`` and the demo prepare this."""
+    if search_dir:
+        if weights:
+            raise UsageError("give --weights or --init-from-search, not both")
+        folder = Path(search_dir)
+        for name in ("genotype.json", "discrete.pt"):
+            if not (folder / name).is_file():
+                raise UsageError(f"--init-from-search {folder}: no {name} there; point it at "
+                                 "the --out folder of a finished `ssr-deploy search`")
+        weights = str(folder / "discrete.pt")
+        genotype = genotype or str(folder / "genotype.json")
+    if not genotype:
+        raise UsageError("give --genotype (a zoo name or JSON) or --init-from-search DIR")
+    g = Genotype.load(genotype)
+    net = build_model(g, num_classes)
+    if weights:
+        load_weights(net, read_weights_for(g, weights)["state_dict"], weights)
+    return net
 
 
 def _dist() -> tuple[int, int]:
@@ -189,12 +195,7 @@ class Trainer:
 
     def resume(self, path: str | Path) -> None:
         """Continue from a ``last.pt``: same weights, optimiser, schedule, RNG, best score."""
-        state = read_checkpoint(path, self.device)
-        if state.get("genotype_hash") != self.genotype.hash:
-            raise SsrDeployError(f"{path} holds genotype {state['genotype'].get('name')} "
-                                 f"({str(state.get('genotype_hash'))[:12]}), not "
-                                 f"{self.genotype.name} ({self.genotype.hash[:12]}); use the "
-                                 "same --genotype or start a new --out")
+        state = read_weights_for(self.genotype, path, self.device)
         if "optimizer" not in state:
             raise SsrDeployError(f"{path} has no optimiser state: resume from a last.pt "
                                  "written by `ssr-deploy train`")

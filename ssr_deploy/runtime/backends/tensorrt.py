@@ -86,34 +86,25 @@ class TensorRTOptions:
 
 
 @dataclass(frozen=True)
-class TensorPlan:
-    """One I/O tensor: its largest shape under the profile and the bytes to allocate."""
-
-    name: str
-    is_input: bool
-    dtype: str
-    max_shape: tuple[int, ...]
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.max_shape)) * np.dtype(DTYPES[self.dtype]).itemsize
-
-
-def buffer_plan(spec: ModelSpec) -> list[TensorPlan]:
-    """Input and output buffers sized for the engine's profile max shape."""
-    largest = spec.largest_input
-    return [TensorPlan(spec.input.name, True, spec.input.dtype, largest),
-            TensorPlan(spec.output.name, False, spec.output.dtype, spec.output_shape(largest))]
-
-
-@dataclass(frozen=True)
 class TensorIO:
-    """One I/O tensor as the engine reports it (-1 for a dynamic dimension)."""
+    """One I/O tensor: as the engine reports it (-1 for a dynamic dimension), or, in a
+    buffer plan, with the largest shape its profile allows."""
 
     name: str
     is_input: bool
     dtype: str
     shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * np.dtype(DTYPES[self.dtype]).itemsize
+
+
+def buffer_plan(spec: ModelSpec) -> list[TensorIO]:
+    """Input and output buffers sized for the engine's profile max shape."""
+    largest = spec.largest_input
+    return [TensorIO(spec.input.name, True, spec.input.dtype, largest),
+            TensorIO(spec.output.name, False, spec.output.dtype, spec.output_shape(largest))]
 
 
 def engine_io(trt, engine) -> list[TensorIO]:
@@ -162,8 +153,8 @@ def check_in_profile(spec: ModelSpec, shape: tuple[int, ...]) -> None:
 class _Slot:
     """Host and device buffers for one frame in flight, and the events that order it."""
 
-    def __init__(self, cuda, plan: list[TensorPlan]) -> None:
-        self.host = {t.name: cuda.HostBuffer(t.max_shape, DTYPES[t.dtype]) for t in plan}
+    def __init__(self, cuda, plan: list[TensorIO]) -> None:
+        self.host = {t.name: cuda.HostBuffer(t.shape, DTYPES[t.dtype]) for t in plan}
         self.device = {t.name: cuda.DeviceBuffer(t.nbytes) for t in plan}
         self.copied_in, self.computed, self.copied_out = (cuda.Event() for _ in range(3))
 
