@@ -46,7 +46,7 @@ class IOFormat:
                                      (self.label_dtype, tuple(LABEL_DTYPES), "--label-dtype")):
             if value not in allowed:
                 raise UsageError(f"{flag} {value!r} is not known; use one of "
-                                     f"{', '.join(allowed)}")
+                                 f"{', '.join(allowed)}")
 
     @property
     def input_name(self) -> str:

@@ -71,14 +71,14 @@ def load_source(source: str, weights: str | None = None, random_init: bool = Fal
     if path.suffix in (".pt", ".pth") or (path.is_file() and path.suffix != ".json"):
         if weights or random_init:
             raise UsageError(f"{source} is a checkpoint and carries its weights; drop "
-                                 "--weights / --random-init")
+                             "--weights / --random-init")
         return load_model(path)
     genotype = Genotype.load(source)
     if weights and random_init:
         raise UsageError("give either --weights or --random-init, not both")
     if not weights and not random_init:
         raise UsageError(f"{source} is a genotype without weights: add --weights CKPT, or "
-                             "--random-init to export untrained weights (for speed work)")
+                         "--random-init to export untrained weights (for speed work)")
     if random_init:
         torch.manual_seed(0)
         return build_model(genotype).eval()
@@ -92,7 +92,7 @@ def _ranges(genotype: Genotype, o: OnnxOptions) -> Dynamic:
     """Check every size and batch before any work starts; return the dynamic ranges."""
     if o.opset < MIN_OPSET:
         raise UsageError(f"opset {o.opset} is too old: SSRNet needs opset >= {MIN_OPSET} "
-                             f"(use --opset {DEFAULT_OPSET})")
+                         f"(use --opset {DEFAULT_OPSET})")
     genotype.check_input_size(*o.size)
     if o.batch < 1:
         raise UsageError(f"--batch {o.batch}: a batch is at least 1")
@@ -115,7 +115,7 @@ def _ranges(genotype: Genotype, o: OnnxOptions) -> Dynamic:
             genotype.check_input_size(*s)
         if not (low[0] <= h <= high[0] and low[1] <= w <= high[1]):
             raise UsageError(f"--size {h}x{w} must lie between --min-size "
-                                 f"{low[0]}x{low[1]} and --max-size {high[0]}x{high[1]}")
+                             f"{low[0]}x{low[1]} and --max-size {high[0]}x{high[1]}")
         size = (tuple(low), (h, w), tuple(high))
     return Dynamic(batch=batch, size=size)
 

@@ -83,10 +83,10 @@ def check_options(o: PrecisionOptions) -> None:
         raise UsageError(f"precision {o.precision!r}: convert to fp16 or int8")
     if o.calib_method not in CALIB_METHODS:
         raise UsageError(f"--calib-method {o.calib_method!r} is not known; use "
-                             f"{', '.join(CALIB_METHODS)}")
+                         f"{', '.join(CALIB_METHODS)}")
     if o.int8_target not in INT8_TARGETS:
         raise UsageError(f"--int8-target {o.int8_target!r} is not known; use "
-                             f"{', '.join(INT8_TARGETS)}")
+                         f"{', '.join(INT8_TARGETS)}")
     if not 0 < o.threshold <= 1:
         raise UsageError(f"--min-agreement {o.threshold}: give a fraction in (0, 1]")
     if o.data:
@@ -98,8 +98,8 @@ def check_options(o: PrecisionOptions) -> None:
 def check_calibration(model: onnx.ModelProto, name: str, o: PrecisionOptions) -> None:
     if o.precision == "int8" and not o.calib_dir and cached_ranges(model, o) is None:
         raise SsrDeployError("--precision int8 needs calibration images: --calib DIR with "
-                             "representative frames (e.g. 100 from the training set); no "
-                             f"calibration cache for {name} in {cache_dir(o)}")
+                         "representative frames (e.g. 100 from the training set); no "
+                         f"calibration cache for {name} in {cache_dir(o)}")
 
 
 def validate(fp32_path: str | Path, out_path: str | Path, o: PrecisionOptions
@@ -111,11 +111,11 @@ def validate(fp32_path: str | Path, out_path: str | Path, o: PrecisionOptions
         raise SsrDeployError(f"ONNX file {fp32_path} does not exist")
     if out_path.resolve() == fp32_path.resolve():
         raise SsrDeployError(f"{out_path} is the input; write the {o.precision} graph elsewhere "
-                             f"(e.g. {precision_path(fp32_path, o.precision)})")
+                         f"(e.g. {precision_path(fp32_path, o.precision)})")
     meta = read_sidecar(fp32_path)
     if meta.get("precision", "fp32") != "fp32":
         raise SsrDeployError(f"{fp32_path.name} is already {meta['precision']}; convert from the "
-                             "fp32 ONNX that `ssr-deploy export onnx` wrote")
+                         "fp32 ONNX that `ssr-deploy export onnx` wrote")
     model = onnx.load(str(fp32_path))
     matching_nodes(model, o.fp32_layers)
     check_calibration(model, fp32_path.name, o)
@@ -311,7 +311,7 @@ def to_int8(fp32: onnx.ModelProto, meta: dict[str, Any], o: PrecisionOptions,
         kwargs["calibration_cache_path"] = str(cache)
     elif hit:  # an older onnxruntime cannot read the cache: calibrate again
         raise SsrDeployError("this onnxruntime cannot reuse calibration caches (>= 1.32 can); "
-                             "pass --calib DIR")
+                         "pass --calib DIR")
     scratch = tempfile.TemporaryDirectory(prefix="ssr-deploy-int8.")
     source, out = Path(scratch.name) / "fp32.onnx", Path(scratch.name) / "int8.onnx"
     onnx.save(fp32, str(source))  # given a ModelProto, quantize_static rewrites it in place
@@ -379,7 +379,7 @@ def convert_precision(fp32_path: str | Path, out_path: str | Path, options: Prec
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     if not out_path.parent.is_dir():
         raise SsrDeployError(f"cannot write {out_path}: folder {out_path.parent} does not "
-                             "exist; create it first or choose another output path")
+                         "exist; create it first or choose another output path")
     meta = validate(fp32_path, out_path, options)
     converted, metadata, report = convert_model(onnx.load(str(fp32_path)), meta, options,
                                                 progress)

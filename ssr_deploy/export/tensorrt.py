@@ -76,10 +76,10 @@ def validate(onnx_path: str | Path, engine_path: str | Path, o: EngineOptions) -
         raise UsageError(f"ONNX file {onnx_path} does not exist")
     if not engine_path.parent.is_dir():
         raise UsageError(f"cannot write {engine_path}: folder {engine_path.parent} does not "
-                             "exist; create it first or choose another output path")
+                         "exist; create it first or choose another output path")
     if engine_path.resolve() == onnx_path.resolve():
         raise UsageError(f"{engine_path} is the input ONNX; write the engine elsewhere "
-                             f"(e.g. {onnx_path.with_suffix('.engine')})")
+                         f"(e.g. {onnx_path.with_suffix('.engine')})")
     if not 0 <= o.opt_level <= 5:
         raise UsageError(f"--opt-level {o.opt_level}: TensorRT takes 0 to 5 (default 3)")
     if o.workspace_gib <= 0:
@@ -92,17 +92,17 @@ def validate(onnx_path: str | Path, engine_path: str | Path, o: EngineOptions) -
     if has != wanted:
         if has != "fp32":
             raise UsageError(f"{onnx_path.name} is {has}; build a {wanted} engine from the "
-                                 "fp32 ONNX (or drop --precision to build it as it is)")
+                             "fp32 ONNX (or drop --precision to build it as it is)")
         if wanted != "fp32":
             convert_to = engine_path.with_name(f"{onnx_path.stem}.{wanted}.onnx")
             prec.validate(onnx_path, convert_to, o.precision_options(wanted))
     elif o.fp32_layers or o.calib_dir:
         raise UsageError(f"{onnx_path.name} is already {has}: --fp32-layers and --calib "
-                             "apply when converting an fp32 ONNX; pass that one instead")
+                         "apply when converting an fp32 ONNX; pass that one instead")
     if has == "int8" and meta.get("quantization", {}).get("target") != "tensorrt":
         raise UsageError(f"{onnx_path.name} is quantized for onnxruntime on CPUs (uint8 "
-                             "activations); TensorRT needs symmetric int8: export it again "
-                             "with --precision int8 --int8-target tensorrt")
+                         "activations); TensorRT needs symmetric int8: export it again "
+                         "with --precision int8 --int8-target tensorrt")
     profile = optimization_profile(meta, o.min_shape, o.opt_shape, o.max_shape)
     return EnginePlan(meta, wanted, convert_to, profile)
 

@@ -61,7 +61,7 @@ def optimization_profile(meta: dict[str, Any], min_shape: str | None = None,
         multiple = meta["input"]["size_multiple"]
         if shape[1] % multiple or shape[2] % multiple:
             raise UsageError(f"--{key} {'x'.join(map(str, shape))}: height and width must be "
-                                 f"multiples of {multiple}")
+                             f"multiples of {multiple}")
     if not all(a <= b <= c for a, b, c in zip(chosen["min"], chosen["opt"], chosen["max"],
                                               strict=True)):
         raise UsageError("profile shapes must satisfy min <= opt <= max in every dimension")
