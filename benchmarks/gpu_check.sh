@@ -16,12 +16,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader ||
 timeout 300 python -m pytest -q -m cuda -p no:cacheprovider tests/runtime 2>&1 \
     | tee "$out/gpu_check_tests.txt" | tail -15
 timeout 180 python - "$out/gpu_check.json" <<'PY'
-import json, sys, time
+import json, sys
 import torch
 from ssr_deploy import build_model, save_checkpoint
-from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.runtime import bench
-from ssr_deploy.runtime.backends.torch import TorchBackend
 from ssr_deploy.runtime.segmenter import Segmenter
 import tempfile, pathlib
 
@@ -29,9 +27,9 @@ size = (512, 1024)
 with tempfile.TemporaryDirectory() as tmp:
     net = build_model("ssr-cityscapes").eval()
     ckpt = save_checkpoint(pathlib.Path(tmp) / "m.pt", net, net.genotype)
-    entries = [("torch-cuda-fp16", Segmenter(TorchBackend(ckpt, "cuda", size, fp16=True))),
-               ("torch-cuda-fp16-graphs", Segmenter(TorchBackend(ckpt, "cuda", size, fp16=True,
-                                                                 cuda_graphs=True)))]
+    entries = [("torch-cuda-fp16", Segmenter.load(ckpt, device="cuda", size=size, fp16=True)),
+               ("torch-cuda-fp16-graphs", Segmenter.load(ckpt, device="cuda", size=size,
+                                                         fp16=True, cuda_graphs=True))]
     results = bench.run(entries, [1, 8], 100, 20)
     print(bench.format_results(results))
     report = bench.report(results, bench.machine_info())

@@ -22,7 +22,6 @@ from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.export.graph import IOFormat
 from ssr_deploy.export.onnx import export_onnx
 from ssr_deploy.runtime import bench
-from ssr_deploy.runtime.backends.torch import TorchBackend
 from ssr_deploy.runtime.segmenter import Segmenter
 from ssr_deploy.runtime.video import run_video
 
@@ -45,9 +44,8 @@ def main() -> None:
                                 io=IOFormat("uint8-nhwc-bgr", "labels")).path
         ort = Segmenter.load(onnx_path)
         entries = [("onnxruntime", ort),
-                   ("torch-eager-nchw", Segmenter(TorchBackend(ckpt, size=SIZE,
-                                                                channels_last=False))),
-                   ("torch-eager-channels-last", Segmenter(TorchBackend(ckpt, size=SIZE)))]
+                   ("torch-eager-nchw", Segmenter.load(ckpt, size=SIZE, channels_last=False)),
+                   ("torch-eager-channels-last", Segmenter.load(ckpt, size=SIZE))]
         results = bench.run(entries, [1], args.iters, args.warmup, progress=True)
         print(bench.format_results(results))
 
