@@ -189,6 +189,15 @@ def test_backend_options_are_typed_and_checked(models):
         Segmenter.load(models["labels"]).overlay(street_frames(1, 8, 8)[0], alpha=5)
 
 
+def test_an_engine_is_refused_on_the_cpu_before_tensorrt_is_needed(tmp_path):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan")
+    with pytest.raises(ValueError, match="a TensorRT engine runs on a GPU: use --device cuda"):
+        Segmenter.load(engine, device="cpu")
+    with pytest.raises(TypeError, match="tensorrt backend takes no option 'threads'"):
+        Segmenter.load(engine, threads=2)
+
+
 def test_checkpoint_exports_into_a_content_keyed_cache(models, tmp_path, monkeypatch):
     """The cache logic (the export itself is tested in tests/export): one export per
     content, size and I/O, in the cache folder, found again by key, not by time."""

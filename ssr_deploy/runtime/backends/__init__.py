@@ -59,14 +59,15 @@ def make_options(cls: type, backend: str, options: dict[str, Any]) -> Any:
 
 def open_backend(path: str | Path, backend: str | None = None, device: str | None = None,
                  **options: Any) -> Backend:
-    """Open ``path`` with ``backend`` (default: by file suffix) on ``device``; ``options``
-    are that backend's (OnnxRuntimeOptions, TensorRTOptions, TorchOptions)."""
+    """Open ``path`` with ``backend`` (default: by file suffix) on ``device`` (default: cuda
+    for an engine, else cpu); ``options`` are that backend's (OnnxRuntimeOptions,
+    TensorRTOptions, TorchOptions)."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"model file {path} does not exist" + (
             " (it is a folder)" if path.is_dir() else ""))
     name = backend_for(path, backend)
-    kind, index = parse_device(device)
+    kind, index = parse_device(device or ("cuda" if name == "tensorrt" else "cpu"))
     if name == "torch":
         from ssr_deploy.runtime.backends.torch import TorchBackend, TorchOptions
 
