@@ -163,7 +163,8 @@ def test_sources(tmp_path, net):
 
     other = random_genotype(1)
     wrong = save_checkpoint(tmp_path / "b.pt", build_model(other), other)
-    with pytest.raises(SsrDeployError, match="was trained for genotype random-1"):
+    with pytest.raises(SsrDeployError,
+                       match="holds weights of genotype random-1 .*, not ssr-cityscapes"):
         load_source("ssr-cityscapes", weights=str(wrong))
 
 
