@@ -107,11 +107,11 @@ def find_images(folder: str | Path, limit: int | None = None) -> list[Path]:
     over the sorted list so a Cityscapes tree contributes every city."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise SsrDeployError(f"calibration folder {folder} does not exist")
+        raise SsrDeployError(f"image folder {folder} does not exist")
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
-        raise SsrDeployError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}; --int8 "
-                             "needs calibration images, e.g. 500 frames from the training set")
+        raise SsrDeployError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}; point it "
+                             "at a folder of frames (for --calib: ~100 from the training set)")
     if limit and len(paths) > limit:
         step = len(paths) / limit
         paths = [paths[int(i * step)] for i in range(limit)]
