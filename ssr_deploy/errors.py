@@ -19,3 +19,7 @@ class UsageError(SsrDeployError, ValueError):
 
 class UsageTypeError(SsrDeployError, TypeError):
     """An argument of the wrong kind (an unknown option, a frame that is not an array)."""
+
+
+class PrecisionCheckError(SsrDeployError):
+    """A converted (fp16/int8) graph whose labels agree with fp32 below the threshold."""

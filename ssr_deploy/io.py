@@ -1,42 +1,357 @@
-"""Atomic file writes: a temp file in the target folder, fsync, then rename over the target.
+"""Files in and out, with nothing good lost and every failure one line.
 
-An interrupted write (crash, Ctrl-C, a full disk) never leaves a half-written file under
-the final name; the previous file, if any, stays intact.
+Writes go to a temp file in the target folder, are fsynced, then renamed over the target:
+an interrupted or failed write (crash, Ctrl-C, a full disk) never leaves a half-written file
+under the final name, and the previous file stays intact until its replacement is complete.
+A group of files (a model and its sidecar) is published together, or not at all; a folder
+of outputs is built beside its final name and swapped in whole.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.errors import SsrDeployError, UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
+_HINTS = {
+    errno.ENOSPC: "the disk is full; free space or write elsewhere",
+    errno.EDQUOT: "the disk quota is used up; free space or write elsewhere",
+    errno.EFBIG: "the file is larger than this file system or process allows; write elsewhere",
+    errno.EACCES: "permission denied; choose a folder you can write to",
+    errno.EPERM: "the operation is not permitted here; choose another folder",
+    errno.EROFS: "the file system is read-only; write elsewhere",
+    errno.ENOTDIR: "a part of the path is a file where a folder should be",
+    errno.EISDIR: "it is a folder; give a file path",
+    errno.ENOENT: "it does not exist",
+    errno.ENAMETOOLONG: "the name is too long",
+    errno.EIO: "an I/O error (a failing disk or a lost network share)",
+}
+
+
+def describe_os_error(e: OSError, action: str = "write") -> str:
+    """One line for an OSError: what failed, on which path, and what to do about it."""
+    path = e.filename if e.filename is not None else ""
+    hint = _HINTS.get(e.errno or -1, e.strerror or str(e))
+    where = f" {path}" if path else ""
+    return f"cannot {action}{where}: {hint}"
+
+
+class OutputError(SsrDeployError):
+    """A write failed; the previous file (if any) is untouched and nothing half-written is
+    left under the final name."""
+
+
+def _write_failed(path: Path, e: BaseException) -> OutputError:
+    if isinstance(e, OSError):
+        e.filename = e.filename if e.filename is not None else str(path)
+        text = describe_os_error(e)
+    else:  # torch.save and friends report a failed write as RuntimeError
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        low = _free_bytes(path.parent) < 64 << 20
+        text = (f"cannot write {path}: "
+                + ("the disk is full; free space or write elsewhere" if low else first))
+    return OutputError(text + " (nothing was replaced)")
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 1 << 62
+
+
+def check_output_path(path: Path) -> None:
+    """Refuse a file output whose folder is missing (or a file), or that is a folder."""
+    parent = path.parent
+    if not parent.is_dir():
+        what = "is a file, not a folder" if parent.exists() else "does not exist"
+        raise OutputError(f"cannot write {path}: folder {parent} {what}; create it first or "
+                          "choose another output path")
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder; give a file path")
+
+
+def _temp_beside(path: Path) -> Path:
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        e.filename = str(path)
+        raise _write_failed(path, e) from None
+    os.close(fd)
+    tmp = Path(name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+    return tmp
+
+
+def _finish_temp(path: Path, tmp: Path) -> None:
+    if not tmp.is_file() or tmp.stat().st_size == 0 and path.suffix not in (".txt", ".jsonl"):
+        raise OutputError(f"cannot write {path}: the writer produced no data (nothing was "
+                          "replaced)")
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp_path)`` and move the result to ``path`` only if it returned normally."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise SsrDeployError(f"cannot write {path}: folder {path.parent} does not exist; create it "
-                             "first or choose another output path")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    """Call ``write(tmp_path)`` and move the result to ``path`` only if it returned normally
+    and wrote data; any failure is an OutputError line and leaves ``path`` as it was."""
+    return atomic_write_many({path: write})[0]
+
+
+def atomic_write_many(writers: dict[str | Path, Callable[[Path], object]]) -> list[Path]:
+    """Write every file to a temp name first; only when all succeeded rename them into place
+    (a model is never published without its sidecar, nor a sidecar without its model)."""
+    paths = [Path(p) for p in writers]
+    temps: list[Path] = []
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        for path, write in zip(paths, writers.values(), strict=True):
+            check_output_path(path)
+            tmp = _temp_beside(path)
+            temps.append(tmp)
+            try:
+                write(tmp)
+                _finish_temp(path, tmp)
+            except (OSError, RuntimeError) as e:
+                raise _write_failed(path, e) from None
+        for path, tmp in zip(paths, temps, strict=True):
+            os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
         raise
-    return path
+    return paths
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def encode_image(path: str | Path, image) -> bytes:
+    """``image`` encoded for ``path``'s suffix (PNG, JPEG, BMP); an error if OpenCV cannot."""
+    import cv2
+
+    ok, buf = cv2.imencode(Path(path).suffix or ".png", image)
+    if not ok:
+        raise OutputError(f"cannot encode {path} as {Path(path).suffix or '.png'}")
+    return buf.tobytes()
+
+
+def write_image(path: str | Path, image) -> Path:
+    """An image written atomically, its encoding and write checked (cv2.imwrite is not)."""
+    return atomic_write_bytes(path, encode_image(path, image))
+
+
+def write_image_in(folder: Path, name: str, image) -> None:
+    """An image into a folder being built (see ``output_folder``): checked, not atomic."""
+    path = folder / name
+    try:
+        path.write_bytes(encode_image(path, image))
+    except OSError as e:
+        raise _write_failed(path, e) from None
+
+
+class NewFolder:
+    """A folder of outputs built beside ``path`` (``.building``) and swapped in whole by
+    ``publish()``; ``discard()`` removes it. An existing non-empty ``path`` is refused unless
+    ``overwrite`` (its files would mix with the new ones); with it, the old folder is
+    removed only after the new one is in place."""
+
+    def __init__(self, path: str | Path, overwrite: bool = False, option: str = "--out") -> None:
+        path = self.path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"{option} {path} is a file; give a folder path")
+        if path.is_dir() and any(path.iterdir()) and not overwrite:
+            raise UsageError(f"{option} {path} already holds files; choose an empty or new "
+                             "folder, or add --overwrite to replace it once the new one is "
+                             "complete")
+        if not path.parent.is_dir():
+            raise OutputError(f"cannot write {path}: folder {path.parent} does not exist; "
+                              "create it first")
+        try:
+            self.building = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial",
+                                                  dir=path.parent))
+        except OSError as e:
+            e.filename = str(path)
+            raise _write_failed(path, e) from None
+
+    def publish(self) -> Path:
+        os.chmod(self.building, 0o777 & ~_umask())
+        old = None
+        if self.path.is_dir():
+            old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
+            os.replace(self.path, old)
+        os.replace(self.building, self.path)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.path
+
+    def discard(self) -> None:
+        shutil.rmtree(self.building, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def output_folder(path: str | Path, overwrite: bool = False, option: str = "--out"
+                  ) -> Iterator[Path]:
+    """``with output_folder(p) as folder:`` write into ``folder``; it becomes ``p`` when the
+    block ends normally and is removed when it raises (see NewFolder)."""
+    new = NewFolder(path, overwrite, option)
+    try:
+        yield new.building
+        new.publish()
+    except BaseException:
+        new.discard()
+        raise
+
+
+class VideoOutput:
+    """An .mp4/.avi written under a temp name beside ``path`` and published by ``close()``
+    only after it is read back with the frames written (OpenCV's VideoWriter reports no
+    failed write: a full disk would otherwise pass as success)."""
+
+    FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mov": "mp4v", ".mkv": "mp4v"}
+
+    def __init__(self, path: str | Path, fps: float) -> None:
+        self.path, self.fps = Path(path), fps
+        if self.path.suffix.lower() not in self.FOURCC:
+            raise UsageError(f"{path}: give a video file ({', '.join(self.FOURCC)})")
+        check_output_path(self.path)
+        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self.writer, self.size, self.count = None, None, 0
+
+    def write(self, frame) -> None:
+        import cv2
+
+        if self.writer is None:
+            self.size = (frame.shape[1], frame.shape[0])
+            fourcc = cv2.VideoWriter_fourcc(*self.FOURCC[self.path.suffix.lower()])
+            self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, self.size)
+            if not self.writer.isOpened():
+                raise OutputError(f"cannot write {self.path}: OpenCV cannot open a "
+                                  f"{self.path.suffix} writer there (use .avi, or a folder of "
+                                  "PNGs)")
+        if (frame.shape[1], frame.shape[0]) != self.size:  # the stream changed size mid-way
+            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(frame)
+        self.count += 1
+
+    def close(self, keep: bool = True) -> Path | None:
+        """Finish and publish the file (``keep=False``: remove it); an OutputError, with
+        ``path`` untouched, if the file does not read back whole."""
+        import cv2
+
+        if self.writer is None:
+            return None
+        self.writer.release()
+        self.writer = None
+        if not keep:
+            self.tmp.unlink(missing_ok=True)
+            return None
+        capture = cv2.VideoCapture(str(self.tmp))
+        frames = 0  # demuxed, not decoded: a truncated file ends early, headers notwithstanding
+        while capture.isOpened() and frames < self.count and capture.grab():
+            frames += 1
+        capture.release()
+        if frames < self.count:
+            self.tmp.unlink(missing_ok=True)
+            low = _free_bytes(self.path.parent) < 64 << 20
+            raise OutputError(f"cannot write {self.path}: the file holds {frames} of "
+                              f"{self.count} frames" + (" (the disk is full)" if low else "")
+                              + "; nothing was replaced")
+        with open(self.tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(self.tmp, self.path)
+        return self.path
+
+
+# ---- inputs ---------------------------------------------------------------------------
+
+def check_input_file(path: str | Path, what: str = "file") -> Path:
+    """``path`` as a readable regular file, else one line saying what it is instead."""
+    path = Path(path)
+    if path.is_file():
+        if not os.access(path, os.R_OK):
+            raise SsrDeployError(f"{what} {path} is not readable (permission denied)")
+        return path
+    if path.is_dir():
+        raise SsrDeployError(f"{what} {path} is a folder, not a file")
+    if path.exists():
+        raise SsrDeployError(f"{what} {path} is not a regular file (a device, pipe or socket)")
+    raise SsrDeployError(f"{what} {path} does not exist")
+
+
+def check_outputs_spare_inputs(outputs: Iterable[tuple[str, str | Path | None]],
+                               inputs: Iterable[str | Path | None]) -> None:
+    """Refuse an output that is one of the command's inputs (or an input's sidecar, or a
+    folder holding an input): the one guard every command calls before it writes."""
+    guarded = []
+    for item in inputs:
+        if item:
+            p = Path(item).resolve()
+            guarded += [p, p.with_name(p.name + ".json"), p.with_suffix(".json")]
+    for option, out in outputs:
+        if not out:
+            continue
+        o = Path(out).resolve()
+        for p in guarded:
+            if o.with_name(o.name + ".json") == p:
+                raise UsageError(f"{option} {out}: its sidecar {o.name}.json would overwrite "
+                                 f"the input {p.name}; choose another path")
+            if o == p or (o.exists() and p.exists() and os.path.samefile(o, p)):
+                raise UsageError(f"{option} {out} is an input of this command ({p.name}); "
+                                 "writing it would destroy the input: choose another path")
+            if o in p.parents:
+                raise UsageError(f"{option} {out} holds an input of this command ({p}); "
+                                 "writing it could destroy the input: choose another path")
+
+
+# ---- resources ------------------------------------------------------------------------
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (MemAvailable), or a large number."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def check_memory(nbytes: float, what: str, fix: str) -> None:
+    """Refuse before allocating when ``what`` needs more memory than is available."""
+    free = available_memory()
+    if nbytes > 0.8 * free:
+        raise UsageError(f"{what} needs about {human_bytes(nbytes)} of memory, "
+                         f"{human_bytes(free)} are available; {fix}")
+
+
+def check_disk(folder: str | Path, nbytes: float, what: str) -> None:
+    """Refuse before writing when ``folder``'s disk cannot hold ``nbytes``."""
+    free = _free_bytes(Path(folder))
+    if nbytes > free:
+        raise OutputError(f"{what} need about {human_bytes(nbytes)}, and the disk of {folder} "
+                          f"has {human_bytes(free)} free: the disk is full; free space or "
+                          "write elsewhere")
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -83,14 +398,29 @@ def jsonable(value: Any) -> Any:
     return {k: jsonable(v) for k, v in value.items()} if isinstance(value, dict) else value
 
 
-def write_epoch_row(path: str | Path, row: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rewrite a JSONL log with ``row`` replacing rows of its epoch and later (so a resumed
-    run does not duplicate epochs), atomically; returns all rows."""
+def epoch_log(path: str | Path, row: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """The rows of a JSONL log with ``row`` replacing rows of its epoch and later (a resumed
+    run does not duplicate epochs), and the file's new text; nothing is written."""
     path = Path(path)
     rows = [json.loads(r) for r in (path.read_text().splitlines() if path.is_file() else [])]
     rows = [r for r in rows if r["epoch"] < row["epoch"]] + [row]
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
-    return rows
+    return rows, "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def publish_epoch(files: dict[str | Path, Callable[[Path], object]], figure=None) -> None:
+    """An epoch's files (state, log, plot) published together or not at all: a resumed run
+    never finds a log ahead of its state. ``figure`` is closed afterwards."""
+    import matplotlib.pyplot as plt
+
+    try:
+        atomic_write_many(files)
+    finally:
+        if figure is not None:
+            plt.close(figure)
+
+
+def figure_writer(fig) -> Callable[[Path], None]:
+    return lambda tmp: fig.savefig(tmp, format="png")
 
 
 def save_figure(fig, path: str | Path) -> Path:
@@ -107,7 +437,8 @@ def find_images(folder: str | Path, limit: int | None = None) -> list[Path]:
     over the sorted list so a Cityscapes tree contributes every city."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise SsrDeployError(f"image folder {folder} does not exist")
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise SsrDeployError(f"image folder {folder} {what}")
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise SsrDeployError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}; point it "

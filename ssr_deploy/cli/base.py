@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import sys
 
@@ -14,8 +15,11 @@ from ssr_deploy.errors import SsrDeployError
 PAPER_SIZES = ((512, 1024), (768, 1536), (1024, 2048))
 
 
+MAX_SIDE = 8192  # pixels: 8K frames; a larger side is a typo (and tens of GB of activations)
+
+
 class Size(click.ParamType):
-    """``HxW`` in pixels, e.g. ``512x1024``."""
+    """``HxW`` in pixels, e.g. ``512x1024``; each side 1 to MAX_SIDE."""
 
     name = "HxW"
 
@@ -25,10 +29,61 @@ class Size(click.ParamType):
         match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(value))
         if not match or 0 in (h := int(match[1]), w := int(match[2])):
             self.fail(f"{value!r} is not a size; write HEIGHTxWIDTH, e.g. 512x1024", param, ctx)
+        if max(h, w) > MAX_SIDE:
+            self.fail(f"{value!r}: a side above {MAX_SIDE} pixels is not supported; give a size "
+                      "like 512x1024 (frames are resized to it)", param, ctx)
         return h, w
 
 
 SIZE = Size()
+
+
+class Number(click.ParamType):
+    """A finite float within bounds (click.FloatRange lets NaN and inf through)."""
+
+    name = "number"
+
+    def __init__(self, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False) -> None:
+        self.low, self.high, self.low_open, self.high_open = low, high, low_open, high_open
+
+    def convert(self, value, param, ctx):
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        below = self.low is not None and (x < self.low or (self.low_open and x == self.low))
+        above = self.high is not None and (x > self.high or (self.high_open and x == self.high))
+        if not math.isfinite(x) or below or above:
+            self.fail(f"{value!r} is not {self.rule()}", param, ctx)
+        return x
+
+    def rule(self) -> str:
+        lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
+        hi = "" if self.high is None else f"{'<' if self.high_open else '<='} {self.high:g}"
+        return "a finite number" + (f" {lo}" if lo else "") + (" and" if lo and hi else "") + (
+            f" {hi}" if hi else "")
+
+
+POSITIVE = Number(0, low_open=True)
+NON_NEGATIVE = Number(0)
+FRACTION = Number(0, 1, low_open=True, high_open=True)
+
+
+def given(ctx: click.Context, name: str) -> bool:
+    """Whether option ``name`` was given on the command line (not its default)."""
+    source = ctx.get_parameter_source(name)
+    return source not in (None, click.core.ParameterSource.DEFAULT)
+
+
+def refuse_without(ctx: click.Context, pairs: dict[str, tuple[str, bool]]) -> None:
+    """Refuse options that only apply with another: ``{"max_batch": ("--dynamic-batch",
+    dynamic_batch)}`` -> an error if --max-batch is given while --dynamic-batch is off."""
+    for name, (needed, on) in pairs.items():
+        if given(ctx, name) and not on:
+            flag = "--" + name.replace("_", "-")
+            raise click.UsageError(f"{flag} applies with {needed} only; add {needed} or drop "
+                                   f"{flag}")
 
 
 @contextlib.contextmanager
@@ -56,15 +111,21 @@ TRAIN_EXTRA = {"torch", "onnxscript", "onnxslim"}
 
 
 class Group(click.Group):
-    """Turns SsrDeployError into one line on stderr and exit status 1, no traceback; so is
-    a command that needs the [train] extra on a runtime-only install."""
+    """Turns SsrDeployError, OSError (the path and what its errno means) and MemoryError into
+    one line on stderr and exit status 1, no traceback; so is a command that needs the
+    [train] extra on a runtime-only install."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except SsrDeployError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
+            _fail(str(e))
+        except OSError as e:
+            from ssr_deploy.io import describe_os_error
+
+            _fail(describe_os_error(e, "read or write"))
+        except MemoryError:
+            _fail("out of memory; use a smaller --size, --batch or model, or free memory")
         except ImportError as e:
             if (e.name or "").split(".")[0] not in TRAIN_EXTRA:
                 raise
@@ -72,6 +133,11 @@ class Group(click.Group):
                        "install leaves out: pip install torch (the build for your machine), "
                        "then pip install 'ssr-deploy[train]'", err=True)
             sys.exit(1)
+
+
+def _fail(text: str) -> None:
+    click.echo(f"error: {' '.join(text.split())}", err=True)
+    sys.exit(1)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -95,7 +161,7 @@ def main() -> None:
 @click.option("--size", "sizes", type=SIZE, multiple=True,
               help="Input size to count MACs at; repeatable. [default: 512x1024, 768x1536, "
                    "1024x2048]")
-@click.option("--classes", "num_classes", type=click.IntRange(min=1), default=None,
+@click.option("--classes", "num_classes", type=click.IntRange(1, 65536), default=None,
               help="Number of output classes. [default: the genotype's class list]")
 @click.option("--list", "list_zoo", is_flag=True, help="List the built-in genotypes.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
@@ -123,3 +189,65 @@ def info(genotype: str | None, sizes: tuple, num_classes: int | None, list_zoo: 
     summary = report.genotype_summary(genotype, sizes or PAPER_SIZES, num_classes,
                                       progress=not as_json)
     click.echo(json.dumps(summary, indent=2) if as_json else report.format_summary(summary))
+
+
+def resume_settings(ctx: click.Context, config, saved: dict, params: dict[str, str],
+                    override: bool):
+    """``config`` for a resumed run: every setting not given on the command line is the run's
+    own (from ``saved``, the checkpoint's config); a given one that differs from the run's is
+    refused unless ``override``. ``params`` maps config fields to their CLI parameters.
+    Returns (config, the changed settings as text)."""
+    import dataclasses
+
+    from ssr_deploy.io import jsonable
+
+    taken, conflicts = {}, {}
+    for field, param in params.items():
+        if field not in saved:
+            continue
+        old, new = saved[field], jsonable(getattr(config, field))
+        if old == new:
+            continue
+        if given(ctx, param):
+            conflicts.setdefault(param, []).append((field, new, old))
+        else:
+            taken[field] = tuple(old) if isinstance(old, list) else old
+    changes = [f"--{p.replace('_', '-')} " + ", ".join(
+        f"{_setting(n)} (the run used {_setting(o)})" for _, n, o in rows)
+        for p, rows in conflicts.items()]
+    if changes and not override:
+        raise click.UsageError(f"--resume continues a run with its own settings, and "
+                               f"{'; '.join(changes)}: drop the option to continue as it ran, "
+                               "or add --override to change it from here on")
+    return dataclasses.replace(config, **taken), changes
+
+
+def _setting(value) -> str:
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            isinstance(v, int) for v in value):
+        return f"{value[0]}x{value[1]}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def describe_settings(config, fields: tuple[str, ...]) -> str:
+    return ", ".join(f"{f.replace('_', ' ')} {_setting(getattr(config, f))}" for f in fields)
+
+
+def check_run_folder(out: str, resume: bool, checkpoint: str) -> None:
+    """A run folder (train/search --out) must be new or empty unless --resume continues the
+    run in it: outputs of two runs never mix."""
+    from pathlib import Path
+
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise click.UsageError(f"--out {out} is a file; give a folder path")
+    state = folder / checkpoint
+    if resume:
+        if not state.is_file():
+            raise SsrDeployError(f"--resume: {state} does not exist; run without --resume "
+                                 "first")
+        return
+    if folder.is_dir() and any(p for p in folder.iterdir() if not p.name.startswith(".")):
+        what = f"a run ({checkpoint})" if state.is_file() else "files"
+        raise SsrDeployError(f"{out} already holds {what}; add --resume to continue it, or "
+                             "choose another --out")
