@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.io import atomic_write_text
+from ssr_deploy.errors import PrecisionCheckError, SsrDeployError
+from ssr_deploy.io import atomic_write_text, write_image
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ class Demo:
         config = TrainConfig(size=s.train_size, epochs=s.train_epochs, batch=8 if not
                              self.quick else 4, lr=2e-3, class_weights="none", workers=0,
                              device=self.device)
-        net = model_for_training("ssr-cityscapes", None, None, len(train.classes))
+        net = model_for_training("ssr-cityscapes", None, None, train)
         trainer = Trainer(net, train, val, self.out / "train", config)
         final = trainer.fit()
         return {"epochs": s.train_epochs, "val_miou": final["val_miou"],
@@ -173,7 +173,7 @@ class Demo:
                 check = result.metadata["precision_check"]
                 figures[precision] = {"label_agreement": check["label_agreement"],
                                       "miou_vs_fp32": check["miou_vs_fp32"]}
-            except SsrDeployError as e:  # below the threshold: reported, nothing written
+            except PrecisionCheckError as e:  # below the threshold: reported, nothing written
                 figures[precision] = {"failed": str(e)}
         if "failed" not in figures["int8"]:
             entries = [(name, Segmenter.load(self.out / file)) for name, file in
@@ -197,8 +197,7 @@ class Demo:
                    ("torch", Segmenter.load(self.out / "train" / "best.pt", size=size,
                                             device=self.device))]
         results = bench.run(entries, [1], self.s.bench_iters, warmup=3)
-        bench.write_json(bench.report(results, bench.machine_info()), self.out / "bench.json")
-        bench.plot_histogram(results, self.out / "bench.png")
+        bench.write_outputs(results, self.out / "bench.json", self.out / "bench.png")
         return {"fps": {r.backend: r.fps for r in results},
                 "ratio": results[0].fps / results[1].fps, "size": _sz(size),
                 "command": f"ssr-deploy bench {self.out}/model.onnx --compare "
@@ -219,7 +218,7 @@ class Demo:
             images = sorted((self.out / "data" / "leftImg8bit" / "val").rglob("*.png"))[:3]
             for i, path in enumerate(images):
                 frame = cv2.imread(str(path))
-                cv2.imwrite(str(samples / f"overlay_{i}.png"), seg.overlay(frame))
+                write_image(samples / f"overlay_{i}.png", seg.overlay(frame))
         return {"frames": stats.frames, "fps": stats.fps, "samples": len(images),
                 "command": f"ssr-deploy video {self.out}/drive.mp4 --model "
                            f"{self.out}/model.onnx -o {self.out}/overlay.mp4 --draw-fps"}

@@ -20,6 +20,8 @@ from ssr_deploy.errors import GenotypeError
 from ssr_deploy.io import atomic_write_text, dumps_compact
 
 FORMAT = 1
+MAX_CHANNELS = 4096  # widths beyond this are typos (a 10^7-channel layer needs terabytes)
+MAX_CLASSES = 65536
 DILATIONS = (1, 2, 4, 8, 16)
 RESOLUTIONS = (1.0, 0.5)
 OPS = ("fr", "skip")  # fr: factorised residual block; skip: identity (removes a layer)
@@ -191,6 +193,9 @@ class Genotype:
         if not path.is_file():
             if str(name_or_path) in zoo_names():
                 path = Path(str(resources.files("ssr_deploy.zoo") / f"{name_or_path}.json"))
+            elif path.exists():
+                raise GenotypeError(f"genotype {path} is a folder or not a regular file; give "
+                                    "a genotype JSON file or a zoo name")
             else:
                 raise GenotypeError(
                     f"no genotype '{name_or_path}': not a file, and the zoo has "
@@ -235,9 +240,10 @@ def _parse(data: Any, source: str) -> Genotype:
             "(upgrade ssr-deploy for newer files)")
     name = r.string(top, "name", "name")
     stem = r.mapping(top["stem"], "stem", required=("channels",))
-    stem_channels = r.integer(stem, "channels", "stem.channels", minimum=4)
+    stem_channels = r.integer(stem, "channels", "stem.channels", minimum=4,
+                              maximum=MAX_CHANNELS)
 
-    stages_raw = r.sequence(top["stages"], "stages", min_len=1)
+    stages_raw = r.sequence(top["stages"], "stages", min_len=1, max_len=8)
     stages, channels, stride = [], stem_channels, 2
     for i, raw in enumerate(stages_raw):
         stage = _parse_stage(r, raw, f"stages[{i}]", channels, 2 * stride)
@@ -246,7 +252,8 @@ def _parse(data: Any, source: str) -> Genotype:
 
     head = _parse_head(r, top["head"])
     classes = tuple(r.string(c, None, f"classes[{i}]")
-                    for i, c in enumerate(r.sequence(top["classes"], "classes", min_len=1)))
+                    for i, c in enumerate(r.sequence(top["classes"], "classes", min_len=1,
+                                                     max_len=MAX_CLASSES)))
     dupes = sorted({c for c in classes if classes.count(c) > 1})
     if dupes:
         raise GenotypeError(f"{source}: classes: {', '.join(dupes)} appear more than once; "
@@ -267,7 +274,7 @@ def _parse_stage(r: _Reader, raw: Any, path: str, in_channels: int, stride: int)
     if got_stride != stride:
         r.fail(f"{path}.stride", got_stride,
                f"{stride} (each stage's downsampler halves the resolution)")
-    channels = r.integer(d, "channels", f"{path}.channels")
+    channels = r.integer(d, "channels", f"{path}.channels", maximum=MAX_CHANNELS)
     if channels <= in_channels:
         r.fail(f"{path}.channels", channels,
                f"more than the {in_channels} channels coming in (the downsampler concatenates "
@@ -275,7 +282,7 @@ def _parse_stage(r: _Reader, raw: Any, path: str, in_channels: int, stride: int)
     dropout = r.number(d, "dropout", f"{path}.dropout", low=0.0, high=1.0, default=0.0,
                        open_high=True)
     layers, width = [], channels
-    for j, raw_layer in enumerate(r.sequence(d["layers"], f"{path}.layers")):
+    for j, raw_layer in enumerate(r.sequence(d["layers"], f"{path}.layers", max_len=64)):
         layer = _parse_layer(r, raw_layer, f"{path}.layers[{j}]", width)
         layers.append(layer)
         width = width if layer.is_skip else layer.out_channels
@@ -301,21 +308,23 @@ def _parse_layer(r: _Reader, raw: Any, path: str, in_channels: int) -> Layer:
         r.fail(f"{path}.in", got_in,
                f"{in_channels}, the width coming from the layer before (widths must chain)")
     return Layer(op="fr", dilation=dilation, resolution=resolution, in_channels=got_in,
-                 mid_channels=r.integer(d, "mid", f"{path}.mid"),
-                 out_channels=r.integer(d, "out", f"{path}.out"))
+                 mid_channels=r.integer(d, "mid", f"{path}.mid", maximum=MAX_CHANNELS),
+                 out_channels=r.integer(d, "out", f"{path}.out", maximum=MAX_CHANNELS))
 
 
 def _parse_head(r: _Reader, raw: Any) -> Head:
     keys = ("psp_bins", "psp_width", "psp_out", "low_width", "fusion_width")
     d = r.mapping(raw, "head", required=keys, optional=("dropout",))
-    bins = tuple(r.integer(b, None, f"head.psp_bins[{i}]")
+    bins = tuple(r.integer(b, None, f"head.psp_bins[{i}]", maximum=64)
                  for i, b in enumerate(r.sequence(d["psp_bins"], "head.psp_bins", min_len=1)))
     if len(set(bins)) != len(bins):
         r.fail("head.psp_bins", list(bins), "distinct bin counts")
-    return Head(psp_bins=bins, psp_width=r.integer(d, "psp_width", "head.psp_width"),
-                psp_out=r.integer(d, "psp_out", "head.psp_out"),
-                low_width=r.integer(d, "low_width", "head.low_width"),
-                fusion_width=r.integer(d, "fusion_width", "head.fusion_width"),
+    return Head(psp_bins=bins,
+                psp_width=r.integer(d, "psp_width", "head.psp_width", maximum=MAX_CHANNELS),
+                psp_out=r.integer(d, "psp_out", "head.psp_out", maximum=MAX_CHANNELS),
+                low_width=r.integer(d, "low_width", "head.low_width", maximum=MAX_CHANNELS),
+                fusion_width=r.integer(d, "fusion_width", "head.fusion_width",
+                                         maximum=MAX_CHANNELS),
                 dropout=r.number(d, "dropout", "head.dropout", low=0.0, high=1.0, default=0.0,
                                      open_high=True))
 
@@ -378,11 +387,14 @@ class _Reader:
                           f"no such field; known: {', '.join(required + optional)}")
         return value
 
-    def sequence(self, value: Any, path: str, min_len: int = 0) -> list:
+    def sequence(self, value: Any, path: str, min_len: int = 0,
+                 max_len: int | None = None) -> list:
         if not isinstance(value, list):
             self.fail(path, _short(value), "a JSON list")
         if len(value) < min_len:
             self.fail(path, value, f"a list of at least {min_len} items")
+        if max_len is not None and len(value) > max_len:
+            self.fail(path, f"a list of {len(value)} items", f"at most {max_len} items")
         return value
 
     def string(self, d: Any, key: str | None, path: str, default: str | None = None) -> str:

@@ -59,8 +59,16 @@ def frames_to_input(frames_bgr: np.ndarray, spec: FrameFormat) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
-def outputs_to_labels(output: np.ndarray, spec: OutputKind) -> np.ndarray:
-    """The model's output -> (N, H, W) uint8 labels (argmax over classes for logits)."""
+def label_dtype(num_classes: int) -> type:
+    """uint8 class ids for up to 256 classes, uint16 past that (never a wrapped id)."""
+    return np.uint8 if num_classes <= 256 else np.uint16
+
+
+def outputs_to_labels(output: np.ndarray, spec: OutputKind, num_classes: int = 256
+                      ) -> np.ndarray:
+    """The model's output -> (N, H, W) labels, uint8 (uint16 past 256 classes; argmax over
+    classes for logits)."""
+    dtype = label_dtype(num_classes)
     if spec.kind == "logits":
-        return output.argmax(1).astype(np.uint8)
-    return output.astype(np.uint8, copy=False)
+        return output.argmax(1).astype(dtype)
+    return output.astype(dtype, copy=False)

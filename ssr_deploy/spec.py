@@ -352,6 +352,12 @@ class ModelSpec:
     def save(model_path: str | Path, metadata: dict[str, Any]) -> Path:
         """Validate ``metadata`` and write it as ``<model>.json`` with the model file's name
         and sha256, atomically."""
-        full = {**metadata, "file": Path(model_path).name, "sha256": file_sha256(model_path)}
-        ModelSpec.from_dict(full, f"metadata for {Path(model_path).name}")
-        return atomic_write_text(sidecar_path(model_path), dumps_compact(full) + "\n")
+        text = ModelSpec.sidecar_text(Path(model_path).name, file_sha256(model_path), metadata)
+        return atomic_write_text(sidecar_path(model_path), text)
+
+    @staticmethod
+    def sidecar_text(file_name: str, sha256: str, metadata: dict[str, Any]) -> str:
+        """The sidecar of a model file named ``file_name`` with that sha256, validated."""
+        full = {**metadata, "file": file_name, "sha256": sha256}
+        ModelSpec.from_dict(full, f"metadata for {file_name}")
+        return dumps_compact(full) + "\n"

@@ -15,9 +15,10 @@ from ssr_deploy.cli.base import main
 def demo(out, device, quick) -> None:
     """The whole product on synthetic data: scenes -> SSR search -> retraining -> verified
     ONNX -> onnxruntime vs torch benchmark -> segmented video -> report.md (+ a TensorRT
-    engine where TensorRT and a GPU exist). About 3 minutes on a 2-core CPU.
+    engine where TensorRT and a GPU exist). Minutes on a 2-core CPU: from 2 to over 7,
+    by the machine (its core speed, and what else runs on it).
 
-    \\b
+    \b
     Example:
       ssr-deploy demo --out ssr-demo && cat ssr-demo/report.md
     """

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ssr_deploy.cli.base import SIZE, main, stage_bar
+from ssr_deploy.cli.base import SIZE, main, refuse_without, stage_bar
 from ssr_deploy.errors import SsrDeployError
 
 
@@ -64,14 +64,14 @@ def precision_options(f):
               "half of --size]")
 @click.option("--max-size", type=SIZE, help="Largest size with --dynamic-size. [default: "
               "twice --size]")
-@click.option("--opset", type=int, default=18, show_default=True)
+@click.option("--opset", type=click.IntRange(17), default=18, show_default=True)
 @click.option("--input", "input_format", default="float-nchw", show_default=True,
               type=click.Choice(["float-nchw", "uint8-nhwc-bgr", "uint8-nhwc-rgb"]),
               help="uint8 variants fold cast, scale, mean/std and layout into the graph.")
 @click.option("--output", "output_format", default="logits", show_default=True,
               type=click.Choice(["logits", "labels"]), help="labels: argmax in the graph.")
-@click.option("--label-dtype", default="uint8", show_default=True,
-              type=click.Choice(["uint8", "int32"]))
+@click.option("--label-dtype", type=click.Choice(["uint8", "int32"]),
+              help="With --output labels. [default: uint8; int32 past 256 classes]")
 @click.option("--simplify/--no-simplify", default=True, show_default=True,
               help="Simplify the graph with onnxslim.")
 @click.option("--precision", default="fp32", show_default=True,
@@ -84,7 +84,8 @@ def precision_options(f):
 @precision_options
 @click.option("--data", type=click.Path(), help="fp16/int8: also verify on these images.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verification report as JSON.")
-def export_onnx_cmd(source, out, weights, random_init, size, batch, dynamic_batch, max_batch,
+@click.pass_context
+def export_onnx_cmd(ctx, source, out, weights, random_init, size, batch, dynamic_batch, max_batch,
                     dynamic_size, min_size, max_size, opset, input_format, output_format,
                     label_dtype, simplify, precision, int8_target, fp32_layers, calib_dir,
                     calib_n, calib_method, calib_cache, min_agreement, data, as_json) -> None:
@@ -115,6 +116,19 @@ def export_onnx_cmd(source, out, weights, random_init, size, batch, dynamic_batc
     )
     from ssr_deploy.export.precision import PrecisionOptions
 
+    refuse_without(ctx, {"max_batch": ("--dynamic-batch", dynamic_batch),
+                         "min_size": ("--dynamic-size", dynamic_size),
+                         "max_size": ("--dynamic-size", dynamic_size),
+                         "label_dtype": ("--output labels", output_format == "labels")})
+    from ssr_deploy.export.onnx import fp32_path_for
+    from ssr_deploy.io import check_outputs_spare_inputs
+
+    outputs = [("-o", out)]
+    if precision != "fp32":
+        outputs.append(("-o (its fp32 graph)", fp32_path_for(out, precision)))
+    check_outputs_spare_inputs(outputs, [source, weights])
+    net = load_source(source, weights, random_init)
+    label_dtype = label_dtype or ("int32" if net.num_classes > 256 else "uint8")
     io = IOFormat(input_format, output_format, label_dtype)
     options = OnnxOptions(size=size, batch=batch, dynamic_batch=dynamic_batch,
                           max_batch=max_batch, dynamic_size=dynamic_size, min_size=min_size,
@@ -128,7 +142,6 @@ def export_onnx_cmd(source, out, weights, random_init, size, batch, dynamic_batc
     elif fp32_layers or calib_dir or data or min_agreement:
         raise SsrDeployError("--fp32-layers, --calib, --data and --min-agreement apply to "
                              "--precision fp16 or int8; add --precision or drop them")
-    net = load_source(source, weights, random_init)
     stages = STAGES + tuple(f"{stage} {precision}" for stage in ("convert", "verify", "write")
                             if converted)
     with stage_bar(stages, enabled=not as_json) as progress:
@@ -172,6 +185,11 @@ def export_engine_cmd(onnx_path, out, precision, fp32_layers, calib_dir, calib_n
           --max 8x1024x2048 --timing-cache trt.cache
     """
     from ssr_deploy.export.tensorrt import STAGES, EngineOptions, build_engine
+    from ssr_deploy.io import check_outputs_spare_inputs
+
+    check_outputs_spare_inputs([("-o", out), ("--timing-cache", timing_cache)], [onnx_path])
+    if timing_cache and Path(timing_cache).resolve() == Path(out).resolve():
+        raise SsrDeployError("--timing-cache and -o are the same file; give the cache its own")
 
     options = EngineOptions(precision=precision, calib_dir=calib_dir, calib_n=calib_n,
                             calib_method=calib_method, calib_cache=calib_cache,
@@ -231,4 +249,5 @@ def export_triton_cmd(model, repo, name, max_batch, instances, cpu) -> None:
     from ssr_deploy.export.triton import write_repository
 
     config = write_repository(model, repo, name, max_batch, instances, cpu=cpu)
-    click.echo(f"wrote {config.parent}/ (config.pbtxt and 1/{Path(model).name})")
+    served = "model.plan" if Path(model).suffix.lower() in (".engine", ".plan") else "model.onnx"
+    click.echo(f"wrote {config.parent}/ (config.pbtxt, 1/{served} and its sidecar)")

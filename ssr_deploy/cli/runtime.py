@@ -27,6 +27,9 @@ def open_segmenter(path: str, backend: str | None, device: str | None,
     return Segmenter.load(path, backend, device, letterbox)
 
 
+MAX_BATCH = 1024
+
+
 def _entries(model: str, backend: str | None, device: str | None, compare: str | None,
              size: tuple[int, int]) -> list[tuple[str, object]]:
     """MODEL with its backend, then each --compare entry: a backend name (optionally
@@ -84,24 +87,27 @@ def bench(model, backend, device, size, frame_size, batches, iters, warmup, comp
     except ValueError:
         raise click.BadParameter(f"{batches!r}: give batch sizes like 1,4,8",
                                  param_hint="--batch") from None
-    if not batch_list or min(batch_list) < 1:
-        raise click.BadParameter("batch sizes are at least 1", param_hint="--batch")
+    if not batch_list or min(batch_list) < 1 or max(batch_list) > MAX_BATCH:
+        raise click.BadParameter(f"batch sizes are 1 to {MAX_BATCH}", param_hint="--batch")
+    from ssr_deploy.io import check_outputs_spare_inputs
+
+    check_outputs_spare_inputs([("--json", json_path), ("--plot", plot_path)],
+                               [model, *(compare or "").split(",")])
     for path in (json_path, plot_path):
         if path and not Path(path).resolve().parent.is_dir():
             raise SsrDeployError(f"cannot write {path}: its folder does not exist")
     entries = _entries(model, backend, device, compare, size)
     try:
+        for label, seg in entries:
+            b.check_batches(label, seg, batch_list, frame_size)
         results = b.run(entries, batch_list, iters, warmup, frame_size, progress=True)
     finally:
         for _, seg in entries:
             seg.close()
     click.echo(b.format_results(results))
-    if json_path:
-        b.write_json(b.report(results, b.machine_info()), json_path)
-        click.echo(f"wrote {json_path}")
-    if plot_path:
-        b.plot_histogram(results, plot_path)
-        click.echo(f"wrote {plot_path}")
+    b.write_outputs(results, json_path, plot_path)
+    for path in filter(None, (json_path, plot_path)):
+        click.echo(f"wrote {path}")
 
 
 @main.command()
@@ -119,8 +125,10 @@ def bench(model, backend, device, size, frame_size, batches, iters, warmup, comp
 @click.option("--letterbox", is_flag=True, help="Keep the aspect ratio (pad, do not stretch).")
 @click.option("--draw-fps", is_flag=True, help="Draw the live FPS on the frames.")
 @click.option("--show", is_flag=True, help="Show a window (needs a display); q or Esc quits.")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty PNG folder -o (once the "
+              "new frames are complete).")
 def video(source, model, out, backend, device, size, max_frames, alpha, letterbox, draw_fps,
-          show) -> None:
+          show, overwrite) -> None:
     """Segment a video file, camera index or image folder in real time.
 
     Decode, inference and overlay+encode run on three threads with bounded queues. Ctrl-C
@@ -142,6 +150,9 @@ def video(source, model, out, backend, device, size, max_frames, alpha, letterbo
         if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             raise SsrDeployError("--show needs a display (none is set); drop --show and watch "
                                  "the output file")
+    from ssr_deploy.io import check_outputs_spare_inputs
+
+    check_outputs_spare_inputs([("-o", out)], [source, model])
     _, _, total = open_source(source, max_frames)
     with open_segmenter(model, backend, device, size, letterbox) as seg, \
             tqdm(total=total, unit="frame", disable=None) as bar:
@@ -150,7 +161,8 @@ def video(source, model, out, backend, device, size, max_frames, alpha, letterbo
             bar.update(done - bar.n)
             bar.set_postfix(fps=f"{fps:.1f}")
 
-        stats = run_video(seg, source, out, max_frames, alpha, draw_fps, show, on_frame=on_frame)
+        stats = run_video(seg, source, out, max_frames, alpha, draw_fps, show,
+                          on_frame=on_frame, overwrite=overwrite)
     note = " (interrupted: the file is complete up to there)" if stats.interrupted else ""
     click.echo(f"wrote {stats.output}: {stats.frames} frames in {stats.seconds:.1f} s, "
                f"{stats.fps:.1f} FPS{note}")
@@ -174,7 +186,9 @@ def profile_cmd(model, backend, size, iters, top, trace, as_json) -> None:
       ssr-deploy profile model.onnx --trace ort_trace.json
       ssr-deploy profile model.engine --top 20
     """
+    from ssr_deploy.io import check_outputs_spare_inputs
     from ssr_deploy.runtime.profile import format_profile, profile
 
+    check_outputs_spare_inputs([("--trace", trace)], [model])
     result = profile(model, backend, iters, trace, size)
     click.echo(json.dumps(result, indent=2) if as_json else format_profile(result, top))

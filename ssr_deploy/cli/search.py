@@ -4,8 +4,27 @@ from __future__ import annotations
 
 import click
 
-from ssr_deploy.cli.base import SIZE, main
+from ssr_deploy.cli.base import (
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    SIZE,
+    Number,
+    check_run_folder,
+    describe_settings,
+    main,
+    resume_settings,
+)
 from ssr_deploy.errors import SsrDeployError
+
+#: config field -> CLI parameter, for --resume
+SEARCH_PARAMS = {"size": "size", "epochs": "epochs", "warmup_epochs": "warmup", "batch": "batch",
+                 "tau": "tau", "shrink_every": "shrink_every", "target_ratio": "target_ratio",
+                 "target_gmacs": "target_gmacs", "w_ce": "loss_weights",
+                 "w_ssr_op": "loss_weights", "w_ssr_out": "loss_weights",
+                 "w_ssr_mid": "loss_weights", "w_cost": "loss_weights", "arch_lr": "arch_lr",
+                 "normalisation": "normalisation", "seed": "seed", "data": "source"}
+RESUMED = ("data", "size", "epochs", "batch", "tau", "arch_lr", "seed")
 
 
 @main.command()
@@ -20,31 +39,35 @@ from ssr_deploy.errors import SsrDeployError
 @click.option("--warmup", type=click.IntRange(min=0), default=0, show_default=True,
               help="Epochs of weight steps only, before arch steps and shrinking.")
 @click.option("--batch", type=click.IntRange(min=1), default=6, show_default=True)
-@click.option("--tau", type=float, default=0.1, show_default=True,
+@click.option("--tau", type=FRACTION, default=0.1, show_default=True,
               help="Shrinking removes options <= tau x their decision's max.")
 @click.option("--shrink-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="Shrink every N steps (0: after each epoch).")
-@click.option("--target-ratio", type=float, default=0.6, show_default=True,
+@click.option("--target-ratio", type=Number(0, 1, low_open=True), default=0.6, show_default=True,
               help="Target cost as a fraction of the largest network in the space.")
-@click.option("--target-gmacs", type=float, help="Target cost in GMACs (overrides the ratio).")
+@click.option("--target-gmacs", type=POSITIVE, help="Target cost in GMACs (overrides the ratio).")
 @click.option("--loss-weights", default="100,30,15,15,1", show_default=True,
               metavar="CE,OP,OUT,MID,COST", help="Weights of the arch objective's terms.")
-@click.option("--arch-lr", type=float, default=2e-3, show_default=True,
+@click.option("--arch-lr", type=POSITIVE, default=2e-3, show_default=True,
               help="Adam lr of the architecture weights (raise it for short searches).")
 @click.option("--normalisation", type=click.Choice(["sigmoid", "softmax"]), default="sigmoid",
               show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue OUT/search.pt exactly.")
-def search(source, out, space_file, size, epochs, warmup, batch, tau, shrink_every,
+@click.option("--resume", is_flag=True, help="Continue OUT/search.pt exactly, with its "
+              "settings.")
+@click.option("--override", is_flag=True, help="With --resume: use the settings given here "
+              "where they differ from the run's.")
+@click.pass_context
+def search(ctx, source, out, space_file, size, epochs, warmup, batch, tau, shrink_every,
            target_ratio, target_gmacs, loss_weights, arch_lr, normalisation, device, seed,
-           resume) -> None:
+           resume, override) -> None:
     """SSR search: supernet + SSR loss + progressive shrinking -> a discrete genotype.
 
-    \\b
+    \b
     Examples:
       ssr-deploy search --data cityscapes:/data/cityscapes --out runs/search --device cuda
-      ssr-deploy search --data synthetic:64 --size 64x128 --epochs 6 --shrink-every 5 \\\\
+      ssr-deploy search --data synthetic:64 --size 64x128 --epochs 6 --shrink-every 5 \\
           --out runs/tiny
       ssr-deploy train --init-from-search runs/search --data cityscapes:/data/cityscapes ...
     """
@@ -53,10 +76,15 @@ def search(source, out, space_file, size, epochs, warmup, batch, tau, shrink_eve
     from ssr_deploy.search.space import SearchSpace
 
     try:
-        w_ce, w_op, w_out, w_mid, w_cost = (float(v) for v in loss_weights.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{loss_weights!r}: give five numbers, e.g. 100,30,15,15,1",
-                                 param_hint="--loss-weights") from None
+        w_ce, w_op, w_out, w_mid, w_cost = (NON_NEGATIVE.convert(v, None, None)
+                                            for v in loss_weights.split(","))
+    except (ValueError, click.BadParameter):
+        raise click.BadParameter(f"{loss_weights!r}: give five finite numbers >= 0, e.g. "
+                                 "100,30,15,15,1", param_hint="--loss-weights") from None
+    if not resume and (w_ce == 0 or w_cost + w_ce == 0):
+        raise click.BadParameter("the CE weight must be above 0 (it is what the search "
+                                 "learns from)", param_hint="--loss-weights")
+    check_run_folder(out, resume, "search.pt")
     space = SearchSpace.load(space_file) if space_file else SearchSpace()
     multiple = space.stages[-1].stride * 2
     if size[0] % multiple or size[1] % multiple:
@@ -66,11 +94,24 @@ def search(source, out, space_file, size, epochs, warmup, batch, tau, shrink_eve
                           shrink_every=shrink_every, target_ratio=target_ratio,
                           target_gmacs=target_gmacs, arch_lr=arch_lr, w_ce=w_ce,
                           w_ssr_op=w_op, w_ssr_out=w_out, w_ssr_mid=w_mid, w_cost=w_cost,
-                          normalisation=normalisation,
-                          device=device, seed=seed)
-    searcher = Searcher(space, open_dataset(source, "train", size), out, config)
+                          normalisation=normalisation, device=device, seed=seed, data=source)
+    if resume:
+        from ssr_deploy.search.searcher import saved_config
+
+        config, changes = resume_settings(ctx, config, saved_config(out), SEARCH_PARAMS,
+                                          override)
+        size = config.size
+    dataset = open_dataset(config.data, "train", size)
+    from ssr_deploy.train.trainer import check_training_memory
+
+    check_training_memory(space.stem_channels, None, config.batch, size, config.device,
+                          maps=160)  # the supernet keeps every candidate's maps
+    searcher = Searcher(space, dataset, out, config)
     if resume:
         searcher.resume()
+        click.echo(f"resuming {out} after epoch {searcher.epoch}/{config.epochs}: "
+                   + describe_settings(config, RESUMED) + (
+                       f"; changed: {'; '.join(changes)}" if changes else ""), err=True)
     result = searcher.run()
     g = result["genotype"]
     state = "converged: every decision has one option" if result["converged"] else (

@@ -7,8 +7,22 @@ from pathlib import Path
 
 import click
 
-from ssr_deploy.cli.base import SIZE, main
+from ssr_deploy.cli.base import (
+    NON_NEGATIVE,
+    POSITIVE,
+    SIZE,
+    check_run_folder,
+    describe_settings,
+    main,
+    resume_settings,
+)
 from ssr_deploy.errors import SsrDeployError
+
+#: config field -> CLI parameter, for --resume
+TRAIN_PARAMS = {"size": "size", "epochs": "epochs", "batch": "batch", "lr": "lr",
+                "weight_decay": "weight_decay", "preset": "preset",
+                "class_weights": "class_weights", "seed": "seed", "data": "source"}
+RESUMED = ("data", "size", "epochs", "batch", "lr", "preset", "class_weights", "seed")
 
 
 @main.command()
@@ -20,8 +34,8 @@ from ssr_deploy.errors import SsrDeployError
 @click.option("--size", type=SIZE, default="512x1024", show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=300, show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=6, show_default=True)
-@click.option("--lr", type=float, default=5e-4, show_default=True)
-@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
+@click.option("--lr", type=POSITIVE, default=5e-4, show_default=True)
+@click.option("--weight-decay", type=NON_NEGATIVE, default=1e-4, show_default=True)
 @click.option("--preset", type=click.Choice(["paper", "modern"]), default="paper",
               show_default=True, help="paper: resize, flip, 0-2 px shift; modern: scale "
               "0.5-2, crop, flip, colour jitter.")
@@ -33,9 +47,12 @@ from ssr_deploy.errors import SsrDeployError
 @click.option("--weights", help="Start from this checkpoint's weights (same genotype).")
 @click.option("--init-from-search", "search_dir", type=click.Path(file_okay=False),
               help="Start from a search's genotype.json and its surviving weights.")
-@click.option("--resume", is_flag=True, help="Continue OUT/last.pt exactly.")
-def train(genotype, source, out, size, epochs, batch, lr, weight_decay, preset, class_weights,
-          workers, device, seed, weights, search_dir, resume) -> None:
+@click.option("--resume", is_flag=True, help="Continue OUT/last.pt exactly, with its settings.")
+@click.option("--override", is_flag=True, help="With --resume: use the settings given here "
+              "where they differ from the run's (a longer --epochs re-spreads the schedule).")
+@click.pass_context
+def train(ctx, genotype, source, out, size, epochs, batch, lr, weight_decay, preset,
+          class_weights, workers, device, seed, weights, search_dir, resume, override) -> None:
     """Retrain a genotype, the paper's recipe by default.
 
     Multi-GPU: torchrun --nproc_per_node 8 -m ssr_deploy train ... (DDP).
@@ -48,7 +65,12 @@ def train(genotype, source, out, size, epochs, batch, lr, weight_decay, preset, 
           --size 128x256 --epochs 5 --batch 4
     """
     from ssr_deploy.data import open_dataset
-    from ssr_deploy.train.trainer import TrainConfig, Trainer, model_for_training
+    from ssr_deploy.train.trainer import (
+        TrainConfig,
+        Trainer,
+        check_training_memory,
+        model_for_training,
+    )
 
     if device.startswith("cuda"):
         import torch
@@ -56,25 +78,36 @@ def train(genotype, source, out, size, epochs, batch, lr, weight_decay, preset, 
         if not torch.cuda.is_available():
             raise SsrDeployError("--device cuda: no CUDA GPU is visible here; use --device cpu")
     last = Path(out) / "last.pt"
-    if resume and not last.is_file():
-        raise SsrDeployError(f"--resume: {last} does not exist; run without --resume first")
-    if not resume and last.is_file():
-        raise SsrDeployError(f"{out} already holds a run (last.pt); add --resume to continue "
-                             "it, or choose another --out")
-    train_set, val_set = open_dataset(source, "train", size), open_dataset(source, "val", size)
-    net = model_for_training(genotype, weights, search_dir, len(train_set.classes))
-    net.genotype.check_input_size(*size)
+    check_run_folder(out, resume, "last.pt")
     config = TrainConfig(size=size, epochs=epochs, batch=batch, lr=lr, weight_decay=weight_decay,
                          preset=preset, class_weights=class_weights, workers=workers,
-                         seed=seed, device=device)
+                         seed=seed, device=device, data=source)
+    changes = []
+    if resume:
+        from ssr_deploy.model.checkpoint import read_checkpoint
+
+        config, changes = resume_settings(ctx, config, read_checkpoint(last).get("config", {}),
+                                          TRAIN_PARAMS, override)
+    train_set = open_dataset(config.data, "train", config.size)
+    val_set = open_dataset(config.data, "val", config.size)
+    net = model_for_training(genotype, weights, search_dir, train_set)
+    net.genotype.check_input_size(*config.size)
+    check_training_memory(net.genotype.stem_channels, net, config.batch, config.size,
+                          config.device)
     trainer = Trainer(net, train_set, val_set, out, config)
     if resume:
         trainer.resume(last)
+        click.echo(f"resuming {out} after epoch {trainer.epoch}/{config.epochs}: "
+                   + describe_settings(config, RESUMED) + (
+                       f"; changed: {'; '.join(changes)}" if changes else ""), err=True)
     final = trainer.fit()
     if final:
         click.echo(f"epoch {final['epoch']}: loss {final['loss']:.4f}, val mIoU "
-                   f"{100 * final['val_miou']:.2f}, best {100 * trainer.best:.2f}; wrote "
+                   f"{100 * final['val_miou']:.2f}%, best {100 * trainer.best:.2f}%; wrote "
                    f"{out}/last.pt, best.pt, log.jsonl, curves.png")
+    else:
+        click.echo(f"{out} had already finished its {config.epochs} epochs; nothing to do "
+                   "(add --epochs N --override to train on)")
 
 
 @main.command("eval")
@@ -87,9 +120,12 @@ def train(genotype, source, out, size, epochs, batch, lr, weight_decay, preset, 
 @click.option("--flip", is_flag=True, help="Average with the horizontally flipped image.")
 @click.option("--save-preds", type=click.Path(file_okay=False),
               help="Write labelId PNGs for the official Cityscapes evaluation.")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty --save-preds folder "
+              "(once the new predictions are complete).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def eval_cmd(weights, source, split, size, flip, save_preds, device, as_json) -> None:
+def eval_cmd(weights, source, split, size, flip, save_preds, overwrite, device,
+             as_json) -> None:
     """Per-class IoU, mIoU and pixel accuracy of a checkpoint on a dataset.
 
     \b
@@ -97,14 +133,18 @@ def eval_cmd(weights, source, split, size, flip, save_preds, device, as_json) ->
       ssr-deploy eval --weights runs/train/best.pt --data cityscapes:/data/cityscapes --flip
     """
     from ssr_deploy.data import open_dataset
+    from ssr_deploy.io import check_outputs_spare_inputs
     from ssr_deploy.model.checkpoint import load_model
     from ssr_deploy.train.evaluate import evaluate, format_result
 
+    check_outputs_spare_inputs([("--save-preds", save_preds)],
+                               [weights, source.partition(":")[2] or None])
     net = load_model(weights)
     net.genotype.check_input_size(*size)
     dataset = open_dataset(source, split, size)
     if len(dataset.classes) != net.num_classes:
         raise SsrDeployError(f"{weights} predicts {net.num_classes} classes, the data has "
                              f"{len(dataset.classes)}")
-    result = evaluate(net, dataset, size, flip, save_preds, device, progress=not as_json)
+    result = evaluate(net, dataset, size, flip, save_preds, device, progress=not as_json,
+                      overwrite=overwrite)
     click.echo(json.dumps(result, indent=2) if as_json else format_result(result))

@@ -101,27 +101,30 @@ def cityscapes(root: str | Path, split: str = "train") -> PairDataset:
                        classes.KNOWN_LABEL_IDS)
 
 
-def folder(root: str | Path) -> PairDataset:
-    """``images/`` and ``masks/`` with matching stems, and ``classes.json``
-    (``{"names": [...], "colors": [[r, g, b], ...]}``, colours optional)."""
-    from ssr_deploy.genotype import default_palette
+VAL_EVERY = 5  # a folder without split subfolders: every 5th image (sorted) is validation
 
+
+def folder(root: str | Path, split: str = "train") -> PairDataset:
+    """``images/`` and ``masks/`` with matching stems, and ``classes.json``
+    (``{"names": [...], "colors": [[r, g, b], ...]}``, colours optional).
+
+    Splits: ``ROOT/<split>/images`` and ``masks`` when ROOT has split folders; otherwise
+    every VAL_EVERY-th image (sorted by name) is ``val`` and the rest ``train``, so a
+    training run never validates on its own training images."""
     root = Path(root)
+    split_root = root / split
+    base = split_root if (split_root / "images").is_dir() else root
+    if base is root and any((root / s / "images").is_dir() for s in ("train", "val", "test")):
+        raise SsrDeployError(f"folder:{root} has split folders but no {split}/images/; "
+                             f"use --split with one of its folders")
     for sub in ("images", "masks"):
-        if not (root / sub).is_dir():
+        if not (base / sub).is_dir():
             raise SsrDeployError(f"folder:{root} has no {sub}/ folder (expected images/, "
-                                 "masks/ and classes.json)")
-    spec_path = root / "classes.json"
-    try:
-        spec = json.loads(spec_path.read_text())
-        names = tuple(spec["names"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise SsrDeployError(f"{spec_path} is missing or not {{\"names\": [...]}} "
-                             f"({type(e).__name__})") from None
-    palette = tuple(tuple(c) for c in spec.get("colors") or default_palette(len(names)))
-    images = {p.stem: p for p in (root / "images").iterdir()
+                                 "masks/ and classes.json, optionally under train/ and val/)")
+    names, palette = read_classes(root / "classes.json")
+    images = {p.stem: p for p in (base / "images").iterdir()
               if p.suffix.lower() in IMAGE_SUFFIXES}
-    masks = {p.stem: p for p in (root / "masks").iterdir() if p.suffix.lower() == ".png"}
+    masks = {p.stem: p for p in (base / "masks").iterdir() if p.suffix.lower() == ".png"}
     if not images:
         raise SsrDeployError(f"no images in {root / 'images'}")
     no_mask, no_image = sorted(set(images) - set(masks)), sorted(set(masks) - set(images))
@@ -130,7 +133,55 @@ def folder(root: str | Path) -> PairDataset:
                  f"masks without an image: {', '.join(no_image[:5])}" if no_image else ""]
         raise SsrDeployError(f"folder:{root}: " + "; ".join(p for p in parts if p))
     pairs = [Pair(stem, images[stem], masks[stem]) for stem in sorted(images)]
+    if base is root:
+        if split not in ("train", "val"):
+            raise SsrDeployError(f"folder:{root} has no split folders, so only train and val "
+                                 f"(every {VAL_EVERY}th image) exist; not {split!r}")
+        if len(pairs) < 2:
+            raise SsrDeployError(f"folder:{root} has {len(pairs)} image; train and val need 2 "
+                                 "or more (or give train/ and val/ folders)")
+        val = split == "val"
+        pairs = [p for i, p in enumerate(pairs) if (i % VAL_EVERY == VAL_EVERY - 1) == val]
+        if not pairs:  # fewer than VAL_EVERY images: the last one is val
+            pairs = [Pair(s, images[s], masks[s]) for s in sorted(images)]
+            pairs = pairs[-1:] if val else pairs[:-1]
     return PairDataset(pairs, names, palette, None)
+
+
+def read_classes(path: Path) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
+    """``classes.json``: names (unique non-empty strings, at most 255: mask ids are 8-bit
+    with 255 ignore) and optional colours ([r, g, b] of 0-255, one per name)."""
+    from ssr_deploy.genotype import default_palette
+
+    try:
+        spec = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SsrDeployError(f"{path} is missing; write {{\"names\": [\"road\", ...]}} "
+                             "there") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SsrDeployError(f"{path} is not readable JSON ({type(e).__name__}: "
+                             f"{str(e)[:80]})") from None
+    names = spec.get("names") if isinstance(spec, dict) else None
+    if (not isinstance(names, list) or not names
+            or not all(isinstance(n, str) and n.strip() for n in names)):
+        raise SsrDeployError(f"{path}: \"names\" must be a list of non-empty strings, e.g. "
+                             "{\"names\": [\"road\", \"car\"]}")
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise SsrDeployError(f"{path}: class names {', '.join(dupes[:5])} appear more than once")
+    if len(names) > 255:
+        raise SsrDeployError(f"{path}: {len(names)} classes; 8-bit masks hold at most 255 "
+                             "(255 is ignore)")
+    colors = spec.get("colors")
+    if colors is None:
+        return tuple(names), default_palette(len(names))
+    if not isinstance(colors, list) or len(colors) != len(names) or not all(
+            isinstance(c, list) and len(c) == 3 and all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in c)
+            for c in colors):
+        raise SsrDeployError(f"{path}: \"colors\" must be one [r, g, b] of integers 0-255 per "
+                             f"name ({len(names)}), or left out")
+    return tuple(names), tuple(tuple(c) for c in colors)
 
 
 class SyntheticDataset:
@@ -162,9 +213,12 @@ def open_dataset(source: str, split: str = "train", size: tuple[int, int] = (256
     if scheme == "cityscapes" and rest:
         return cityscapes(rest, split)
     if scheme == "folder" and rest:
-        return folder(rest)
+        return folder(rest, split)
     if scheme == "synthetic":
-        n = int(rest) if rest.isdigit() else (200 if split == "train" else 50)
+        if rest and not (rest.isdigit() and 0 < int(rest) <= 1_000_000):
+            raise SsrDeployError(f"data source {source!r}: N must be a whole number from 1 to "
+                                 "1000000 (synthetic:200), or left out")
+        n = int(rest) if rest else (200 if split == "train" else 50)
         return SyntheticDataset(n, size, split)
     raise SsrDeployError(f"data source {source!r} is not known; use cityscapes:DIR, folder:DIR "
                          "or synthetic[:N]")
@@ -173,7 +227,10 @@ def open_dataset(source: str, split: str = "train", size: tuple[int, int] = (256
 def write_cityscapes_layout(out: str | Path, n: int, size: tuple[int, int], seed: int = 0,
                             val_fraction: float = 0.2, progress=None) -> dict[str, int]:
     """Write ``n`` synthetic scenes as a Cityscapes tree (leftImg8bit + gtFine labelIds), so
-    the real loader reads them. Returns images per split."""
+    the real loader reads them, into ``out`` (a new folder: see io.output_folder). Returns
+    images per split."""
+    from ssr_deploy.io import write_image_in
+
     out = Path(out)
     n_val = max(1, int(n * val_fraction)) if n > 1 else 0
     counts = {"train": n - n_val, "val": n_val}
@@ -185,8 +242,8 @@ def write_cityscapes_layout(out: str | Path, n: int, size: tuple[int, int], seed
         gt_dir.mkdir(parents=True, exist_ok=True)
         for i, name in enumerate(dataset.names):
             image, label = dataset[i]
-            cv2.imwrite(str(img_dir / f"{name}_leftImg8bit.png"), image)
-            cv2.imwrite(str(gt_dir / f"{name}_gtFine_labelIds.png"), classes.TRAIN_TO_LABEL[label])
+            write_image_in(img_dir, f"{name}_leftImg8bit.png", image)
+            write_image_in(gt_dir, f"{name}_gtFine_labelIds.png", classes.TRAIN_TO_LABEL[label])
             if progress:
                 progress()
     return counts

@@ -116,21 +116,18 @@ def street_scene(seed: int, height: int = 256, width: int = 512, shift: float = 
 
 def render_video(path: str | Path, frames: int, size: tuple[int, int] = (256, 512),
                  seed: int = 0, fps: float = 30.0) -> Path:
-    """A moving street scene (the camera slides sideways) as an mp4/avi, written atomically."""
-    from ssr_deploy.io import atomic_write
+    """A moving street scene (the camera slides sideways) as an mp4/avi, published only once
+    it reads back whole."""
+    from ssr_deploy.io import VideoOutput
 
-    path = Path(path)
-    fourcc = cv2.VideoWriter_fourcc(*("MJPG" if path.suffix.lower() == ".avi" else "mp4v"))
-
-    def write(tmp: Path) -> None:
-        target = tmp.with_suffix(path.suffix)  # OpenCV picks the container by suffix
-        writer = cv2.VideoWriter(str(target), fourcc, fps, (size[1], size[0]))
+    video = VideoOutput(path, fps)
+    try:
         for k in range(frames):
-            writer.write(street_scene(seed, *size, shift=2.0 * k)[0])
-        writer.release()
-        target.replace(tmp)
-
-    return atomic_write(path, write)
+            video.write(street_scene(seed, *size, shift=2.0 * k)[0])
+    except BaseException:
+        video.close(keep=False)
+        raise
+    return video.close()
 
 
 def street_frames(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:

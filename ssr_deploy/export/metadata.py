@@ -4,6 +4,7 @@ the same keys in ``metadata_props``. The runtime reads it; nothing has to be ret
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import onnx
 import torch
 
+from ssr_deploy.io import atomic_write_many
 from ssr_deploy.spec import (
     Dynamic,
     ModelSpec,
@@ -19,8 +21,8 @@ from ssr_deploy.spec import (
 )
 from ssr_deploy.spec import build_metadata as _build_metadata
 
-__all__ = ["Dynamic", "ExportResult", "build_metadata", "file_sha256", "from_props", "read_sidecar",
-           "sidecar_path", "to_props", "write_sidecar"]
+__all__ = ["Dynamic", "ExportResult", "build_metadata", "file_sha256", "from_props",
+           "publish_models", "read_sidecar", "sidecar_path", "to_props", "write_sidecar"]
 
 PROP_PREFIX = "ssr_deploy."
 
@@ -51,6 +53,27 @@ def to_props(metadata: dict[str, Any]) -> dict[str, str]:
 def from_props(props: dict[str, str]) -> dict[str, Any]:
     return {k[len(PROP_PREFIX):]: json.loads(v) for k, v in props.items()
             if k.startswith(PROP_PREFIX)}
+
+
+def publish_models(models: list[tuple[str | Path, Callable[[Path], object], dict[str, Any]]]
+                   ) -> None:
+    """Write each (path, write(tmp), metadata): every model and its sidecar go to temp names
+    first, and are renamed into place only when all are complete. A failure anywhere leaves
+    every earlier file as it was, and a model is never published without its sidecar."""
+    writers: dict[Path, Callable[[Path], object]] = {}
+    for path, write, metadata in models:
+        path, digest = Path(path), {}
+
+        def model(tmp: Path, write=write, digest=digest) -> None:
+            write(tmp)
+            digest["sha256"] = file_sha256(tmp)
+
+        def sidecar(tmp: Path, path=path, metadata=metadata, digest=digest) -> None:
+            tmp.write_text(ModelSpec.sidecar_text(path.name, digest["sha256"], metadata))
+
+        writers[path] = model
+        writers[sidecar_path(path)] = sidecar
+    atomic_write_many(writers)
 
 
 def write_sidecar(model_path: str | Path, metadata: dict[str, Any]) -> Path:

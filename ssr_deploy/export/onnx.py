@@ -21,9 +21,9 @@ from ssr_deploy.export.metadata import (
     Dynamic,
     ExportResult,
     build_metadata,
+    publish_models,
     sidecar_path,
     to_props,
-    write_sidecar,
 )
 from ssr_deploy.export.precision import (
     PrecisionOptions,
@@ -34,7 +34,7 @@ from ssr_deploy.export.precision import (
 from ssr_deploy.export.precision_check import format_check
 from ssr_deploy.export.verify import MAX_ABS_DIFF, MIN_LABEL_AGREEMENT, format_report, verify_onnx
 from ssr_deploy.genotype import Genotype
-from ssr_deploy.io import atomic_write
+from ssr_deploy.io import check_output_path
 from ssr_deploy.model.checkpoint import load_model, load_weights, read_weights_for
 from ssr_deploy.model.net import SSRNet, build_model
 
@@ -90,9 +90,10 @@ def load_source(source: str, weights: str | None = None, random_init: bool = Fal
 
 def _ranges(genotype: Genotype, o: OnnxOptions) -> Dynamic:
     """Check every size and batch before any work starts; return the dynamic ranges."""
-    if o.opset < MIN_OPSET:
-        raise UsageError(f"opset {o.opset} is too old: SSRNet needs opset >= {MIN_OPSET} "
-                         f"(use --opset {DEFAULT_OPSET})")
+    if not MIN_OPSET <= o.opset <= onnx.defs.onnx_opset_version():
+        raise UsageError(f"--opset {o.opset}: SSRNet exports at opset {MIN_OPSET} to "
+                         f"{onnx.defs.onnx_opset_version()} (this onnx's newest); use --opset "
+                         f"{DEFAULT_OPSET}")
     genotype.check_input_size(*o.size)
     if o.batch < 1:
         raise UsageError(f"--batch {o.batch}: a batch is at least 1")
@@ -179,9 +180,10 @@ def export_onnx(net: SSRNet, path: str | Path, options: OnnxOptions | None = Non
         o = OnnxOptions(**{**o.__dict__, **overrides})
     start = time.perf_counter()
     path = Path(path)
-    if not path.parent.is_dir():
-        raise SsrDeployError(f"cannot write {path}: folder {path.parent} does not exist; create "
-                             "it first or choose another output path")
+    check_output_path(path)
+    if o.io.output == "labels" and o.io.label_dtype == "uint8" and net.num_classes > 256:
+        raise UsageError(f"--label-dtype uint8 holds 256 class ids and the model has "
+                         f"{net.num_classes} classes; use --label-dtype int32")
     converting = precision is not None and precision.precision != "fp32"
     if converting:
         check_options(precision)
@@ -194,23 +196,16 @@ def export_onnx(net: SSRNet, path: str | Path, options: OnnxOptions | None = Non
             precision, progress=lambda stage: step(f"{stage} {tag}"))
         report = {**report, "precision": check, "fp32_path": str(fp32_path)}
     step("write")
-    _write(fp32_path, model, metadata)
-    if not converting:
-        return ExportResult(path, sidecar_path(path), metadata, report,
-                            time.perf_counter() - start)
-    _write(path, converted, converted_meta)
-    return ExportResult(path, sidecar_path(path), converted_meta, report,
-                        time.perf_counter() - start)
+    files = [(fp32_path, _saver(model), metadata)]
+    if converting:
+        files.append((path, _saver(converted), converted_meta))
+    publish_models(files)
+    return ExportResult(path, sidecar_path(path), converted_meta if converting else metadata,
+                        report, time.perf_counter() - start)
 
 
-def _write(path: Path, model: onnx.ModelProto, metadata: dict[str, Any]) -> None:
-    """The model, then its sidecar; a failed sidecar takes the new model with it."""
-    atomic_write(path, lambda tmp: onnx.save(model, str(tmp)))
-    try:
-        write_sidecar(path, metadata)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
+def _saver(model: onnx.ModelProto) -> Callable[[Path], None]:
+    return lambda tmp: onnx.save(model, str(tmp))
 
 
 def _export_verified(net: SSRNet, o: OnnxOptions, step: Callable[[str], None]
@@ -228,6 +223,10 @@ def _export_verified(net: SSRNet, o: OnnxOptions, step: Callable[[str], None]
             output_names=[o.io.output_name],
             dynamic_shapes=_dynamic_shapes(genotype, o.io, dynamic), verbose=False)
     model = program.model_proto
+    written = next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
+    if written != o.opset:
+        raise UsageError(f"--opset {o.opset}: torch's exporter wrote opset {written} instead; "
+                         f"use --opset {written}")
     name_nodes_by_module(model)
     step("simplify")
     if o.simplify:

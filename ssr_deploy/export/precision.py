@@ -29,17 +29,18 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ssr_deploy.errors import SsrDeployError, UsageError
+from ssr_deploy.errors import PrecisionCheckError, SsrDeployError, UsageError
 from ssr_deploy.export.calibration import CalibrationBatches
 from ssr_deploy.export.metadata import (
     ExportResult,
     file_sha256,
+    publish_models,
     read_sidecar,
+    sidecar_path,
     to_props,
-    write_sidecar,
 )
 from ssr_deploy.export.precision_check import compare_with_fp32, module_of_node
-from ssr_deploy.io import atomic_write, find_images
+from ssr_deploy.io import check_input_file, check_output_path, find_images
 from ssr_deploy.spec import ModelSpec
 
 CALIB_METHODS = ("entropy", "percentile", "minmax")
@@ -107,8 +108,7 @@ def validate(fp32_path: str | Path, out_path: str | Path, o: PrecisionOptions
     """Return the fp32 ONNX's metadata; one clear line for anything that cannot work."""
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     check_options(o)
-    if not fp32_path.is_file():
-        raise SsrDeployError(f"ONNX file {fp32_path} does not exist")
+    check_input_file(fp32_path, "ONNX file")
     if out_path.resolve() == fp32_path.resolve():
         raise SsrDeployError(f"{out_path} is the input; write the {o.precision} graph elsewhere "
                          f"(e.g. {precision_path(fp32_path, o.precision)})")
@@ -354,7 +354,7 @@ def convert_model(fp32: onnx.ModelProto, meta: dict[str, Any], options: Precisio
     if not report["passed"]:
         worst = ", ".join(f"{r['module']} ({r['relative_error']:.1e})"
                           for r in report["worst_layers"])
-        raise SsrDeployError(
+        raise PrecisionCheckError(
             f"{options.precision} labels agree with fp32 on {100 * report['label_agreement']:.2f}"
             f"% of pixels, below {100 * options.threshold:.2f}%; nothing written. Largest "
             f"errors: {worst}; keep them in fp32 with --fp32-layers, or lower --min-agreement")
@@ -377,17 +377,11 @@ def convert_precision(fp32_path: str | Path, out_path: str | Path, options: Prec
     against the fp32 graph; below the agreement threshold nothing is written."""
     start = time.perf_counter()
     fp32_path, out_path = Path(fp32_path), Path(out_path)
-    if not out_path.parent.is_dir():
-        raise SsrDeployError(f"cannot write {out_path}: folder {out_path.parent} does not "
-                         "exist; create it first or choose another output path")
+    check_output_path(out_path)
     meta = validate(fp32_path, out_path, options)
     converted, metadata, report = convert_model(onnx.load(str(fp32_path)), meta, options,
                                                 progress)
     (progress or (lambda stage: None))("write")
-    atomic_write(out_path, lambda tmp: onnx.save(converted, str(tmp)))
-    try:
-        sidecar = write_sidecar(out_path, metadata)
-    except BaseException:
-        out_path.unlink(missing_ok=True)
-        raise
-    return ExportResult(out_path, sidecar, metadata, report, time.perf_counter() - start)
+    publish_models([(out_path, lambda tmp: onnx.save(converted, str(tmp)), metadata)])
+    return ExportResult(out_path, sidecar_path(out_path), metadata, report,
+                        time.perf_counter() - start)

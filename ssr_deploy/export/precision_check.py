@@ -60,8 +60,9 @@ def compare_with_fp32(fp32: onnx.ModelProto, candidate: onnx.ModelProto, spec: M
     for source, frame in verification_frames(spec, frames, data):
         counts[source] = counts.get(source, 0) + 1
         x = _batch(frame, spec)
-        a = outputs_to_labels(ref.run(None, {name: x})[0], spec.output)[0]
-        b = outputs_to_labels(cand.run(None, {name: x})[0], spec.output)[0]
+        n = len(spec.classes)
+        a = outputs_to_labels(ref.run(None, {name: x})[0], spec.output, n)[0]
+        b = outputs_to_labels(cand.run(None, {name: x})[0], spec.output, n)[0]
         matrices.setdefault(source, ConfusionMatrix(len(spec.classes))).update(b, a)
     sources = {}
     for source, matrix in matrices.items():

@@ -22,9 +22,9 @@ import onnx
 
 from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.export import precision as prec
-from ssr_deploy.export.metadata import read_sidecar, write_sidecar
+from ssr_deploy.export.metadata import publish_models, read_sidecar
 from ssr_deploy.export.trt_profiles import Profile, optimization_profile
-from ssr_deploy.io import atomic_write
+from ssr_deploy.io import atomic_write, check_input_file
 from ssr_deploy.runtime.backends.tensorrt import import_tensorrt
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -72,8 +72,7 @@ def validate(onnx_path: str | Path, engine_path: str | Path, o: EngineOptions) -
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if o.precision is not None and o.precision not in PRECISIONS:
         raise UsageError(f"precision {o.precision!r} is not known; use fp32, fp16 or int8")
-    if not onnx_path.is_file():
-        raise UsageError(f"ONNX file {onnx_path} does not exist")
+    check_input_file(onnx_path, "ONNX file")
     if not engine_path.parent.is_dir():
         raise UsageError(f"cannot write {engine_path}: folder {engine_path.parent} does not "
                          "exist; create it first or choose another output path")
@@ -202,14 +201,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: Engine
     if options.timing_cache:
         data = bytes(timing_cache.serialize())
         atomic_write(options.timing_cache, lambda tmp: tmp.write_bytes(data))
-    atomic_write(engine_path, lambda tmp: tmp.write_bytes(bytes(serialized)))
     meta = engine_metadata(engine_meta, onnx_path, trt.__version__, gpu_info(), options,
                            plan.profile, time.perf_counter() - start)
-    try:
-        write_sidecar(engine_path, meta)
-    except BaseException:
-        engine_path.unlink(missing_ok=True)
-        raise
+    publish_models([(engine_path, lambda tmp: tmp.write_bytes(bytes(serialized)), meta)])
     return read_sidecar(engine_path)
 
 

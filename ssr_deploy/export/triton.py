@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
-from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.export.metadata import read_sidecar, sidecar_path
-from ssr_deploy.io import atomic_write, atomic_write_text
+from ssr_deploy.io import atomic_write_many, check_input_file, check_outputs_spare_inputs
 from ssr_deploy.spec import ModelSpec
 
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8",
@@ -53,8 +54,10 @@ def write_repository(model: str | Path, repo: str | Path, name: str = "ssrnet",
                      cpu: bool = False) -> Path:
     """Copy ``model`` (an .onnx or an engine) and its sidecar into a Triton repository."""
     model, repo = Path(model), Path(repo)
-    if not model.is_file():
-        raise SsrDeployError(f"model file {model} does not exist")
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", name) or ".." in name:
+        raise UsageError(f"--name {name!r}: a Triton model name is letters, digits, _, . and - "
+                         "(no path separators or '..'), e.g. ssrnet")
+    check_input_file(model, "model file")
     meta = read_sidecar(model)
     is_engine = model.suffix.lower() in (".engine", ".plan")
     if not is_engine and model.suffix.lower() != ".onnx":
@@ -67,8 +70,13 @@ def write_repository(model: str | Path, repo: str | Path, name: str = "ssrnet",
     text = config_pbtxt(meta, name, platform, max_batch, instances,
                         "KIND_CPU" if cpu else "KIND_GPU")
     folder = repo / name / str(version)
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / ("model.plan" if is_engine else "model.onnx")
-    atomic_write(target, lambda tmp: shutil.copyfile(model, tmp))
-    atomic_write(sidecar_path(target), lambda tmp: shutil.copyfile(sidecar_path(model), tmp))
-    return atomic_write_text(repo / name / "config.pbtxt", text)
+    check_outputs_spare_inputs([("--repo", target)], [model])
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_many({target: lambda tmp: shutil.copyfile(model, tmp),
+                       sidecar_path(target): lambda tmp: shutil.copyfile(sidecar_path(model), tmp),
+                       repo / name / "config.pbtxt": lambda tmp: tmp.write_text(text)})
+    stale = folder / ("model.onnx" if is_engine else "model.plan")  # from an earlier export
+    for path in (stale, sidecar_path(stale)):
+        path.unlink(missing_ok=True)
+    return repo / name / "config.pbtxt"

@@ -6,6 +6,7 @@ Loaded with ``torch.load(weights_only=True)``: a checkpoint from the internet ca
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from torch import nn
 import ssr_deploy
 from ssr_deploy.errors import GenotypeError, SsrDeployError
 from ssr_deploy.genotype import Genotype
-from ssr_deploy.io import atomic_write
+from ssr_deploy.io import atomic_write, check_input_file
 from ssr_deploy.model.net import SSRNet, build_model
 
 CHECKPOINT_FORMAT = 1
@@ -24,6 +25,12 @@ CHECKPOINT_FORMAT = 1
 def save_checkpoint(path: str | Path, model: nn.Module, genotype: Genotype, **extra: Any) -> Path:
     """Write ``model``'s weights with ``genotype`` atomically; ``extra`` (epoch, optimizer
     state, metrics...) must be tensors, numbers, strings or containers of them."""
+    return atomic_write(path, checkpoint_writer(model, genotype, **extra))
+
+
+def checkpoint_writer(model: nn.Module, genotype: Genotype, **extra: Any
+                      ) -> Callable[[Path], None]:
+    """``write(path)`` saving the checkpoint as it is now (for io.atomic_write_many)."""
     model = getattr(model, "module", model)  # unwrap DDP / DataParallel
     state = {
         "format": CHECKPOINT_FORMAT,
@@ -34,14 +41,17 @@ def save_checkpoint(path: str | Path, model: nn.Module, genotype: Genotype, **ex
         "state_dict": model.state_dict(),
         **extra,
     }
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    return lambda tmp: torch.save(state, tmp)
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """The raw checkpoint dict, loaded safely; clear errors for missing or foreign files."""
-    path = Path(path)
-    if not path.is_file():
-        raise SsrDeployError(f"checkpoint {path} does not exist")
+    path = check_input_file(path, "checkpoint")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save's zip, or a legacy pickle
+        raise SsrDeployError(f"{path} is not a PyTorch checkpoint ({_looks_like(path, head)}); "
+                             "give a .pt written by `ssr-deploy train` or `search`")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
@@ -52,6 +62,28 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise SsrDeployError(f"{path} is not an ssr-deploy checkpoint: it has no genotype and "
                              "state_dict (train with `ssr-deploy train` or use save_checkpoint)")
     return state
+
+
+def _looks_like(path: Path, head: bytes) -> str:
+    if path.suffix.lower() == ".onnx" or head[:1] == b"\x08":
+        return "it looks like an ONNX model: run it with bench/video/profile, or export from "\
+               "its checkpoint"
+    if head[:1] in (b"{", b"["):
+        return "it is JSON: a genotype goes to --genotype, a sidecar stays beside its model"
+    if not head:
+        return "it is empty"
+    return "it is not the zip archive torch.save writes"
+
+
+def check_finite(state_dict: dict, source: str) -> None:
+    """Refuse weights holding NaN or inf: a diverged run would otherwise evaluate and export
+    as if it were a network."""
+    bad = [k for k, v in state_dict.items()
+           if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise SsrDeployError(f"{source} holds NaN or inf in {len(bad)} weight tensors (e.g. "
+                             f"{bad[0]}): the run that wrote it diverged; use an earlier "
+                             "checkpoint or retrain with a lower --lr")
 
 
 def read_weights_for(genotype: Genotype, path: str | Path,
@@ -98,4 +130,5 @@ def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:
     if found:
         raise SsrDeployError(f"weights in {source} do not fit the genotype: {'; '.join(found)} "
                              "(the weights were trained for another architecture)")
+    check_finite(state_dict, source)
     model.load_state_dict(state_dict)

@@ -19,7 +19,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ssr_deploy.data.synthetic import street_frames
-from ssr_deploy.io import atomic_write_text, save_figure
+from ssr_deploy.errors import UsageError
+from ssr_deploy.io import atomic_write_many, atomic_write_text, save_figure
 from ssr_deploy.runtime.segmenter import Segmenter
 
 PAPER_FPS = 175.0  # SSR-Net at 512x1024 on an RTX 2080Ti (Ye et al., IJCV 2022)
@@ -46,6 +47,29 @@ def latency_stats(samples_ms: list[float]) -> dict[str, float]:
     return {"mean": float(a.mean()), "p50": float(np.percentile(a, 50)),
             "p90": float(np.percentile(a, 90)), "p99": float(np.percentile(a, 99)),
             "max": float(a.max())}
+
+
+def check_batches(label: str, seg: Segmenter, batches: list[int],
+                  frame_size: tuple[int, int] | None = None) -> None:
+    """Refuse a batch the model cannot take in one inference (it would be chunked, and the
+    figure reported under a batch that never ran), and batches whose frames and activations
+    cannot fit in memory, before anything is allocated."""
+    from ssr_deploy.io import check_memory
+
+    low, high = seg.spec.batch_range
+    for batch in batches:
+        if batch > high:
+            hint = ("re-export with --dynamic-batch --max-batch " + str(batch)
+                    if high > 1 else "re-export with --dynamic-batch")
+            raise UsageError(f"--batch {batch}: {label} takes batches of at most {high}; bench "
+                             f"--batch {high} or less, or {hint}")
+    h, w = seg.size
+    fh, fw = frame_size or (h, w)
+    # per image: the frame, the model's float input, and two of its largest activations (the
+    # stem's output: 64 float32 channels at half the input's height and width)
+    per_image = 3 * fh * fw + 4 * 3 * h * w + 2 * 4 * 64 * (h // 2) * (w // 2)
+    check_memory(max(batches) * per_image, f"batch {max(batches)} at {fh}x{fw}",
+                 "lower --batch or --frame-size")
 
 
 def run(entries: list[tuple[str, Segmenter]], batches: list[int], iters: int = 50,
@@ -196,8 +220,31 @@ def write_json(doc: dict[str, Any], path: str | Path) -> Path:
     return atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
 
 
+def write_outputs(results: list[BenchResult], json_path: str | Path | None = None,
+                  plot_path: str | Path | None = None) -> None:
+    """The JSON report and the histogram, published together or not at all."""
+    import matplotlib.pyplot as plt
+
+    writers = {}
+    if json_path:
+        text = json.dumps(report(results, machine_info()), indent=2) + "\n"
+        writers[json_path] = lambda tmp: tmp.write_text(text)
+    fig = histogram_figure(results) if plot_path else None
+    if plot_path:
+        writers[plot_path] = lambda tmp: fig.savefig(tmp, format="png")
+    try:
+        atomic_write_many(writers)
+    finally:
+        if fig is not None:
+            plt.close(fig)
+
+
 def plot_histogram(results: list[BenchResult], path: str | Path) -> Path:
     """Per-frame latency histograms, one per backend and batch, with the paper's 175 FPS."""
+    return save_figure(histogram_figure(results), path)
+
+
+def histogram_figure(results: list[BenchResult]):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -214,4 +261,4 @@ def plot_histogram(results: list[BenchResult], path: str | Path) -> Path:
     ax.set_title(f"ssr-deploy bench, {results[0].size[0]}x{results[0].size[1]}")
     ax.legend()
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig

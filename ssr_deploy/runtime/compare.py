@@ -24,7 +24,7 @@ def _labels(backend: Backend, frame_bgr: np.ndarray) -> np.ndarray:
     if spec.fixed_batch:
         frames = np.repeat(frames, spec.fixed_batch, axis=0)
     return outputs_to_labels(backend.infer(frames_to_input(frames, spec.input)),
-                             spec.output)[0]
+                             spec.output, len(spec.classes))[0]
 
 
 def compare(candidate: str | Path, reference: str | Path, data: str | Path | None = None,

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ssr_deploy.errors import UsageError, UsageTypeError
-from ssr_deploy.preprocess import frames_to_input, outputs_to_labels
+from ssr_deploy.preprocess import frames_to_input, label_dtype, outputs_to_labels
 from ssr_deploy.runtime.backends import Backend, open_backend
 
 
@@ -58,8 +58,9 @@ class Segmenter:
         self.size = self.spec.input.size
         self.classes = list(self.spec.classes)
         self.palette_bgr = np.asarray(self.spec.palette, np.uint8)[:, ::-1].copy()
-        self._lut = np.zeros((256, 3), np.uint8)  # class id -> BGR; ids past the palette: black
-        self._lut[:min(len(self.palette_bgr), 256)] = self.palette_bgr[:256]
+        # class id -> BGR for every id the label dtype holds; ids past the palette: black
+        self._lut = np.zeros((np.iinfo(label_dtype(len(self.classes))).max + 1, 3), np.uint8)
+        self._lut[:len(self.palette_bgr)] = self.palette_bgr
         self.letterbox = letterbox
         self.max_batch = self.spec.batch_range[1]
         self.fixed_batch = self.spec.fixed_batch
@@ -83,13 +84,15 @@ class Segmenter:
         return self.predict_batch([frame])[0]
 
     def predict_batch(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        """Frames of any sizes -> one (H, W) uint8 label map per frame, at its own size."""
+        """Frames of any sizes -> one (H, W) label map per frame, at its own size: uint8 class
+        ids (uint16 for a model of more than 256 classes)."""
         frames = [as_bgr(f) for f in frames]
         labels: list[np.ndarray] = []
         for start in range(0, len(frames), self.max_batch):
             chunk = frames[start:start + self.max_batch]
             batch, boxes = self._prepare(chunk)
-            out = outputs_to_labels(self.backend.infer(batch), self.spec.output)
+            out = outputs_to_labels(self.backend.infer(batch), self.spec.output,
+                                    len(self.classes))
             labels += [self._unfit(lab, box, f.shape[:2])
                        for lab, box, f in zip(out, boxes, chunk, strict=True)]
         return labels
@@ -108,7 +111,8 @@ class Segmenter:
 
         for out in self.backend.infer_stream(inputs()):
             box, size = pending.popleft()
-            yield self._unfit(outputs_to_labels(out, self.spec.output)[0], box, size)
+            labels = outputs_to_labels(out, self.spec.output, len(self.classes))[0]
+            yield self._unfit(labels, box, size)
 
     def _prepare(self, frames: list[np.ndarray]) -> tuple[np.ndarray, list[tuple]]:
         """BGR frames -> the model's input batch and each frame's content box."""

@@ -2,8 +2,9 @@
 queues, so throughput is set by the slowest stage and memory stays flat.
 
 Sources: a video file, a camera index ("0") or a folder of images. Sinks: an .mp4/.avi
-file (written to a temp name, renamed when closed: Ctrl-C still leaves a playable file)
-or a folder of PNGs.
+file (written to a temp name, read back and renamed when closed: Ctrl-C still leaves a
+playable file, a full disk leaves the previous file) or a folder of PNGs (built beside its
+name and swapped in whole).
 """
 
 from __future__ import annotations
@@ -19,11 +20,17 @@ import cv2
 import numpy as np
 
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.io import IMAGE_SUFFIXES, read_image
+from ssr_deploy.io import (
+    IMAGE_SUFFIXES,
+    NewFolder,
+    VideoOutput,
+    check_input_file,
+    read_image,
+    write_image_in,
+)
 from ssr_deploy.runtime.segmenter import Segmenter
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
-FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mov": "mp4v", ".mkv": "mp4v"}
+VIDEO_SUFFIXES = tuple(VideoOutput.FOURCC)
 _DONE = object()
 
 
@@ -52,8 +59,7 @@ def open_source(source: str, max_frames: int | None = None) -> tuple[Iterator[np
         if not capture.isOpened():
             raise SsrDeployError(f"camera {source} does not open (no such device, or in use)")
     else:
-        if not path.is_file():
-            raise SsrDeployError(f"video source {source} does not exist")
+        check_input_file(path, "video source")
         capture = cv2.VideoCapture(str(path))
         if not capture.isOpened():
             raise SsrDeployError(f"cannot read video {source}: OpenCV cannot decode it (corrupt, "
@@ -77,62 +83,47 @@ def open_source(source: str, max_frames: int | None = None) -> tuple[Iterator[np
 
 
 class _Sink:
-    """An mp4/avi writer (temp name, renamed on close) or a folder of numbered PNGs."""
+    """An mp4/avi (io.VideoOutput: temp name, read back, then renamed) or a folder of numbered
+    PNGs (io.NewFolder: built beside it, swapped in whole)."""
 
-    def __init__(self, output: str, fps: float) -> None:
+    def __init__(self, output: str, fps: float, overwrite: bool = False) -> None:
         self.path = Path(output)
-        self.fps = fps
-        self.writer = None
-        self.size: tuple[int, int] | None = None
         self.count = 0
-        self.is_video = self.path.suffix.lower() in VIDEO_SUFFIXES
-        if not self.path.parent.is_dir():
-            raise SsrDeployError(f"cannot write {output}: folder {self.path.parent} does not "
-                                 "exist")
-        if self.is_video:
-            self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self.video = self.folder = None
+        if self.path.suffix.lower() in VIDEO_SUFFIXES:
+            self.video = VideoOutput(self.path, fps)
+        elif self.path.suffix:
+            raise SsrDeployError(f"output {output}: give a video file "
+                                 f"({', '.join(VIDEO_SUFFIXES)}) or a folder for PNGs")
         else:
-            if self.path.suffix:
-                raise SsrDeployError(f"output {output}: give a video file "
-                                     f"({', '.join(VIDEO_SUFFIXES)}) or a folder for PNGs")
-            self.path.mkdir(exist_ok=True)
+            self.folder = NewFolder(self.path, overwrite, "-o")
 
     def write(self, frame: np.ndarray) -> None:
-        if not self.is_video:
-            cv2.imwrite(str(self.path / f"{self.count:06d}.png"), frame)
-            self.count += 1
-            return
-        if self.writer is None:
-            self.size = (frame.shape[1], frame.shape[0])
-            fourcc = cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()])
-            self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, self.size)
-            if not self.writer.isOpened():
-                raise SsrDeployError(f"OpenCV cannot write {self.path.suffix} here; use .avi or "
-                                     "a folder of PNGs")
-        if (frame.shape[1], frame.shape[0]) != self.size:  # the stream changed size mid-way
-            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
-        self.writer.write(frame)
+        if self.video:
+            self.video.write(frame)
+        else:
+            write_image_in(self.folder.building, f"{self.count:06d}.png", frame)
         self.count += 1
 
     def close(self, keep: bool = True) -> None:
-        """Finish the file; ``keep=False`` (a failed run) removes it instead of publishing."""
-        if self.writer is not None:
-            self.writer.release()
-            if keep:
-                self.tmp.replace(self.path)
-            else:
-                self.tmp.unlink(missing_ok=True)
+        """Finish the output; ``keep=False`` (a failed run) removes it instead of publishing."""
+        if self.video:
+            self.video.close(keep)
+        elif keep:
+            self.folder.publish()
+        else:
+            self.folder.discard()
 
 
 def run_video(segmenter: Segmenter, source: str, output: str, max_frames: int | None = None,
               alpha: float = 0.5, draw_fps: bool = False, show: bool = False,
-              queue_size: int = 4, on_frame: Callable[[int, float], None] | None = None
-              ) -> VideoStats:
+              queue_size: int = 4, on_frame: Callable[[int, float], None] | None = None,
+              overwrite: bool = False) -> VideoStats:
     """Segment every frame of ``source`` into ``output``; returns counts and throughput.
 
     ``on_frame(done, fps)`` is called after each written frame (for a progress bar)."""
     frames, fps, _ = open_source(source, max_frames)
-    sink = _Sink(output, fps)
+    sink = _Sink(output, fps, overwrite)
     decoded: queue.Queue = queue.Queue(queue_size)
     inferred: queue.Queue = queue.Queue(queue_size)
     stop = threading.Event()
@@ -178,7 +169,7 @@ def run_video(segmenter: Segmenter, source: str, output: str, max_frames: int | 
                threading.Thread(target=infer, daemon=True, name="infer")]
     for w in workers:
         w.start()
-    start, interrupted = time.perf_counter(), False
+    start, interrupted, failed = time.perf_counter(), False, True
     try:
         while (item := inferred.get()) is not _DONE:
             frame, labels = item
@@ -194,13 +185,14 @@ def run_video(segmenter: Segmenter, source: str, output: str, max_frames: int | 
                     break
             if on_frame:
                 on_frame(sink.count, sink.count / (time.perf_counter() - start))
+        failed = False
     except KeyboardInterrupt:
-        interrupted = True
+        interrupted, failed = True, False
     finally:
         stop.set()
         for w in workers:
             w.join(timeout=5)
-        sink.close(keep=not errors)
+        sink.close(keep=not errors and not failed)
         if show:
             cv2.destroyAllWindows()
     if errors and not isinstance(errors[0], KeyboardInterrupt):

@@ -9,6 +9,7 @@ Arch objective (defaults from the authors' code):
 
 from __future__ import annotations
 
+import pickle
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from ssr_deploy.data import transforms as T
 from ssr_deploy.data.augmented import AugmentedDataset
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.genotype import InputSpec
-from ssr_deploy.io import atomic_write, jsonable, save_figure, write_epoch_row
+from ssr_deploy.io import epoch_log, figure_writer, jsonable, publish_epoch
 from ssr_deploy.model.checkpoint import save_checkpoint
 from ssr_deploy.search.cost import expected_macs
 from ssr_deploy.search.extract import extract_discrete
@@ -58,6 +59,23 @@ class SearchConfig:
     workers: int = 0
     seed: int = 0
     device: str = "cpu"
+    data: str = ""  # the --data source, recorded so --resume can hold to it
+
+
+def saved_config(out: str | Path) -> dict[str, Any]:
+    """The settings a search in ``out`` ran with (from its search.pt)."""
+    state = _load_state(Path(out) / "search.pt", "cpu")
+    return state.get("config", {})
+
+
+def _load_state(path: Path, device) -> dict[str, Any]:
+    if not path.is_file():
+        raise SsrDeployError(f"--resume: {path} does not exist; run without --resume first")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        raise SsrDeployError(f"cannot read {path}: {str(e).splitlines()[0][:120]} (a damaged "
+                             "search state; start again with a new --out)") from None
 
 
 class Searcher:
@@ -214,8 +232,7 @@ class Searcher:
                    "options_left": self.options_left(),
                    "mean_max_prob": float(op_p.max(-1).values.mean()),
                    "seconds": time.perf_counter() - start}
-            self._log(row)
-            self.save()
+            self.save(row)
         return self.finish()
 
     @torch.no_grad()
@@ -237,18 +254,21 @@ class Searcher:
         return {"genotype": genotype, "converged": self.discrete(), "epochs": self.epoch,
                 "discarded_mass": gap}
 
-    def save(self) -> None:
+    def save(self, row: dict[str, Any]) -> None:
+        """search.pt, search_log.jsonl and search.png of this epoch, all or none."""
         state = {"epoch": self.epoch, "step": self.step, "net": self.net.state_dict(),
                  "weight_opt": self.weight_opt.state_dict(),
                  "arch_opt": self.arch_opt.state_dict(), "rng": torch.get_rng_state(),
                  "space": self.space.to_dict(), "config": jsonable(asdict(self.config))}
-        atomic_write(self.out / "search.pt", lambda tmp: torch.save(state, tmp))
+        rows, text = epoch_log(self.out / "search_log.jsonl", row)
+        fig = search_figure(rows, self.target / 1e9)
+        publish_epoch({self.out / "search.pt": lambda tmp: torch.save(state, tmp),
+                       self.out / "search_log.jsonl": lambda tmp: tmp.write_text(text),
+                       self.out / "search.png": figure_writer(fig)}, fig)
 
     def resume(self) -> None:
         path = self.out / "search.pt"
-        if not path.is_file():
-            raise SsrDeployError(f"--resume: {path} does not exist; run without --resume first")
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        state = _load_state(path, self.device)
         if state["space"] != self.space.to_dict():
             raise SsrDeployError(f"{path} was searched in another space; use the same --space")
         for name in ("op_valid", "mid_valid", "out_valid"):
@@ -258,12 +278,10 @@ class Searcher:
         self.weight_opt = self._weight_optimizer()
         self.weight_opt.load_state_dict(state["weight_opt"])
         self.arch_opt.load_state_dict(state["arch_opt"])
+        for group in self.arch_opt.param_groups:  # an --override'd rate holds from here on
+            group["lr"] = self.config.arch_lr
         torch.set_rng_state(state["rng"])
         self.epoch, self.step = state["epoch"], state["step"]
-
-    def _log(self, row: dict[str, Any]) -> None:
-        plot_search(write_epoch_row(self.out / "search_log.jsonl", row),
-                    self.out / "search.png")
 
 
 def _rows(probs: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -278,7 +296,8 @@ def _mass_discarded(probs: torch.Tensor, valid: torch.Tensor) -> float:
     return float((1 - probs.max(-1).values).mean()) if len(probs) else 0.0
 
 
-def plot_search(rows: list[dict[str, Any]], path: Path) -> None:
+def search_figure(rows: list[dict[str, Any]], target_gmacs: float | None = None):
+    """Options left and expected cost per epoch, one figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -290,7 +309,12 @@ def plot_search(rows: list[dict[str, Any]], path: Path) -> None:
         a.plot(epochs, [r["options_left"][key] for r in rows], marker="o", label=key)
     a.set(xlabel="epoch", ylabel="options left", title="solution space", yscale="log")
     a.legend()
-    b.plot(epochs, [r["expected_gmacs"] for r in rows], marker="o", color="C3")
+    b.plot(epochs, [r["expected_gmacs"] for r in rows], marker="o", color="C3",
+           label="expected")
+    if target_gmacs:
+        b.axhline(target_gmacs, color="gray", linestyle="--",
+                  label=f"target {target_gmacs:.3g}")
     b.set(xlabel="epoch", ylabel="expected GMACs", title="cost")
+    b.legend()
     fig.tight_layout()
-    save_figure(fig, path)
+    return fig

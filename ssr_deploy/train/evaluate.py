@@ -3,16 +3,17 @@ predictions as Cityscapes labelId PNGs the official evaluation script reads."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ssr_deploy.data.classes import TRAIN_TO_LABEL
+from ssr_deploy.data.classes import NAMES, TRAIN_TO_LABEL
+from ssr_deploy.io import output_folder, write_image_in
 from ssr_deploy.metrics import ConfusionMatrix
 from ssr_deploy.model.net import SSRNet
 from ssr_deploy.preprocess import frames_to_input, resize_frames
@@ -39,21 +40,25 @@ def predict(net: SSRNet, image_bgr: np.ndarray, size: tuple[int, int], flip: boo
 
 def evaluate(net: SSRNet, dataset, size: tuple[int, int], flip: bool = False,
              save_preds: str | Path | None = None, device: str = "cpu",
-             progress: bool = False) -> dict[str, Any]:
-    """Run ``net`` over ``dataset``; labels are compared at their own resolution."""
+             progress: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Run ``net`` over ``dataset``; labels are compared at their own resolution.
+
+    ``save_preds``: a folder for labelId PNGs, built whole and swapped in at the end (an
+    existing non-empty one only with ``overwrite``)."""
     net = net.eval().to(device)
-    matrix = ConfusionMatrix(len(dataset.classes))
-    out = Path(save_preds) if save_preds else None
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-    names = dataset.names
-    for i in tqdm(range(len(dataset)), desc="eval", disable=None if progress else True,
-                  leave=False):
-        image, label = dataset[i]
-        pred = predict(net, image, size, flip, device)
-        matrix.update(pred, label)
-        if out:
-            cv2.imwrite(str(out / f"{names[i]}_pred_labelIds.png"), TRAIN_TO_LABEL[pred])
+    with (output_folder(save_preds, overwrite, "--save-preds") if save_preds
+          else contextlib.nullcontext()) as out:
+        matrix = ConfusionMatrix(len(dataset.classes))
+        names = dataset.names
+        for i in tqdm(range(len(dataset)), desc="eval", disable=None if progress else True,
+                      leave=False):
+            image, label = dataset[i]
+            pred = predict(net, image, size, flip, device)
+            matrix.update(pred, label)
+            if out:  # Cityscapes: labelIds for the official script; other data: class ids
+                cityscapes = tuple(dataset.classes) == NAMES
+                write_image_in(out, f"{names[i]}_pred_{'labelIds' if cityscapes else 'ids'}"
+                               ".png", TRAIN_TO_LABEL[pred] if cityscapes else pred)
     result = matrix.compute(dataset.classes)
     result["images"] = len(dataset)
     return result

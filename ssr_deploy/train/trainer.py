@@ -10,6 +10,7 @@ augmentation is seeded by (seed, epoch, index). Under ``torchrun`` it runs DDP
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -28,8 +29,8 @@ from ssr_deploy.data import transforms as T
 from ssr_deploy.data.augmented import AugmentedDataset
 from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.genotype import Genotype
-from ssr_deploy.io import jsonable, save_figure, write_epoch_row
-from ssr_deploy.model.checkpoint import load_weights, read_weights_for, save_checkpoint
+from ssr_deploy.io import epoch_log, figure_writer, jsonable, publish_epoch
+from ssr_deploy.model.checkpoint import checkpoint_writer, load_weights, read_weights_for
 from ssr_deploy.model.net import SSRNet, build_model
 from ssr_deploy.train.evaluate import evaluate
 
@@ -48,6 +49,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     amp: bool = True  # used on CUDA only
+    data: str = ""  # the --data source, recorded so --resume can hold to it
 
 
 def enet_weights(dataset, num_classes: int, max_items: int = 200) -> torch.Tensor:
@@ -62,10 +64,12 @@ def enet_weights(dataset, num_classes: int, max_items: int = 200) -> torch.Tenso
 
 
 def model_for_training(genotype: str | None, weights: str | None, search_dir: str | None,
-                       num_classes: int) -> SSRNet:
+                       dataset) -> SSRNet:
     """The network a run starts from: ``genotype`` (a zoo name or JSON) from scratch, or with
     ``weights``; ``search_dir`` (a finished ``ssr-deploy search``) gives both, its
-    genotype.json and discrete.pt. The one place ``train`` and the demo prepare this."""
+    genotype.json and discrete.pt. The classes and colours are the dataset's (a folder:
+    dataset's classes.json names travel into the checkpoint, its exports and their labels).
+    The one place ``train`` and the demo prepare this."""
     if search_dir:
         if weights:
             raise UsageError("give --weights or --init-from-search, not both")
@@ -79,10 +83,30 @@ def model_for_training(genotype: str | None, weights: str | None, search_dir: st
     if not genotype:
         raise UsageError("give --genotype (a zoo name or JSON) or --init-from-search DIR")
     g = Genotype.load(genotype)
-    net = build_model(g, num_classes)
-    if weights:
-        load_weights(net, read_weights_for(g, weights)["state_dict"], weights)
+    state = read_weights_for(g, weights)["state_dict"] if weights else None
+    if tuple(dataset.classes) != g.classes:
+        g = dataclasses.replace(g, classes=tuple(dataset.classes),
+                                palette=tuple(tuple(c) for c in dataset.palette))
+    net = build_model(g)
+    if state is not None:
+        load_weights(net, state, weights)
     return net
+
+
+def check_training_memory(channels: int, net: torch.nn.Module | None, batch: int,
+                          size: tuple[int, int], device: str, maps: int = 40) -> None:
+    """Refuse a batch and size that cannot fit in host memory, before the first step
+    allocates them. A rough upper estimate: ``maps`` float32 maps of ``channels`` at half
+    the input's height and width kept per image for backward, plus weights and Adam state."""
+    from ssr_deploy.io import check_memory
+
+    if device.startswith("cuda"):
+        return  # the GPU's memory is torch's to report
+    h, w = size
+    per_image = maps * 4 * channels * (h // 2) * (w // 2)
+    params = sum(p.numel() for p in net.parameters()) if net is not None else 0
+    check_memory(batch * per_image + 16 * params,
+                 f"training at batch {batch}, {h}x{w}", "lower --batch or --size")
 
 
 def _dist() -> tuple[int, int]:
@@ -113,7 +137,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.9, 0.999),
                                           weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda e: (1 - e / config.epochs) ** config.poly_power)
+            self.optimizer, lambda e: max(0.0, 1 - e / config.epochs) ** config.poly_power)
         self.use_amp = config.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.model = net
@@ -175,23 +199,24 @@ class Trainer:
                         "seconds": time.perf_counter() - start}
                 improved = result["miou"] > self.best
                 self.best = max(self.best, result["miou"])
-                self._save("last.pt")
-                if improved:
-                    self._save("best.pt")
-                self._log(last)
+                self._publish(last, improved)
             if self.world > 1:
                 dist.barrier()
         return last or {}
 
-    def _save(self, name: str) -> None:
-        save_checkpoint(self.out / name, self.net, self.genotype, epoch=self.epoch,
-                        best_miou=self.best, optimizer=self.optimizer.state_dict(),
-                        scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
-                        class_weights=self.weights.cpu(), rng=torch.get_rng_state(),
-                        config=jsonable(asdict(self.config)), **self.extra)
-
-    def _log(self, row: dict[str, Any]) -> None:
-        plot_curves(write_epoch_row(self.out / "log.jsonl", row), self.out / "curves.png")
+    def _publish(self, row: dict[str, Any], improved: bool) -> None:
+        """last.pt (+ best.pt), log.jsonl and curves.png of this epoch, all or none."""
+        write = checkpoint_writer(
+            self.net, self.genotype, epoch=self.epoch, best_miou=self.best,
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(), class_weights=self.weights.cpu(),
+            rng=torch.get_rng_state(), config=jsonable(asdict(self.config)), **self.extra)
+        rows, text = epoch_log(self.out / "log.jsonl", row)
+        fig = curves_figure(rows)
+        files = {self.out / "last.pt": write, **({self.out / "best.pt": write} if improved else {}),
+                 self.out / "log.jsonl": lambda tmp: tmp.write_text(text),
+                 self.out / "curves.png": figure_writer(fig)}
+        publish_epoch(files, fig)
 
     def resume(self, path: str | Path) -> None:
         """Continue from a ``last.pt``: same weights, optimiser, schedule, RNG, best score."""
@@ -203,13 +228,20 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        # the learning rate of the epoch to come, from this run's schedule (the optimiser's
+        # saved rate is the last epoch's: 0 for a finished run being extended)
+        self.scheduler.base_lrs = [self.config.lr] * len(self.optimizer.param_groups)
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        for group in self.optimizer.param_groups:
+            group["initial_lr"], group["lr"] = self.config.lr, self.config.lr * factor
+            group["weight_decay"] = self.config.weight_decay
         self.weights = state["class_weights"].to(self.device)
         torch.set_rng_state(state["rng"])
         self.epoch, self.best = state["epoch"], state["best_miou"]
 
 
-def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
-    """Train loss and val mIoU per epoch, one PNG, written atomically."""
+def curves_figure(rows: list[dict[str, Any]]):
+    """Train loss and val mIoU per epoch, one figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,4 +256,4 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     best = max(rows, key=lambda r: r["val_miou"])
     b.axhline(100 * best["val_miou"], color="gray", linestyle=":")
     fig.tight_layout()
-    save_figure(fig, path)
+    return fig

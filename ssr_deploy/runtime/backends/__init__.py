@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ssr_deploy.errors import UsageError, UsageTypeError
+from ssr_deploy.io import check_input_file
 from ssr_deploy.runtime.backends.base import Backend
 
 BY_SUFFIX = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt",
@@ -62,10 +63,7 @@ def open_backend(path: str | Path, backend: str | None = None, device: str | Non
     """Open ``path`` with ``backend`` (default: by file suffix) on ``device`` (default: cuda
     for an engine, else cpu); ``options`` are that backend's (OnnxRuntimeOptions,
     TensorRTOptions, TorchOptions)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"model file {path} does not exist" + (
-            " (it is a folder)" if path.is_dir() else ""))
+    path = check_input_file(path, "model file")
     name = backend_for(path, backend)
     kind, index = parse_device(device or ("cuda" if name == "tensorrt" else "cpu"))
     if name == "torch":

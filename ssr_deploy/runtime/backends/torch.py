@@ -17,7 +17,10 @@ from ssr_deploy.model.net import SSRNet
 from ssr_deploy.runtime.backends.base import Backend
 from ssr_deploy.spec import Dynamic, IOFormat, ModelSpec, build_metadata
 
-IO = IOFormat("uint8-nhwc-bgr", "labels")
+
+def io_format(num_classes: int) -> IOFormat:
+    """uint8 frames in, class ids out (uint8, int32 past 256 classes)."""
+    return IOFormat("uint8-nhwc-bgr", "labels", "uint8" if num_classes <= 256 else "int32")
 
 
 @dataclass(frozen=True)
@@ -56,11 +59,12 @@ class TorchBackend(Backend):
         genotype = self.genotype = net.genotype
         genotype.check_input_size(*size)
         multiple, minimum = genotype.size_rule()
+        io = io_format(net.num_classes)
         self.spec = ModelSpec.from_dict(build_metadata(
-            genotype, IO, 1, size, net.num_classes,
+            genotype, io, 1, size, net.num_classes,
             Dynamic(batch=(1, 1, 64), size=((minimum, minimum), size, (8192, 8192))), opset=None,
             producer={"torch": torch.__version__}), "the checkpoint's genotype")
-        self.model = DeployModel(net.eval(), IO).eval().to(self.device)
+        self.model = DeployModel(net.eval(), io).eval().to(self.device)
         self.dtype = torch.float16 if fp16 else torch.float32  # via autocast: BN stays FP32
         if channels_last:  # NHWC input permuted to NCHW is channels_last already
             self.model = self.model.to(memory_format=torch.channels_last)
