@@ -1,11 +1,16 @@
+import dataclasses
 import random
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from hypothesis import settings
 
+from ssr_deploy.data import classes
+from ssr_deploy.data.synthetic import street_scene
 from ssr_deploy.genotype import Genotype
+from tests.helpers import random_genotype
 
 # Tests assert what holds on any machine of the project's kind, however slow: no example
 # may fail for taking long (hypothesis' default 200 ms deadline would on a slow machine).
@@ -24,3 +29,32 @@ def _seeded():
 @pytest.fixture
 def zoo_genotype() -> Genotype:
     return Genotype.load("ssr-cityscapes")
+
+
+@pytest.fixture(scope="session")
+def tiny_inputs(tmp_path_factory):
+    """A tiny network (19 Cityscapes classes) as g.json, ck.pt and m.onnx (uint8 in, labels
+    out, 32x64), a 30-frame 64x128 clip.avi and a frames/ folder of 4 PNGs."""
+    root = tmp_path_factory.mktemp("inputs")
+    genotype = dataclasses.replace(random_genotype(7, max_stages=2, max_width=12),
+                                   classes=classes.NAMES, palette=classes.PALETTE)
+    genotype.save(root / "g.json")
+    from ssr_deploy.export.graph import IOFormat
+    from ssr_deploy.export.onnx import export_onnx
+    from ssr_deploy.model.checkpoint import save_checkpoint
+    from ssr_deploy.model.net import build_model
+
+    net = build_model(genotype).eval()
+    save_checkpoint(root / "ck.pt", net, genotype)
+    export_onnx(net, root / "m.onnx", size=(32, 64), simplify=False,
+                io=IOFormat("uint8-nhwc-bgr", "labels"))
+    writer = cv2.VideoWriter(str(root / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10,
+                             (128, 64))
+    (root / "frames").mkdir()
+    for k in range(30):
+        frame = street_scene(k, 64, 128)[0]
+        writer.write(frame)
+        if k < 4:
+            cv2.imwrite(str(root / "frames" / f"{k}.png"), frame)
+    writer.release()
+    return root

@@ -82,7 +82,9 @@ def test_checkpoints_cannot_run_code(tmp_path):
 
 
 @pytest.mark.parametrize("content, words", [(None, "does not exist"),
-                                            (b"garbage", "cannot read checkpoint"),
+                                            (b"garbage", "not a PyTorch checkpoint"),
+                                            (b"\x08\x09onnx", "looks like an ONNX model"),
+                                            (b"", "it is empty"),
                                             ("dict", "not an ssr-deploy checkpoint")])
 def test_bad_checkpoint_files(tmp_path, content, words):
     path = tmp_path / "x.pt"
