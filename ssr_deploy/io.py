@@ -51,16 +51,29 @@ class OutputError(SsrDeployError):
     left under the final name."""
 
 
-def _write_failed(path: Path, e: BaseException) -> OutputError:
+def _write_failed(path: Path, e: BaseException, tmp: Path | None = None) -> OutputError:
     if isinstance(e, OSError):
         e.filename = e.filename if e.filename is not None else str(path)
         text = describe_os_error(e)
-    else:  # torch.save and friends report a failed write as RuntimeError
+    else:  # torch.save and friends report a failed write as RuntimeError, whatever the cause
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        low = _free_bytes(path.parent) < 64 << 20
-        text = (f"cannot write {path}: "
-                + ("the disk is full; free space or write elsewhere" if low else first))
+        if _free_bytes(path.parent) < 64 << 20:
+            first = _HINTS[errno.ENOSPC]
+        elif tmp is not None and _over_size_limit(tmp):
+            first = _HINTS[errno.EFBIG]
+        text = f"cannot write {path}: {first}"
     return OutputError(text + " (nothing was replaced)")
+
+
+def _over_size_limit(tmp: Path) -> bool:
+    """Whether ``tmp`` reached this process's file-size limit (ulimit -f)."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    try:
+        return limit != resource.RLIM_INFINITY and tmp.stat().st_size >= limit - 4096
+    except OSError:
+        return False
 
 
 def _free_bytes(folder: Path) -> int:
@@ -121,7 +134,7 @@ def atomic_write_many(writers: dict[str | Path, Callable[[Path], object]]) -> li
                 write(tmp)
                 _finish_temp(path, tmp)
             except (OSError, RuntimeError) as e:
-                raise _write_failed(path, e) from None
+                raise _write_failed(path, e, tmp) from None
         for path, tmp in zip(paths, temps, strict=True):
             os.replace(tmp, path)
     except BaseException:
@@ -261,11 +274,12 @@ class VideoOutput:
             frames += 1
         capture.release()
         if frames < self.count:
+            why = (_HINTS[errno.ENOSPC] if _free_bytes(self.path.parent) < 64 << 20 else
+                   _HINTS[errno.EFBIG] if _over_size_limit(self.tmp) else
+                   "the encoder failed")
             self.tmp.unlink(missing_ok=True)
-            low = _free_bytes(self.path.parent) < 64 << 20
-            raise OutputError(f"cannot write {self.path}: the file holds {frames} of "
-                              f"{self.count} frames" + (" (the disk is full)" if low else "")
-                              + "; nothing was replaced")
+            raise OutputError(f"cannot write {self.path}: it holds {frames} of the "
+                              f"{self.count} frames written; {why} (nothing was replaced)")
         with open(self.tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(self.tmp, self.path)

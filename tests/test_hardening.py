@@ -122,7 +122,10 @@ def test_resume_refuses_changed_settings_unless_overridden(tiny_inputs, tmp_path
     out = tmp_path / "run"
     base = ["train", "--genotype", str(tiny_inputs / "g.json"), "--data", "synthetic:4",
             "--size", "32x64", "--batch", "2", "--workers", "0", "--out", str(out)]
-    assert runner.invoke(main, [*base, "--epochs", "1", "--lr", "0.001"]).exit_code == 0
+    first = runner.invoke(main, [*base, "--epochs", "1", "--lr", "0.001"])
+    assert first.exit_code == 0, first.output
+    logged = json.loads((out / "log.jsonl").read_text())["val_miou"]  # a fraction
+    assert f"val mIoU {100 * logged:.2f}%" in first.output  # printed as the percentage it is
     line = _error([*base, "--epochs", "1", "--lr", "0.01", "--resume"])
     assert "--lr 0.01 (the run used 0.001)" in line and "--override" in line
     # not given: the run's own settings, said; a finished run extended trains at a real lr

@@ -68,11 +68,17 @@ def profile_onnxruntime(backend, batch: np.ndarray, iters: int, trace: Path | No
         backend.infer(batch)
     events = Path(backend.end_profiling())
     try:
+        try:
+            recorded = json.loads(events.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise SsrDeployError(f"onnxruntime's profile {events} is incomplete: its folder's "
+                                 "disk is full or the file exceeds the size limit; free space "
+                                 "or lower --iters") from None
         if trace:  # onnxruntime writes the Chrome trace format already
             atomic_write(trace, lambda t: shutil.copyfile(events, t))
         times: dict[str, float] = defaultdict(float)
         owner = _tensor_modules(model_path)
-        for event in json.loads(events.read_text()):
+        for event in recorded:
             if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
                 name = event["name"][: -len("_kernel_time")]
                 times[_ort_node(name, owner)] += event["dur"] / 1e3

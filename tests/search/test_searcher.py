@@ -123,4 +123,4 @@ def test_search_cli_refusals(tmp_path):
     assert bad.exit_code == 1 and "multiples of 16" in bad.output
     bad = runner.invoke(main, ["search", "--data", "synthetic:8", "--out", str(tmp_path / "o"),
                                "--loss-weights", "1,2"])
-    assert bad.exit_code == 2 and "five numbers" in bad.output
+    assert bad.exit_code == 2 and "five finite numbers" in bad.output

@@ -37,7 +37,7 @@ def test_resume_continues_exactly(tmp_path):
     first.train_one_epoch()
     first.epoch = 1
     first.best = 0.0
-    first._save("last.pt")  # as if killed after epoch 1
+    first._publish({"epoch": 1, "loss": 1.0, "val_miou": 0.0}, improved=True)  # then killed
     resumed = _trainer(tmp_path / "b", epochs=3, seed=123)  # a different seed must not matter
     resumed.config.seed = 0
     resumed.train_data.seed = 0
@@ -77,7 +77,8 @@ def test_cli_train_and_its_refusals(tmp_path):
                                                               "log.jsonl", "curves.png"}
     again = runner.invoke(main, _train_args(tmp_path / "run"))
     assert again.exit_code == 1 and "already holds a run" in again.output
-    more = runner.invoke(main, _train_args(tmp_path / "run", "--resume", epochs=2))
+    more = runner.invoke(main, _train_args(tmp_path / "run", "--resume", "--override",
+                                           epochs=2))
     assert more.exit_code == 0, more.output
     assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 2
     bad = runner.invoke(main, _train_args(tmp_path / "new", "--resume"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,12 @@ class OnnxRuntimeBackend(Backend):
         session_options = ort.SessionOptions()
         if o.threads:
             session_options.intra_op_num_threads = o.threads
-        if o.profile:
+        if o.profile:  # into the temp folder, not the user's working directory
+            import tempfile
+
             session_options.enable_profiling = True
+            session_options.profile_file_prefix = str(Path(tempfile.gettempdir()) /
+                                                      f"ssr-deploy-ort-profile-{os.getpid()}")
         providers: list[Any] = [(p, {"device_id": index}) if p != "CPUExecutionProvider"
                                 else p for p in PROVIDERS[kind]]
         try:

@@ -1,0 +1,646 @@
+"""Hostile inputs and faults against every command, classified: clean, traceback, wrong
+result (accepted when it should be refused, or a check failed), unclear error, data lost,
+hang / out of memory. Writes benchmarks/results/hostile.json.
+
+    python benchmarks/hostile.py                    # this checkout
+    PYTHONPATH=/path/to/old python benchmarks/hostile.py --out old.json   # another version
+
+Each case runs in-process through click's test runner, under a memory cap (a huge
+allocation raises MemoryError instead of waking the OOM killer) and a time limit. The full
+disk is a 320 MB tmpfs filled to its last page (root with mount), read-only is a tmpfs
+remounted read-only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import traceback
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+from click.testing import CliRunner
+
+
+@dataclasses.dataclass
+class Case:
+    cls: str                       # failure class (issue 13's list)
+    name: str
+    args: list[str]
+    expect: str = "error"          # "error": refused in one line; "ok": exit 0
+    words: tuple[str, ...] = ()    # an error must contain one of these (else: unclear)
+    keep: tuple[str, ...] = ()     # files (relative to the work folder) that must not change
+    check: object = None           # callable(work, output) -> bool, for "ok" cases
+    disk: str = ""                 # "full" | "ro": run with the work's disk full / read-only
+    before: object = None          # callable(work, run): prepare state
+
+
+class Timeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise Timeout
+
+
+def _snapshot(paths: list[Path]) -> dict[str, str | None]:
+    out = {}
+    for p in paths:
+        if p.is_dir():
+            out.update(_snapshot(sorted(p.rglob("*"))))
+        elif p.is_file():
+            out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+        else:
+            out[str(p)] = None
+    return out
+
+
+def _mount(where: Path, size_mb: int) -> bool:
+    where.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return False
+    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs",
+                         str(where)], capture_output=True).returncode == 0
+    return ok
+
+
+@contextlib.contextmanager
+def _full(folder: Path):
+    filler = folder / ".filler"
+    free = shutil.disk_usage(folder).free
+    with open(filler, "wb") as f:
+        left = free - 4096
+        while left > 0:
+            left -= f.write(b"\0" * min(1 << 20, left))
+    try:
+        yield
+    finally:
+        filler.unlink()
+
+
+def run_case(case: Case, work: Path, runner, main) -> dict:
+    """One case, from pristine inputs (an earlier case may have destroyed them)."""
+    shutil.rmtree(work / "in")
+    shutil.copytree(work / "in.pristine", work / "in")
+    protected = [work / k for k in case.keep]
+    if case.before:
+        try:
+            case.before(work, lambda args: runner.invoke(main, args))
+        except Exception as e:  # noqa: BLE001  the version under test could not set it up
+            return {"outcome": "traceback", "detail": f"setting up: {str(e)[:160]}"}
+    before = _snapshot(protected)
+    args = [a.replace("{W}", str(work)) for a in case.args]
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(90)
+    try:
+        with (_full(work / "disk") if case.disk == "full" else contextlib.nullcontext()):
+            result = runner.invoke(main, args, catch_exceptions=True)
+    except Timeout:
+        return {"outcome": "hang or out of memory", "detail": "over 90 s"}
+    finally:
+        signal.alarm(0)
+    exc = result.exception
+    stderr = result.stderr.strip()
+    lines = stderr.splitlines()
+    if isinstance(exc, Timeout):
+        return {"outcome": "hang or out of memory", "detail": "over 90 s"}
+    if isinstance(exc, MemoryError):
+        return {"outcome": "hang or out of memory", "detail": "MemoryError"}
+    lost = _snapshot(protected) != before
+    if exc is not None and not isinstance(exc, SystemExit):
+        tb = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return {"outcome": "data lost" if lost else "traceback", "detail": tb[-200:]}
+    if lost:
+        return {"outcome": "data lost", "detail": stderr[-200:]}
+    if case.expect == "ok":
+        if result.exit_code != 0:
+            return {"outcome": "wrong result", "detail": stderr[-200:]}
+        if case.check and not case.check(work, result.output):
+            return {"outcome": "wrong result", "detail": "check failed: " + result.output[-160:]}
+        return {"outcome": "clean"}
+    if result.exit_code == 0:
+        return {"outcome": "wrong result", "detail": "accepted: " + result.output[-160:]}
+    one = [line for line in lines if line.lower().startswith(("error:", "error: "))]
+    if len(one) != 1 or "Traceback" in result.output:
+        return {"outcome": "unclear error", "detail": stderr[-200:]}
+    if case.words and not any(w.lower() in stderr.lower() for w in case.words):
+        return {"outcome": "unclear error", "detail": one[0][:200]}
+    return {"outcome": "clean", "detail": one[0][:200]}
+
+
+# ---- the cases ---------------------------------------------------------------------------
+
+def build_inputs(root: Path) -> None:
+    """A tiny checkpoint, its ONNX (batch 1) and a batch-capped one, a genotype, a clip,
+    frames, a folder dataset."""
+    from ssr_deploy.data import classes
+    from ssr_deploy.data.synthetic import render_video, street_scene
+    from ssr_deploy.export.graph import IOFormat
+    from ssr_deploy.export.onnx import export_onnx
+    from ssr_deploy.genotype import Genotype, Head, Layer, Stage
+    from ssr_deploy.model.checkpoint import save_checkpoint
+    from ssr_deploy.model.net import build_model
+
+    g = Genotype(name="tiny", stem_channels=8,
+                 stages=(Stage(4, 16, 0.0, (Layer("fr", 1, 1.0, 16, 8, 16),)),),
+                 head=Head((1, 2), 8, 8, 8, 8, 0.0), classes=classes.NAMES,
+                 palette=classes.PALETTE)
+    g.save(root / "g.json")
+    net = build_model(g).eval()
+    save_checkpoint(root / "ck.pt", net, g)
+    export_onnx(net, root / "m.onnx", size=(32, 64), simplify=False,
+                io=IOFormat("uint8-nhwc-bgr", "labels"))
+    export_onnx(net, root / "cap4.onnx", size=(32, 64), simplify=False, dynamic_batch=True,
+                max_batch=4, io=IOFormat("uint8-nhwc-bgr", "labels"))
+    render_video(root / "clip.avi", 20, (64, 128))
+    (root / "frames").mkdir()
+    for k in range(3):
+        cv2.imwrite(str(root / "frames" / f"{k}.png"), street_scene(k, 64, 128)[0])
+    ds = root / "ds"
+    for sub in ("images", "masks"):
+        (ds / sub).mkdir(parents=True)
+    for i in range(10):
+        cv2.imwrite(str(ds / "images" / f"{i:02d}.png"), street_scene(i, 32, 64)[0])
+        cv2.imwrite(str(ds / "masks" / f"{i:02d}.png"), np.full((32, 64), i % 3, np.uint8))
+    (ds / "classes.json").write_text(json.dumps({"names": ["road", "car", "tree"]}))
+
+
+def cases() -> list[Case]:
+    I = "{W}/in"  # noqa: E741  inputs
+    D = "{W}/disk"  # outputs (a tmpfs that can fill up)
+    ck, m, cap, clip, g = f"{I}/ck.pt", f"{I}/m.onnx", f"{I}/cap4.onnx", f"{I}/clip.avi", \
+        f"{I}/g.json"
+    tiny_train = ["train", "--genotype", g, "--data", "synthetic:4", "--size", "32x64",
+                  "--batch", "2", "--workers", "0", "--epochs", "1"]
+    writers = {
+        "data synth": ["data", "synth", "--out", f"{D}/synth", "--n", "3", "--size", "32x64"],
+        "data synth --video": ["data", "synth", "--out", f"{D}/s2", "--n", "1", "--size",
+                               "64x128", "--video", f"{D}/drive.avi", "--frames", "20"],
+        "export onnx": ["export", "onnx", ck, "-o", f"{D}/m.onnx", "--size", "32x64",
+                        "--no-simplify"],
+        "export onnx fp16": ["export", "onnx", ck, "-o", f"{D}/m.fp16.onnx", "--size",
+                             "32x64", "--no-simplify", "--precision", "fp16"],
+        "export triton": ["export", "triton", m, "--repo", f"{D}/repo", "--max-batch", "0",
+                          "--cpu"],
+        "bench --json --plot": ["bench", m, "--iters", "2", "--warmup", "0", "--json",
+                                f"{D}/b.json", "--plot", f"{D}/b.png"],
+        "profile --trace": ["profile", m, "--iters", "1", "--trace", f"{D}/t.json"],
+        "video to .avi": ["video", clip, "--model", m, "-o", f"{D}/seg.avi"],
+        "video to folder": ["video", f"{I}/frames", "--model", m, "-o", f"{D}/pngs"],
+        "eval --save-preds": ["eval", "--weights", ck, "--data", "synthetic:2", "--size",
+                              "32x64", "--save-preds", f"{D}/preds"],
+        "train": [*tiny_train, "--out", f"{D}/run"],
+        "search": ["search", "--data", "synthetic:8", "--size", "64x128", "--batch", "2",
+                   "--epochs", "1", "--out", f"{D}/search"],
+    }
+    out: list[Case] = []
+    full = ("disk is full", "no space", "larger than", "file too large", "write elsewhere")
+    for name, args in writers.items():
+        out.append(Case("full disk", f"{name} onto a full disk", args, words=full,
+                        keep=("disk",), disk="full"))
+    ro = ("read-only", "permission")
+    for name, args in writers.items():
+        out.append(Case("read-only folder", f"{name} into a read-only folder",
+                        [a.replace("{W}/disk", "{W}/ro") for a in args], words=ro,
+                        keep=("ro",)))
+    # outputs that would destroy inputs
+    same = ("input", "same", "overwrite")
+    for name, args in [
+        ("export onnx -o the checkpoint", ["export", "onnx", ck, "-o", ck]),
+        ("export onnx -o the genotype's name", ["export", "onnx", g, "--weights", ck, "-o",
+                                                f"{I}/g"]),
+        ("video -o the source", ["video", clip, "--model", m, "-o", clip]),
+        ("video -o the model", ["video", clip, "--model", m, "-o", f"{I}/m.avi"]),
+        ("bench --json the model", ["bench", m, "--json", m]),
+        ("bench --json the model's sidecar", ["bench", m, "--json", f"{m}.json"]),
+        ("bench --plot the model", ["bench", m, "--plot", m]),
+        ("profile --trace the model", ["profile", m, "--trace", m]),
+        ("profile --trace the sidecar", ["profile", m, "--trace", f"{m}.json"]),
+        ("eval --save-preds the data folder", ["eval", "--weights", ck, "--data",
+                                               f"folder:{I}/ds", "--save-preds", f"{I}/ds"]),
+        ("eval --save-preds the inputs' parent", ["eval", "--weights", ck, "--data",
+                                                  f"folder:{I}/ds", "--save-preds", I]),
+        ("data synth --video the inputs' clip", ["data", "synth", "--out", f"{D}/x", "--n",
+                                                 "1", "--video", clip]),
+        ("export engine -o the onnx", ["export", "engine", m, "-o", m]),
+        ("export onnx fp16 whose fp32 is the ckpt", ["export", "onnx", ck, "-o",
+                                                     f"{I}/ck.pt.fp16", "--precision",
+                                                     "fp16"]),
+    ]:
+        expect = "error"
+        if name == "video -o the model":
+            expect, words = "ok", ()
+        else:
+            words = same
+        out.append(Case("output destroys input", name, args, expect=expect, words=words,
+                        keep=("in",) if expect == "error" else ()))
+    # OSError and paths of the wrong kind
+    for name, args, words in [
+        ("export onnx into a file-as-folder", ["export", "onnx", ck, "-o",
+                                               f"{I}/ck.pt/m.onnx"], ("is a file",)),
+        ("export onnx into a missing folder", ["export", "onnx", ck, "-o",
+                                               "{W}/nope/m.onnx"], ("does not exist",)),
+        ("export onnx -o a folder", ["export", "onnx", ck, "-o", I], ("folder",)),
+        ("data synth --out under a file", ["data", "synth", "--out", f"{I}/ck.pt/d"],
+         ("parent", "is a file")),
+        ("data synth --out a file", ["data", "synth", "--out", ck], ("file",)),
+        ("bench --json into a missing folder", ["bench", m, "--json", "{W}/nope/b.json"],
+         ("does not exist",)),
+        ("bench a folder", ["bench", I], ("is a folder",)),
+        ("bench a missing model", ["bench", "{W}/none.onnx"], ("does not exist",)),
+        ("video a folder as model", ["video", clip, "--model", I, "-o", f"{D}/v.avi"],
+         ("is a folder",)),
+        ("video a device as source", ["video", "/dev/null", "--model", m, "-o",
+                                      f"{D}/v.avi"], ("not a regular file", "cannot read")),
+        ("eval a folder as weights", ["eval", "--weights", I, "--data", "synthetic:1"],
+         ("is a folder",)),
+        ("info a folder as genotype", ["info", I], ("folder",)),
+        ("export triton a folder", ["export", "triton", I, "--repo", f"{D}/r"],
+         ("is a folder",)),
+        ("train --out a file", [*tiny_train, "--out", ck], ("file",)),
+        ("search --space a folder", ["search", "--data", "synthetic:8", "--out", f"{D}/s",
+                                     "--space", I], ("folder", "directory")),
+        ("export onnx --calib a file", ["export", "onnx", ck, "-o", f"{D}/q.onnx",
+                                        "--precision", "int8", "--calib", ck],
+         ("is a file",)),
+    ]:
+        out.append(Case("OSError / wrong kind of path", name, args, words=words))
+    # resource bounds
+    for name, args, words in [
+        ("bench --frame-size 20000x20000", ["bench", m, "--frame-size", "20000x20000"],
+         ("8192",)),
+        ("bench --batch 100000", ["bench", m, "--batch", "100000"], ("1024", "batch")),
+        ("bench --batch 500 at 4096x8192 frames", ["bench", cap, "--batch", "4",
+                                                   "--frame-size", "8192x8192"], ()),
+        ("train --batch 100000", [*tiny_train, "--batch", "100000", "--size", "1024x2048",
+                                  "--out", f"{D}/big"], ("memory",)),
+        ("search --batch 5000 at 1024x2048", ["search", "--data", "synthetic:8", "--size",
+                                              "1024x2048", "--batch", "5000", "--out",
+                                              f"{D}/bigs"], ("memory", "batch")),
+        ("info --size 100000x100000", ["info", "ssr-cityscapes", "--size", "100000x100000"],
+         ("8192",)),
+        ("info --classes 10^9", ["info", "ssr-cityscapes", "--classes", "1000000000"],
+         ("65536",)),
+        ("a genotype with a 10^7-channel width", ["info", "{W}/wide.json"], ("4096",)),
+        ("data synth --n 10^9", ["data", "synth", "--out", f"{D}/huge", "--n",
+                                 "1000000000"], ("1000000",)),
+    ]:
+        before = None
+        if "10^7" in name:
+            def before(work, run):
+                d = json.loads((work / "in" / "g.json").read_text())
+                d["stages"][0]["layers"][0]["mid"] = 10**7
+                (work / "wide.json").write_text(json.dumps(d))
+        out.append(Case("resource bounds", name, args, words=words, before=before,
+                        expect="error"))
+
+    # --resume
+    def finished_run(work, run, lr="0.001"):
+        if not (work / "runs" / "r" / "last.pt").exists():
+            (work / "runs").mkdir(exist_ok=True)
+            run([*[a.replace("{W}", str(work)) for a in tiny_train], "--lr", lr,
+                 "--out", str(work / "runs" / "r")])
+
+    run_dir = "{W}/runs/r"
+    out += [
+        Case("--resume settings", "train --resume with another --lr",
+             [*tiny_train, "--lr", "0.01", "--out", run_dir, "--resume"],
+             words=("--lr",), before=finished_run, keep=("runs",)),
+        Case("--resume settings", "train --resume with another --size",
+             [*tiny_train, "--size", "64x128", "--out", run_dir, "--resume"],
+             words=("--size",), before=finished_run, keep=("runs",)),
+        Case("--resume settings", "train --resume with another --batch",
+             [*tiny_train, "--batch", "4", "--out", run_dir, "--resume"],
+             words=("--batch",), before=finished_run, keep=("runs",)),
+        Case("--resume settings", "train --resume with another --preset",
+             [*tiny_train, "--preset", "modern", "--out", run_dir, "--resume"],
+             words=("--preset",), before=finished_run, keep=("runs",)),
+        Case("--resume settings", "train --resume with other --data",
+             ["train", "--genotype", g, "--data", "synthetic:6", "--size", "32x64",
+              "--batch", "2", "--workers", "0", "--epochs", "1", "--out", run_dir,
+              "--resume"], words=("--data",), before=finished_run, keep=("runs",)),
+        Case("--resume settings", "train --resume extending a finished run trains at lr > 0",
+             ["train", "--genotype", g, "--data", "synthetic:4", "--workers", "0",
+              "--epochs", "2", "--out", "{W}/runs/r2", "--resume", "--override"],
+             expect="ok", before=lambda w, r: finished_run(w, r) or shutil.copytree(
+                 w / "runs" / "r", w / "runs" / "r2", dirs_exist_ok=True),
+             check=lambda w, o: json.loads((w / "runs/r2/log.jsonl").read_text().splitlines()[-1]
+                                        )["lr"] > 0),
+        Case("--resume settings", "search --resume with another --tau",
+             ["search", "--data", "synthetic:8", "--size", "64x128", "--batch", "2",
+              "--epochs", "2", "--tau", "0.3", "--out", "{W}/runs/s", "--resume"],
+             words=("--tau",), keep=("runs",),
+             before=lambda w, r: (w / "runs/s/search.pt").exists() or r(
+                 ["search", "--data", "synthetic:8", "--size", "64x128", "--batch", "2",
+                  "--epochs", "1", "--out", str(w / "runs/s")])),
+    ]
+    # arguments
+    req_train = ["--genotype", "ssr-cityscapes", "--data", "synthetic:4", "--out", f"{D}/t"]
+    req_search = ["--data", "synthetic:4", "--out", f"{D}/s"]
+    for name, args, words in [
+        ("train --lr nan", ["train", "--lr", "nan", *req_train], ("finite",)),
+        ("train --lr -1", ["train", "--lr", "-1", *req_train], ("> 0",)),
+        ("train --lr 0", ["train", "--lr", "0", *req_train], ("> 0",)),
+        ("train --lr inf", ["train", "--lr", "inf", *req_train], ("finite",)),
+        ("train --weight-decay -1", ["train", "--weight-decay", "-1", *req_train], (">= 0",)),
+        ("train --weight-decay nan", ["train", "--weight-decay", "nan", *req_train],
+         ("finite",)),
+        ("train --epochs 0", ["train", "--epochs", "0", *req_train], ("1",)),
+        ("train --batch 0", ["train", "--batch", "0", *req_train], ("1",)),
+        ("train --size 0x10", ["train", "--size", "0x10", *req_train], ("size",)),
+        ("train --size 33x65", ["train", "--size", "33x65", *req_train], ("multiple",)),
+        ("train --data synthetic:-5", ["train", "--genotype", "ssr-cityscapes", "--data",
+                                       "synthetic:-5", "--out", f"{D}/t"], ("whole number",)),
+        ("train --data synthetic:abc", ["train", "--genotype", "ssr-cityscapes", "--data",
+                                        "synthetic:abc", "--out", f"{D}/t"],
+         ("whole number",)),
+        ("train --data mnist:x", ["train", "--genotype", "ssr-cityscapes", "--data",
+                                  "mnist:x", "--out", f"{D}/t"], ("not known",)),
+        ("train --device cuda (none)", ["train", "--device", "cuda", *req_train], ("cuda",)),
+        ("train without genotype", ["train", "--data", "synthetic:4", "--out", f"{D}/t"],
+         ("--genotype",)),
+        ("train --weights and --init-from-search", ["train", "--weights", ck,
+                                                    "--init-from-search", I, *req_train],
+         ("not both", "init-from-search")),
+        ("search --tau 5", ["search", "--tau", "5", *req_search], ("< 1",)),
+        ("search --tau -0.1", ["search", "--tau", "-0.1", *req_search], ("> 0",)),
+        ("search --tau nan", ["search", "--tau", "nan", *req_search], ("finite",)),
+        ("search --target-ratio 0", ["search", "--target-ratio", "0", *req_search], ("> 0",)),
+        ("search --target-ratio 3", ["search", "--target-ratio", "3", *req_search], ("<= 1",)),
+        ("search --target-gmacs -1", ["search", "--target-gmacs", "-1", *req_search],
+         ("> 0",)),
+        ("search --arch-lr nan", ["search", "--arch-lr", "nan", *req_search], ("finite",)),
+        ("search --loss-weights 1,2", ["search", "--loss-weights", "1,2", *req_search],
+         ("five",)),
+        ("search --loss-weights with nan", ["search", "--loss-weights", "1,2,3,4,nan",
+                                            *req_search], ("five finite",)),
+        ("search --loss-weights negative", ["search", "--loss-weights", "1,-2,3,4,5",
+                                            *req_search], (">= 0",)),
+        ("search --size 64x120", ["search", "--size", "64x120", *req_search], ("multiples",)),
+        ("export onnx --opset 99", ["export", "onnx", ck, "-o", f"{D}/o.onnx", "--size",
+                                    "32x64", "--opset", "99"], ("opset",)),
+        ("export onnx --opset 9", ["export", "onnx", ck, "-o", f"{D}/o.onnx", "--opset", "9"],
+         ("17",)),
+        ("export onnx --max-batch without --dynamic-batch",
+         ["export", "onnx", ck, "-o", f"{D}/o.onnx", "--size", "32x64", "--max-batch", "4"],
+         ("--dynamic-batch",)),
+        ("export onnx --min-size without --dynamic-size",
+         ["export", "onnx", ck, "-o", f"{D}/o.onnx", "--size", "32x64", "--min-size",
+          "32x64"], ("--dynamic-size",)),
+        ("export onnx --max-size without --dynamic-size",
+         ["export", "onnx", ck, "-o", f"{D}/o.onnx", "--size", "32x64", "--max-size",
+          "64x128"], ("--dynamic-size",)),
+        ("export onnx --label-dtype with logits",
+         ["export", "onnx", ck, "-o", f"{D}/o.onnx", "--size", "32x64", "--label-dtype",
+          "int32"], ("--output labels",)),
+        ("export onnx --calib without --precision",
+         ["export", "onnx", ck, "-o", f"{D}/o.onnx", "--calib", f"{I}/frames"],
+         ("--precision",)),
+        ("export onnx --batch 8 --max-batch 4",
+         ["export", "onnx", ck, "-o", f"{D}/o.onnx", "--size", "32x64", "--batch", "8",
+          "--dynamic-batch", "--max-batch", "4"], ("--max-batch",)),
+        ("export onnx --size 30x60", ["export", "onnx", ck, "-o", f"{D}/o.onnx", "--size",
+                                      "30x60"], ("multiple",)),
+        ("export onnx a genotype without weights", ["export", "onnx", g, "-o",
+                                                    f"{D}/o.onnx"], ("--random-init",)),
+        ("export triton --instances 0", ["export", "triton", m, "--repo", f"{D}/r",
+                                         "--instances", "0"], ("1",)),
+        ("export triton --max-batch 8 on batch-1 model", ["export", "triton", m, "--repo",
+                                                          f"{D}/r", "--max-batch", "8"],
+         ("--max-batch",)),
+        ("video --alpha 5", ["video", clip, "--model", m, "-o", f"{D}/v.avi", "--alpha", "5"],
+         ("0<=x<=1", "range", "1")),
+        ("video -o x.txt", ["video", clip, "--model", m, "-o", f"{D}/v.txt"], ("video file",)),
+        ("video --max-frames 0", ["video", clip, "--model", m, "-o", f"{D}/v.avi",
+                                  "--max-frames", "0"], ("1",)),
+        ("bench --batch 1,x", ["bench", m, "--batch", "1,x"], ("batch sizes",)),
+        ("bench --batch 0", ["bench", m, "--batch", "0"], ("1",)),
+        ("bench --backend nope", ["bench", m, "--backend", "nope"], ("backend",)),
+        ("bench --device tpu", ["bench", m, "--device", "tpu"], ("device",)),
+        ("profile --iters 0", ["profile", m, "--iters", "0"], ("1",)),
+        ("info no genotype", ["info"], ("GENOTYPE",)),
+        ("info unknown zoo name", ["info", "ssr-nope"], ("zoo",)),
+        ("data synth --n 0", ["data", "synth", "--out", f"{D}/z", "--n", "0"], ("1",)),
+        ("data synth --size 1x1", ["data", "synth", "--out", f"{D}/z", "--size", "1x1",
+                                   "--n", "1"], ()),
+        ("eval --split nope on folder data", ["eval", "--weights", ck, "--data",
+                                              f"folder:{I}/ds", "--split", "nope"],
+         ("split", "train and val")),
+    ]:
+        expect = "ok" if name == "data synth --size 1x1" else "error"
+        out.append(Case("arguments", name, args, words=words, expect=expect))
+    # wrong results
+    out += [
+        Case("wrong results", "folder: data validates on images it does not train on",
+             ["eval", "--weights", f"{D}/named/last.pt", "--data", f"folder:{I}/ds",
+              "--split", "val", "--size", "32x64", "--json"], expect="ok",
+             check=lambda w, o: json.loads(o)["images"] == 2),
+        Case("wrong results", "all-NaN weights do not evaluate to an mIoU",
+             ["eval", "--weights", "{W}/nan.pt", "--data", "synthetic:1", "--size", "32x64"],
+             words=("NaN",), before=_nan_checkpoint),
+        Case("wrong results", "classes.json with wrong types is refused",
+             ["train", "--genotype", g, "--data", "folder:{W}/badds", "--out", f"{D}/b",
+              "--size", "32x64"], words=("names",), before=_bad_classes),
+        Case("wrong results", "classes.json names reach the checkpoint",
+             ["train", "--genotype", g, "--data", f"folder:{I}/ds", "--out", f"{D}/named",
+              "--size", "32x64", "--batch", "2", "--workers", "0", "--epochs", "1"],
+             expect="ok", check=_names_in_checkpoint),
+        Case("wrong results", "train prints mIoU as the percentage it is",
+             [*tiny_train, "--out", f"{D}/pct"], expect="ok",
+             check=lambda w, o: "%" in o.split("val mIoU")[1][:12]),
+        Case("wrong results", "export triton --name ../../x", ["export", "triton", m,
+                                                                "--repo", f"{D}/r", "--name",
+                                                                "../../x"], words=("name",)),
+        Case("wrong results", "300 classes: labels keep their ids",
+             ["export", "onnx", "{W}/c300.pt", "-o", f"{D}/c300.onnx", "--size", "32x64",
+              "--output", "labels", "--label-dtype", "uint8"], words=("int32",),
+             before=_classes_300),
+        Case("wrong results", "--tau 0.99 cannot report an empty space as converged",
+             ["search", "--data", "synthetic:8", "--size", "64x128", "--batch", "2",
+              "--epochs", "1", "--tau", "0.99", "--out", f"{D}/tau"], expect="ok",
+             check=lambda w, o: (w / "disk/tau/genotype.json").is_file()),
+    ]
+    # unclear errors
+    for name, args, words in [
+        ("an ONNX given as a checkpoint", ["eval", "--weights", m, "--data", "synthetic:1"],
+         ("ONNX",)),
+        ("random bytes given as a checkpoint", ["eval", "--weights", "{W}/rand.pt", "--data",
+                                                "synthetic:1"], ("not a PyTorch",)),
+        ("an empty checkpoint", ["eval", "--weights", "{W}/empty.pt", "--data",
+                                 "synthetic:1"], ("empty",)),
+        ("a genotype JSON as a checkpoint", ["export", "onnx", "{W}/g.pt", "-o",
+                                             f"{D}/o.onnx"], ("JSON", "genotype")),
+        ("a checkpoint as the model of video", ["video", clip, "--model", f"{I}/frames",
+                                                "-o", f"{D}/v.avi"], ("folder",)),
+        ("bench --batch 8 on a model capped at 4", ["bench", cap, "--batch", "8"],
+         ("at most 4",)),
+        ("an ONNX without its sidecar", ["bench", "{W}/nosidecar.onnx"], ("sidecar",)),
+        ("a tampered ONNX", ["bench", "{W}/tampered.onnx"], ("changed", "sha256")),
+        ("a corrupt video source", ["video", "{W}/rand.pt", "--model", m, "-o",
+                                    f"{D}/v.avi"], ("cannot read video", "decode")),
+        ("a folder of no images as source", ["video", "{W}/emptydir", "--model", m, "-o",
+                                             f"{D}/v.avi"], ("no images",)),
+        ("a genotype of broken JSON", ["info", "{W}/broken.json"], ("not JSON",)),
+        ("--calib folder without images", ["export", "onnx", ck, "-o", f"{D}/q.int8.onnx",
+                                           "--size", "32x64", "--precision", "int8",
+                                           "--calib", "{W}/emptydir"], ("no images",)),
+        ("--fp32-layers matching nothing", ["export", "onnx", ck, "-o", f"{D}/f.fp16.onnx",
+                                            "--size", "32x64", "--precision", "fp16",
+                                            "--fp32-layers", "nothing.*"], ("matches",
+                                                                             "modules")),
+        ("--init-from-search a non-search folder", ["train", "--init-from-search", I,
+                                                    "--data", "synthetic:4", "--out",
+                                                    f"{D}/t"], ("genotype.json",)),
+        ("eval: classes differ from the data", ["eval", "--weights", ck, "--data",
+                                                f"folder:{I}/ds", "--size", "32x64"],
+         ("classes",)),
+    ]:
+        out.append(Case("unclear errors", name, args, words=words, before=_odd_files))
+    # reused output folders
+    for name, args in [
+        ("data synth into a used folder", ["data", "synth", "--out", "{W}/used", "--n", "1",
+                                           "--size", "32x64"]),
+        ("video to a used PNG folder", ["video", f"{I}/frames", "--model", m, "-o",
+                                        "{W}/used"]),
+        ("eval --save-preds into a used folder", ["eval", "--weights", ck, "--data",
+                                                  "synthetic:1", "--size", "32x64",
+                                                  "--save-preds", "{W}/used"]),
+        ("train into a used folder", [*tiny_train, "--out", "{W}/used"]),
+        ("search into a used folder", ["search", "--data", "synthetic:8", "--size", "64x128",
+                                       "--epochs", "1", "--out", "{W}/used"]),
+    ]:
+        out.append(Case("reused output folders", name, args,
+                        words=("already holds", "overwrite"), keep=("used",),
+                        before=_used_folder))
+    out.append(Case("reused output folders", "export triton engine then onnx leaves no stale "
+                    "model", ["export", "triton", m, "--repo", "{W}/trepo", "--max-batch", "0",
+                              "--cpu"], expect="ok", before=_stale_plan,
+                    check=lambda w, o: not (w / "trepo/ssrnet/1/model.plan").exists()))
+    return out
+
+
+def _nan_checkpoint(work, run):
+    import torch
+
+    from ssr_deploy.model.checkpoint import load_model, save_checkpoint
+
+    net = load_model(work / "in" / "ck.pt")
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(float("nan"))
+    save_checkpoint(work / "nan.pt", net, net.genotype)
+
+
+def _bad_classes(work, run):
+    shutil.copytree(work / "in" / "ds", work / "badds", dirs_exist_ok=True)
+    (work / "badds" / "classes.json").write_text(json.dumps({"names": [1, {"a": 2}]}))
+
+
+def _names_in_checkpoint(work, output) -> bool:
+    from ssr_deploy.model.checkpoint import load_model
+
+    return load_model(work / "disk/named/last.pt").genotype.classes == ("road", "car", "tree")
+
+
+def _classes_300(work, run):
+    from ssr_deploy.genotype import Genotype
+    from ssr_deploy.model.checkpoint import save_checkpoint
+    from ssr_deploy.model.net import build_model
+
+    g = Genotype.load(work / "in" / "g.json")
+    g = dataclasses.replace(g, classes=tuple(f"c{i}" for i in range(300)),
+                            palette=tuple((i % 256, 0, 0) for i in range(300)))
+    save_checkpoint(work / "c300.pt", build_model(g), g)
+
+
+def _odd_files(work, run):
+    rng = np.random.default_rng(0)
+    (work / "rand.pt").write_bytes(rng.bytes(256))
+    (work / "empty.pt").write_bytes(b"")
+    shutil.copy(work / "in" / "g.json", work / "g.pt")
+    shutil.copy(work / "in" / "m.onnx", work / "nosidecar.onnx")
+    shutil.copy(work / "in" / "m.onnx", work / "tampered.onnx")
+    shutil.copy(work / "in" / "m.onnx.json", work / "tampered.onnx.json")
+    with open(work / "tampered.onnx", "ab") as f:
+        f.write(b"\0")
+    (work / "emptydir").mkdir(exist_ok=True)
+    (work / "broken.json").write_text("{\"format\": 1, ")
+
+
+def _used_folder(work, run):
+    shutil.rmtree(work / "used", ignore_errors=True)
+    (work / "used").mkdir()
+    (work / "used" / "mine.txt").write_text("the user's own file")
+
+
+def _stale_plan(work, run):
+    folder = work / "trepo" / "ssrnet" / "1"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.plan").write_bytes(b"an engine from an earlier export")
+
+
+def main_() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" /
+                                             "hostile.json"))
+    parser.add_argument("--only", help="run cases whose name contains this")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    from ssr_deploy.cli import main
+
+    resource.setrlimit(resource.RLIMIT_AS, (16 << 30, resource.RLIM_INFINITY))
+    work = Path(tempfile.mkdtemp(prefix="hostile-"))
+    mounted = []
+    try:
+        (work / "in").mkdir()
+        build_inputs(work / "in")
+        shutil.copytree(work / "in", work / "in.pristine")
+        for sub in ("disk", "ro"):
+            if _mount(work / sub, 320):
+                mounted.append(work / sub)
+        if work / "ro" in mounted:
+            (work / "ro" / "m.onnx").write_bytes(b"good")
+            subprocess.run(["mount", "-o", "remount,ro", str(work / "ro")], check=True)
+        runner = CliRunner()
+        # the good outputs that a full disk must not take away
+        for case in cases():
+            if case.disk == "full" and (not args.only or args.only in case.name):
+                runner.invoke(main, [a.replace("{W}", str(work)) for a in case.args])
+        results = []
+        for case in cases():
+            if args.only and args.only not in case.name:
+                continue
+            if case.disk == "full" and work / "disk" not in mounted:
+                continue
+            outcome = run_case(case, work, runner, main)
+            results.append({"class": case.cls, "case": case.name, **outcome})
+            print(f"{outcome['outcome']:>22}  {case.cls}: {case.name}", flush=True)
+    finally:
+        for m in mounted:
+            subprocess.run(["umount", "-l", str(m)], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+    by_class: dict[str, Counter] = {}
+    for r in results:
+        by_class.setdefault(r["class"], Counter())[r["outcome"]] += 1
+    summary = {c: dict(n) for c, n in by_class.items()}
+    total = Counter(r["outcome"] for r in results)
+    doc = {"cases": len(results), "outcomes": dict(total), "by_class": summary,
+           "results": results}
+    Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+    print(json.dumps({"cases": len(results), "outcomes": dict(total)}))
+
+
+if __name__ == "__main__":
+    sys.exit(main_())
