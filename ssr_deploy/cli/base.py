@@ -212,7 +212,8 @@ def resume_settings(ctx: click.Context, config, saved: dict, params: dict[str, s
             conflicts.setdefault(param, []).append((field, new, old))
         else:
             taken[field] = tuple(old) if isinstance(old, list) else old
-    changes = [f"--{p.replace('_', '-')} " + ", ".join(
+    flags = {p.name: max(p.opts, key=len) for p in ctx.command.params}
+    changes = [f"{flags.get(p, p)} " + ", ".join(
         f"{_setting(n)} (the run used {_setting(o)})" for _, n, o in rows)
         for p, rows in conflicts.items()]
     if changes and not override:
