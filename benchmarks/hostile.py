@@ -600,7 +600,12 @@ def main_() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" /
                                              "hostile.json"))
     parser.add_argument("--only", help="run cases whose name contains this")
+    parser.add_argument("--merge", nargs=2, metavar=("BEFORE", "AFTER"),
+                        help="write one document from two runs' JSON (another version's and "
+                        "this one's), case by case")
     args = parser.parse_args()
+    if args.merge:
+        return merge(*args.merge, args.out)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     from ssr_deploy.cli import main
 
@@ -641,10 +646,27 @@ def main_() -> None:
         by_class.setdefault(r["class"], Counter())[r["outcome"]] += 1
     summary = {c: dict(n) for c, n in by_class.items()}
     total = Counter(r["outcome"] for r in results)
-    doc = {"cases": len(results), "outcomes": dict(total), "by_class": summary,
+    import ssr_deploy
+
+    doc = {"label": f"ssr-deploy {ssr_deploy.__version__} from {Path(ssr_deploy.__file__).parent}",
+           "cases": len(results), "outcomes": dict(total), "by_class": summary,
            "results": results}
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
     print(json.dumps({"cases": len(results), "outcomes": dict(total)}))
+
+
+def merge(before_path: str, after_path: str, out: str) -> None:
+    before, after = (json.loads(Path(p).read_text()) for p in (before_path, after_path))
+    old = {r["case"]: r for r in before["results"]}
+    rows = [{"class": r["class"], "case": r["case"],
+             "before": old.get(r["case"], {}).get("outcome"), "after": r["outcome"],
+             "after_detail": r.get("detail", "")} for r in after["results"]]
+    doc = {"cases": len(rows),
+           "before": {k: before[k] for k in ("label", "outcomes", "by_class") if k in before},
+           "after": {k: after[k] for k in ("label", "outcomes", "by_class") if k in after},
+           "results": rows}
+    Path(out).write_text(json.dumps(doc, indent=1) + "\n")
+    print(json.dumps({"before": before["outcomes"], "after": after["outcomes"]}))
 
 
 if __name__ == "__main__":

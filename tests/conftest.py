@@ -1,4 +1,5 @@
 import dataclasses
+import os
 import random
 
 import cv2
@@ -16,6 +17,12 @@ from tests.helpers import random_genotype
 # may fail for taking long (hypothesis' default 200 ms deadline would on a slow machine).
 settings.register_profile("any-machine", deadline=None, derandomize=True)
 settings.load_profile("any-machine")
+
+# Under pytest-xdist (-n 2, the README's command) each worker computes on one thread: two
+# workers that each spin two OpenMP threads on a 2-core machine slow each other badly.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"  # and the subprocesses tests start
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

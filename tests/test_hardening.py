@@ -310,3 +310,34 @@ def test_help_and_messages_read_right(tiny_inputs, tmp_path):
     result = runner.invoke(main, ["export", "triton", str(tiny_inputs / "m.onnx"), "--repo",
                                   str(tmp_path / "r"), "--max-batch", "0", "--cpu"])
     assert "1/model.onnx" in result.output and (tmp_path / "r/ssrnet/1/model.onnx").is_file()
+
+
+@given(st.fixed_dictionaries({}, optional={
+    "--dynamic-batch": st.just(None), "--dynamic-size": st.just(None),
+    "--output": st.sampled_from(["logits", "labels"]),
+    "--max-batch": st.sampled_from(["4", "0", "x"]),
+    "--min-size": st.sampled_from(["16x32", "0x1", "9000x9000"]),
+    "--max-size": st.sampled_from(["64x128", "abc"]),
+    "--label-dtype": st.sampled_from(["uint8", "int32", "int64"]),
+    "--opset": st.sampled_from(["17", "18", "99", "-1"])}))
+def test_export_option_combinations_are_checked_before_any_work(tiny_inputs, options):
+    """Any combination: refused in one line naming the option at fault, or (all consistent)
+    carried through to the first real check, the missing output folder."""
+    args = ["export", "onnx", str(tiny_inputs / "ck.pt"), "-o", "/nonexistent/m.onnx",
+            "--size", "32x64"]
+    for flag, value in options.items():
+        args += [flag] if value is None else [flag, value]
+    line = _error(args)
+    dynamic_batch, dynamic_size = "--dynamic-batch" in options, "--dynamic-size" in options
+    faults = [
+        options.get("--max-batch") in ("0", "x"), options.get("--min-size") in ("0x1",
+                                                                                "9000x9000"),
+        options.get("--max-size") == "abc", options.get("--label-dtype") == "int64",
+        options.get("--opset") in ("99", "-1"),
+        "--max-batch" in options and not dynamic_batch,
+        ("--min-size" in options or "--max-size" in options) and not dynamic_size,
+        "--label-dtype" in options and options.get("--output") != "labels"]
+    if not any(faults):
+        assert "/nonexistent does not exist" in line, (options, line)
+    else:
+        assert "/nonexistent" not in line and "--" in line, (options, line)

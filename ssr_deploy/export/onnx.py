@@ -180,13 +180,14 @@ def export_onnx(net: SSRNet, path: str | Path, options: OnnxOptions | None = Non
         o = OnnxOptions(**{**o.__dict__, **overrides})
     start = time.perf_counter()
     path = Path(path)
-    check_output_path(path)
+    _ranges(net.genotype, o)  # every argument first, then the paths
     if o.io.output == "labels" and o.io.label_dtype == "uint8" and net.num_classes > 256:
         raise UsageError(f"--label-dtype uint8 holds 256 class ids and the model has "
                          f"{net.num_classes} classes; use --label-dtype int32")
     converting = precision is not None and precision.precision != "fp32"
     if converting:
         check_options(precision)
+    check_output_path(path)
     model, metadata, report = _export_verified(net, o, step)
     fp32_path = fp32_path_for(path, precision.precision) if converting else path
     if converting:
