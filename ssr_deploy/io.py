@@ -107,7 +107,7 @@ def _temp_beside(path: Path) -> Path:
 
 
 def _finish_temp(path: Path, tmp: Path) -> None:
-    if not tmp.is_file() or tmp.stat().st_size == 0 and path.suffix not in (".txt", ".jsonl"):
+    if not tmp.is_file() or tmp.stat().st_size == 0:  # no output we write is ever empty
         raise OutputError(f"cannot write {path}: the writer produced no data (nothing was "
                           "replaced)")
     with open(tmp, "rb+") as f:

@@ -20,6 +20,7 @@ import fnmatch
 import hashlib
 import inspect
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from ssr_deploy.export.metadata import (
     to_props,
 )
 from ssr_deploy.export.precision_check import compare_with_fp32, module_of_node
-from ssr_deploy.io import check_input_file, check_output_path, find_images
+from ssr_deploy.io import atomic_write, check_input_file, check_output_path, find_images
 from ssr_deploy.spec import ModelSpec
 
 CALIB_METHODS = ("entropy", "percentile", "minmax")
@@ -305,14 +306,14 @@ def to_int8(fp32: onnx.ModelProto, meta: dict[str, Any], o: PrecisionOptions,
         tensor = ModelSpec.from_dict(meta).input
         reader = _Reader(CalibrationBatches(o.calib_dir, tensor, tensor.size, batch, o.calib_n),
                          tensor.name)
+    scratch = tempfile.TemporaryDirectory(prefix="ssr-deploy-int8.")
+    fresh = Path(scratch.name) / "ranges.json"  # published to the cache once complete
     kwargs: dict[str, Any] = {}
     if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        kwargs["calibration_cache_path"] = str(cache)
+        kwargs["calibration_cache_path"] = str(cache if hit else fresh)
     elif hit:  # an older onnxruntime cannot read the cache: calibrate again
         raise SsrDeployError("this onnxruntime cannot reuse calibration caches (>= 1.32 can); "
                          "pass --calib DIR")
-    scratch = tempfile.TemporaryDirectory(prefix="ssr-deploy-int8.")
     source, out = Path(scratch.name) / "fp32.onnx", Path(scratch.name) / "int8.onnx"
     onnx.save(fp32, str(source))  # given a ModelProto, quantize_static rewrites it in place
     with contextlib.redirect_stdout(None):  # the calibrator prints its progress
@@ -326,6 +327,9 @@ def to_int8(fp32: onnx.ModelProto, meta: dict[str, Any], o: PrecisionOptions,
                            "CalibStridedMinMax": 1},  # one batch at a time: see _Reader
             **kwargs)
     with scratch:
+        if kwargs and not hit:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(cache, lambda tmp: shutil.copyfile(fresh, tmp))
         return onnx.load(str(out)), {
             "cache": str(cache) if "calibration_cache_path" in kwargs else None,
             "cache_hit": hit}
