@@ -126,6 +126,10 @@ class Group(click.Group):
             _fail(describe_os_error(e, "read or write"))
         except MemoryError:
             _fail("out of memory; use a smaller --size, --batch or model, or free memory")
+        except KeyboardInterrupt:
+            click.echo("interrupted: files finished before are kept, none is half-written "
+                       "(train/search: --resume continues)", err=True)
+            sys.exit(130)
         except ImportError as e:
             if (e.name or "").split(".")[0] not in TRAIN_EXTRA:
                 raise

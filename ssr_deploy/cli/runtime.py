@@ -92,7 +92,8 @@ def bench(model, backend, device, size, frame_size, batches, iters, warmup, comp
     from ssr_deploy.io import check_outputs_spare_inputs
 
     check_outputs_spare_inputs([("--json", json_path), ("--plot", plot_path)],
-                               [model, *(compare or "").split(",")])
+                               [model, *(c for c in (compare or "").split(",")
+                                         if Path(c.strip()).is_file())])
     for path in (json_path, plot_path):
         if path and not Path(path).resolve().parent.is_dir():
             raise SsrDeployError(f"cannot write {path}: its folder does not exist")

@@ -137,8 +137,9 @@ def eval_cmd(weights, source, split, size, flip, save_preds, overwrite, device,
     from ssr_deploy.model.checkpoint import load_model
     from ssr_deploy.train.evaluate import evaluate, format_result
 
+    scheme, _, data_dir = source.partition(":")
     check_outputs_spare_inputs([("--save-preds", save_preds)],
-                               [weights, source.partition(":")[2] or None])
+                               [weights, data_dir if scheme in ("cityscapes", "folder") else None])
     net = load_model(weights)
     net.genotype.check_input_size(*size)
     dataset = open_dataset(source, split, size)
