@@ -104,19 +104,20 @@ def run_case(case: Case, work: Path, runner, main) -> dict:
     before = _snapshot(protected)
     args = [a.replace("{W}", str(work)) for a in case.args]
     signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(90)
+    limit = 300 if args and args[0] in ("train", "search", "demo") else 90
+    signal.alarm(limit)
     try:
         with (_full(work / "disk") if case.disk == "full" else contextlib.nullcontext()):
             result = runner.invoke(main, args, catch_exceptions=True)
     except Timeout:
-        return {"outcome": "hang or out of memory", "detail": "over 90 s"}
+        return {"outcome": "hang or out of memory", "detail": f"over {limit} s"}
     finally:
         signal.alarm(0)
     exc = result.exception
     stderr = result.stderr.strip()
     lines = stderr.splitlines()
     if isinstance(exc, Timeout):
-        return {"outcome": "hang or out of memory", "detail": "over 90 s"}
+        return {"outcome": "hang or out of memory", "detail": f"over {limit} s"}
     if isinstance(exc, MemoryError):
         return {"outcome": "hang or out of memory", "detail": "MemoryError"}
     lost = _snapshot(protected) != before
@@ -445,6 +446,151 @@ def cases() -> list[Case]:
     ]:
         expect = "ok" if name == "data synth --size 1x1" else "error"
         out.append(Case("arguments", name, args, words=words, expect=expect))
+    # more arguments, every command
+    o = f"{D}/o.onnx"
+    ex = ["export", "onnx", ck, "-o", o, "--size", "32x64"]
+    for name, args, words in [
+        ("info --size abc", ["info", "ssr-cityscapes", "--size", "abc"], ("HEIGHTxWIDTH",)),
+        ("info --size 512x", ["info", "ssr-cityscapes", "--size", "512x"], ("HEIGHTxWIDTH",)),
+        ("info --size -1x5", ["info", "ssr-cityscapes", "--size", "-1x5"], ("HEIGHTxWIDTH",)),
+        ("info --size 8x8x3", ["info", "ssr-cityscapes", "--size", "8x8x3"], ("HEIGHTxWIDTH",)),
+        ("info --classes 0", ["info", "ssr-cityscapes", "--classes", "0"], ("1",)),
+        ("info --size 60x120 (no fit)", ["info", "ssr-cityscapes", "--size", "60x120"],
+         ("multiples",)),
+        ("bench --iters 0", ["bench", m, "--iters", "0"], ("1",)),
+        ("bench --warmup -1", ["bench", m, "--warmup", "-1"], ("0",)),
+        ("bench --frame-size 0x0", ["bench", m, "--frame-size", "0x0"], ("HEIGHTxWIDTH",)),
+        ("bench --batch ''", ["bench", m, "--batch", ""], ("batch",)),
+        ("bench --batch ,", ["bench", m, "--batch", ","], ("batch",)),
+        ("bench --compare nope", ["bench", m, "--compare", "nope"], ("nope",)),
+        ("bench --compare torch:tpu", ["bench", m, "--compare", "onnxruntime:tpu"],
+         ("tpu",)),
+        ("bench --json into a folder", ["bench", m, "--json", I], ("directory", "folder")),
+        ("bench an .engine without TensorRT", ["bench", "{W}/x.engine"], ("does not exist",)),
+        ("bench a .txt model", ["bench", "{W}/notes.txt"], ("backend", "suffix", ".txt")),
+        ("video --alpha nan", ["video", clip, "--model", m, "-o", f"{D}/v.avi", "--alpha",
+                               "nan"], ("range", "0<=x<=1", "finite")),
+        ("video --alpha -0.1", ["video", clip, "--model", m, "-o", f"{D}/v.avi", "--alpha",
+                                "-0.1"], ("0<=x<=1",)),
+        ("video --max-frames -1", ["video", clip, "--model", m, "-o", f"{D}/v.avi",
+                                   "--max-frames", "-1"], ("1",)),
+        ("video from an absent camera", ["video", "7", "--model", m, "-o", f"{D}/v.avi"],
+         ("camera 7",)),
+        ("video --backend nope", ["video", clip, "--model", m, "-o", f"{D}/v.avi",
+                                  "--backend", "nope"], ("nope",)),
+        ("video --device cuda without a GPU", ["video", clip, "--model", m, "-o",
+                                               f"{D}/v.avi", "--device", "cuda"],
+         ("cuda", "CUDA")),
+        ("video --show without a display", ["video", clip, "--model", m, "-o", f"{D}/v.avi",
+                                            "--show"], ("display",)),
+        ("video --size abc", ["video", clip, "--model", m, "-o", f"{D}/v.avi", "--size",
+                              "abc"], ("HEIGHTxWIDTH",)),
+        ("profile --top 0", ["profile", m, "--top", "0"], ("1",)),
+        ("profile --trace a folder", ["profile", m, "--trace", I], ("directory", "folder")),
+        ("profile --backend nope", ["profile", m, "--backend", "nope"], ("nope",)),
+        ("export check without --against", ["export", "check", m], ("--against",)),
+        ("export check --against a missing file", ["export", "check", m, "--against",
+                                                   "{W}/none.onnx"], ("does not exist",)),
+        ("export check -n 0", ["export", "check", m, "--against", m, "-n", "0"], ("1",)),
+        ("export check --data a missing folder", ["export", "check", m, "--against", m,
+                                                  "--data", "{W}/none"], ("does not exist",)),
+        ("export check --data an empty folder", ["export", "check", m, "--against", m,
+                                                 "--data", "{W}/emptydir"], ("no images",)),
+        ("export triton --name ''", ["export", "triton", m, "--repo", f"{D}/r", "--name", ""],
+         ("name",)),
+        ("export triton --name 'a b'", ["export", "triton", m, "--repo", f"{D}/r", "--name",
+                                        "a b"], ("name",)),
+        ("export triton --max-batch -1", ["export", "triton", m, "--repo", f"{D}/r",
+                                          "--max-batch", "-1"], ("0",)),
+        ("export triton a checkpoint", ["export", "triton", ck, "--repo", f"{D}/r"],
+         ("sidecar", ".onnx")),
+        ("export triton an ONNX without sidecar", ["export", "triton", "{W}/nosidecar.onnx",
+                                                   "--repo", f"{D}/r"], ("sidecar",)),
+        ("export engine --workspace nan", ["export", "engine", m, "-o", f"{D}/e.engine",
+                                           "--workspace", "nan"], ("finite",)),
+        ("export engine --opt-level 9", ["export", "engine", m, "-o", f"{D}/e.engine",
+                                         "--opt-level", "9"], ("0<=x<=5",)),
+        ("export engine without TensorRT", ["export", "engine", m, "-o", f"{D}/e.engine"],
+         ("TensorRT", "tensorrt")),
+        ("export onnx --batch 0", [*ex, "--batch", "0"], ("1",)),
+        ("export onnx --size abc", ["export", "onnx", ck, "-o", o, "--size", "abc"],
+         ("HEIGHTxWIDTH",)),
+        ("export onnx --input nope", [*ex, "--input", "nope"], ("nope",)),
+        ("export onnx --output nope", [*ex, "--output", "nope"], ("nope",)),
+        ("export onnx --calib-n 0", [*ex, "--precision", "int8", "--calib-n", "0"], ("1",)),
+        ("export onnx --calib-method nope", [*ex, "--precision", "int8", "--calib-method",
+                                             "nope"], ("nope",)),
+        ("export onnx --int8-target nope", [*ex, "--int8-target", "nope"], ("nope",)),
+        ("export onnx --min-agreement 0", [*ex, "--precision", "fp16", "--min-agreement",
+                                           "0"], ("0<x<=1",)),
+        ("export onnx --min-agreement 1.5", [*ex, "--precision", "fp16", "--min-agreement",
+                                             "1.5"], ("0<x<=1",)),
+        ("export onnx --fp32-layers without --precision", [*ex, "--fp32-layers", "head"],
+         ("--precision",)),
+        ("export onnx --data without --precision", [*ex, "--data", f"{I}/frames"],
+         ("--precision",)),
+        ("export onnx int8 without --calib nor cache", [*ex, "--precision", "int8",
+                                                        "--calib-cache", "{W}/emptydir"],
+         ("--calib",)),
+        ("export onnx --weights a missing file", ["export", "onnx", g, "--weights",
+                                                  "{W}/none.pt", "-o", o], ("does not exist",)),
+        ("export onnx --random-init with a checkpoint", [*ex, "--random-init"],
+         ("checkpoint",)),
+        ("export onnx --weights of another genotype", ["export", "onnx", "ssr-cityscapes",
+                                                       "--weights", ck, "-o", o],
+         ("genotype",)),
+        ("train --preset nope", ["train", "--preset", "nope", *req_train], ("nope",)),
+        ("train --class-weights nope", ["train", "--class-weights", "nope", *req_train],
+         ("nope",)),
+        ("train --workers -1", ["train", "--workers", "-1", *req_train], ("0",)),
+        ("train --seed abc", ["train", "--seed", "abc", *req_train], ("integer",)),
+        ("train --init-from-search a missing folder", ["train", "--init-from-search",
+                                                       "{W}/none", "--data", "synthetic:4",
+                                                       "--out", f"{D}/t"], ("genotype.json",)),
+        ("train --weights a missing file", ["train", "--weights", "{W}/none.pt",
+                                            *req_train], ("does not exist",)),
+        ("train --resume with nothing to resume", ["train", "--resume", *req_train],
+         ("does not exist",)),
+        ("train --batch 64 on 4 images", [*tiny_train, "--batch", "64", "--out",
+                                          f"{D}/b64"], ("make no batch",)),
+        ("search --epochs 0", ["search", "--epochs", "0", *req_search], ("1",)),
+        ("search --warmup -1", ["search", "--warmup", "-1", *req_search], ("0",)),
+        ("search --shrink-every -1", ["search", "--shrink-every", "-1", *req_search], ("0",)),
+        ("search --normalisation nope", ["search", "--normalisation", "nope", *req_search],
+         ("nope",)),
+        ("search --space a missing file", ["search", "--space", "{W}/none.json",
+                                           *req_search], ("does not exist", "none.json")),
+        ("search --space broken JSON", ["search", "--space", "{W}/broken.json", *req_search],
+         ("JSON", "json")),
+        ("search --target-gmacs beyond the space", ["search", "--size", "64x128",
+                                                    "--target-gmacs", "1000", *req_search],
+         ("outside what this space can reach",)),
+        ("search on 1 image", ["search", "--data", "synthetic:1", "--size", "64x128",
+                               "--out", f"{D}/s1"], ("batches",)),
+        ("search --resume with nothing to resume", ["search", "--resume", *req_search],
+         ("does not exist",)),
+        ("eval --data a missing folder", ["eval", "--weights", ck, "--data",
+                                          "cityscapes:{W}/none"], ("leftImg8bit",)),
+        ("eval --weights a missing file", ["eval", "--weights", "{W}/none.pt", "--data",
+                                           "synthetic:1"], ("does not exist",)),
+        ("eval --size abc", ["eval", "--weights", ck, "--data", "synthetic:1", "--size",
+                             "abc"], ("HEIGHTxWIDTH",)),
+        ("data synth --size 20000x20000", ["data", "synth", "--out", f"{D}/z", "--size",
+                                           "20000x20000"], ("8192",)),
+        ("data synth --frames 0", ["data", "synth", "--out", f"{D}/z", "--video",
+                                   f"{D}/z.avi", "--frames", "0"], ("1",)),
+        ("data synth --video x.txt", ["data", "synth", "--out", f"{D}/z3", "--n", "1",
+                                      "--size", "32x64", "--video", f"{D}/z.txt"],
+         ("video file",)),
+        ("data synth --seed abc", ["data", "synth", "--out", f"{D}/z", "--seed", "abc"],
+         ("integer",)),
+        ("demo --device cuda without a GPU", ["demo", "--out", f"{D}/demo", "--device",
+                                              "cuda"], ("cuda", "CUDA")),
+        ("demo --out a file", ["demo", "--out", ck], ("file", "directory")),
+        ("an unknown command", ["nope"], ("nope",)),
+        ("an unknown option", ["info", "--nope"], ("--nope",)),
+    ]:
+        out.append(Case("arguments", name, args, words=words, before=_odd_files))
     # wrong results
     out += [
         Case("wrong results", "all-NaN weights do not evaluate to an mIoU",
@@ -581,6 +727,7 @@ def _odd_files(work, run):
         f.write(b"\0")
     (work / "emptydir").mkdir(exist_ok=True)
     (work / "broken.json").write_text("{\"format\": 1, ")
+    (work / "notes.txt").write_text("not a model")
 
 
 def _used_folder(work, run):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ssr_deploy.cli.base import SIZE, main, refuse_without, stage_bar
+from ssr_deploy.cli.base import POSITIVE, SIZE, main, refuse_without, stage_bar
 from ssr_deploy.errors import SsrDeployError
 
 
@@ -166,10 +166,11 @@ def export_onnx_cmd(ctx, source, out, weights, random_init, size, batch, dynamic
 @click.option("--min", "min_shape", metavar="BxHxW", help="Profile minimum (within the ONNX).")
 @click.option("--opt", "opt_shape", metavar="BxHxW", help="Profile optimum.")
 @click.option("--max", "max_shape", metavar="BxHxW", help="Profile maximum.")
-@click.option("--workspace", type=float, default=4.0, show_default=True, help="GiB.")
+@click.option("--workspace", type=POSITIVE, default=4.0, show_default=True, help="GiB.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False),
               help="Timing cache file, reused and updated: rebuilds take seconds.")
-@click.option("--opt-level", type=int, default=3, show_default=True, help="0 to 5.")
+@click.option("--opt-level", type=click.IntRange(0, 5), default=3, show_default=True,
+              help="TensorRT's builder optimisation level.")
 def export_engine_cmd(onnx_path, out, precision, fp32_layers, calib_dir, calib_n, calib_method,
                       calib_cache, min_agreement, min_shape, opt_shape, max_shape, workspace,
                       timing_cache, opt_level) -> None:

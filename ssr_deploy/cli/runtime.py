@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ssr_deploy.cli.base import SIZE, main
+from ssr_deploy.cli.base import SIZE, Number, main
 from ssr_deploy.errors import SsrDeployError
 
 
@@ -121,7 +121,7 @@ def bench(model, backend, device, size, frame_size, batches, iters, warmup, comp
 @click.option("--size", type=SIZE, default="512x1024", show_default=True,
               help="Model input size (for a .pt).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--alpha", type=Number(0, 1), default=0.5, show_default=True,
               help="Overlay opacity.")
 @click.option("--letterbox", is_flag=True, help="Keep the aspect ratio (pad, do not stretch).")
 @click.option("--draw-fps", is_flag=True, help="Draw the live FPS on the frames.")
