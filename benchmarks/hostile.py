@@ -471,7 +471,7 @@ def cases() -> list[Case]:
         ("video --alpha nan", ["video", clip, "--model", m, "-o", f"{D}/v.avi", "--alpha",
                                "nan"], ("range", "0<=x<=1", "finite")),
         ("video --alpha -0.1", ["video", clip, "--model", m, "-o", f"{D}/v.avi", "--alpha",
-                                "-0.1"], ("0<=x<=1",)),
+                                "-0.1"], ("0<=x<=1", ">= 0")),
         ("video --max-frames -1", ["video", clip, "--model", m, "-o", f"{D}/v.avi",
                                    "--max-frames", "-1"], ("1",)),
         ("video from an absent camera", ["video", "7", "--model", m, "-o", f"{D}/v.avi"],
