@@ -421,15 +421,16 @@ def epoch_log(path: str | Path, row: dict[str, Any]) -> tuple[list[dict[str, Any
     return rows, "".join(json.dumps(r) + "\n" for r in rows)
 
 
-def publish_epoch(files: dict[str | Path, Callable[[Path], object]], figure=None) -> None:
-    """An epoch's files (state, log, plot) published together or not at all: a resumed run
-    never finds a log ahead of its state. ``figure`` is closed afterwards."""
-    import matplotlib.pyplot as plt
-
+def publish_files(files: dict[str | Path, Callable[[Path], object]], figure=None) -> None:
+    """Files that belong together (an epoch's state, log and plot; a report and its plot)
+    published together or not at all: a resumed run never finds a log ahead of its state.
+    ``figure`` (the plot's) is closed afterwards."""
     try:
         atomic_write_many(files)
     finally:
         if figure is not None:
+            import matplotlib.pyplot as plt
+
             plt.close(figure)
 
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.errors import UsageError
-from ssr_deploy.io import atomic_write_many, atomic_write_text, save_figure
+from ssr_deploy.io import atomic_write_text, figure_writer, publish_files, save_figure
 from ssr_deploy.runtime.segmenter import Segmenter
 
 PAPER_FPS = 175.0  # SSR-Net at 512x1024 on an RTX 2080Ti (Ye et al., IJCV 2022)
@@ -223,20 +223,14 @@ def write_json(doc: dict[str, Any], path: str | Path) -> Path:
 def write_outputs(results: list[BenchResult], json_path: str | Path | None = None,
                   plot_path: str | Path | None = None) -> None:
     """The JSON report and the histogram, published together or not at all."""
-    import matplotlib.pyplot as plt
-
     writers = {}
     if json_path:
         text = json.dumps(report(results, machine_info()), indent=2) + "\n"
         writers[json_path] = lambda tmp: tmp.write_text(text)
     fig = histogram_figure(results) if plot_path else None
     if plot_path:
-        writers[plot_path] = lambda tmp: fig.savefig(tmp, format="png")
-    try:
-        atomic_write_many(writers)
-    finally:
-        if fig is not None:
-            plt.close(fig)
+        writers[plot_path] = figure_writer(fig)
+    publish_files(writers, fig)
 
 
 def plot_histogram(results: list[BenchResult], path: str | Path) -> Path:

@@ -25,7 +25,7 @@ from ssr_deploy.data import transforms as T
 from ssr_deploy.data.augmented import AugmentedDataset
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.genotype import InputSpec
-from ssr_deploy.io import epoch_log, figure_writer, jsonable, publish_epoch
+from ssr_deploy.io import epoch_log, figure_writer, jsonable, publish_files
 from ssr_deploy.model.checkpoint import save_checkpoint
 from ssr_deploy.search.cost import expected_macs
 from ssr_deploy.search.extract import extract_discrete
@@ -262,7 +262,7 @@ class Searcher:
                  "space": self.space.to_dict(), "config": jsonable(asdict(self.config))}
         rows, text = epoch_log(self.out / "search_log.jsonl", row)
         fig = search_figure(rows, self.target / 1e9)
-        publish_epoch({self.out / "search.pt": lambda tmp: torch.save(state, tmp),
+        publish_files({self.out / "search.pt": lambda tmp: torch.save(state, tmp),
                        self.out / "search_log.jsonl": lambda tmp: tmp.write_text(text),
                        self.out / "search.png": figure_writer(fig)}, fig)
 

@@ -29,7 +29,7 @@ from ssr_deploy.data import transforms as T
 from ssr_deploy.data.augmented import AugmentedDataset
 from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.genotype import Genotype
-from ssr_deploy.io import epoch_log, figure_writer, jsonable, publish_epoch
+from ssr_deploy.io import epoch_log, figure_writer, jsonable, publish_files
 from ssr_deploy.model.checkpoint import checkpoint_writer, load_weights, read_weights_for
 from ssr_deploy.model.net import SSRNet, build_model
 from ssr_deploy.train.evaluate import evaluate
@@ -216,7 +216,7 @@ class Trainer:
         files = {self.out / "last.pt": write, **({self.out / "best.pt": write} if improved else {}),
                  self.out / "log.jsonl": lambda tmp: tmp.write_text(text),
                  self.out / "curves.png": figure_writer(fig)}
-        publish_epoch(files, fig)
+        publish_files(files, fig)
 
     def resume(self, path: str | Path) -> None:
         """Continue from a ``last.pt``: same weights, optimiser, schedule, RNG, best score."""
