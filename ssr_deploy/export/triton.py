@@ -17,6 +17,11 @@ TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_U
                 "int32": "TYPE_INT32", "int64": "TYPE_INT64"}
 
 
+def valid_model_name(name: str) -> bool:
+    """A Triton model name that is also a safe folder name (no separators, no '..')."""
+    return bool(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", name)) and ".." not in name
+
+
 def config_pbtxt(meta: dict[str, Any], name: str, platform: str, max_batch: int,
                  instances: int, kind: str = "KIND_GPU") -> str:
     """The config.pbtxt text. With ``max_batch`` > 0 Triton owns the batch dimension, so
@@ -54,7 +59,7 @@ def write_repository(model: str | Path, repo: str | Path, name: str = "ssrnet",
                      cpu: bool = False) -> Path:
     """Copy ``model`` (an .onnx or an engine) and its sidecar into a Triton repository."""
     model, repo = Path(model), Path(repo)
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", name) or ".." in name:
+    if not valid_model_name(name):
         raise UsageError(f"--name {name!r}: a Triton model name is letters, digits, _, . and - "
                          "(no path separators or '..'), e.g. ssrnet")
     check_input_file(model, "model file")

@@ -1,0 +1,62 @@
+"""`ssr-deploy serve`."""
+
+from __future__ import annotations
+
+import click
+
+from ssr_deploy.cli.base import main
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--name", default="ssrnet", show_default=True, help="The model's name in Triton.")
+@click.option("--http-port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--grpc-port", type=click.IntRange(1, 65535), default=8001, show_default=True)
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=8002, show_default=True)
+@click.option("--max-batch", type=click.IntRange(1, 1024), default=8, show_default=True,
+              help="Largest batch the dynamic batcher forms from queued requests.")
+@click.option("--instances", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Copies of the model, each in its own process.")
+@click.option("--queue-delay-us", type=click.IntRange(0, 10_000_000), default=500,
+              show_default=True, help="How long a request may wait for others to batch with.")
+@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt", "torch"]),
+              help="[default: by the model's suffix]")
+@click.option("--device", help="cpu, cuda or cuda:N. [default: the backend's]")
+@click.option("--letterbox", is_flag=True, help="Keep each frame's aspect ratio (pad).")
+@click.option("--tritonserver", type=click.Path(dir_okay=False),
+              help="A tritonserver binary. [default: $TRITONSERVER, PATH, /opt/tritonserver, "
+              "or PyTriton's]")
+@click.option("--log", type=click.Path(dir_okay=False),
+              help="Write the server's log here. [default: a temp file, shown on failure]")
+def serve(model, name, http_port, grpc_port, metrics_port, max_batch, instances,
+          queue_delay_us, backend, device, letterbox, tritonserver, log) -> None:
+    """Serve MODEL (.onnx, .engine or .pt) on a real Triton Inference Server.
+
+    HTTP and gRPC (KServe v2): input `images` (batch, H, W, 3) uint8 BGR, output `labels`
+    (batch, H, W) class ids, uint8 (int32 past 256 classes). Dynamic batching, readiness at
+    /v2/health/ready, Prometheus metrics at :METRICS-PORT/metrics. SIGTERM or Ctrl-C: the
+    accepted requests finish, then the server exits.
+
+    \b
+    Examples:
+      ssr-deploy serve model.onnx
+      ssr-deploy serve model.engine --max-batch 16 --instances 2 --http-port 9000
+    For a Triton fleet, write a repository instead: ssr-deploy export triton MODEL --repo DIR
+    """
+    from ssr_deploy.io import check_input_file
+    from ssr_deploy.serving.triton import TritonServer
+
+    check_input_file(model, "model file")
+    server = TritonServer(model, name, http_port, grpc_port, metrics_port, max_batch,
+                          instances, queue_delay_us, backend, device, letterbox, tritonserver,
+                          log)
+
+    def started(_server) -> None:
+        click.echo(f"serving {model} as {name!r} on Triton: HTTP :{http_port}, gRPC "
+                   f":{grpc_port}, metrics :{metrics_port}/metrics; batches up to {max_batch}, "
+                   f"{instances} instance(s). Ctrl-C or SIGTERM stops it.", err=True)
+
+    code = server.serve_forever(started)
+    click.echo(f"tritonserver exited ({code})", err=True)
+    if code:
+        raise SystemExit(code)

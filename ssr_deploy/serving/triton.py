@@ -1,0 +1,290 @@
+"""A real Triton Inference Server serving a model through the ``Segmenter``.
+
+``tritonserver`` comes from, in order: ``--tritonserver PATH``, the ``TRITONSERVER``
+environment variable, ``tritonserver`` on PATH, ``/opt/tritonserver`` (NVIDIA's container),
+or the binary inside NVIDIA's PyTriton wheel (``pip install --no-deps nvidia-pytriton``:
+Triton 2.51 with its python backend; its own Python layer is not used). The model is a
+python-backend model (``triton_model.py``) with dynamic batching; the server speaks HTTP and
+gRPC (KServe v2) and exports Prometheus metrics. SIGTERM: Triton stops taking requests,
+finishes those it accepted, and exits 0.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import site
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import ssr_deploy
+from ssr_deploy.errors import SsrDeployError, UsageError
+from ssr_deploy.export.triton import valid_model_name
+
+MODEL_FILE = Path(__file__).with_name("triton_model.py")
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """Where a ``tritonserver`` and its python backend are."""
+
+    server: Path
+    backends: Path  # holds python/ (libtriton_python.so, triton_python_backend_utils.py)
+    stub: Path | None  # a python-backend stub for this Python, where the install has several
+    libraries: tuple[Path, ...]  # for LD_LIBRARY_PATH
+
+    @classmethod
+    def find(cls, server: str | Path | None = None) -> TritonInstall:
+        server = server or os.environ.get("TRITONSERVER") or shutil.which("tritonserver")
+        if server:
+            path = Path(server)
+            if not path.is_file() or not os.access(path, os.X_OK):
+                raise UsageError(f"tritonserver {path}: not an executable file; give the "
+                                 "binary of a Triton install (bin/tritonserver)")
+            return cls(path, path.parent.parent / "backends", None, ())
+        if Path("/opt/tritonserver/bin/tritonserver").is_file():
+            return cls.find("/opt/tritonserver/bin/tritonserver")
+        return cls._from_pytriton()
+
+    @classmethod
+    def _from_pytriton(cls) -> TritonInstall:
+        spec = importlib.util.find_spec("pytriton")  # located, not imported
+        if spec is None or not spec.submodule_search_locations:
+            raise SsrDeployError("serving needs a Triton server: pip install --no-deps "
+                                 "nvidia-pytriton (Triton's binary, no CUDA needed), or give "
+                                 "--tritonserver PATH of your own install")
+        root = Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+        if not stub.is_file():
+            raise SsrDeployError(f"{root.parent.name} has no python-backend stub for Python "
+                                 f"{version}; serve from Python 3.8 to 3.13")
+        libs = root.parent.parent / "nvidia_pytriton.libs"
+        return cls(root / "bin" / "tritonserver", root / "backends", stub,
+                   tuple(p for p in (libs, root / "external_libs") if p.is_dir()))
+
+
+def _die_with_parent() -> None:
+    """In the server's process: get SIGTERM when the process that started it dies, however
+    it dies (no orphaned server holding the ports)."""
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TritonServer:
+    """``tritonserver`` serving ``model`` as ``name``; a context manager (start/stop).
+
+    ``max_batch``: the largest batch Triton's dynamic batcher forms (the Segmenter splits
+    it further if the model takes less); ``instances``: model copies, each its own process.
+    """
+
+    def __init__(self, model: str | Path, name: str = "ssrnet", http_port: int = 8000,
+                 grpc_port: int = 8001, metrics_port: int = 8002, max_batch: int = 8,
+                 instances: int = 1, queue_delay_us: int = 500, backend: str | None = None,
+                 device: str | None = None, letterbox: bool = False,
+                 tritonserver: str | Path | None = None, log: str | Path | None = None,
+                 exit_timeout: int = 30) -> None:
+        if not valid_model_name(name):
+            raise UsageError(f"--name {name!r}: a Triton model name is letters, digits, _, . "
+                             "and - (no path separators or '..'), e.g. ssrnet")
+        ports = {"--http-port": http_port, "--grpc-port": grpc_port,
+                 "--metrics-port": metrics_port}
+        if len(set(ports.values())) < 3:
+            raise UsageError(f"{', '.join(f'{k} {v}' for k, v in ports.items())}: the three "
+                             "ports must differ")
+        self.model, self.name = Path(model), name
+        self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
+        self.max_batch, self.instances, self.queue_delay_us = max_batch, instances, queue_delay_us
+        self.backend, self.device, self.letterbox = backend, device, letterbox
+        self.install = TritonInstall.find(tritonserver)
+        self.log_path = Path(log) if log else None
+        self.exit_timeout = exit_timeout
+        self.process: subprocess.Popen | None = None
+        self.workdir: Path | None = None
+        self.stopping = False
+        self.labels_dtype = self._check_model()
+
+    def _check_model(self) -> str:
+        """Open the model once here: a bad model is refused before the server starts, and
+        the label dtype the config declares is the model's (uint8, int32 past 256 classes)."""
+        from ssr_deploy.runtime.segmenter import Segmenter
+
+        with Segmenter.load(self.model, self.backend, self.device) as seg:
+            return "uint8" if len(seg.classes) <= 256 else "int32"
+
+    # ---- the repository ---------------------------------------------------------------
+    def config_pbtxt(self) -> str:
+        triton_type = {"uint8": "TYPE_UINT8", "int32": "TYPE_INT32"}[self.labels_dtype]
+        return "\n".join([
+            f'name: "{self.name}"', 'backend: "python"', f"max_batch_size: {self.max_batch}",
+            'input [ { name: "images" data_type: TYPE_UINT8 dims: [ -1, -1, 3 ] } ]',
+            f'output [ {{ name: "labels" data_type: {triton_type} dims: [ -1, -1 ] }} ]',
+            f"dynamic_batching {{ max_queue_delay_microseconds: {self.queue_delay_us} }}",
+            f"instance_group [ {{ count: {self.instances} kind: KIND_CPU }} ]", ""])
+
+    def _write_workdir(self) -> Path:
+        work = Path(tempfile.mkdtemp(prefix="ssr-serve-"))
+        python = work / "backends" / "python"
+        python.mkdir(parents=True)
+        for item in (self.install.backends / "python").iterdir():
+            if item.name != "__pycache__":
+                (python / item.name).symlink_to(item)
+        if self.install.stub:  # the stub built for this Python, under the name Triton runs
+            stub = python / "triton_python_backend_stub"
+            stub.unlink(missing_ok=True)
+            shutil.copy2(self.install.stub, stub)
+        version = work / "repo" / self.name / "1"
+        version.mkdir(parents=True)
+        (work / "repo" / self.name / "config.pbtxt").write_text(self.config_pbtxt())
+        shutil.copyfile(MODEL_FILE, version / "model.py")
+        package_root = str(Path(ssr_deploy.__file__).resolve().parents[1])
+        site_dirs = [package_root, *site.getsitepackages(), site.getusersitepackages()]
+        (version / "serve.json").write_text(json.dumps({
+            "model": str(self.model.resolve()), "backend": self.backend, "device": self.device,
+            "letterbox": self.letterbox, "labels_dtype": self.labels_dtype,
+            "site_dirs": [d for d in dict.fromkeys(site_dirs) if Path(d).is_dir()]}))
+        return work
+
+    # ---- the process ------------------------------------------------------------------
+    def command(self, repo: Path, backends: Path) -> list[str]:
+        return [str(self.install.server), f"--model-repository={repo}",
+                f"--backend-directory={backends}", f"--http-port={self.http_port}",
+                f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}",
+                f"--exit-timeout-secs={self.exit_timeout}", "--strict-readiness=true",
+                "--log-verbose=0"]
+
+    def start(self, timeout: float = 120.0, stream_log: bool = False) -> TritonServer:
+        self.workdir = self._write_workdir()
+        log_path = self.log_path or self.workdir / "triton.log"
+        env = dict(os.environ)
+        libs = [str(p) for p in self.install.libraries] + [sysconfig.get_config_var("LIBDIR")
+                                                           or ""]
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            [p for p in libs if p] + [env.get("LD_LIBRARY_PATH", "")]).rstrip(os.pathsep)
+        self._log = None if stream_log else open(log_path, "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self.command(self.workdir / "repo", self.workdir / "backends"), env=env,
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent)
+        self.log_file = None if stream_log else log_path
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.stopping:  # SIGTERM while starting
+                self.stop()
+                return self
+            if self.process.poll() is not None:
+                reason = self._failure()
+                self.stop()
+                raise SsrDeployError(f"tritonserver stopped while starting: {reason}")
+            if self.ready():
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise SsrDeployError(f"tritonserver was not ready after {timeout:.0f} s (log: "
+                             f"{log_path})")
+
+    def _failure(self) -> str:
+        """The first error line of the server's log, for the one-line message."""
+        if not self.log_file or not self.log_file.is_file():
+            return f"exit code {self.process.returncode}"
+        lines = self.log_file.read_text(errors="replace").splitlines()
+        errors = [ln for ln in lines if ln.startswith("E") and "CudaDriverHelper" not in ln
+                  or ln.startswith("error:")]
+        failed = [ln for ln in errors if "failed to load" in ln]
+        line = (failed or errors or lines[-1:] or ["no output"])[0]
+        return line.split("] ", 1)[-1].strip().strip('"')[:300]
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/v2/health/ready",
+                                        timeout=1) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def serve_forever(self, started=None) -> int:
+        """Start, then block until the server exits; SIGTERM and Ctrl-C (also while it
+        starts) make Triton finish the requests it accepted and exit. Returns its exit code
+        (0 after a signal). ``started`` is called once the server is ready."""
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM,
+                                                                   signal.SIGINT)}
+        try:
+            self.start()
+            if self.process is None or self.process.poll() is not None:  # stopped starting
+                return 0
+            if started:
+                started(self)
+            while True:
+                try:
+                    return self.process.wait()
+                except KeyboardInterrupt:
+                    continue
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            self._cleanup()
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.stopping = True
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float | None = None) -> int | None:
+        """SIGTERM, then wait for the accepted requests to finish (Triton's exit timeout)."""
+        code = None
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                code = self.process.wait(timeout or self.exit_timeout + 15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                code = self.process.wait()
+        elif self.process:
+            code = self.process.returncode
+        self._cleanup()
+        return code
+
+    def _cleanup(self) -> None:
+        if getattr(self, "_log", None):
+            self._log.close()
+            self._log = None
+        if self.workdir and self.log_path is None and self.log_file:
+            self.log_text = self.log_file.read_text(errors="replace")
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def __enter__(self) -> TritonServer:
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"

@@ -1,0 +1,277 @@
+"""`ssr-deploy serve` on a real Triton server (the tritonserver binary of NVIDIA's PyTriton
+wheel, python backend), driven by a real client (tritonclient), and `export triton`
+repositories loaded by the same binary."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ssr_deploy import Segmenter, SsrDeployError, build_model
+from ssr_deploy.data import classes
+from ssr_deploy.data.synthetic import street_frames
+from ssr_deploy.export.graph import IOFormat
+from ssr_deploy.export.onnx import export_onnx
+from ssr_deploy.serving.triton import TritonInstall, TritonServer, free_port
+from ssr_deploy.spec import file_sha256
+from tests.helpers import random_genotype
+
+tritonclient = pytest.importorskip("tritonclient.grpc", reason="pip install 'ssr-deploy[serve]'")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+from ssr_deploy.serving.client import SegmentationClient, load  # noqa: E402
+
+try:
+    INSTALL = TritonInstall.find()
+except SsrDeployError as e:  # the README's install has it; say why where it does not
+    pytest.skip(str(e), allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A tiny network, batches 1 to 8, uint8 frames in, labels out."""
+    path = tmp_path_factory.mktemp("serve") / "m.onnx"
+    genotype = dataclasses.replace(random_genotype(7, max_stages=2, max_width=12),
+                                   classes=classes.NAMES, palette=classes.PALETTE)
+    export_onnx(build_model(genotype).eval(), path, size=(32, 64), dynamic_batch=True,
+                max_batch=8, simplify=False, io=IOFormat("uint8-nhwc-bgr", "labels"))
+    return path
+
+
+def _ports():
+    return free_port(), free_port(), free_port()
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    http, grpc, metrics = _ports()
+    with TritonServer(model, http_port=http, grpc_port=grpc, metrics_port=metrics,
+                      max_batch=8) as s:
+        yield s
+
+
+def _frames(n, h=48, w=80, seed=3):
+    return np.stack(street_frames(n, h, w, seed=seed))
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_labels_equal_the_segmenters(server, model, protocol):
+    frames = _frames(3)
+    with Segmenter.load(model) as seg:
+        expected = np.stack(seg.predict_batch(list(frames)))
+    client = SegmentationClient(server.url if protocol == "http" else server.grpc_url,
+                                protocol=protocol)
+    assert client.ready()
+    labels = client.segment(frames)
+    assert labels.dtype == np.uint8 and labels.shape == (3, 48, 80)
+    np.testing.assert_array_equal(labels, expected)
+    np.testing.assert_array_equal(client.segment(frames[0]), expected[0])  # one frame
+    client.close()
+
+
+def test_eight_clients_twenty_five_requests_each_without_an_error(server, model):
+    frame = _frames(1)[0]
+    with Segmenter.load(model) as seg:
+        expected = seg(frame)
+    result = load(server.grpc_url, frame, clients=8, requests=25, expected=expected)
+    assert result["errors"] == [] and result["ok"] == 200, result["errors"][:3]
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics",
+                                     timeout=5).read().decode()
+    success = [ln for ln in metrics.splitlines()
+               if ln.startswith('nv_inference_request_success{model="ssrnet"')]
+    assert success and float(success[0].split()[-1]) >= 200
+
+
+def test_malformed_requests_get_errors_and_the_server_serves_on(server):
+    import tritonclient.http as http
+
+    client = SegmentationClient(server.grpc_url, protocol="grpc")
+    good = _frames(1)
+    malformed = [
+        (good.astype(np.float32), "FP32"),  # wrong dtype
+        (good.astype(np.int32), "INT32"),
+        (good[0, :, :, 0], "UINT8"),  # wrong rank: (H, W)
+        (good[None], "UINT8"),  # wrong rank: 5 dims
+        (np.zeros((1, 48, 80, 4), np.uint8), "UINT8"),  # 4 channels
+        (np.zeros((1, 0, 80, 3), np.uint8), "UINT8"),  # empty height
+        (np.zeros((1, 48, 0, 3), np.uint8), "UINT8"),  # empty width
+        (np.zeros((9, 8, 8, 3), np.uint8), "UINT8"),  # over --max-batch
+    ]
+    errors = []
+    for frames, dtype in malformed:
+        with pytest.raises(InferenceServerException) as e:
+            client.segment(frames, dtype)
+        errors.append(str(e.value))
+    other = SegmentationClient(server.grpc_url, model="nope", protocol="grpc")
+    with pytest.raises(InferenceServerException):  # a model that is not there
+        other.segment(good)
+    raw = http.InferenceServerClient(server.url)  # an input of the wrong name
+    tensor = http.InferInput("frames", list(good.shape), "UINT8")
+    tensor.set_data_from_numpy(good)
+    with pytest.raises(InferenceServerException):
+        raw.infer("ssrnet", [tensor])
+    assert len(errors) + 2 == 10
+    assert "expects 'UINT8'" in errors[0] and "above 0" in errors[5]
+    with urllib.request.urlopen(f"http://{server.url}/v2/health/ready", timeout=5) as r:
+        assert r.status == 200
+    assert client.segment(good).shape == (1, 48, 80)
+
+
+def test_sigterm_under_load_finishes_the_accepted_requests_and_exits_0(model, tmp_path):
+    http, grpc, metrics = _ports()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ssr_deploy", "serve", str(model),
+                             "--http-port", str(http), "--grpc-port", str(grpc),
+                             "--metrics-port", str(metrics), "--max-batch", "4"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not _ready(http):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.2)
+    frame = _frames(1)[0]
+    with Segmenter.load(model) as seg:
+        expected = seg(frame)
+    outcomes, stop, lock = [], threading.Event(), threading.Lock()
+
+    def client():
+        c = SegmentationClient(f"127.0.0.1:{grpc}", protocol="grpc", timeout=120)
+        while not stop.is_set():
+            sent = time.monotonic()
+            try:
+                ok = np.array_equal(c.segment(frame), expected)
+                outcome = ("ok" if ok else "wrong", sent, time.monotonic(), "")
+            except InferenceServerException as e:
+                outcome = ("error", sent, time.monotonic(), str(e))
+            with lock:
+                outcomes.append(outcome)
+            if outcome[0] == "error":
+                break
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    while len([o for o in outcomes if o[0] == "ok"]) < 16:
+        time.sleep(0.05)
+    term = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    assert not [o for o in outcomes if o[0] == "wrong"]
+    # every failure is a refusal of a request the stopping server did not take
+    refusals = ("unavailable", "stopping", "connect", "not ready", "socket closed",
+                "no available versions")  # the model unloaded after its last request
+    failed = [o[3] for o in outcomes if o[0] == "error"]
+    assert all(any(r in f.lower() for r in refusals) for f in failed), failed
+    # requests in flight when SIGTERM came were answered, not dropped
+    assert any(o[0] == "ok" and o[1] < term < o[2] for o in outcomes)
+
+
+def _ready(port):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def test_export_triton_repositories_load_in_the_real_server(model, tmp_path):
+    """onnx and engine repositories, with and without batching: the config is parsed and
+    accepted, the only failure the missing onnxruntime/tensorrt backend library (this
+    server has the python backend only). A control with a broken config fails otherwise."""
+    from ssr_deploy.export.triton import write_repository
+
+    repo = tmp_path / "repo"
+    engine = tmp_path / "m.engine"  # the repository only copies an engine and its sidecar
+    engine.write_bytes(b"not a real plan")
+    meta = {**json.loads(Path(f"{model}.json").read_text()), "sha256": file_sha256(engine)}
+    Path(f"{engine}.json").write_text(json.dumps(meta))
+    cases = {"onnx_b8": (model, 8, False), "onnx_b0": (model, 0, False),
+             "onnx_cpu": (model, 8, True), "plan_b8": (engine, 8, False),
+             "plan_b0": (engine, 0, False)}
+    for name, (source, batch, cpu) in cases.items():
+        write_repository(source, repo, name, max_batch=batch, cpu=cpu)
+    write_repository(model, repo, "broken", max_batch=8)
+    text = (repo / "broken" / "config.pbtxt").read_text()
+    (repo / "broken" / "config.pbtxt").write_text(text.replace("TYPE_UINT8", "TYPE_NOPE", 1))
+    states = _load_repository(repo, tmp_path)
+    for name in cases:
+        backend = "tensorrt" if name.startswith("plan") else "onnxruntime"
+        assert states[name] == (f"unable to find backend library for backend '{backend}'"), (
+            name, states[name])
+    assert "backend library" not in states["broken"] and states["broken"]
+
+
+def _load_repository(repo, tmp_path):
+    """{model: why it is not ready} from tritonserver's repository index."""
+    http, grpc, metrics = _ports()
+    empty = tmp_path / "no-backends"
+    empty.mkdir()
+    env = {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(map(str, INSTALL.libraries))}
+    proc = subprocess.Popen([str(INSTALL.server), f"--model-repository={repo}",
+                             f"--backend-directory={empty}", f"--http-port={http}",
+                             f"--grpc-port={grpc}", f"--metrics-port={metrics}",
+                             "--exit-on-error=false"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{http}/v2/repository/index",
+                                                 data=b"{}", method="POST")
+                with urllib.request.urlopen(request, timeout=2) as r:
+                    index = json.loads(r.read())
+                # a model whose config cannot be read is listed without version or state
+                if index and all(m.get("state") or "version" not in m for m in index):
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    reasons = {}
+    for m in index:
+        reason = m.get("reason", "config not read" if "version" not in m else "")
+        reasons[m["name"]] = (reason.removeprefix("Invalid argument: ").split(", try")[0]
+                              if m.get("state") != "READY" else "ready")
+    return reasons
+
+
+def test_serve_refusals_name_the_problem(model, tmp_path):
+    from click.testing import CliRunner
+
+    from ssr_deploy.cli import main
+
+    runner = CliRunner()
+    cases = [([str(tmp_path / "none.onnx")], "does not exist"),
+             ([str(model), "--name", "../x"], "a Triton model name"),
+             ([str(model), "--http-port", "9000", "--grpc-port", "9000"], "must differ"),
+             ([str(model), "--tritonserver", str(model)], "not an executable file")]
+    for args, message in cases:
+        result = runner.invoke(main, ["serve", *args])
+        assert result.exit_code == 1 and message in result.output, (args, result.output)
+        assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_a_model_the_server_cannot_load_stops_it_with_the_reason(model, tmp_path):
+    broken = tmp_path / "m.onnx"
+    broken.write_bytes(Path(model).read_bytes())
+    Path(f"{broken}.json").write_text(Path(f"{model}.json").read_text())
+    server = TritonServer(broken, http_port=free_port(), grpc_port=free_port(),
+                          metrics_port=free_port())
+    broken.write_bytes(b"garbage")  # after the check: the server's own load fails
+    with pytest.raises(SsrDeployError, match="tritonserver stopped while starting: .*ssrnet"):
+        server.start(timeout=120)
+    assert server.workdir is None and server.process.poll() is not None
