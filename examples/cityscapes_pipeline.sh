@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
-# The production path with the paper's settings: search -> retrain -> eval -> export ONNX ->
-# TensorRT engine (where TensorRT is) -> check -> bench -> video -> Triton repository.
+# The production path as the authors ran it: search -> retrain the found genotype from
+# scratch -> eval -> export ONNX -> TensorRT engine (where TensorRT is) -> check -> bench ->
+# video -> Triton repository.
 #
-#   CITYSCAPES=/data/cityscapes bash examples/cityscapes_pipeline.sh
+#   CITYSCAPES=/data/cityscapes bash examples/cityscapes_pipeline.sh [--init-from-search]
 #
+# --init-from-search: a variant (ours, not the paper's): retraining starts from the weights
+# the supernet left for the found network instead of from scratch.
 # Every setting can be overridden from the environment (the tests run it on a tiny
 # synthetic Cityscapes with small sizes). GENOTYPE=ssr-cityscapes skips the search and
 # retrains the paper's published network.
 set -euo pipefail
+
+INIT=scratch
+for arg in "$@"; do
+  case "$arg" in
+    --init-from-search) INIT=search ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+               exit 0 ;;
+    *) echo "error: unknown argument $arg (the one option is --init-from-search)" >&2; exit 2 ;;
+  esac
+done
 
 CITYSCAPES=${CITYSCAPES:?set CITYSCAPES to the folder holding leftImg8bit/ and gtFine/}
 RUN=${RUN:-runs/cityscapes}
@@ -28,7 +41,11 @@ if [ -z "$GENOTYPE" ]; then
   ssr-deploy search --data "$DATA" --out "$RUN/search" --size "$SEARCH_SIZE" \
     --epochs "$SEARCH_EPOCHS" --batch "$SEARCH_BATCH" --device "$DEVICE"
   ssr-deploy info "$RUN/search/genotype.json" --size "$TRAIN_SIZE"
-  FROM=(--init-from-search "$RUN/search")
+  if [ "$INIT" = search ]; then
+    FROM=(--init-from-search "$RUN/search")
+  else
+    FROM=(--genotype "$RUN/search/genotype.json")
+  fi
 else
   FROM=(--genotype "$GENOTYPE")
 fi

@@ -35,10 +35,10 @@ class DemoSizes:
     bench_iters: int
 
 
-FULL = DemoSizes(scenes=200, scene_size=(256, 512), video_frames=90, search_images=48,
+FULL = DemoSizes(scenes=200, scene_size=(256, 512), video_frames=90, search_images=24,
                  search_size=(64, 128), search_epochs=40, train_images=160,
                  train_size=(96, 192), train_epochs=10, model_size=(256, 512), bench_iters=20)
-QUICK = DemoSizes(scenes=24, scene_size=(64, 128), video_frames=12, search_images=16,
+QUICK = DemoSizes(scenes=24, scene_size=(64, 128), video_frames=12, search_images=8,
                   search_size=(32, 64), search_epochs=3, train_images=16, train_size=(32, 64),
                   train_epochs=1, model_size=(64, 128), bench_iters=3)
 

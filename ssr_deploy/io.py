@@ -412,6 +412,18 @@ def jsonable(value: Any) -> Any:
     return {k: jsonable(v) for k, v in value.items()} if isinstance(value, dict) else value
 
 
+def run_config_text(command: str, config, **resolved: Any) -> str:
+    """A run's ``config.json``: the command, every setting of its config dataclass, and the
+    values resolved from them (``resolved`` replaces fields of the same name)."""
+    import dataclasses
+
+    from ssr_deploy import __version__
+
+    settings = {"command": command, "ssr_deploy": __version__,
+                **jsonable(dataclasses.asdict(config)), **jsonable(resolved)}
+    return json.dumps(settings, indent=2) + "\n"
+
+
 def epoch_log(path: str | Path, row: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     """The rows of a JSONL log with ``row`` replacing rows of its epoch and later (a resumed
     run does not duplicate epochs), and the file's new text; nothing is written."""

@@ -38,3 +38,16 @@ def test_cityscapes_pipeline_on_a_tiny_dataset(tmp_path):
     for name in ("search/genotype.json", "train/best.pt", "model.onnx", "bench.json",
                  "triton/ssrnet/config.pbtxt"):
         assert (run / name).is_file(), name
+    for step in ("search", "train"):  # the authors' recipe: their class weights, from scratch
+        config = json.loads((run / step / "config.json").read_text())
+        assert config["class_weights_from"] == "paper", step
+    assert json.loads((run / "train" / "config.json").read_text())["init_from"] == ""
+
+
+def test_cityscapes_pipeline_options():
+    script = str(EXAMPLES / "cityscapes_pipeline.sh")
+    helped = subprocess.run(["bash", script, "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0 and "--init-from-search" in helped.stdout
+    bad = subprocess.run(["bash", script, "--init"], capture_output=True, text=True,
+                         env={**os.environ, "CITYSCAPES": "/nonexistent"})
+    assert bad.returncode == 2 and "unknown argument --init" in bad.stderr

@@ -252,7 +252,9 @@ def check_run_folder(out: str, resume: bool, checkpoint: str) -> None:
             raise SsrDeployError(f"--resume: {state} does not exist; run without --resume "
                                  "first")
         return
-    if folder.is_dir() and any(p for p in folder.iterdir() if not p.name.startswith(".")):
+    # config.json alone: a run that stopped before its first epoch was saved
+    if folder.is_dir() and any(p for p in folder.iterdir()
+                               if not p.name.startswith(".") and p.name != "config.json"):
         what = f"a run ({checkpoint})" if state.is_file() else "files"
         raise SsrDeployError(f"{out} already holds {what}; add --resume to continue it, or "
                              "choose another --out")

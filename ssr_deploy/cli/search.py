@@ -15,6 +15,7 @@ from ssr_deploy.cli.base import (
     main,
     resume_settings,
 )
+from ssr_deploy.data.weights import CHOICES
 from ssr_deploy.errors import SsrDeployError
 
 #: config field -> CLI parameter, for --resume
@@ -23,7 +24,10 @@ SEARCH_PARAMS = {"size": "size", "epochs": "epochs", "warmup_epochs": "warmup", 
                  "target_gmacs": "target_gmacs", "w_ce": "loss_weights",
                  "w_ssr_op": "loss_weights", "w_ssr_out": "loss_weights",
                  "w_ssr_mid": "loss_weights", "w_cost": "loss_weights", "arch_lr": "arch_lr",
-                 "normalisation": "normalisation", "seed": "seed", "data": "source"}
+                 "normalisation": "normalisation", "seed": "seed", "data": "source",
+                 "class_weights": "class_weights", "arch_data": "arch_data",
+                 "weight_clip": "weight_clip", "ssr_width_mean": "ssr_width_mean",
+                 "cost": "cost"}
 RESUMED = ("data", "size", "epochs", "batch", "tau", "arch_lr", "seed")
 
 
@@ -45,7 +49,22 @@ RESUMED = ("data", "size", "epochs", "batch", "tau", "arch_lr", "seed")
               help="Shrink every N steps (0: after each epoch).")
 @click.option("--target-ratio", type=Number(0, 1, low_open=True), default=0.6, show_default=True,
               help="Target cost as a fraction of the largest network in the space.")
-@click.option("--target-gmacs", type=POSITIVE, help="Target cost in GMACs (overrides the ratio).")
+@click.option("--target-gmacs", type=POSITIVE, help="Target cost in GMACs, in the --cost "
+              "measure (overrides the ratio).")
+@click.option("--cost", type=click.Choice(["backbone", "network"]), default="backbone",
+              show_default=True, help="What the cost counts: backbone = stem, downsamplers, "
+              "searched layers + a 1x1 classifier (the authors'); network = with the head.")
+@click.option("--class-weights", type=click.Choice(CHOICES), default="auto", show_default=True,
+              help="Of the CE in both steps; as for train (auto: paper on cityscapes: data, "
+              "erfnet otherwise).")
+@click.option("--arch-data", type=click.Choice(["full", "split"]), default="full",
+              show_default=True, help="full: weight and arch batches both from the whole "
+              "set, one arch step per weight step (the authors'); split: halves, 50/50.")
+@click.option("--weight-clip", type=NON_NEGATIVE, default=0.0, show_default=True,
+              help="Max norm of the weight gradients; 0: not clipped (the authors').")
+@click.option("--ssr-width-mean", type=click.Choice(["all", "surviving"]), default="all",
+              show_default=True, help="The SSR width terms average over every (layer, op) "
+              "row, removed ones as 0 (the authors'), or over the surviving rows only.")
 @click.option("--loss-weights", default="100,30,15,15,1", show_default=True,
               metavar="CE,OP,OUT,MID,COST", help="Weights of the arch objective's terms.")
 @click.option("--arch-lr", type=POSITIVE, default=2e-3, show_default=True,
@@ -60,8 +79,9 @@ RESUMED = ("data", "size", "epochs", "batch", "tau", "arch_lr", "seed")
               "where they differ from the run's.")
 @click.pass_context
 def search(ctx, source, out, space_file, size, epochs, warmup, batch, tau, shrink_every,
-           target_ratio, target_gmacs, loss_weights, arch_lr, normalisation, device, seed,
-           resume, override) -> None:
+           target_ratio, target_gmacs, cost, class_weights, arch_data, weight_clip,
+           ssr_width_mean, loss_weights, arch_lr, normalisation, device, seed, resume,
+           override) -> None:
     """SSR search: supernet + SSR loss + progressive shrinking -> a discrete genotype.
 
     \b
@@ -94,7 +114,9 @@ def search(ctx, source, out, space_file, size, epochs, warmup, batch, tau, shrin
                           shrink_every=shrink_every, target_ratio=target_ratio,
                           target_gmacs=target_gmacs, arch_lr=arch_lr, w_ce=w_ce,
                           w_ssr_op=w_op, w_ssr_out=w_out, w_ssr_mid=w_mid, w_cost=w_cost,
-                          normalisation=normalisation, device=device, seed=seed, data=source)
+                          normalisation=normalisation, device=device, seed=seed, data=source,
+                          cost=cost, class_weights=class_weights, arch_data=arch_data,
+                          weight_clip=weight_clip, ssr_width_mean=ssr_width_mean)
     if resume:
         from ssr_deploy.search.searcher import saved_config
 
@@ -118,7 +140,10 @@ def search(ctx, source, out, space_file, size, epochs, warmup, batch, tau, shrin
         f"stopped after {result['epochs']} epochs and discretised by argmax; probability "
         f"mass discarded per decision: {result['discarded_mass']}")
     from ssr_deploy.model.complexity import count_macs
+    from ssr_deploy.search.cost import genotype_cost
 
+    cost_now = genotype_cost(g, size, config.cost) / 1e9
     click.echo(f"{state}\ndepth {' + '.join(str(s.depth) for s in g.stages)}, "
-               f"{count_macs(g, size)[0] / 1e9:.3f} GMACs at {size[0]}x{size[1]} (target "
-               f"{searcher.target / 1e9:.3f}); wrote {out}/genotype.json and discrete.pt")
+               f"{count_macs(g, size)[0] / 1e9:.3f} GMACs at {size[0]}x{size[1]}; "
+               f"{config.cost} cost {cost_now:.3f} GMACs (target {searcher.target / 1e9:.3f}); "
+               f"wrote {out}/genotype.json, discrete.pt and config.json")

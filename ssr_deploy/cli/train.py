@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from ssr_deploy.cli.base import (
     main,
     resume_settings,
 )
+from ssr_deploy.data.weights import CHOICES
 from ssr_deploy.errors import SsrDeployError
 
 #: config field -> CLI parameter, for --resume
@@ -39,14 +41,18 @@ RESUMED = ("data", "size", "epochs", "batch", "lr", "preset", "class_weights", "
 @click.option("--preset", type=click.Choice(["paper", "modern"]), default="paper",
               show_default=True, help="paper: resize, flip, 0-2 px shift; modern: scale "
               "0.5-2, crop, flip, colour jitter.")
-@click.option("--class-weights", type=click.Choice(["enet", "none"]), default="enet",
-              show_default=True)
+@click.option("--class-weights", type=click.Choice(CHOICES), default="auto", show_default=True,
+              help="paper: the authors' Cityscapes table; erfnet: its formula 1/ln(1.20+p) on "
+              "your data; enet: 1/ln(1.02+p); none. auto: paper for cityscapes: data, erfnet "
+              "otherwise.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda (AMP on cuda).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--weights", help="Start from this checkpoint's weights (same genotype).")
+@click.option("--weights", help="Start from this checkpoint's weights (same genotype). "
+              "[default: from scratch, as the authors]")
 @click.option("--init-from-search", "search_dir", type=click.Path(file_okay=False),
-              help="Start from a search's genotype.json and its surviving weights.")
+              help="Start from a search's genotype.json and its surviving weights (the "
+              "authors retrain from scratch: --genotype DIR/genotype.json).")
 @click.option("--resume", is_flag=True, help="Continue OUT/last.pt exactly, with its settings.")
 @click.option("--override", is_flag=True, help="With --resume: use the settings given here "
               "where they differ from the run's (a longer --epochs re-spreads the schedule).")
@@ -81,13 +87,16 @@ def train(ctx, genotype, source, out, size, epochs, batch, lr, weight_decay, pre
     check_run_folder(out, resume, "last.pt")
     config = TrainConfig(size=size, epochs=epochs, batch=batch, lr=lr, weight_decay=weight_decay,
                          preset=preset, class_weights=class_weights, workers=workers,
-                         seed=seed, device=device, data=source)
+                         seed=seed, device=device, data=source,
+                         init_from=weights or search_dir or "")
     changes = []
     if resume:
         from ssr_deploy.model.checkpoint import read_checkpoint
 
-        config, changes = resume_settings(ctx, config, read_checkpoint(last).get("config", {}),
+        saved = read_checkpoint(last).get("config", {})
+        config, changes = resume_settings(ctx, config, saved,
                                           TRAIN_PARAMS, override)
+        config = dataclasses.replace(config, init_from=saved.get("init_from", ""))
     train_set = open_dataset(config.data, "train", config.size)
     val_set = open_dataset(config.data, "val", config.size)
     net = model_for_training(genotype, weights, search_dir, train_set)

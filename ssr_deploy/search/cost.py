@@ -4,6 +4,11 @@ Each conv's MACs are output pixels x kernel taps x in x out channels; with soft 
 widths are expectations (E[in] E[out]), exact once decisions are one-hot, where the result
 equals what ``ssr-deploy info`` counts for the decoded network (tested). "Full" is the
 largest network of the space: every layer a full-resolution block at the widest widths.
+
+Two measures: ``network``, the whole network with its PSP and fusion head (what ``info``
+counts), and ``backbone``, the authors' cost: stem, downsamplers and searched layers plus a
+1x1 classifier on the last stage's full width (their F_full, about 11.16 G at 512x1024 for
+their 5 + 8 layer space). The head is fixed, so it only shifts the network measure.
 """
 
 from __future__ import annotations
@@ -13,9 +18,15 @@ from torch import Tensor
 
 from ssr_deploy.search.supernet import SuperNet
 
+MEASURES = ("backbone", "network")
 
-def expected_macs(net: SuperNet, size: tuple[int, int], full: bool = False) -> Tensor:
-    """E[MACs] of one (H, W) image; ``full=True`` gives the largest network's MACs."""
+
+def expected_macs(net: SuperNet, size: tuple[int, int], full: bool = False,
+                  measure: str = "network") -> Tensor:
+    """E[MACs] of one (H, W) image; ``full=True`` gives the largest network's MACs.
+    ``measure``: ``network`` (with the head) or ``backbone`` (the authors' cost)."""
+    if measure not in MEASURES:
+        raise ValueError(f"cost measure {measure!r}: use one of {', '.join(MEASURES)}")
     space, (h, w) = net.space, size
     op_p, mid_p, out_p = net.probs()
     if full:  # every layer: the first full-resolution op, widest widths
@@ -52,9 +63,26 @@ def expected_macs(net: SuperNet, size: tuple[int, int], full: bool = False) -> T
     head, first, last = space.head, space.stages[0], space.stages[-1]
     px_first = (h // first.stride) * (w // first.stride)
     px_last = (h // last.stride) * (w // last.stride)
+    if measure == "backbone":
+        return total + px_last * last.channels * net.num_classes
     total = total + sum(b * b for b in head.psp_bins) * outs[-1] * head.psp_width
     total = total + px_last * (outs[-1] + len(head.psp_bins) * head.psp_width) * head.psp_out
     total = total + 9 * px_first * (outs[0] + stem) * head.low_width
     total = total + px_first * (head.psp_out + head.low_width) * head.fusion_width
     total = total + px_first * head.fusion_width * net.num_classes
     return total
+
+
+def genotype_cost(genotype, size: tuple[int, int], measure: str = "network") -> int:
+    """The MACs of a discrete network in a cost measure (what the search's cost term counts
+    once every decision is one-hot)."""
+    from ssr_deploy.model.complexity import count_macs
+
+    total, per_module = count_macs(genotype, size)
+    if measure == "network":
+        return total
+    if measure != "backbone":
+        raise ValueError(f"cost measure {measure!r}: use one of {', '.join(MEASURES)}")
+    last = genotype.stages[-1]
+    pixels = (size[0] // last.stride) * (size[1] // last.stride)
+    return total - per_module["head"] + pixels * last.channels * genotype.num_classes

@@ -25,12 +25,14 @@ def normalise(alpha: Tensor, valid: Tensor, mode: str = "sigmoid") -> Tensor:
 
 
 def ssr_loss(probs: Tensor, valid: Tensor) -> Tensor:
-    """Mean over decisions of (1/n) * sum_valid log(n * p); ``probs`` and ``valid`` have the
-    options on the last dim. Decisions with a single valid option contribute 0."""
+    """Mean over the given decisions of (1/n) * sum_valid log(n * p); ``probs`` and ``valid``
+    have the options on the last dim. Decisions with one valid option, or none (the width
+    decisions of a removed op), contribute 0 and still count in the mean, as in the
+    authors' code."""
     valid = valid.to(torch.bool)
     n = valid.sum(-1, keepdim=True).to(probs.dtype)
     terms = torch.where(valid, torch.log((n * probs).clamp_min(1e-12)), torch.zeros_like(probs))
-    per_decision = terms.sum(-1) / n.squeeze(-1)
+    per_decision = terms.sum(-1) / n.squeeze(-1).clamp_min(1)
     return per_decision.mean()
 
 

@@ -1,14 +1,21 @@
 """The bi-level SSR search, readable top to bottom: a weight step on one batch, an arch step
-on a held-out batch (first order), shrinking after each epoch or every N steps, a
-checkpoint after every epoch, and outputs a later ``train`` can start from.
+on another (first order), shrinking after each epoch or every N steps, a checkpoint after
+every epoch, and outputs a later ``train`` can start from.
 
-Arch objective (defaults from the authors' code):
+Defaults are the authors' (Search and Retrain/main_search3.py): both batches drawn from the
+whole training set, one arch step per weight step; the class-weighted CE (``paper`` table on
+Cityscapes) in both steps; arch gradients clipped at 5, weight gradients not; the arch
+objective
     100 CE + 30 SSR(op) + 15 SSR(out width) + 15 SSR(mid width) + 1 cost,
-    cost = (E[MACs] / full - target / full)^2, target = 0.6 x full unless given.
+with each width term averaged over every (layer, op) row (a removed op's rows count 0) and
+cost = (E[MACs] / full - target / full)^2 on the backbone + a 1x1 classifier, target =
+0.6 x full unless given. Our earlier choices stay as options (``arch_data="split"``,
+``weight_clip``, ``ssr_width_mean="surviving"``, ``cost="network"``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import time
 from dataclasses import asdict, dataclass
@@ -22,10 +29,18 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from ssr_deploy.data import transforms as T
+from ssr_deploy.data import weights as class_weights
 from ssr_deploy.data.augmented import AugmentedDataset
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.genotype import InputSpec
-from ssr_deploy.io import epoch_log, figure_writer, jsonable, publish_files
+from ssr_deploy.io import (
+    atomic_write_text,
+    epoch_log,
+    figure_writer,
+    jsonable,
+    publish_files,
+    run_config_text,
+)
 from ssr_deploy.model.checkpoint import save_checkpoint
 from ssr_deploy.search.cost import expected_macs
 from ssr_deploy.search.extract import extract_discrete
@@ -45,7 +60,12 @@ class SearchConfig:
     weight_decay: float = 1e-4
     arch_lr: float = 2e-3
     arch_decay: float = 1e-3
-    grad_clip: float = 5.0
+    arch_clip: float = 5.0  # max norm of the arch gradients
+    weight_clip: float = 0.0  # max norm of the weight gradients; 0: not clipped (authors')
+    arch_data: str = "full"  # full: both batches from the whole set | split: 50/50 halves
+    class_weights: str = "auto"  # see ssr_deploy.data.weights; resolved when the search starts
+    ssr_width_mean: str = "all"  # all (layer, op) rows, removed ones 0 | surviving rows
+    cost: str = "backbone"  # the cost measure: backbone (+1x1 classifier) | network
     tau: float = 0.1
     shrink_every: int = 0  # steps; 0 = after each epoch
     w_ce: float = 100.0
@@ -62,10 +82,15 @@ class SearchConfig:
     data: str = ""  # the --data source, recorded so --resume can hold to it
 
 
+#: what a search.pt written before these settings existed ran with
+LEGACY = {"arch_data": "split", "weight_clip": 5.0, "class_weights": "none",
+          "ssr_width_mean": "surviving", "cost": "network"}
+
+
 def saved_config(out: str | Path) -> dict[str, Any]:
     """The settings a search in ``out`` ran with (from its search.pt)."""
     state = _load_state(Path(out) / "search.pt", "cpu")
-    return state.get("config", {})
+    return {**LEGACY, **state.get("config", {})} if "config" in state else {}
 
 
 def _load_state(path: Path, device) -> dict[str, Any]:
@@ -81,29 +106,54 @@ def _load_state(path: Path, device) -> dict[str, Any]:
 class Searcher:
     def __init__(self, space: SearchSpace, dataset, out: str | Path, config: SearchConfig
                  ) -> None:
+        for name, value, allowed in (("arch_data", config.arch_data, ("full", "split")),
+                                      ("ssr_width_mean", config.ssr_width_mean,
+                                       ("all", "surviving"))):
+            if value not in allowed:
+                raise SsrDeployError(f"{name} {value!r}: use one of {', '.join(allowed)}")
+        name, weights = class_weights.resolve(config.class_weights, config.data, dataset)
+        config = dataclasses.replace(config, class_weights=name)
         self.space, self.config, self.out = space, config, Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = torch.device(config.device)
+        self.class_weights = weights.to(self.device)
         torch.manual_seed(config.seed)
         self.classes, self.palette = tuple(dataset.classes), tuple(dataset.palette)
         self.net = SuperNet(space, len(self.classes), config.normalisation).to(self.device)
+        # the width decisions: every (layer, op) row of an op that has widths
+        self.width_rows = self.net.mid_valid.any(-1).clone()
         with torch.no_grad():
-            self.full = float(expected_macs(self.net, config.size, full=True))
+            self.full = float(expected_macs(self.net, config.size, True, config.cost))
         self.target = (config.target_gmacs * 1e9 if config.target_gmacs
                        else config.target_ratio * self.full)
         self._check_target()
         data = AugmentedDataset(dataset, T.preset("paper", config.size), InputSpec(), config.seed)
-        half = len(data) // 2  # weights learn on one half, the architecture on the other
-        if half < config.batch:
-            raise SsrDeployError(f"{len(data)} images give no two batches of {config.batch}; "
-                                 "add data or lower --batch")
         self.data = data
-        self.weight_set, self.arch_set = Subset(data, range(half)), Subset(data, range(half,
-                                                                                      len(data)))
+        if config.arch_data == "full":  # both batches from the whole set (authors')
+            if len(data) < config.batch:
+                raise SsrDeployError(f"{len(data)} images make no batch of {config.batch}; "
+                                     "add data or lower --batch")
+            self.weight_set = self.arch_set = data
+        else:  # weights learn on one half, the architecture on the other
+            half = len(data) // 2
+            if half < config.batch:
+                raise SsrDeployError(f"{len(data)} images give no two batches of "
+                                     f"{config.batch}; add data or lower --batch")
+            self.weight_set = Subset(data, range(half))
+            self.arch_set = Subset(data, range(half, len(data)))
         self.arch_opt = torch.optim.Adam(self.net.arch_parameters(), lr=config.arch_lr,
                                          betas=(0.9, 0.999), weight_decay=config.arch_decay)
         self.weight_opt = self._weight_optimizer()
         self.epoch, self.step = 0, 0
+
+    def settings(self) -> str:
+        """OUT/config.json's text: every resolved setting of this search."""
+        return run_config_text("search", self.config,
+                               class_weights=self.class_weights.cpu().tolist(),
+                               class_weights_from=self.config.class_weights,
+                               target_gmacs=self.target / 1e9, full_gmacs=self.full / 1e9,
+                               cost_measure=self.config.cost, data_split=self.config.arch_data,
+                               classes=list(self.classes))
 
     def _check_target(self) -> None:
         low = SuperNet(self.space, len(self.classes))
@@ -111,10 +161,11 @@ class Searcher:
         low.mid_alpha.data[..., -1] = 50.0
         low.out_alpha.data[..., -1] = 50.0
         with torch.no_grad():
-            smallest = float(expected_macs(low, self.config.size))
+            smallest = float(expected_macs(low, self.config.size, measure=self.config.cost))
         if not smallest * 0.9 <= self.target <= self.full:
             raise SsrDeployError(f"target {self.target / 1e9:.2f} GMACs is outside what this "
-                                 f"space can reach ({smallest / 1e9:.2f} to "
+                                 f"space can reach ({self.config.cost} cost "
+                                 f"{smallest / 1e9:.2f} to "
                                  f"{self.full / 1e9:.2f} GMACs at {self.config.size[0]}x"
                                  f"{self.config.size[1]})")
 
@@ -133,9 +184,10 @@ class Searcher:
     def search_one_epoch(self) -> dict[str, float]:
         c = self.config
         self.data.epoch = self.epoch
-        gen = torch.Generator().manual_seed(c.seed + self.epoch)
-        loaders = [DataLoader(s, c.batch, shuffle=True, drop_last=True, generator=gen,
-                              num_workers=c.workers) for s in (self.weight_set, self.arch_set)]
+        loaders = [DataLoader(s, c.batch, shuffle=True, drop_last=True, num_workers=c.workers,
+                              generator=torch.Generator().manual_seed(c.seed + self.epoch
+                                                                       + 100_003 * k))
+                   for k, s in enumerate((self.weight_set, self.arch_set))]
         for group in self.weight_opt.param_groups:  # poly 0.9 over the search
             group["lr"] = c.weight_lr * (1 - self.epoch / c.epochs) ** 0.9
         sums: dict[str, list[float]] = {"ce": [], "arch": [], "ssr_op": [], "cost": []}
@@ -144,11 +196,11 @@ class Searcher:
                                      desc=f"search {self.epoch + 1}/{c.epochs}", leave=False,
                                      disable=None):
             x, y, xa, ya = (t.to(self.device) for t in (x, y, xa, ya))
-            with self._autocast():
-                ce = F.cross_entropy(self.net(x).float(), y, ignore_index=255)
+            ce = self._ce(x, y)
             self.weight_opt.zero_grad(set_to_none=True)
             ce.backward()
-            torch.nn.utils.clip_grad_norm_(self.net.weight_parameters(), c.grad_clip)
+            if c.weight_clip:
+                torch.nn.utils.clip_grad_norm_(self.net.weight_parameters(), c.weight_clip)
             self.weight_opt.step()
             sums["ce"].append(ce.item())
             if self.epoch >= c.warmup_epochs:
@@ -170,22 +222,33 @@ class Searcher:
             p.requires_grad_(False)
         try:
             op_p, mid_p, out_p = self.net.probs()
-            with self._autocast():
-                ce = F.cross_entropy(self.net(x).float(), y, ignore_index=255)
-            ssr_op = ssr_loss(*_rows(op_p, self.net.op_valid))
-            ssr_mid = ssr_loss(*_rows(mid_p, self.net.mid_valid))
-            ssr_out = ssr_loss(*_rows(out_p, self.net.out_valid))
-            cost = cost_loss(expected_macs(self.net, c.size), self.target, self.full)
+            ce = self._ce(x, y)
+            ssr_op = ssr_loss(op_p, self.net.op_valid)
+            ssr_mid = ssr_loss(*self._width_rows(mid_p, self.net.mid_valid))
+            ssr_out = ssr_loss(*self._width_rows(out_p, self.net.out_valid))
+            cost = cost_loss(expected_macs(self.net, c.size, measure=c.cost), self.target,
+                             self.full)
             loss = (c.w_ce * ce + c.w_ssr_op * ssr_op + c.w_ssr_out * ssr_out
                     + c.w_ssr_mid * ssr_mid + c.w_cost * cost)
             self.arch_opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.net.arch_parameters(), c.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.net.arch_parameters(), c.arch_clip)
             self.arch_opt.step()
         finally:
             for p in weights:
                 p.requires_grad_(True)
         return {"arch": loss.item(), "ssr_op": ssr_op.item(), "cost": cost.item()}
+
+    def _ce(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            return F.cross_entropy(self.net(x).float(), y, self.class_weights, ignore_index=255)
+
+    def _width_rows(self, probs: torch.Tensor, valid: torch.Tensor):
+        """The width decisions the SSR width term averages over: every (layer, op) row
+        (a removed op's rows count 0, the authors' mean) or only the surviving ones."""
+        if self.config.ssr_width_mean == "all":
+            return probs[self.width_rows], valid[self.width_rows]
+        return _rows(probs, valid)
 
     def _autocast(self):
         """bfloat16 autocast on CUDA (no loss scaling needed); a no-op on CPU."""
@@ -221,16 +284,18 @@ class Searcher:
         """Search until converged or out of epochs (or, with ``stop_after``, until that
         epoch: the state is saved as after an interruption)."""
         last = min(self.config.epochs, stop_after or self.config.epochs)
+        if self.epoch == 0:  # a new search says how it runs from the start
+            atomic_write_text(self.out / "config.json", self.settings())
         while self.epoch < last and not self.discrete():
             start = time.perf_counter()
             losses = self.search_one_epoch()
             self.epoch += 1
             with torch.no_grad():
-                op_p, _, _ = self.net.probs()
-                gmacs = float(expected_macs(self.net, self.config.size)) / 1e9
+                gmacs = float(expected_macs(self.net, self.config.size,
+                                            measure=self.config.cost)) / 1e9
+                mean_max_prob = self.mean_max_prob()
             row = {"epoch": self.epoch, **losses, "expected_gmacs": gmacs,
-                   "options_left": self.options_left(),
-                   "mean_max_prob": float(op_p.max(-1).values.mean()),
+                   "options_left": self.options_left(), "mean_max_prob": mean_max_prob,
                    "seconds": time.perf_counter() - start}
             self.save(row)
         return self.finish()
@@ -242,20 +307,48 @@ class Searcher:
         gap = {"op": _mass_discarded(op_p, self.net.op_valid),
                "mid": _mass_discarded(mid_p, self.net.mid_valid),
                "out": _mass_discarded(out_p, self.net.out_valid)}
-        genotype, state = extract_discrete(self.net.cpu().eval(), "searched", self.classes,
-                                           self.palette)
+        discrete = self.discrete_model()
+        genotype = discrete.genotype
         genotype.save(self.out / "genotype.json")
-        from ssr_deploy.model.net import build_model
-
-        discrete = build_model(genotype, len(self.classes))
-        discrete.load_state_dict(state)
         save_checkpoint(self.out / "discrete.pt", discrete, genotype, source="ssr-deploy search")
-        self.net.to(self.device)
         return {"genotype": genotype, "converged": self.discrete(), "epochs": self.epoch,
                 "discarded_mass": gap}
 
+    @torch.no_grad()
+    def discrete_model(self):
+        """The argmax network with the supernet's weights sliced out (on the CPU)."""
+        from ssr_deploy.model.net import build_model
+
+        genotype, state = extract_discrete(self.net.cpu().eval(), "searched", self.classes,
+                                           self.palette)
+        self.net.to(self.device)
+        discrete = build_model(genotype, len(self.classes))
+        discrete.load_state_dict(state)
+        return discrete
+
+    def discretisation_gap(self, val_set) -> dict[str, float]:
+        """What the paper's SSR loss is for: the supernet's val mIoU under its soft
+        architecture, the extracted network's with the inherited weights (no retraining),
+        and the gap between them (0 once every decision has one option left)."""
+        from ssr_deploy.train.evaluate import evaluate
+
+        size, device = self.config.size, str(self.device)
+        soft = evaluate(self.net, val_set, size, device=device)["miou"]
+        hard = evaluate(self.discrete_model(), val_set, size, device=device)["miou"]
+        return {"supernet_miou": soft, "discrete_miou": hard, "gap": soft - hard}
+
+    @torch.no_grad()
+    def mean_max_prob(self) -> float:
+        """Mean over every live decision (ops of each layer, widths of each surviving op)
+        of its largest probability: 1 when one-hot."""
+        op_p, mid_p, out_p = self.net.probs()
+        rows = [op_p] + [p[v.any(-1)] for p, v in ((mid_p, self.net.mid_valid),
+                                                  (out_p, self.net.out_valid))]
+        return float(torch.cat([r.max(-1).values for r in rows]).mean())
+
     def save(self, row: dict[str, Any]) -> None:
-        """search.pt, search_log.jsonl and search.png of this epoch, all or none."""
+        """search.pt, search_log.jsonl, search.png and config.json of this epoch, all or
+        none."""
         state = {"epoch": self.epoch, "step": self.step, "net": self.net.state_dict(),
                  "weight_opt": self.weight_opt.state_dict(),
                  "arch_opt": self.arch_opt.state_dict(), "rng": torch.get_rng_state(),
@@ -264,6 +357,7 @@ class Searcher:
         fig = search_figure(rows, self.target / 1e9)
         publish_files({self.out / "search.pt": lambda tmp: torch.save(state, tmp),
                        self.out / "search_log.jsonl": lambda tmp: tmp.write_text(text),
+                       self.out / "config.json": lambda tmp: tmp.write_text(self.settings()),
                        self.out / "search.png": figure_writer(fig)}, fig)
 
     def resume(self) -> None:

@@ -13,29 +13,33 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ssr_deploy.data.classes import NAMES, TRAIN_TO_LABEL
+from ssr_deploy.genotype import InputSpec
 from ssr_deploy.io import output_folder, write_image_in
 from ssr_deploy.metrics import ConfusionMatrix
 from ssr_deploy.model.net import SSRNet
-from ssr_deploy.preprocess import frames_to_input, resize_frames
+from ssr_deploy.preprocess import frames_to_input, label_dtype, resize_frames
 
 
 def to_input(image_bgr: np.ndarray, net: SSRNet, size: tuple[int, int]) -> torch.Tensor:
-    """(H, W, 3) uint8 BGR -> (1, 3, h, w) float32 normalised as the genotype says."""
+    """(H, W, 3) uint8 BGR -> (1, 3, h, w) float32 normalised as the genotype says (a
+    supernet, which has none: as the search trains it, the default normalisation)."""
     frames = resize_frames(image_bgr[None], size)
-    return torch.from_numpy(frames_to_input(frames, net.genotype.input))
+    genotype = getattr(net, "genotype", None)
+    return torch.from_numpy(frames_to_input(frames, genotype.input if genotype else InputSpec()))
 
 
 @torch.inference_mode()
 def predict(net: SSRNet, image_bgr: np.ndarray, size: tuple[int, int], flip: bool = False,
             device: str = "cpu") -> np.ndarray:
-    """(H, W) uint8 trainIds at the image's own size; ``flip`` averages with the mirror."""
+    """(H, W) class ids at the image's own size; ``flip`` averages with the mirror. ``net``
+    is an SSRNet or a SuperNet (evaluated under its soft architecture)."""
     x = to_input(image_bgr, net, size).to(device)
     logits = net(x)
     if flip:
         logits = logits + net(x.flip(3)).flip(3)
     logits = F.interpolate(logits, size=image_bgr.shape[:2], mode="bilinear",
                            align_corners=False)
-    return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+    return logits.argmax(1)[0].cpu().numpy().astype(label_dtype(logits.shape[1]))
 
 
 def evaluate(net: SSRNet, dataset, size: tuple[int, int], flip: bool = False,

@@ -1,5 +1,6 @@
-"""Retraining a genotype, the paper's recipe by default (Adam 5e-4, wd 1e-4, poly 0.9 per
-epoch, batch 6, 300 epochs, ENet-style class-weighted cross entropy, 255 ignored).
+"""Retraining a genotype, the paper's recipe by default (from scratch; Adam 5e-4, wd 1e-4,
+poly 0.9 per epoch, batch 6, 300 epochs, cross entropy with the authors' class weights on
+Cityscapes, the same formula computed on other data; 255 ignored).
 
 Every epoch writes ``last.pt`` (and ``best.pt`` by val mIoU) atomically, one JSON line to
 ``log.jsonl`` and ``curves.png``. ``resume`` continues exactly: weights, optimiser,
@@ -26,10 +27,18 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from ssr_deploy.data import transforms as T
+from ssr_deploy.data import weights as class_weights
 from ssr_deploy.data.augmented import AugmentedDataset
 from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.genotype import Genotype
-from ssr_deploy.io import epoch_log, figure_writer, jsonable, publish_files
+from ssr_deploy.io import (
+    atomic_write_text,
+    epoch_log,
+    figure_writer,
+    jsonable,
+    publish_files,
+    run_config_text,
+)
 from ssr_deploy.model.checkpoint import checkpoint_writer, load_weights, read_weights_for
 from ssr_deploy.model.net import SSRNet, build_model
 from ssr_deploy.train.evaluate import evaluate
@@ -44,23 +53,13 @@ class TrainConfig:
     weight_decay: float = 1e-4
     poly_power: float = 0.9
     preset: str = "paper"
-    class_weights: str = "enet"  # enet | none
+    class_weights: str = "auto"  # auto | paper | erfnet | enet | none (data/weights.py)
     workers: int = 2
     seed: int = 0
     device: str = "cpu"
     amp: bool = True  # used on CUDA only
     data: str = ""  # the --data source, recorded so --resume can hold to it
-
-
-def enet_weights(dataset, num_classes: int, max_items: int = 200) -> torch.Tensor:
-    """w_c = 1 / ln(1.02 + p_c), p_c the pixel frequency of class c (Paszke et al., ENet)."""
-    counts = np.zeros(num_classes, np.int64)
-    step = max(1, len(dataset) // max_items)
-    for i in range(0, len(dataset), step):
-        label = dataset[i][1]
-        counts += np.bincount(label[label < num_classes], minlength=num_classes)
-    p = counts / max(counts.sum(), 1)
-    return torch.tensor(1.0 / np.log(1.02 + p), dtype=torch.float32)
+    init_from: str = ""  # the weights the run started from; "": from scratch (authors')
 
 
 def model_for_training(genotype: str | None, weights: str | None, search_dir: str | None,
@@ -121,6 +120,8 @@ class Trainer:
     def __init__(self, net: SSRNet, train_set, val_set, out: str | Path, config: TrainConfig,
                  extra: dict[str, Any] | None = None) -> None:
         self.rank, self.world = _dist()
+        name, weights = class_weights.resolve(config.class_weights, config.data, train_set)
+        config = dataclasses.replace(config, class_weights=name)
         self.out, self.config, self.extra = Path(out), config, extra or {}
         self.device = torch.device(config.device)
         if self.rank == 0:
@@ -131,9 +132,7 @@ class Trainer:
         self.train_data = AugmentedDataset(train_set, T.preset(config.preset, config.size),
                                            net.genotype.input, config.seed)
         self.val_set = val_set
-        n = net.num_classes
-        self.weights = (enet_weights(train_set, n) if config.class_weights == "enet"
-                        else torch.ones(n)).to(self.device)
+        self.weights = weights.to(self.device)
         self.optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.9, 0.999),
                                           weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -145,6 +144,13 @@ class Trainer:
             self.model = torch.nn.parallel.DistributedDataParallel(
                 net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.epoch, self.best = 0, -1.0
+
+    def settings(self) -> str:
+        """OUT/config.json's text: every resolved setting of this run."""
+        return run_config_text("train", self.config, class_weights=self.weights.cpu().tolist(),
+                               class_weights_from=self.config.class_weights,
+                               genotype=self.genotype.name, genotype_hash=self.genotype.hash,
+                               classes=list(self.genotype.classes))
 
     # ---- one epoch ------------------------------------------------------------------
     def train_one_epoch(self) -> dict[str, float]:
@@ -184,6 +190,8 @@ class Trainer:
     # ---- the loop -------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         last = None
+        if self.rank == 0 and self.epoch == 0:  # a new run says how it runs from the start
+            atomic_write_text(self.out / "config.json", self.settings())
         while self.epoch < self.config.epochs:
             start = time.perf_counter()
             stats = self.train_one_epoch()
@@ -205,7 +213,8 @@ class Trainer:
         return last or {}
 
     def _publish(self, row: dict[str, Any], improved: bool) -> None:
-        """last.pt (+ best.pt), log.jsonl and curves.png of this epoch, all or none."""
+        """last.pt (+ best.pt), log.jsonl, curves.png and config.json of this epoch, all or
+        none (a resumed run's changed settings land with its first new epoch)."""
         write = checkpoint_writer(
             self.net, self.genotype, epoch=self.epoch, best_miou=self.best,
             optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
@@ -215,6 +224,7 @@ class Trainer:
         fig = curves_figure(rows)
         files = {self.out / "last.pt": write, **({self.out / "best.pt": write} if improved else {}),
                  self.out / "log.jsonl": lambda tmp: tmp.write_text(text),
+                 self.out / "config.json": lambda tmp: tmp.write_text(self.settings()),
                  self.out / "curves.png": figure_writer(fig)}
         publish_files(files, fig)
 

@@ -74,6 +74,32 @@ def test_cost_model_equals_counted_macs_when_one_hot(seed):
     assert expected_macs(net, size).item() == pytest.approx(counted, rel=0.01)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_backbone_cost_of_a_one_hot_supernet_is_its_network_less_the_head(seed):
+    from ssr_deploy.search.cost import expected_macs, genotype_cost
+    from ssr_deploy.search.supernet import decode
+
+    net = SuperNet(SMALL, num_classes=7)
+    _collapse(net, seed)
+    size = (64, 128)
+    backbone = genotype_cost(decode(net), size, "backbone")
+    assert expected_macs(net, size, measure="backbone").item() == pytest.approx(backbone,
+                                                                                rel=0.01)
+    assert backbone < genotype_cost(decode(net), size, "network")
+
+
+def test_the_authors_cost_of_the_full_space_and_the_published_network():
+    """Their F_full is 11.16 G for a 5 + 8 layer space; ours has one more 1/8 layer."""
+    from ssr_deploy import Genotype
+    from ssr_deploy.search.cost import expected_macs, genotype_cost
+
+    full = expected_macs(SuperNet(SearchSpace(), 19), (512, 1024), True, "backbone").item()
+    one_layer = 2 * 3 * (64 * 128) * 128 * 128  # a full-width 1/8 layer: two 3-tap convs
+    assert (full - one_layer) / 1e9 == pytest.approx(11.16, rel=0.01)
+    published = genotype_cost(Genotype.load("ssr-cityscapes"), (512, 1024), "backbone")
+    assert 0.6 * full / 1e9 < published / 1e9 < 0.8 * full / 1e9
+
+
 def test_cost_model_is_differentiable_and_full_is_largest():
     from ssr_deploy.search.cost import expected_macs
 

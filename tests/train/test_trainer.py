@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from ssr_deploy import SsrDeployError, build_model
 from ssr_deploy.cli import main
 from ssr_deploy.data import open_dataset
-from ssr_deploy.train.trainer import TrainConfig, Trainer, enet_weights
+from ssr_deploy.data import weights as class_weights
+from ssr_deploy.train.trainer import TrainConfig, Trainer
 
 SIZE = (32, 64)
 
@@ -23,10 +24,44 @@ def _trainer(out, epochs, seed=0):
                    open_dataset("synthetic:2", "val", SIZE), out, config)
 
 
-def test_enet_weights_favour_rare_classes():
-    w = enet_weights(open_dataset("synthetic:10", "train", SIZE), 19)
+@pytest.mark.parametrize("offset", [1.02, 1.20])
+def test_frequency_weights_favour_rare_classes(offset):
+    w = class_weights.frequency_weights(open_dataset("synthetic:10", "train", SIZE), 19, offset)
     road, pole = w[0].item(), w[5].item()
     assert pole > road > 1.0 and w.shape == (19,)
+
+
+def test_the_paper_table_is_the_erfnet_formula_on_cityscapes_frequencies():
+    """The authors' fixed table inverts to class frequencies through 1/ln(1.20 + p): all
+    non-negative, road the largest, their sum below 1 (void pixels count in the total)."""
+    p = torch.exp(1 / torch.tensor(class_weights.PAPER, dtype=torch.float64)) - 1.20
+    assert (p > 0).all() and p.argmax() == 0 and 0.8 < p.sum() < 1.0
+    w = torch.tensor(class_weights.PAPER)
+    assert w.max() / w.min() == pytest.approx(2.31, abs=0.01)
+
+
+def test_class_weights_resolve_per_data(tmp_path):
+    synthetic = open_dataset("synthetic:4", "train", SIZE)
+    name, w = class_weights.resolve("auto", "cityscapes:/data", synthetic)  # 19 Cityscapes names
+    assert name == "paper" and w.tolist() == pytest.approx(class_weights.PAPER)
+    name, w = class_weights.resolve("auto", "synthetic:4", synthetic)
+    assert name == "erfnet" and w.max() / w.min() < 6  # 1/ln(1.2): at most 5.5
+    assert class_weights.resolve("none", "", synthetic)[1].tolist() == [1.0] * 19
+
+    class Three:
+        classes = ("a", "b", "c")
+
+    with pytest.raises(SsrDeployError, match="19 Cityscapes classes; this data has 3"):
+        class_weights.resolve("paper", "folder:x", Three())
+
+
+def test_train_writes_its_resolved_config(tmp_path):
+    trainer = _trainer(tmp_path, epochs=1)
+    trainer.fit()
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["command"] == "train" and config["class_weights_from"] == "erfnet"
+    assert config["class_weights"] == pytest.approx(trainer.weights.tolist())
+    assert config["init_from"] == "" and config["epochs"] == 1 and config["size"] == [32, 64]
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -73,8 +108,8 @@ def test_cli_train_and_its_refusals(tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, _train_args(tmp_path / "run"))
     assert result.exit_code == 0, result.output
-    assert {p.name for p in (tmp_path / "run").iterdir()} == {"last.pt", "best.pt",
-                                                              "log.jsonl", "curves.png"}
+    assert {p.name for p in (tmp_path / "run").iterdir()} == {
+        "last.pt", "best.pt", "log.jsonl", "curves.png", "config.json"}
     again = runner.invoke(main, _train_args(tmp_path / "run"))
     assert again.exit_code == 1 and "already holds a run" in again.output
     more = runner.invoke(main, _train_args(tmp_path / "run", "--resume", "--override",
