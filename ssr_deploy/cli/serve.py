@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ssr_deploy.cli.base import main
+from ssr_deploy.cli.base import SIZE, main
 
 
 @main.command()
@@ -23,13 +23,15 @@ from ssr_deploy.cli.base import main
               help="[default: by the model's suffix]")
 @click.option("--device", help="cpu, cuda or cuda:N. [default: the backend's]")
 @click.option("--letterbox", is_flag=True, help="Keep each frame's aspect ratio (pad).")
+@click.option("--size", type=SIZE, help="Input size of a .pt checkpoint (exports fix their "
+              "own). [default: 512x1024]")
 @click.option("--tritonserver", type=click.Path(dir_okay=False),
               help="A tritonserver binary. [default: $TRITONSERVER, PATH, /opt/tritonserver, "
               "or PyTriton's]")
 @click.option("--log", type=click.Path(dir_okay=False),
               help="Write the server's log here. [default: a temp file, shown on failure]")
 def serve(model, name, http_port, grpc_port, metrics_port, max_batch, instances,
-          queue_delay_us, backend, device, letterbox, tritonserver, log) -> None:
+          queue_delay_us, backend, device, letterbox, size, tritonserver, log) -> None:
     """Serve MODEL (.onnx, .engine or .pt) on a real Triton Inference Server.
 
     HTTP and gRPC (KServe v2): input `images` (batch, H, W, 3) uint8 BGR, output `labels`
@@ -43,13 +45,19 @@ def serve(model, name, http_port, grpc_port, metrics_port, max_batch, instances,
       ssr-deploy serve model.engine --max-batch 16 --instances 2 --http-port 9000
     For a Triton fleet, write a repository instead: ssr-deploy export triton MODEL --repo DIR
     """
+    from pathlib import Path
+
     from ssr_deploy.io import check_input_file
+    from ssr_deploy.runtime.backends import BY_SUFFIX
     from ssr_deploy.serving.triton import TritonServer
 
     check_input_file(model, "model file")
+    if size and BY_SUFFIX.get(Path(model).suffix.lower()) != "torch":
+        raise click.UsageError("--size applies to a .pt checkpoint only (an export keeps the "
+                               "size it was exported at); drop --size")
     server = TritonServer(model, name, http_port, grpc_port, metrics_port, max_batch,
                           instances, queue_delay_us, backend, device, letterbox, tritonserver,
-                          log)
+                          log, options={"size": size} if size else None)
 
     def started(_server) -> None:
         click.echo(f"serving {model} as {name!r} on Triton: HTTP :{http_port}, gRPC "

@@ -104,7 +104,7 @@ class TritonServer:
                  instances: int = 1, queue_delay_us: int = 500, backend: str | None = None,
                  device: str | None = None, letterbox: bool = False,
                  tritonserver: str | Path | None = None, log: str | Path | None = None,
-                 exit_timeout: int = 30) -> None:
+                 exit_timeout: int = 30, options: dict | None = None) -> None:
         if not valid_model_name(name):
             raise UsageError(f"--name {name!r}: a Triton model name is letters, digits, _, . "
                              "and - (no path separators or '..'), e.g. ssrnet")
@@ -117,6 +117,7 @@ class TritonServer:
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
         self.max_batch, self.instances, self.queue_delay_us = max_batch, instances, queue_delay_us
         self.backend, self.device, self.letterbox = backend, device, letterbox
+        self.options = dict(options or {})  # the backend's (e.g. size for a checkpoint)
         self.install = TritonInstall.find(tritonserver)
         self.log_path = Path(log) if log else None
         self.exit_timeout = exit_timeout
@@ -130,7 +131,7 @@ class TritonServer:
         the label dtype the config declares is the model's (uint8, int32 past 256 classes)."""
         from ssr_deploy.runtime.segmenter import Segmenter
 
-        with Segmenter.load(self.model, self.backend, self.device) as seg:
+        with Segmenter.load(self.model, self.backend, self.device, **self.options) as seg:
             return "uint8" if len(seg.classes) <= 256 else "int32"
 
     # ---- the repository ---------------------------------------------------------------
@@ -163,6 +164,7 @@ class TritonServer:
         (version / "serve.json").write_text(json.dumps({
             "model": str(self.model.resolve()), "backend": self.backend, "device": self.device,
             "letterbox": self.letterbox, "labels_dtype": self.labels_dtype,
+            "options": self.options,
             "site_dirs": [d for d in dict.fromkeys(site_dirs) if Path(d).is_dir()]}))
         return work
 

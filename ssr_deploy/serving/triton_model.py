@@ -25,8 +25,9 @@ class TritonPythonModel:
         from ssr_deploy.runtime.segmenter import Segmenter
 
         s = _SETTINGS
+        options = {k: tuple(v) if isinstance(v, list) else v for k, v in s["options"].items()}
         self.segmenter = Segmenter.load(s["model"], s["backend"], s["device"],
-                                        letterbox=s["letterbox"])
+                                        letterbox=s["letterbox"], **options)
         self.dtype = np.dtype(s["labels_dtype"])
 
     def execute(self, requests):
