@@ -34,7 +34,7 @@ def state_mib(searcher: Searcher) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="64x128")
-    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="benchmarks/results/search_speed_cpu.json")
