@@ -9,11 +9,15 @@ Cityscapes). ``none``: all 1. ``auto``: ``paper`` for ``cityscapes:`` data, ``er
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from ssr_deploy.data import classes as C
 from ssr_deploy.errors import SsrDeployError
+
+if TYPE_CHECKING:  # torch only where weights are made: the CLI imports CHOICES without it
+    import torch
 
 PAPER = (2.3653597831726, 4.4237880706787, 2.9691488742828, 5.3442072868347, 5.2983593940735,
          5.2275490760803, 5.4394111633301, 5.3659925460815, 3.4170460700989, 5.2414722442627,
@@ -27,6 +31,8 @@ def frequency_weights(dataset, num_classes: int, offset: float, max_items: int =
                       ) -> torch.Tensor:
     """w_c = 1 / ln(offset + p_c), p_c counted over at most ``max_items`` evenly spaced
     labels of ``dataset`` (255 ignored)."""
+    import torch
+
     counts = np.zeros(num_classes, np.int64)
     step = max(1, len(dataset) // max_items)
     for i in range(0, len(dataset), step):
@@ -38,6 +44,8 @@ def frequency_weights(dataset, num_classes: int, offset: float, max_items: int =
 
 def resolve(choice: str, source: str, dataset) -> tuple[str, torch.Tensor]:
     """(the resolved name, the weight vector) for ``dataset`` read from ``source``."""
+    import torch
+
     n = len(dataset.classes)
     if choice == "auto":
         choice = "paper" if source.startswith("cityscapes:") else "erfnet"
