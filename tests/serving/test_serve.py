@@ -275,3 +275,17 @@ def test_a_model_the_server_cannot_load_stops_it_with_the_reason(model, tmp_path
     with pytest.raises(SsrDeployError, match="tritonserver stopped while starting: .*ssrnet"):
         server.start(timeout=120)
     assert server.workdir is None and server.process.poll() is not None
+
+
+def test_two_instances_load_and_serve(model):
+    frame = _frames(1)[0]
+    with Segmenter.load(model) as seg:
+        expected = seg(frame)
+    with TritonServer(model, http_port=free_port(), grpc_port=free_port(),
+                      metrics_port=free_port(), instances=2) as server:
+        with urllib.request.urlopen(f"http://{server.url}/v2/models/ssrnet/config",
+                                    timeout=5) as r:
+            config = json.loads(r.read())
+        assert config["instance_group"][0]["count"] == 2
+        result = load(server.grpc_url, frame, clients=4, requests=5, expected=expected)
+        assert result["errors"] == [] and result["ok"] == 20
