@@ -25,8 +25,7 @@ def expected_macs(net: SuperNet, size: tuple[int, int], full: bool = False,
                   measure: str = "network") -> Tensor:
     """E[MACs] of one (H, W) image; ``full=True`` gives the largest network's MACs.
     ``measure``: ``network`` (with the head) or ``backbone`` (the authors' cost)."""
-    if measure not in MEASURES:
-        raise ValueError(f"cost measure {measure!r}: use one of {', '.join(MEASURES)}")
+    _check_measure(measure)
     space, (h, w) = net.space, size
     op_p, mid_p, out_p = net.probs()
     if full:  # every layer: the first full-resolution op, widest widths
@@ -78,11 +77,15 @@ def genotype_cost(genotype, size: tuple[int, int], measure: str = "network") -> 
     once every decision is one-hot)."""
     from ssr_deploy.model.complexity import count_macs
 
+    _check_measure(measure)
     total, per_module = count_macs(genotype, size)
     if measure == "network":
         return total
-    if measure != "backbone":
-        raise ValueError(f"cost measure {measure!r}: use one of {', '.join(MEASURES)}")
     last = genotype.stages[-1]
     pixels = (size[0] // last.stride) * (size[1] // last.stride)
     return total - per_module["head"] + pixels * last.channels * genotype.num_classes
+
+
+def _check_measure(measure: str) -> None:
+    if measure not in MEASURES:
+        raise ValueError(f"cost measure {measure!r}: use one of {', '.join(MEASURES)}")

@@ -127,7 +127,8 @@ class Searcher:
         self.target = (config.target_gmacs * 1e9 if config.target_gmacs
                        else config.target_ratio * self.full)
         self._check_target()
-        data = AugmentedDataset(dataset, T.preset("paper", config.size), InputSpec(), config.seed)
+        self.input = InputSpec()  # the normalisation the supernet learns with
+        data = AugmentedDataset(dataset, T.preset("paper", config.size), self.input, config.seed)
         self.data = data
         if config.arch_data == "full":  # both batches from the whole set (authors')
             if len(data) < config.batch:
@@ -333,7 +334,7 @@ class Searcher:
         from ssr_deploy.train.evaluate import evaluate
 
         size, device = self.config.size, str(self.device)
-        soft = evaluate(self.net, val_set, size, device=device)["miou"]
+        soft = evaluate(self.net, val_set, size, device=device, spec=self.input)["miou"]
         hard = evaluate(self.discrete_model(), val_set, size, device=device)["miou"]
         return {"supernet_miou": soft, "discrete_miou": hard, "gap": soft - hard}
 

@@ -40,14 +40,16 @@ class SegmentationClient:
         return bool(self.client.is_server_ready()) and bool(
             self.client.is_model_ready(self.model))
 
-    def segment(self, frames: np.ndarray, dtype: str = "UINT8") -> np.ndarray:
+    def segment(self, frames: np.ndarray) -> np.ndarray:
         """(batch, H, W, 3) uint8 BGR (or one (H, W, 3) frame) -> label maps of the same
-        batch and size. Errors the server answers raise tritonclient's InferenceServerException.
-        ``dtype`` is the wire type declared (other than UINT8 only to test refusals)."""
+        batch and size. The array is sent as it is (its dtype declared): what the server
+        refuses raises tritonclient's InferenceServerException."""
+        from tritonclient.utils import np_to_triton_dtype
+
         frames = np.asarray(frames)
         single = frames.ndim == 3
         batch = frames[None] if single else frames
-        tensor = self.tc.InferInput("images", list(batch.shape), dtype)
+        tensor = self.tc.InferInput("images", list(batch.shape), np_to_triton_dtype(batch.dtype))
         if self.protocol == "http":
             tensor.set_data_from_numpy(batch, binary_data=True)
             output = self.tc.InferRequestedOutput("labels", binary_data=True)

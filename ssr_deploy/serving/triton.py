@@ -84,6 +84,16 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def is_ready(http_port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a Triton server answers ready (KServe v2 /v2/health/ready) on ``http_port``."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{http_port}/v2/health/ready",
+                                    timeout=1) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def free_port() -> int:
     import socket
 
@@ -123,6 +133,7 @@ class TritonServer:
         self.exit_timeout = exit_timeout
         self.process: subprocess.Popen | None = None
         self.workdir: Path | None = None
+        self._log = None
         self.stopping = False
         self.labels_dtype = self._check_model()
 
@@ -176,20 +187,19 @@ class TritonServer:
                 f"--exit-timeout-secs={self.exit_timeout}", "--strict-readiness=true",
                 "--log-verbose=0"]
 
-    def start(self, timeout: float = 120.0, stream_log: bool = False) -> TritonServer:
+    def start(self, timeout: float = 120.0) -> TritonServer:
         self.workdir = self._write_workdir()
-        log_path = self.log_path or self.workdir / "triton.log"
+        self.log_file = self.log_path or self.workdir / "triton.log"
         env = dict(os.environ)
         libs = [str(p) for p in self.install.libraries] + [sysconfig.get_config_var("LIBDIR")
                                                            or ""]
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             [p for p in libs if p] + [env.get("LD_LIBRARY_PATH", "")]).rstrip(os.pathsep)
-        self._log = None if stream_log else open(log_path, "wb")  # noqa: SIM115
+        self._log = open(self.log_file, "wb")  # noqa: SIM115 - the server's, closed in stop
         self.process = subprocess.Popen(
             self.command(self.workdir / "repo", self.workdir / "backends"), env=env,
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=_die_with_parent)
-        self.log_file = None if stream_log else log_path
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.stopping:  # SIGTERM while starting
@@ -203,12 +213,13 @@ class TritonServer:
                 return self
             time.sleep(0.2)
         self.stop()
-        raise SsrDeployError(f"tritonserver was not ready after {timeout:.0f} s (log: "
-                             f"{log_path})")
+        raise SsrDeployError(f"tritonserver was not ready after {timeout:.0f} s; " + (
+            f"see its log, {self.log_path}" if self.log_path else
+            "run with --log FILE to keep its log"))
 
     def _failure(self) -> str:
         """The first error line of the server's log, for the one-line message."""
-        if not self.log_file or not self.log_file.is_file():
+        if not self.log_file.is_file():
             return f"exit code {self.process.returncode}"
         lines = self.log_file.read_text(errors="replace").splitlines()
         errors = [ln for ln in lines if ln.startswith("E") and "CudaDriverHelper" not in ln
@@ -218,12 +229,7 @@ class TritonServer:
         return line.split("] ", 1)[-1].strip().strip('"')[:300]
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/v2/health/ready",
-                                        timeout=1) as r:
-                return r.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return is_ready(self.http_port)
 
     def serve_forever(self, started=None) -> int:
         """Start, then block until the server exits; SIGTERM and Ctrl-C (also while it
@@ -268,11 +274,9 @@ class TritonServer:
         return code
 
     def _cleanup(self) -> None:
-        if getattr(self, "_log", None):
+        if self._log:
             self._log.close()
             self._log = None
-        if self.workdir and self.log_path is None and self.log_file:
-            self.log_text = self.log_file.read_text(errors="replace")
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None

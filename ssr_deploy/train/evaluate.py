@@ -20,20 +20,18 @@ from ssr_deploy.model.net import SSRNet
 from ssr_deploy.preprocess import frames_to_input, label_dtype, resize_frames
 
 
-def to_input(image_bgr: np.ndarray, net: SSRNet, size: tuple[int, int]) -> torch.Tensor:
-    """(H, W, 3) uint8 BGR -> (1, 3, h, w) float32 normalised as the genotype says (a
-    supernet, which has none: as the search trains it, the default normalisation)."""
+def to_input(image_bgr: np.ndarray, spec: InputSpec, size: tuple[int, int]) -> torch.Tensor:
+    """(H, W, 3) uint8 BGR -> (1, 3, h, w) float32 normalised as ``spec`` says."""
     frames = resize_frames(image_bgr[None], size)
-    genotype = getattr(net, "genotype", None)
-    return torch.from_numpy(frames_to_input(frames, genotype.input if genotype else InputSpec()))
+    return torch.from_numpy(frames_to_input(frames, spec))
 
 
 @torch.inference_mode()
 def predict(net: SSRNet, image_bgr: np.ndarray, size: tuple[int, int], flip: bool = False,
-            device: str = "cpu") -> np.ndarray:
-    """(H, W) class ids at the image's own size; ``flip`` averages with the mirror. ``net``
-    is an SSRNet or a SuperNet (evaluated under its soft architecture)."""
-    x = to_input(image_bgr, net, size).to(device)
+            device: str = "cpu", spec: InputSpec | None = None) -> np.ndarray:
+    """(H, W) class ids at the image's own size; ``flip`` averages with the mirror. ``spec``:
+    the input normalisation, the genotype's unless given (a SuperNet has none)."""
+    x = to_input(image_bgr, spec or net.genotype.input, size).to(device)
     logits = net(x)
     if flip:
         logits = logits + net(x.flip(3)).flip(3)
@@ -44,7 +42,8 @@ def predict(net: SSRNet, image_bgr: np.ndarray, size: tuple[int, int], flip: boo
 
 def evaluate(net: SSRNet, dataset, size: tuple[int, int], flip: bool = False,
              save_preds: str | Path | None = None, device: str = "cpu",
-             progress: bool = False, overwrite: bool = False) -> dict[str, Any]:
+             progress: bool = False, overwrite: bool = False, spec: InputSpec | None = None
+             ) -> dict[str, Any]:
     """Run ``net`` over ``dataset``; labels are compared at their own resolution.
 
     ``save_preds``: a folder for labelId PNGs, built whole and swapped in at the end (an
@@ -57,7 +56,7 @@ def evaluate(net: SSRNet, dataset, size: tuple[int, int], flip: bool = False,
         for i in tqdm(range(len(dataset)), desc="eval", disable=None if progress else True,
                       leave=False):
             image, label = dataset[i]
-            pred = predict(net, image, size, flip, device)
+            pred = predict(net, image, size, flip, device, spec)
             matrix.update(pred, label)
             if out:  # Cityscapes: labelIds for the official script; other data: class ids
                 cityscapes = tuple(dataset.classes) == NAMES

@@ -21,7 +21,7 @@ from ssr_deploy.data import classes
 from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.export.graph import IOFormat
 from ssr_deploy.export.onnx import export_onnx
-from ssr_deploy.serving.triton import TritonInstall, TritonServer, free_port
+from ssr_deploy.serving.triton import TritonInstall, TritonServer, free_port, is_ready
 from ssr_deploy.spec import file_sha256
 from tests.helpers import random_genotype
 
@@ -97,19 +97,19 @@ def test_malformed_requests_get_errors_and_the_server_serves_on(server):
     client = SegmentationClient(server.grpc_url, protocol="grpc")
     good = _frames(1)
     malformed = [
-        (good.astype(np.float32), "FP32"),  # wrong dtype
-        (good.astype(np.int32), "INT32"),
-        (good[0, :, :, 0], "UINT8"),  # wrong rank: (H, W)
-        (good[None], "UINT8"),  # wrong rank: 5 dims
-        (np.zeros((1, 48, 80, 4), np.uint8), "UINT8"),  # 4 channels
-        (np.zeros((1, 0, 80, 3), np.uint8), "UINT8"),  # empty height
-        (np.zeros((1, 48, 0, 3), np.uint8), "UINT8"),  # empty width
-        (np.zeros((9, 8, 8, 3), np.uint8), "UINT8"),  # over --max-batch
+        good.astype(np.float32),  # wrong dtype
+        good.astype(np.int32),
+        good[0, :, :, 0],  # wrong rank: (H, W)
+        good[None],  # wrong rank: 5 dims
+        np.zeros((1, 48, 80, 4), np.uint8),  # 4 channels
+        np.zeros((1, 0, 80, 3), np.uint8),  # empty height
+        np.zeros((1, 48, 0, 3), np.uint8),  # empty width
+        np.zeros((9, 8, 8, 3), np.uint8),  # over --max-batch
     ]
     errors = []
-    for frames, dtype in malformed:
+    for frames in malformed:
         with pytest.raises(InferenceServerException) as e:
-            client.segment(frames, dtype)
+            client.segment(frames)
         errors.append(str(e.value))
     other = SegmentationClient(server.grpc_url, model="nope", protocol="grpc")
     with pytest.raises(InferenceServerException):  # a model that is not there
@@ -134,7 +134,7 @@ def test_sigterm_under_load_finishes_the_accepted_requests_and_exits_0(model, tm
                              "--metrics-port", str(metrics), "--max-batch", "4"],
                             stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 120
-    while not _ready(http):
+    while not is_ready(http):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
         time.sleep(0.2)
     frame = _frames(1)[0]
@@ -177,12 +177,23 @@ def test_sigterm_under_load_finishes_the_accepted_requests_and_exits_0(model, tm
     assert any(o[0] == "ok" and o[1] < term < o[2] for o in outcomes)
 
 
-def _ready(port):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
+def test_a_killed_serve_leaves_no_server_behind(model):
+    """SIGKILL gives `serve` no chance to stop its server: the server's parent-death signal
+    does, so nothing keeps the ports."""
+    http = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ssr_deploy", "serve", str(model),
+                             "--http-port", str(http), "--grpc-port", str(free_port()),
+                             "--metrics-port", str(free_port())], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not is_ready(http):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 60
+    while is_ready(http):
+        assert time.monotonic() < deadline, "the server outlived serve"
+        time.sleep(0.2)
 
 
 def test_export_triton_repositories_load_in_the_real_server(model, tmp_path):
