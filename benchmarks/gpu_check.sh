@@ -10,12 +10,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-benchmarks/results}
 mkdir -p "$out"
-python -m pip install --quiet --no-deps --no-build-isolation -e . 2>/dev/null \
+python=${PYTHON:-$(command -v python3 || command -v python)}
+"$python" -m pip install --quiet --no-deps --no-build-isolation -e . 2>/dev/null \
     || export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-timeout 300 python -m pytest -q -m cuda -p no:cacheprovider tests/runtime 2>&1 \
+timeout 300 "$python" -m pytest -q -m cuda -p no:cacheprovider tests/runtime 2>&1 \
     | tee "$out/gpu_check_tests.txt" | tail -15
-timeout 180 python - "$out/gpu_check.json" <<'PY'
+timeout 180 "$python" - "$out/gpu_check.json" <<'PY'
 import json, sys
 import torch
 from ssr_deploy import build_model, save_checkpoint
