@@ -34,12 +34,19 @@ class DeployModel(nn.Module):
         self.swap_channels = io.uint8_input and frame_order != spec.color
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.postprocess(self.net(self.preprocess(x)))
+
+    def preprocess(self, x: Tensor) -> Tensor:
+        """The input format -> the network's normalised float NCHW."""
         if self.io.uint8_input:
             x = x.permute(0, 3, 1, 2).float()
             if self.swap_channels:
                 x = x.flip(1)
             x = x * self.scale + self.shift
-        logits = self.net(x)
+        return x
+
+    def postprocess(self, logits: Tensor) -> Tensor:
+        """Logits -> the output format."""
         if self.io.output == "logits":
             return logits
         return logits.argmax(1).to(LABEL_DTYPES[self.io.label_dtype])

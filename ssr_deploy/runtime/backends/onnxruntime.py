@@ -48,37 +48,49 @@ class OnnxRuntimeOptions:
             raise UsageError(f"threads={self.threads!r}: give a whole number >= 1")
 
 
+def new_session(model: str | Path | bytes, device: str = "cpu", index: int = 0,
+                options: OnnxRuntimeOptions | None = None):
+    """An onnxruntime session as the runtime makes it (providers, threads, profiling) for a
+    model file or a serialized model."""
+    ort = import_onnxruntime()
+    o = options or OnnxRuntimeOptions()
+    kind = "tensorrt" if device == "cuda" and o.tensorrt else device
+    if o.tensorrt and device != "cuda":
+        raise UsageError("tensorrt=True needs device cuda")
+    if kind not in PROVIDERS:
+        raise UsageError(f"device {device!r}: use cpu or cuda")
+    missing = set(PROVIDERS[kind][:1]) - set(ort.get_available_providers())
+    if missing:
+        raise SsrDeployError(f"onnxruntime here has no {missing.pop()}; install "
+                             "onnxruntime-gpu (pip install 'ssr-deploy[cu12]') or use cpu")
+    session_options = ort.SessionOptions()
+    if o.threads:
+        session_options.intra_op_num_threads = o.threads
+    if o.profile:  # into the temp folder, not the user's working directory
+        import tempfile
+
+        session_options.enable_profiling = True
+        session_options.profile_file_prefix = str(Path(tempfile.gettempdir()) /
+                                                  f"ssr-deploy-ort-profile-{os.getpid()}")
+    providers: list[Any] = [(p, {"device_id": index}) if p != "CPUExecutionProvider"
+                            else p for p in PROVIDERS[kind]]
+    source = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(source, session_options, providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types
+        first = str(e).strip().splitlines()[0][:200]
+        name = "the model" if isinstance(model, bytes) else model
+        raise SsrDeployError(f"onnxruntime cannot load {name}: {first}") from None
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, device: str = "cpu", index: int = 0,
                  options: OnnxRuntimeOptions | None = None) -> None:
-        ort = import_onnxruntime()
         o = options or OnnxRuntimeOptions()
         self.spec = ModelSpec.load(path)
-        kind = "tensorrt" if device == "cuda" and o.tensorrt else device
-        if o.tensorrt and device != "cuda":
-            raise UsageError("tensorrt=True needs device cuda")
-        missing = set(PROVIDERS[kind][:1]) - set(ort.get_available_providers())
-        if missing:
-            raise SsrDeployError(f"onnxruntime here has no {missing.pop()}; install "
-                                 "onnxruntime-gpu (pip install 'ssr-deploy[cu12]') or use cpu")
-        session_options = ort.SessionOptions()
-        if o.threads:
-            session_options.intra_op_num_threads = o.threads
-        if o.profile:  # into the temp folder, not the user's working directory
-            import tempfile
-
-            session_options.enable_profiling = True
-            session_options.profile_file_prefix = str(Path(tempfile.gettempdir()) /
-                                                      f"ssr-deploy-ort-profile-{os.getpid()}")
-        providers: list[Any] = [(p, {"device_id": index}) if p != "CPUExecutionProvider"
-                                else p for p in PROVIDERS[kind]]
-        try:
-            self.session = ort.InferenceSession(str(path), session_options, providers=providers)
-        except Exception as e:  # onnxruntime raises its own exception types
-            first = str(e).strip().splitlines()[0][:200]
-            raise SsrDeployError(f"onnxruntime cannot load {path}: {first}") from None
+        self.session = new_session(path, device, index, o)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.device_name = device if device == "cpu" else f"{device}:{index}"
