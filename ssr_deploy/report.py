@@ -15,11 +15,20 @@ def _size(size: tuple[int, int]) -> str:
 
 
 def genotype_summary(name_or_path: str, sizes: tuple[tuple[int, int], ...],
-                     num_classes: int | None = None, progress: bool = False) -> dict[str, Any]:
-    """Parameters, MACs per size, output shapes and the per-layer table (at the first size).
+                     num_classes: int | None = None, progress: bool = False,
+                     lut: str | None = None) -> dict[str, Any]:
+    """Parameters, MACs per size, output shapes and the per-layer table (at the first size);
+    with a latency table ``lut``, the predicted latency (``latency_ms``) and its parts.
 
     MACs are multiply-accumulates of the convolution and linear layers."""
     genotype = Genotype.load(name_or_path)
+    latency = None
+    if lut:
+        from ssr_deploy.search.latency import LatencyTable
+
+        table = LatencyTable.load(lut)
+        latency = table.predict(genotype, num_classes)
+        latency.update(table=table.describe(), path=lut, check=table.meta.get("check"))
     for size in sizes:
         genotype.check_input_size(*size)
     n = num_classes or genotype.num_classes
@@ -30,7 +39,7 @@ def genotype_summary(name_or_path: str, sizes: tuple[tuple[int, int], ...],
         layers[_size(size)] = layer_table(genotype, per_module, n)
     first = _size(sizes[0])
     multiple, minimum = genotype.size_rule()
-    return {
+    summary = {
         "name": genotype.name,
         "hash": genotype.hash,
         "description": genotype.description,
@@ -47,6 +56,10 @@ def genotype_summary(name_or_path: str, sizes: tuple[tuple[int, int], ...],
              "share": row.macs / macs[first] if macs[first] else 0.0}
             for i, row in enumerate(layers[first])],
     }
+    if latency:
+        summary["latency_ms"] = latency.pop("latency_ms")
+        summary["latency"] = latency
+    return summary
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -67,16 +80,26 @@ def format_summary(s: dict[str, Any]) -> str:
     for size, macs in s["macs"].items():
         shape = "x".join(map(str, s["output_shapes"][size]))
         lines.append(f"{size:<12}{macs / 1e9:>8.2f}{2 * macs / 1e9:>9.2f}  {shape} logits")
-    lines += ["1 MAC = 2 FLOPs; the paper's 'FLOPs' column counts MACs.", "",
-              f"per layer at {first}:",
+    lines += ["1 MAC = 2 FLOPs; the paper's 'FLOPs' column counts MACs."]
+    parts = {}
+    if "latency_ms" in s:
+        lat = s["latency"]
+        parts = lat["parts"]
+        check = lat.get("check") or {}
+        error = (f"; the table's interpolation is off by {100 * check['mean_rel_error']:.1f}% "
+                 f"on average" if check.get("points") else "")
+        lines += ["", f"latency      {s['latency_ms']:.2f} ms predicted, end to end ("
+                  f"{lat['table']}; {lat['path']}{error}); head {parts['head']:.2f} ms"]
+    lines += ["", f"per layer at {first}:",
               f"{'module':<20}{'op':<22}{'in':>5}{'mid':>5}{'out':>5}{'params':>10}"
-              f"{'MMACs':>10}{'share':>8}"]
+              f"{'MMACs':>10}{'share':>8}" + (f"{'ms':>9}" if parts else "")]
     for row in s["layers"]:
         def w(v):
             return "-" if v is None else str(v)
+        ms = parts.get(row["module"])
         lines.append(f"{row['module']:<20}{row['op']:<22}{w(row['in']):>5}{w(row['mid']):>5}"
                      f"{w(row['out']):>5}{row['params']:>10,}{row['macs'][first] / 1e6:>10.1f}"
-                     f"{100 * row['share']:>7.1f}%")
+                     f"{100 * row['share']:>7.1f}%" + (f"{ms:>9.2f}" if ms is not None else ""))
     return "\n".join(lines)
 
 

@@ -245,3 +245,49 @@ def test_kill_9_mid_write_leaves_the_previous_outputs(tiny_inputs, tmp_path):
                                             for p in tmp_path.iterdir()))
     after = _snapshot(tmp_path)
     assert {k: v for k, v in after.items() if not Path(k).parts[0].startswith(".")} == before
+
+
+def test_lut_build_keeps_what_it_measured_through_a_full_disk_and_a_kill(disk, tmp_path):
+    """A latency table is published part by part: a full disk stops the build with one line
+    and leaves the last good state (other files untouched, the new table whole if it got
+    written at all); a kill -9 leaves a readable, unfinished table that the
+    same command then finishes."""
+    import json
+
+    from ssr_deploy.search.latency import LatencyTable
+    from tests.search.test_latency import TINY
+
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(TINY.to_dict()))
+    args = ["lut", "build", "--size", "32x64", "--space", str(space), "--width-grid", "2,2,2",
+            "--repeats", "1", "--check", "0"]
+    runner = CliRunner()
+    table = disk.root / "lut.json"
+    result = runner.invoke(main, [*args, "-o", str(table), "--passes", "1"])
+    assert result.exit_code == 0, result.output
+    before = _snapshot(disk.root)
+    other = disk.root / "other.json"
+    with disk.full():
+        result = runner.invoke(main, [*args, "-o", str(other)])
+    line = _one_line_error(result)
+    assert "disk is full" in line or "larger than this file system" in line, line
+    after = _snapshot(disk.root)
+    assert {k: v for k, v in after.items() if k != other.name} == before
+    if other.exists():  # the parts measured before the disk filled: whole, and unfinished
+        assert not json.loads(other.read_text())["complete"]
+
+    killed = tmp_path / "killed.json"
+
+    def some_parts():
+        try:
+            return len(json.loads(killed.read_text())["pass_times"][0]) >= 3
+        except (OSError, ValueError, KeyError):
+            return False
+
+    _kill_when([*args, "-o", str(killed)], some_parts)
+    partial = json.loads(killed.read_text())  # whole JSON, never half a file
+    assert not partial["complete"]
+    result = runner.invoke(main, [*args, "-o", str(killed)])
+    assert result.exit_code == 0, result.output
+    finished = LatencyTable.load(killed)
+    assert set(finished.entries) == set(finished.required())

@@ -4,6 +4,7 @@ from ssr_deploy.cli import (  # noqa: F401  (registers the commands)
     data,
     demo,
     export,
+    lut,
     runtime,
     search,
     serve,

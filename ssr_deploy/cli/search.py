@@ -12,6 +12,7 @@ from ssr_deploy.cli.base import (
     Number,
     check_run_folder,
     describe_settings,
+    given,
     main,
     resume_settings,
 )
@@ -27,8 +28,11 @@ SEARCH_PARAMS = {"size": "size", "epochs": "epochs", "warmup_epochs": "warmup", 
                  "normalisation": "normalisation", "seed": "seed", "data": "source",
                  "class_weights": "class_weights", "arch_data": "arch_data",
                  "weight_clip": "weight_clip", "ssr_width_mean": "ssr_width_mean",
-                 "cost": "cost"}
+                 "cost": "cost", "lut": "lut", "target_ms": "target_ms"}
 RESUMED = ("data", "size", "epochs", "batch", "tau", "arch_lr", "seed")
+#: the cost weight a latency target gets unless --loss-weights says otherwise: with the
+#: authors' 1 the CE outvotes it (measured: benchmarks/latency_lut.py, README)
+LATENCY_COST_WEIGHT = 200.0
 
 
 @main.command()
@@ -51,6 +55,11 @@ RESUMED = ("data", "size", "epochs", "batch", "tau", "arch_lr", "seed")
               help="Target cost as a fraction of the largest network in the space.")
 @click.option("--target-gmacs", type=POSITIVE, help="Target cost in GMACs, in the --cost "
               "measure (overrides the ratio).")
+@click.option("--lut", type=click.Path(dir_okay=False), default="",
+              help="A latency table (`ssr-deploy lut build`): the cost becomes the expected "
+                   "latency on its device.")
+@click.option("--target-ms", type=POSITIVE, help="With --lut: the target latency in ms on the "
+              "table's device. [default: --target-ratio of the slowest network's]")
 @click.option("--cost", type=click.Choice(["backbone", "network"]), default="backbone",
               show_default=True, help="What the cost counts: backbone = stem, downsamplers, "
               "searched layers + a 1x1 classifier (the authors'); network = with the head.")
@@ -66,7 +75,9 @@ RESUMED = ("data", "size", "epochs", "batch", "tau", "arch_lr", "seed")
               show_default=True, help="The SSR width terms average over every (layer, op) "
               "row, removed ones as 0 (the authors'), or over the surviving rows only.")
 @click.option("--loss-weights", default="100,30,15,15,1", show_default=True,
-              metavar="CE,OP,OUT,MID,COST", help="Weights of the arch objective's terms.")
+              metavar="CE,OP,OUT,MID,COST", help="Weights of the arch objective's terms. "
+              f"With --lut the cost's default is {LATENCY_COST_WEIGHT:g} (1 lets the CE "
+              "outvote a latency target).")
 @click.option("--arch-lr", type=POSITIVE, default=2e-3, show_default=True,
               help="Adam lr of the architecture weights (raise it for short searches).")
 @click.option("--normalisation", type=click.Choice(["sigmoid", "softmax"]), default="sigmoid",
@@ -79,7 +90,7 @@ RESUMED = ("data", "size", "epochs", "batch", "tau", "arch_lr", "seed")
               "where they differ from the run's.")
 @click.pass_context
 def search(ctx, source, out, space_file, size, epochs, warmup, batch, tau, shrink_every,
-           target_ratio, target_gmacs, cost, class_weights, arch_data, weight_clip,
+           target_ratio, target_gmacs, lut, target_ms, cost, class_weights, arch_data, weight_clip,
            ssr_width_mean, loss_weights, arch_lr, normalisation, device, seed, resume,
            override) -> None:
     """SSR search: supernet + SSR loss + progressive shrinking -> a discrete genotype.
@@ -89,12 +100,16 @@ def search(ctx, source, out, space_file, size, epochs, warmup, batch, tau, shrin
       ssr-deploy search --data cityscapes:/data/cityscapes --out runs/search --device cuda
       ssr-deploy search --data synthetic:64 --size 64x128 --epochs 6 --shrink-every 5 \\
           --out runs/tiny
+      ssr-deploy search --data cityscapes:/data/cityscapes --out runs/fast \\
+          --lut lut.json --target-ms 8      (lut.json: `ssr-deploy lut build` on the device)
       ssr-deploy train --init-from-search runs/search --data cityscapes:/data/cityscapes ...
     """
     from ssr_deploy.data import open_dataset
     from ssr_deploy.search.searcher import SearchConfig, Searcher
     from ssr_deploy.search.space import SearchSpace
 
+    if lut and not given(ctx, "loss_weights"):
+        loss_weights = f"100,30,15,15,{LATENCY_COST_WEIGHT:g}"
     try:
         w_ce, w_op, w_out, w_mid, w_cost = (NON_NEGATIVE.convert(v, None, None)
                                             for v in loss_weights.split(","))
@@ -104,6 +119,12 @@ def search(ctx, source, out, space_file, size, epochs, warmup, batch, tau, shrin
     if not resume and (w_ce == 0 or w_cost + w_ce == 0):
         raise click.BadParameter("the CE weight must be above 0 (it is what the search "
                                  "learns from)", param_hint="--loss-weights")
+    if target_ms and not lut:
+        raise click.UsageError("--target-ms needs --lut (a latency table from `ssr-deploy lut "
+                               "build` on the target device)")
+    if lut and target_gmacs:
+        raise click.UsageError("--target-gmacs and --lut: the cost is either MACs or latency; "
+                               "give --target-ms with --lut")
     check_run_folder(out, resume, "search.pt")
     space = SearchSpace.load(space_file) if space_file else SearchSpace()
     multiple = space.stages[-1].stride * 2
@@ -112,7 +133,8 @@ def search(ctx, source, out, space_file, size, epochs, warmup, batch, tau, shrin
                              f"{multiple} (half-resolution ops at the last stage)")
     config = SearchConfig(size=size, epochs=epochs, warmup_epochs=warmup, batch=batch, tau=tau,
                           shrink_every=shrink_every, target_ratio=target_ratio,
-                          target_gmacs=target_gmacs, arch_lr=arch_lr, w_ce=w_ce,
+                          target_gmacs=target_gmacs, lut=lut, target_ms=target_ms,
+                          arch_lr=arch_lr, w_ce=w_ce,
                           w_ssr_op=w_op, w_ssr_out=w_out, w_ssr_mid=w_mid, w_cost=w_cost,
                           normalisation=normalisation, device=device, seed=seed, data=source,
                           cost=cost, class_weights=class_weights, arch_data=arch_data,
@@ -142,8 +164,13 @@ def search(ctx, source, out, space_file, size, epochs, warmup, batch, tau, shrin
     from ssr_deploy.model.complexity import count_macs
     from ssr_deploy.search.cost import genotype_cost
 
-    cost_now = genotype_cost(g, size, config.cost) / 1e9
+    if searcher.table:
+        table = searcher.table
+        cost = (f"{table.predict(g)['latency_ms']:.2f} ms predicted on {table.describe()} "
+                f"(target {searcher.target:.2f})")
+    else:
+        cost = (f"{config.cost} cost {genotype_cost(g, size, config.cost) / 1e9:.3f} GMACs "
+                f"(target {searcher.target / 1e9:.3f})")
     click.echo(f"{state}\ndepth {' + '.join(str(s.depth) for s in g.stages)}, "
-               f"{count_macs(g, size)[0] / 1e9:.3f} GMACs at {size[0]}x{size[1]}; "
-               f"{config.cost} cost {cost_now:.3f} GMACs (target {searcher.target / 1e9:.3f}); "
+               f"{count_macs(g, size)[0] / 1e9:.3f} GMACs at {size[0]}x{size[1]}; {cost}; "
                f"wrote {out}/genotype.json, discrete.pt and config.json")

@@ -36,6 +36,7 @@ def ssr_loss(probs: Tensor, valid: Tensor) -> Tensor:
     return per_decision.mean()
 
 
-def cost_loss(expected_macs: Tensor, target_macs: float, full_macs: float) -> Tensor:
-    """(E[MACs] / full - target / full)^2, the authors' form with target = ratio x full."""
-    return (expected_macs / full_macs - target_macs / full_macs) ** 2
+def cost_loss(expected: Tensor, target: float, scale: float) -> Tensor:
+    """((E[cost] - target) / scale)^2: the authors' form with scale = the full network's
+    MACs and target = ratio x full."""
+    return ((expected - target) / scale) ** 2

@@ -9,8 +9,10 @@ objective
     100 CE + 30 SSR(op) + 15 SSR(out width) + 15 SSR(mid width) + 1 cost,
 with each width term averaged over every (layer, op) row (a removed op's rows count 0) and
 cost = (E[MACs] / full - target / full)^2 on the backbone + a 1x1 classifier, target =
-0.6 x full unless given. Our earlier choices stay as options (``arch_data="split"``,
-``weight_clip``, ``ssr_width_mean="surviving"``, ``cost="network"``).
+0.6 x full unless given. With a latency table (``lut``) the cost is the expected latency on
+the table's device instead: (E[ms] / full - target_ms / full)^2, E[ms] per decision the
+probability-weighted latency of its options. Our earlier choices stay as options
+(``arch_data="split"``, ``weight_clip``, ``ssr_width_mean="surviving"``, ``cost="network"``).
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ class SearchConfig:
     w_cost: float = 1.0
     target_ratio: float = 0.6
     target_gmacs: float | None = None
+    lut: str = ""  # a latency table: the cost is expected latency (ms) on its device
+    target_ms: float | None = None
     normalisation: str = "sigmoid"
     workers: int = 0
     seed: int = 0
@@ -122,11 +126,19 @@ class Searcher:
         self.net = SuperNet(space, len(self.classes), config.normalisation).to(self.device)
         # the width decisions: every (layer, op) row of an op that has widths
         self.width_rows = self.net.mid_valid.any(-1).clone()
+        self.table = self._latency_table()
         with torch.no_grad():
-            self.full = float(expected_macs(self.net, config.size, True, config.cost))
-        self.target = (config.target_gmacs * 1e9 if config.target_gmacs
-                       else config.target_ratio * self.full)
+            self.full = float(self.expected_cost(full=True))
+        if self.table:
+            self.target = config.target_ms or config.target_ratio * self.full
+        else:
+            self.target = (config.target_gmacs * 1e9 if config.target_gmacs
+                           else config.target_ratio * self.full)
         self._check_target()
+        # what the cost's deviation from the target is measured against: the largest network
+        # (the authors', for MACs); for latency the range the architecture controls (the
+        # fastest network still has a stem, downsamplers and a head that take time)
+        self.cost_scale = self.full - self.smallest if self.table else self.full
         self.input = InputSpec()  # the normalisation the supernet learns with
         data = AugmentedDataset(dataset, T.preset("paper", config.size), self.input, config.seed)
         self.data = data
@@ -147,22 +159,65 @@ class Searcher:
         self.weight_opt = self._weight_optimizer()
         self.epoch, self.step = 0, 0
 
+    def _latency_table(self):
+        if not self.config.lut:
+            if self.config.target_ms:
+                raise SsrDeployError("target_ms needs a latency table (--lut lut.json, made "
+                                     "with `ssr-deploy lut build`)")
+            return None
+        from ssr_deploy.search.latency import LatencyTable
+
+        table = LatencyTable.load(self.config.lut)
+        if table.meta["space"] != self.space.to_dict():
+            raise SsrDeployError(f"{self.config.lut} was measured for another search space; "
+                                 "build the table with this search's --space")
+        if table.num_classes != len(self.classes):
+            raise SsrDeployError(f"{self.config.lut} was measured for {table.num_classes} "
+                                 f"classes and the data has {len(self.classes)}; build it "
+                                 f"with --classes {len(self.classes)}")
+        return table
+
+    def expected_cost(self, full: bool = False) -> torch.Tensor:
+        """The cost term's E[cost]: ms on the table's device, or MACs."""
+        if self.table:
+            return self.table.expected_ms(self.net, full)
+        return expected_macs(self.net, self.config.size, full, self.config.cost)
+
+    @property
+    def unit(self) -> tuple[str, float]:
+        """(name, scale) of the cost: ("ms", 1) or ("GMACs", 1e9)."""
+        return ("ms", 1.0) if self.table else ("GMACs", 1e9)
+
     def settings(self) -> str:
         """OUT/config.json's text: every resolved setting of this search."""
+        if self.table:
+            cost = {"target_ms": self.target, "full_ms": self.full,
+                    "lut_sha256": self.table.sha256, "lut_device": self.table.describe(),
+                    "lut_machine": self.table.meta["fingerprint"]}
+        else:
+            cost = {"target_gmacs": self.target / 1e9, "full_gmacs": self.full / 1e9,
+                    "cost_measure": self.config.cost}
         return run_config_text("search", self.config,
                                class_weights=self.class_weights.cpu().tolist(),
-                               class_weights_from=self.config.class_weights,
-                               target_gmacs=self.target / 1e9, full_gmacs=self.full / 1e9,
-                               cost_measure=self.config.cost, data_split=self.config.arch_data,
-                               classes=list(self.classes))
+                               class_weights_from=self.config.class_weights, **cost,
+                               data_split=self.config.arch_data, classes=list(self.classes))
 
     def _check_target(self) -> None:
         low = SuperNet(self.space, len(self.classes))
         low.op_alpha.data[:, 0] = 50.0 if self.space.skip else 0.0
         low.mid_alpha.data[..., -1] = 50.0
         low.out_alpha.data[..., -1] = 50.0
+        unit, scale = self.unit
         with torch.no_grad():
-            smallest = float(expected_macs(low, self.config.size, measure=self.config.cost))
+            smallest = (self.table.smallest_ms(low) if self.table else
+                        float(expected_macs(low, self.config.size, measure=self.config.cost)))
+        self.smallest = smallest
+        if self.table:
+            if not smallest <= self.target <= self.full:
+                raise SsrDeployError(f"target {self.target:.2f} ms is outside what this space "
+                                     f"can reach on the table's device ({smallest:.2f} to "
+                                     f"{self.full:.2f} ms, {self.table.describe()})")
+            return
         if not smallest * 0.9 <= self.target <= self.full:
             raise SsrDeployError(f"target {self.target / 1e9:.2f} GMACs is outside what this "
                                  f"space can reach ({self.config.cost} cost "
@@ -227,8 +282,7 @@ class Searcher:
             ssr_op = ssr_loss(op_p, self.net.op_valid)
             ssr_mid = ssr_loss(*self._width_rows(mid_p, self.net.mid_valid))
             ssr_out = ssr_loss(*self._width_rows(out_p, self.net.out_valid))
-            cost = cost_loss(expected_macs(self.net, c.size, measure=c.cost), self.target,
-                             self.full)
+            cost = cost_loss(self.expected_cost(), self.target, self.cost_scale)
             loss = (c.w_ce * ce + c.w_ssr_op * ssr_op + c.w_ssr_out * ssr_out
                     + c.w_ssr_mid * ssr_mid + c.w_cost * cost)
             self.arch_opt.zero_grad(set_to_none=True)
@@ -291,11 +345,11 @@ class Searcher:
             start = time.perf_counter()
             losses = self.search_one_epoch()
             self.epoch += 1
+            unit, scale = self.unit
             with torch.no_grad():
-                gmacs = float(expected_macs(self.net, self.config.size,
-                                            measure=self.config.cost)) / 1e9
+                expected = float(self.expected_cost()) / scale
                 mean_max_prob = self.mean_max_prob()
-            row = {"epoch": self.epoch, **losses, "expected_gmacs": gmacs,
+            row = {"epoch": self.epoch, **losses, f"expected_{unit.lower()}": expected,
                    "options_left": self.options_left(), "mean_max_prob": mean_max_prob,
                    "seconds": time.perf_counter() - start}
             self.save(row)
@@ -355,7 +409,7 @@ class Searcher:
                  "arch_opt": self.arch_opt.state_dict(), "rng": torch.get_rng_state(),
                  "space": self.space.to_dict(), "config": jsonable(asdict(self.config))}
         rows, text = epoch_log(self.out / "search_log.jsonl", row)
-        fig = search_figure(rows, self.target / 1e9)
+        fig = search_figure(rows, self.target / self.unit[1], self.unit[0])
         publish_files({self.out / "search.pt": lambda tmp: torch.save(state, tmp),
                        self.out / "search_log.jsonl": lambda tmp: tmp.write_text(text),
                        self.out / "config.json": lambda tmp: tmp.write_text(self.settings()),
@@ -391,7 +445,8 @@ def _mass_discarded(probs: torch.Tensor, valid: torch.Tensor) -> float:
     return float((1 - probs.max(-1).values).mean()) if len(probs) else 0.0
 
 
-def search_figure(rows: list[dict[str, Any]], target_gmacs: float | None = None):
+def search_figure(rows: list[dict[str, Any]], target: float | None = None,
+                  unit: str = "GMACs"):
     """Options left and expected cost per epoch, one figure."""
     import matplotlib
 
@@ -404,12 +459,11 @@ def search_figure(rows: list[dict[str, Any]], target_gmacs: float | None = None)
         a.plot(epochs, [r["options_left"][key] for r in rows], marker="o", label=key)
     a.set(xlabel="epoch", ylabel="options left", title="solution space", yscale="log")
     a.legend()
-    b.plot(epochs, [r["expected_gmacs"] for r in rows], marker="o", color="C3",
+    b.plot(epochs, [r[f"expected_{unit.lower()}"] for r in rows], marker="o", color="C3",
            label="expected")
-    if target_gmacs:
-        b.axhline(target_gmacs, color="gray", linestyle="--",
-                  label=f"target {target_gmacs:.3g}")
-    b.set(xlabel="epoch", ylabel="expected GMACs", title="cost")
+    if target:
+        b.axhline(target, color="gray", linestyle="--", label=f"target {target:.3g}")
+    b.set(xlabel="epoch", ylabel=f"expected {unit}", title="cost")
     b.legend()
     fig.tight_layout()
     return fig

@@ -54,6 +54,47 @@ class SearchSpace:
         """(stage index, layer index in stage) of every searchable layer, in order."""
         return [(s, j) for s, st in enumerate(self.stages) for j in range(st.max_layers)]
 
+    def sample(self, rng, num_classes: int = 19, name: str = "sampled",
+               depth: float | None = None, width: float | None = None) -> Genotype:
+        """A network of the space drawn with ``rng`` (a ``random.Random``): by default
+        uniformly per decision (op, then its widths). ``depth`` (0 to 1): each layer is a
+        block with this probability (else skip); ``width`` (0 widest to 1 narrowest): widths
+        drawn around that point of the options. Networks drawn uniformly all cost about
+        the same; these two spread them over the space's range. The classes are the
+        Cityscapes 19 when there are 19."""
+        from ssr_deploy.genotype import Layer, Stage, default_palette
+
+        def pick_width(options: list[int]) -> int:
+            if width is None:
+                return rng.choice(options)
+            k = round(width * (len(options) - 1) + rng.gauss(0, 1))
+            return options[min(max(k, 0), len(options) - 1)]
+
+        blocks = [op for op in self.ops() if op != ("skip",)]
+        stages = []
+        for s, st in enumerate(self.stages):
+            width_in, layers = st.channels, []
+            for _ in range(st.max_layers):
+                if depth is None:
+                    op = rng.choice(self.ops())
+                else:
+                    op = rng.choice(blocks) if not self.skip or rng.random() < depth else (
+                        "skip",)
+                if op == ("skip",):
+                    layers.append(Layer("skip"))
+                    continue
+                mid, out = pick_width(self.widths(s)), pick_width(self.widths(s))
+                layers.append(Layer("fr", op[0], float(op[1]), width_in, mid, out))
+                width_in = out
+            stages.append(Stage(st.stride, st.channels, st.dropout, tuple(layers)))
+        zoo = Genotype.load("ssr-cityscapes")
+        classes = zoo.classes if num_classes == zoo.num_classes else tuple(
+            f"class {i}" for i in range(num_classes))
+        palette = zoo.palette if num_classes == zoo.num_classes else default_palette(num_classes)
+        return Genotype(name=name, stem_channels=self.stem_channels, stages=tuple(stages),
+                        head=self.head, classes=classes, palette=palette, bn_eps=self.bn_eps,
+                        description="sampled from the search space")
+
     def validate(self) -> SearchSpace:
         prev, stride = self.stem_channels, 2
         for i, st in enumerate(self.stages):

@@ -1,0 +1,351 @@
+"""A latency table (``lut.json``): what each part of a network of the space takes on one
+device through one backend, and from it a network's predicted latency, exact for a
+genotype and differentiable for the supernet.
+
+Parts, each timed alone in the shapes it has in the network (``ssr_deploy.search.lut``
+measures them): ``io`` on a GPU (the frame's copy in, the labels' copy out), ``stem`` (with
+the fused input conversion), each stage's downsampler
+(``down{s}.{width in}``), every candidate block (``stage{s}.d{D}.r{R}.{in}-{mid}-{out}``)
+and the head (``head.{first}-{last}``, with the fused argmax). A network's latency is the sum
+of its parts; ``skip`` layers cost nothing (they leave the graph).
+
+Widths are measured on a grid (by default the widest, middle and narrowest of a stage's
+options) and interpolated linearly between grid points; a dilation measured only at the
+widest widths scales the base dilation's width surface by its ratio there. The table
+records how far that interpolation is from direct measurements (``check``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.search.space import SearchSpace
+
+FORMAT = 1
+KIND = "ssr-deploy latency table"
+
+
+def diagonal(gi: list[int], gm: list[int], go: list[int]) -> list[tuple[int, int, int]]:
+    """Where a dilation measured off the grid is timed: the widest, middle and narrowest
+    widths of each grid; its ratio to the base dilation is the median over the three."""
+    points = [tuple(g[round(t * (len(g) - 1))] for g in (gi, gm, go)) for t in (0, 0.5, 1)]
+    return list(dict.fromkeys(points))
+
+
+def grid_widths(options: list[int], points: int) -> list[int]:
+    """``points`` widths spread evenly over a stage's ``options`` (widest first), both ends
+    included; every option when ``points`` >= len(options)."""
+    n = len(options)
+    if points >= n or n == 1:
+        return list(options)
+    idx = sorted({round(k * (n - 1) / (points - 1)) for k in range(points)})
+    return [options[i] for i in idx]
+
+
+def block_key(stage: int, dilation: int, resolution: float, w_in: int, mid: int, out: int
+              ) -> str:
+    return f"stage{stage}.d{dilation}.r{resolution:g}.{w_in}-{mid}-{out}"
+
+
+def down_key(stage: int, w_in: int) -> str:
+    return f"down{stage}.{w_in}"
+
+
+def head_key(first: int, last: int) -> str:
+    return f"head.{first}-{last}"
+
+
+def hat_weights(x: Tensor, points: list[int]) -> Tensor:
+    """Weights over ``points`` (widths, any order) that interpolate linearly at ``x``: the
+    two neighbours of ``x`` share 1, piecewise linear (so differentiable) in ``x``. An ``x``
+    outside the points is refused."""
+    x = torch.as_tensor(x, dtype=torch.float64)
+    low, high = min(points), max(points)
+    if len(points) == 1:
+        return torch.ones(1, dtype=torch.float64)
+    if not low - 1e-3 <= float(x.detach()) <= high + 1e-3:  # float32 weights sum to 1 +- eps
+        raise SsrDeployError(f"width {float(x):g} is outside the table's {low} to {high}; "
+                             "measure a table for this space (ssr-deploy lut build --space)")
+    ordered = sorted(points)
+    weights = []
+    for p in points:
+        k = ordered.index(p)
+        rise = (x - ordered[k - 1]) / (p - ordered[k - 1]) if k > 0 else None
+        fall = (ordered[k + 1] - x) / (ordered[k + 1] - p) if k + 1 < len(ordered) else None
+        w = rise if fall is None else fall if rise is None else torch.minimum(rise, fall)
+        weights.append(w.clamp(0, 1))
+    return torch.stack(weights)
+
+
+@dataclass
+class LatencyTable:
+    """A measured table: ``meta`` (backend, device, size, space, machine ...) and ``entries``
+    (key -> ms)."""
+
+    meta: dict[str, Any]
+    entries: dict[str, float]
+
+    # ---- files ----------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise SsrDeployError(f"cannot read latency table {path}: {e}") from None
+        if not isinstance(data, dict) or data.get("kind") != KIND:
+            raise SsrDeployError(f"{path} is not a latency table (make one with `ssr-deploy "
+                                 "lut build`)")
+        if data.get("format") != FORMAT:
+            raise SsrDeployError(f"{path} has table format {data.get('format')}; this "
+                                 f"ssr-deploy reads format {FORMAT}: build it again")
+        if not data.get("complete"):
+            raise SsrDeployError(f"{path} is unfinished ({len(data.get('entries', {}))} parts "
+                                 "measured): run the same `ssr-deploy lut build` again to "
+                                 "finish it")
+        meta = {k: v for k, v in data.items() if k != "entries"}
+        table = cls(meta, {k: float(v) for k, v in data["entries"].items()})
+        table.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        table.path = str(path)
+        table.check_entries()
+        return table
+
+    @cached_property
+    def space(self) -> SearchSpace:
+        return SearchSpace.from_dict(self.meta["space"])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.meta["size"])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.meta["num_classes"])
+
+    def describe(self) -> str:
+        m = self.meta
+        return (f"{m['backend']} {m['device']} {m.get('precision', 'fp32')} at "
+                f"{m['size'][0]}x{m['size'][1]}, batch {m['batch']}")
+
+    # ---- the grids ------------------------------------------------------------------
+    def grid(self, stage: int, dim: str = "mid") -> list[int]:
+        """The widths measured for a stage's blocks along ``dim`` (in, mid or out); the
+        head and the next downsampler are measured on the mid grid and the out grid."""
+        points = self.meta["width_grid"]
+        if not isinstance(points, int):
+            points = points[("in", "mid", "out").index(dim)]
+        return grid_widths(self.space.widths(stage), int(points))
+
+    def check_entries(self) -> None:
+        missing = [k for k in self.required() if k not in self.entries]
+        if missing:
+            raise SsrDeployError(f"latency table {getattr(self, 'path', '')} lacks {len(missing)} "
+                                 f"parts (first: {missing[0]}); build it again")
+
+    def required(self) -> list[str]:
+        """Every key the table must hold for its space and grid."""
+        space, keys = self.space, ["stem"]
+        if str(self.meta.get("device", "cpu")).startswith("cuda"):
+            keys.append("io")
+        base = space.dilations[0]
+        dilations = space.dilations if self.meta.get("every_dilation") else (base,)
+        prev = [space.stem_channels]
+        for s in range(len(space.stages)):
+            keys += [down_key(s, w) for w in prev]
+            gi, gm, go = (self.grid(s, dim) for dim in ("in", "mid", "out"))
+            for r in space.resolutions:
+                for d in dilations:
+                    keys += [block_key(s, d, r, i, m, o) for i in gi for m in gm for o in go]
+                for d in space.dilations:
+                    if d not in dilations:
+                        keys += [block_key(s, d, r, *c) for c in diagonal(gi, gm, go)]
+            prev = go
+        keys += [head_key(f, last) for f in self.grid(0) for last in self.grid(len(space.stages)
+                                                                             - 1)]
+        return keys
+
+    # ---- parts ----------------------------------------------------------------------
+    @cached_property
+    def _surfaces(self) -> dict[tuple[int, int, float], Tensor]:
+        """(stage, dilation, resolution) -> (G, G, G) ms over the grid (in, mid, out)."""
+        space, out = self.space, {}
+        base = space.dilations[0]
+        for s in range(len(space.stages)):
+            gi, gm, go = (self.grid(s, dim) for dim in ("in", "mid", "out"))
+            for r in space.resolutions:
+                def surface(d: int, s: int = s, r: float = r, gi=gi, gm=gm, go=go) -> Tensor:
+                    return torch.tensor([[[self.entries[block_key(s, d, r, i, m, o)]
+                                           for o in go] for m in gm] for i in gi],
+                                        dtype=torch.float64)
+
+                base_surface = surface(base)
+                for d in space.dilations:
+                    if d == base or self.meta.get("every_dilation"):
+                        out[s, d, r] = surface(d)
+                    else:  # measured on the grids' diagonal: scale the base surface
+                        ratio = statistics.median(
+                            self.entries[block_key(s, d, r, *c)]
+                            / self.entries[block_key(s, base, r, *c)]
+                            for c in diagonal(gi, gm, go))
+                        out[s, d, r] = base_surface * ratio
+        return out
+
+    def block_ms(self, stage: int, dilation: int, resolution: float, w_in: Tensor | float,
+                 mid: Tensor, out: Tensor) -> Tensor:
+        """ms of a block; ``w_in`` a width (a tensor: differentiable), ``mid`` and ``out``
+        weights over the stage's width options (one-hot for a discrete layer)."""
+        surface = self._surfaces[stage, dilation, float(resolution)]
+        return torch.einsum("a,abc,b,c->", hat_weights(w_in, self.grid(stage, "in")), surface,
+                            mid @ self._to_grid[stage, "mid"], out @ self._to_grid[stage, "out"])
+
+    @cached_property
+    def _to_grid(self) -> dict[tuple[int, str], Tensor]:
+        """(stage, dim) -> (options, G): each width option as weights over that grid."""
+        return {(s, dim): torch.stack([hat_weights(float(w), self.grid(s, dim))
+                                       for w in self.space.widths(s)])
+                for s in range(len(self.space.stages)) for dim in ("mid", "out")}
+
+    def down_ms(self, stage: int, w_in: Tensor | float) -> Tensor:
+        if stage == 0:
+            return torch.tensor(self.entries[down_key(0, self.space.stem_channels)],
+                                dtype=torch.float64)
+        g = self.grid(stage - 1, "out")
+        values = torch.tensor([self.entries[down_key(stage, w)] for w in g], dtype=torch.float64)
+        return hat_weights(w_in, g) @ values
+
+    def head_ms(self, first: Tensor | float, last: Tensor | float) -> Tensor:
+        gf, gl = self.grid(0), self.grid(len(self.space.stages) - 1)
+        values = torch.tensor([[self.entries[head_key(f, la)] for la in gl] for f in gf],
+                              dtype=torch.float64)
+        return hat_weights(first, gf) @ values @ hat_weights(last, gl)
+
+    # ---- networks -------------------------------------------------------------------
+    def check_genotype(self, genotype, num_classes: int | None = None) -> None:
+        space, num_classes = self.space, num_classes or genotype.num_classes
+        shape = (genotype.stem_channels, [(s.stride, s.channels, len(s.layers))
+                                          for s in genotype.stages])
+        want = (space.stem_channels, [(s.stride, s.channels, s.max_layers)
+                                      for s in space.stages])
+        fits = len(shape[1]) == len(want[1]) and all(
+            a[:2] == b[:2] and a[2] <= b[2] for a, b in zip(shape[1], want[1], strict=False))
+        if shape[0] != want[0] or not fits or genotype.head != space.head:
+            raise SsrDeployError(f"{genotype.name} is not a network of this table's space "
+                                 f"(stem, stages {want[1]}, the space's head); build a table "
+                                 "with that network's space (ssr-deploy lut build --space)")
+        if num_classes != self.num_classes:
+            raise SsrDeployError(f"the table was measured for {self.num_classes} classes and "
+                                 f"{genotype.name} has {num_classes}; build it with "
+                                 f"--classes {num_classes}")
+        for s, stage in enumerate(genotype.stages):
+            for j, layer in enumerate(stage.layers):
+                if layer.is_skip:
+                    if not space.skip:
+                        raise SsrDeployError(f"stages[{s}].layers[{j}] is skip, which this "
+                                             "table's space has not")
+                    continue
+                if (layer.dilation, layer.resolution) not in space.ops():
+                    raise SsrDeployError(f"stages[{s}].layers[{j}] ({layer.describe()}) is not "
+                                         "an op of this table's space")
+
+    def predict(self, genotype, num_classes: int | None = None) -> dict[str, Any]:
+        """``{"latency_ms": total, "parts": {module: ms}}`` for a discrete network (with
+        ``num_classes`` outputs, default its class list), the modules named as ``profile``
+        names them (``stem``, ``stages.1.layers.4``, ``head``)."""
+        self.check_genotype(genotype, num_classes)
+        parts: dict[str, float] = {"stem": self.entries["stem"]}
+        if "io" in self.entries:
+            parts["io"] = self.entries["io"]
+        w_prev, outs = self.space.stem_channels, []
+        for s, stage in enumerate(genotype.stages):
+            parts[f"stages.{s}.down"] = float(self.down_ms(s, w_prev))
+            options = self.space.widths(s)
+            for j, layer in enumerate(stage.layers):
+                if layer.is_skip:
+                    continue
+                if layer.mid_channels not in options or layer.out_channels not in options:
+                    raise SsrDeployError(f"stages[{s}].layers[{j}]: widths {layer.mid_channels}"
+                                         f"/{layer.out_channels} are not options of this "
+                                         f"table's space ({options})")
+                mid, out = (torch.tensor([float(w == v) for v in options], dtype=torch.float64)
+                            for w in (layer.mid_channels, layer.out_channels))
+                parts[f"stages.{s}.layers.{j}"] = float(self.block_ms(
+                    s, layer.dilation, layer.resolution, float(layer.in_channels), mid, out))
+            w_prev = stage.out_channels
+            outs.append(w_prev)
+        parts["head"] = float(self.head_ms(outs[0], outs[-1]))
+        return {"latency_ms": sum(parts.values()), "parts": parts}
+
+    def expected_ms(self, net, full: bool = False) -> Tensor:
+        """The supernet's expected latency under its architecture weights: per layer, the
+        probability-weighted latency of its options (expected in-width from the layer
+        before); exact for a one-hot supernet (= ``predict`` of its genotype). ``full``: the
+        slowest network of the space (every layer its slowest op at the widest widths)."""
+        space = self.space
+        op_p, mid_p, out_p = net.probs()
+        op_p, mid_p, out_p = (p.cpu().double() for p in (op_p, mid_p, out_p))
+        if full:
+            mid_p = torch.zeros_like(mid_p)
+            mid_p[..., 0] = 1
+            out_p = mid_p.clone()
+        total = torch.tensor(self.entries["stem"] + self.entries.get("io", 0.0),
+                             dtype=torch.float64)
+        w_in, li, outs = torch.tensor(float(space.stem_channels), dtype=torch.float64), 0, []
+        for s, st in enumerate(space.stages):
+            total = total + self.down_ms(s, w_in)
+            widths = torch.tensor(space.widths(s), dtype=torch.float64)
+            e_in = torch.tensor(float(st.channels), dtype=torch.float64)
+            for _ in range(st.max_layers):
+                costs, e_outs, probs = [], [], []
+                for i, op in enumerate(net.op_list):
+                    if not full and not net.op_valid[li, i]:
+                        continue
+                    if op == ("skip",):
+                        costs.append(torch.zeros((), dtype=torch.float64))
+                        e_outs.append(e_in)
+                    else:
+                        costs.append(self.block_ms(s, op[0], op[1], e_in, mid_p[li, i],
+                                                   out_p[li, i]))
+                        e_outs.append(out_p[li, i] @ widths)
+                    probs.append(op_p[li, i])
+                if full:  # the slowest op, at the widest widths
+                    k = max(range(len(costs)), key=lambda n: float(costs[n]))
+                    total, e_in = total + costs[k], e_outs[k]
+                else:
+                    p = torch.stack(probs)
+                    total = total + p @ torch.stack(costs)
+                    e_in = p @ torch.stack(e_outs)
+                li += 1
+            outs.append(e_in)
+            w_in = e_in
+        return total + self.head_ms(outs[0], outs[-1])
+
+    def smallest_ms(self, net) -> float:
+        """The fastest network of the space: skip where it can, else the fastest op, at the
+        narrowest widths."""
+        space = self.space
+        total = self.entries["stem"] + self.entries.get("io", 0.0)
+        w_in, outs = float(space.stem_channels), []
+        for s, st in enumerate(space.stages):
+            total += float(self.down_ms(s, w_in))
+            options = space.widths(s)
+            narrow = torch.zeros(len(options), dtype=torch.float64)
+            narrow[-1] = 1
+            w = float(st.channels)
+            if not space.skip:
+                for _ in range(st.max_layers):
+                    total += min(float(self.block_ms(s, d, r, w, narrow, narrow))
+                                 for d, r in space.ops())
+                    w = float(options[-1])
+            outs.append(w)
+            w_in = w
+        return total + float(self.head_ms(outs[0], outs[-1]))

@@ -1,0 +1,293 @@
+"""Latency tables: building (resumable, refusals), interpolation, prediction, the search's
+differentiable expected latency, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ssr_deploy.cli import main
+from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.search import lut as lut_module
+from ssr_deploy.search.latency import LatencyTable, block_key, down_key, head_key
+from ssr_deploy.search.lut import LutOptions, build_lut
+from ssr_deploy.search.space import SearchSpace, StageSpace
+from ssr_deploy.search.supernet import SuperNet
+
+TINY = SearchSpace(stages=(StageSpace(4, 24, 2, 0.0), StageSpace(8, 40, 2, 0.0)),
+                   dilations=(1, 2), width_choices=3)
+OPTIONS = LutOptions(size=(32, 64), width_grid=(2, 2, 2), repeats=1, check_points=2,
+                     num_classes=19)
+
+
+@pytest.fixture(scope="module")
+def tiny_lut(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lut") / "lut.json"
+    build_lut(TINY, path, OPTIONS, progress=False)
+    return path
+
+
+def test_a_built_table_holds_every_part_measured_and_where(tiny_lut):
+    data = json.loads(tiny_lut.read_text())
+    table = LatencyTable.load(tiny_lut)
+    assert data["complete"] and set(table.entries) == set(table.required())
+    assert all(math.isfinite(v) and v > 0 for v in table.entries.values())
+    # every width of the grid, every op, both stages, the head's grid
+    assert block_key(1, 1, 0.5, 40, 32, 40) in table.entries
+    assert block_key(0, 2, 1.0, 24, 24, 24) in table.entries  # other dilations: widest
+    assert block_key(0, 2, 1.0, 16, 24, 24) not in table.entries
+    assert {down_key(0, 16), down_key(1, 24), down_key(1, 16), head_key(16, 32)} <= set(
+        table.entries)
+    assert data["backend"] == "onnxruntime" and data["size"] == [32, 64]
+    assert data["fingerprint"]["cpu"] and data["fingerprint"]["onnxruntime"]
+    assert data["check"]["points"] == 2 and len(data["check_entries"]) == 2
+
+
+def test_an_interrupted_build_keeps_its_parts_and_the_same_command_finishes_it(tmp_path,
+                                                                                monkeypatch):
+    path = tmp_path / "lut.json"
+    real, calls = lut_module.OnnxRuntimeTimer.time, []
+
+    def stop_after_five(self, probe, model):
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        calls.append(probe.key)
+        return real(self, probe, model)
+
+    monkeypatch.setattr(lut_module.OnnxRuntimeTimer, "time", stop_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        build_lut(TINY, path, OPTIONS, progress=False)
+    partial = json.loads(path.read_text())
+    assert not partial["complete"] and list(partial["pass_times"][0]) == calls
+    with pytest.raises(SsrDeployError, match="unfinished"):
+        LatencyTable.load(path)
+
+    measured = []
+    monkeypatch.setattr(lut_module.OnnxRuntimeTimer, "time",
+                        lambda self, probe, model: measured.append(probe.key) or real(
+                            self, probe, model))
+    build_lut(TINY, path, OPTIONS, progress=False)
+    table = LatencyTable.load(path)
+    parts = lut_module.probes(TINY, OPTIONS)
+    assert len(measured) == OPTIONS.passes * len(parts) - len(calls)  # nothing twice
+    assert measured.count(calls[0]) == OPTIONS.passes - 1
+    assert all(table.entries[k] <= partial["pass_times"][0][k] for k in calls)  # least of passes
+    assert set(table.entries) == set(table.required())
+
+
+def test_a_table_is_continued_only_under_the_same_settings(tiny_lut, tmp_path):
+    copy = tmp_path / "lut.json"
+    data = json.loads(tiny_lut.read_text())
+    copy.write_text(json.dumps({**data, "complete": False}))
+    with pytest.raises(SsrDeployError, match="another size"):
+        build_lut(TINY, copy, LutOptions(**{**OPTIONS.__dict__, "size": (64, 128)}),
+                  progress=False)
+    not_a_table = tmp_path / "other.json"
+    not_a_table.write_text("{}")
+    with pytest.raises(SsrDeployError, match="not a latency table"):
+        build_lut(TINY, not_a_table, OPTIONS, progress=False)
+    with pytest.raises(SsrDeployError, match="not a latency table"):
+        LatencyTable.load(not_a_table)
+
+
+def test_bad_options_are_refused_before_anything_runs():
+    for bad, match in (({"backend": "tflite"}, "--backend"),
+                       ({"precision": "fp16"}, "fp16"),
+                       ({"backend": "tensorrt"}, "--device cuda"),
+                       ({"size": (30, 64)}, "multiples of 16"),
+                       ({"width_grid": (1, 3, 9)}, "--width-grid")):
+        with pytest.raises(SsrDeployError, match=match):
+            LutOptions(**{**OPTIONS.__dict__, **bad}).validate(TINY)
+
+
+# ---- the table's arithmetic, on made-up entries --------------------------------------
+def synthetic_table(space: SearchSpace, f, grid: int = 2) -> LatencyTable:
+    """A complete table whose block entries are f(stage, d, r, in, mid, out)."""
+    meta = {"space": space.to_dict(), "width_grid": grid, "num_classes": 19, "size": [64, 128],
+            "backend": "onnxruntime", "device": "cpu", "precision": "fp32", "batch": 1}
+    table = LatencyTable(meta, {})
+    entries = {}
+    for key in table.required():
+        m = lut_module.BLOCK_KEY.fullmatch(key)
+        if m:
+            s, d, r, i, mid, o = (float(v) for v in m.groups())
+            entries[key] = f(int(s), int(d), r, i, mid, o)
+        elif key.startswith("head"):
+            first, last = (int(v) for v in key.split(".")[1].split("-"))
+            entries[key] = 3 + 0.01 * first + 0.02 * last
+        elif key.startswith("down"):
+            entries[key] = 1 + 0.01 * int(key.split(".")[1])
+        else:
+            entries[key] = 2.0
+    return LatencyTable(meta, entries)
+
+
+def multilinear(s, d, r, i, m, o):
+    return (1 + s) * (0.5 + 0.01 * i * m / 40 + 0.02 * m * o / 40 + 0.003 * o) * (
+        1 + 0.1 * math.log2(d)) * (0.6 if r == 0.5 else 1.0)
+
+
+def test_interpolation_is_exact_for_what_is_linear_in_each_width():
+    table = synthetic_table(TINY, multilinear)
+    for s, widths in ((0, (24, 20, 16)), (1, (40, 36, 32))):
+        for i in widths:
+            for m in widths:
+                for o in widths:
+                    onehot = [torch.tensor([float(w == v) for v in widths], dtype=torch.float64)
+                              for w in (m, o)]
+                    got = float(table.block_ms(s, 1, 1.0, float(i), *onehot))
+                    assert got == pytest.approx(multilinear(s, 1, 1.0, i, m, o), rel=1e-9)
+                    # a dilation measured at the widest widths scales the base surface
+                    got = float(table.block_ms(s, 2, 0.5, float(i), *onehot))
+                    assert got == pytest.approx(multilinear(s, 2, 0.5, i, m, o), rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_one_hot_supernet_costs_what_its_genotype_is_predicted_to(seed):
+    space = SearchSpace()
+    table = synthetic_table(space, multilinear, grid=3)
+    genotype = space.sample(random.Random(seed))
+    net = SuperNet(space, 19)
+    with torch.no_grad():
+        li = 0
+        for s, stage in enumerate(genotype.stages):
+            for layer in stage.layers:
+                op = ("skip",) if layer.is_skip else (layer.dilation, layer.resolution)
+                i = net.op_list.index(op)
+                net.op_valid[li] = False
+                net.op_valid[li, i] = True
+                if not layer.is_skip:
+                    widths = space.widths(s)
+                    net.mid_valid[li, i] = torch.tensor([w == layer.mid_channels for w in widths])
+                    net.out_valid[li, i] = torch.tensor([w == layer.out_channels for w in widths])
+                li += 1
+        expected = float(table.expected_ms(net))
+    predicted = table.predict(genotype)
+    assert expected == pytest.approx(predicted["latency_ms"], rel=1e-9)
+    assert predicted["latency_ms"] == pytest.approx(sum(predicted["parts"].values()))
+    assert set(predicted["parts"]) == {"stem", "stages.0.down", "stages.1.down", "head"} | {
+        f"stages.{s}.layers.{j}" for s, st in enumerate(genotype.stages)
+        for j, layer in enumerate(st.layers) if not layer.is_skip}
+
+
+def test_expected_latency_is_differentiable_and_moves_with_the_weights():
+    space = SearchSpace()
+    table = synthetic_table(space, multilinear, grid=3)
+    net = SuperNet(space, 19)
+    expected = table.expected_ms(net)
+    expected.backward()
+    grads = [p.grad for p in net.arch_parameters()]
+    assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+    smallest, full = table.smallest_ms(net), float(table.expected_ms(net, full=True))
+    assert smallest < float(expected.detach()) < full
+    with torch.no_grad():
+        net.op_alpha.fill_(-20.0)
+        net.op_alpha[:, 0] = 20.0  # skip everywhere
+    assert float(table.expected_ms(net)) == pytest.approx(smallest, rel=0.01)
+
+
+def test_a_genotype_of_another_space_or_class_count_is_refused(tiny_lut):
+    table = LatencyTable.load(tiny_lut)
+    with pytest.raises(SsrDeployError, match="not a network of this table's space"):
+        table.predict(SearchSpace().sample(random.Random(0)))
+    with pytest.raises(SsrDeployError, match="--classes 5"):
+        table.predict(TINY.sample(random.Random(0), num_classes=5))
+
+
+# ---- the search and the CLI --------------------------------------------------------------
+def test_a_search_against_a_latency_target_logs_and_records_it(tiny_lut, tmp_path):
+    from ssr_deploy.data import open_dataset
+    from ssr_deploy.search.searcher import SearchConfig, Searcher
+
+    table = LatencyTable.load(tiny_lut)
+    low, high = table.smallest_ms(SuperNet(TINY, 19)), float(
+        table.expected_ms(SuperNet(TINY, 19), full=True))
+    target = (low + high) / 2
+    data = open_dataset("synthetic:8", "train", (32, 64))
+    config = SearchConfig(size=(32, 64), epochs=2, batch=4, lut=str(tiny_lut), target_ms=target,
+                          data="synthetic:8")
+    searcher = Searcher(TINY, data, tmp_path / "run", config)
+    searcher.run()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "search_log.jsonl").read_text()
+            .splitlines()]
+    assert len(rows) == 2 and all(low <= r["expected_ms"] <= high for r in rows)
+    settings = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert settings["target_ms"] == pytest.approx(target)
+    assert settings["lut_sha256"] == table.sha256 and "onnxruntime" in settings["lut_device"]
+    for bad, match in (({"target_ms": high * 2}, "outside what this space can reach"),
+                       ({"lut": ""}, "needs a latency table")):
+        with pytest.raises(SsrDeployError, match=match):
+            Searcher(TINY, data, tmp_path / "bad", SearchConfig(**{**config.__dict__, **bad}))
+    with pytest.raises(SsrDeployError, match="another search space"):
+        Searcher(SearchSpace(), data, tmp_path / "bad2", config)
+
+
+def test_the_cli_builds_predicts_and_refuses(tiny_lut, tmp_path):
+    runner = CliRunner()
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(TINY.to_dict()))
+    genotype = tmp_path / "g.json"
+    TINY.sample(random.Random(3)).save(genotype)
+    r = runner.invoke(main, ["info", str(genotype), "--size", "32x64", "--lut", str(tiny_lut),
+                             "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output)
+    predicted = LatencyTable.load(tiny_lut).predict(TINY.sample(random.Random(3)))
+    assert summary["latency_ms"] == pytest.approx(predicted["latency_ms"])
+    text = runner.invoke(main, ["info", str(genotype), "--size", "32x64", "--lut",
+                                str(tiny_lut)]).output
+    assert "ms predicted" in text
+    # an already complete table is reported, not measured again
+    r = runner.invoke(main, ["lut", "build", "-o", str(tiny_lut), "--size", "32x64", "--space",
+                             str(space), "--width-grid", "2,2,2", "--repeats", "1", "--check",
+                             "2"])
+    assert r.exit_code == 0 and "is complete" in r.output, r.output
+    built = tmp_path / "cli.json"
+    r = runner.invoke(main, ["lut", "build", "-o", str(built), "--size", "32x64", "--space",
+                             str(space), "--width-grid", "2,2,2", "--repeats", "1", "--passes",
+                             "1", "--check", "0"])
+    assert r.exit_code == 0 and f"wrote {built}" in r.output, r.output
+    table = LatencyTable.load(built)
+    assert table.meta["passes"] == 1 and set(table.entries) == set(table.required())
+    target = (table.smallest_ms(SuperNet(TINY, 19)) + float(table.expected_ms(
+        SuperNet(TINY, 19), full=True))) / 2
+    r = runner.invoke(main, ["search", "--data", "synthetic:8", "--size", "32x64", "--space",
+                             str(space), "--epochs", "1", "--batch", "4", "--out",
+                             str(tmp_path / "run"), "--lut", str(built), "--target-ms",
+                             f"{target:.4f}"])
+    assert r.exit_code == 0 and "ms predicted on onnxruntime cpu" in r.output, r.output
+    for args, match in ((["search", "--data", "synthetic:8", "--out", str(tmp_path / "s"),
+                          "--target-ms", "5"], "--target-ms needs --lut"),
+                        (["lut", "build", "-o", str(tmp_path / "t.json"), "--precision", "fp16"],
+                         "fp16"),
+                        (["info", str(genotype), "--lut", str(space)], "not a latency table")):
+        r = runner.invoke(main, args)
+        assert r.exit_code != 0 and match in r.output, r.output
+
+
+def test_the_torch_backend_times_the_same_parts(tmp_path):
+    path = tmp_path / "torch.json"
+    options = LutOptions(**{**OPTIONS.__dict__, "backend": "torch", "check_points": 0})
+    build_lut(TINY, path, options, progress=False)
+    table = LatencyTable.load(path)
+    assert table.meta["backend"] == "torch" and set(table.entries) == set(table.required())
+    assert table.meta["fingerprint"]["torch"] == torch.__version__
+
+
+@pytest.mark.tensorrt
+@pytest.mark.cuda
+def test_tensorrt_tables_build_from_strongly_typed_fp16_parts(tmp_path):
+    pytest.importorskip("tensorrt")
+    path = tmp_path / "trt.json"
+    options = LutOptions(**{**OPTIONS.__dict__, "backend": "tensorrt", "device": "cuda",
+                            "precision": "fp16", "size": (64, 128)})
+    build_lut(TINY, path, options, progress=False)
+    table = LatencyTable.load(path)
+    assert set(table.entries) == set(table.required())
+    assert all(v > 0 for v in table.entries.values())
+    assert table.meta["fingerprint"]["tensorrt"] and table.meta["fingerprint"]["gpu"]
