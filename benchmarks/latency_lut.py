@@ -5,8 +5,8 @@
 2. draws 20 random networks across the space's range (each with a random share of blocks and
    width level), adds the zoo network, exports each as a user would
    (``export onnx --input uint8-nhwc-bgr --output labels``) and measures it end to end with the
-   Segmenter (frames in, labels out), one session at a time, two passes in opposite orders
-   (the lower median kept, as the table keeps for its parts);
+   Segmenter (frames in, labels out), one session at a time, three passes in random orders
+   (the least median kept, as the table keeps for its parts);
 3. compares predicted with measured: Spearman's rank correlation and the mean absolute
    relative error;
 4. runs a short search with ``--target-ms`` on synthetic data, exports the network it found and
@@ -92,14 +92,16 @@ def measure(path: Path, frame: np.ndarray, runs: int) -> float:
 
 def measure_all(paths: list[Path], frame: np.ndarray, runs: int, passes: int,
                 probe) -> tuple[list[float], list[float]]:
-    """``passes`` passes in alternating orders, each network's least median kept: the
+    """``passes`` passes, each in its own random order, each network's least median kept: the
     estimator the table uses for its parts (a burst of other work during one pass does not
     count). After each network, ``probe()`` re-times one of the table's parts, so the
     machine's speed now can be compared with its speed when the table was measured."""
     times: list[list[float]] = [[] for _ in paths]
     drift: list[float] = []
-    for k in range(passes):
-        order = list(range(len(paths)))[:: 1 if k % 2 == 0 else -1]
+    rng = random.Random(2)
+    for _ in range(passes):
+        order = list(range(len(paths)))
+        rng.shuffle(order)  # no network always measured at the same point of a pass
         for i in order:
             times[i].append(measure(paths[i], frame, runs))
             drift.append(probe())
