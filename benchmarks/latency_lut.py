@@ -15,6 +15,8 @@
     python benchmarks/latency_lut.py [--work DIR] [--networks 20] [--skip-search]
     python benchmarks/latency_lut.py --backend torch --device cuda --precision fp16 \
         --out benchmarks/results/latency_lut_gpu.json           (on an NVIDIA GPU)
+    python benchmarks/latency_lut.py --backend tensorrt --device cuda --precision fp16 \
+        --out benchmarks/results/latency_lut_tensorrt.json      (with TensorRT >= 10.3)
 
 Writes benchmarks/results/latency_lut.json. Run it on a quiet machine: the figures are
 latencies. About 20 minutes on a 2-core CPU (the table 5, exporting the networks 9).
@@ -51,9 +53,10 @@ SIZE = (512, 1024)
 IO = IOFormat("uint8-nhwc-bgr", "labels")
 
 
-def export(genotype: Genotype, path: Path) -> Path:
-    """The network with seeded random weights: an ONNX as a user exports it, or (``.pt``) a
-    checkpoint for the torch backend."""
+def export(genotype: Genotype, path: Path, precision: str = "fp32") -> Path:
+    """The network with seeded random weights: an ONNX as a user exports it, a checkpoint
+    (``.pt``) for the torch backend, or an engine (``.engine``: from that ONNX, strongly
+    typed, in ``precision``)."""
     if not path.exists():
         import torch
 
@@ -63,6 +66,11 @@ def export(genotype: Genotype, path: Path) -> Path:
             from ssr_deploy.model.checkpoint import save_checkpoint
 
             save_checkpoint(path, net, genotype)
+        elif path.suffix == ".engine":
+            from ssr_deploy.export.tensorrt import EngineOptions, build_engine
+
+            onnx_path = export(genotype, path.with_suffix(".onnx"))
+            build_engine(onnx_path, path, EngineOptions(precision=precision))
         else:
             export_onnx(net, path, size=SIZE, io=IO)
     return path
@@ -121,7 +129,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=6)
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--skip-search", action="store_true")
-    parser.add_argument("--backend", choices=("onnxruntime", "torch"), default="onnxruntime")
+    parser.add_argument("--backend", choices=("onnxruntime", "tensorrt", "torch"),
+                        default="onnxruntime")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
@@ -129,8 +138,10 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    suffix = ".pt" if args.backend == "torch" else ".onnx"
-    if args.backend == "torch":
+    suffix = {"torch": ".pt", "tensorrt": ".engine"}.get(args.backend, ".onnx")
+    if args.backend == "tensorrt":
+        RUN.update(device=args.device)
+    elif args.backend == "torch":
         RUN.update(backend="torch", device=args.device, size=SIZE,
                    fp16=args.precision == "fp16")
     elif args.device != "cpu":
@@ -158,13 +169,14 @@ def main() -> None:
     genotypes = [Genotype.load("ssr-cityscapes")] + [
         space.sample(rng, name=f"random-{k}", depth=rng.uniform(0.1, 1.0),
                      width=rng.uniform(0.0, 1.0)) for k in range(args.networks)]
-    paths = [export(g, work / f"{g.name}{suffix}") for g in genotypes]
+    paths = [export(g, work / f"{g.name}{suffix}", args.precision) for g in genotypes]
     print(f"exported {len(paths)} networks", flush=True)
     search = None
     if not args.skip_search:  # searched first, measured with the others in the same passes
-        search = target_search(work, table, lut_path, args.device if args.backend == "torch"
-                               else "cpu")
-        paths.append(export(search.pop("genotype"), work / f"searched-{lut_path.stem}{suffix}"))
+        search = target_search(work, table, lut_path, "cpu" if args.backend == "onnxruntime"
+                               else args.device)
+        paths.append(export(search.pop("genotype"), work / f"searched-{lut_path.stem}{suffix}",
+                            args.precision))
     probe = drift_probe(space, table, LutOptions(backend=args.backend, device=args.device,
                                                  precision=args.precision, size=SIZE))
     measured, ratios = measure_all(paths, frame, args.runs, args.passes, probe)
