@@ -260,10 +260,10 @@ def test_lut_build_keeps_what_it_measured_through_a_full_disk_and_a_kill(disk, t
     space = tmp_path / "space.json"
     space.write_text(json.dumps(TINY.to_dict()))
     args = ["lut", "build", "--size", "32x64", "--space", str(space), "--width-grid", "2,2,2",
-            "--repeats", "1", "--check", "0"]
+            "--repeats", "1", "--check", "0", "--passes", "1"]
     runner = CliRunner()
     table = disk.root / "lut.json"
-    result = runner.invoke(main, [*args, "-o", str(table), "--passes", "1"])
+    result = runner.invoke(main, [*args, "-o", str(table)])
     assert result.exit_code == 0, result.output
     before = _snapshot(disk.root)
     other = disk.root / "other.json"

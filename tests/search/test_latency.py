@@ -290,7 +290,8 @@ def test_the_cli_builds_predicts_and_refuses(tiny_lut, tmp_path):
 
 def test_the_torch_backend_times_the_same_parts(tmp_path):
     path = tmp_path / "torch.json"
-    options = LutOptions(**{**OPTIONS.__dict__, "backend": "torch", "check_points": 0})
+    options = LutOptions(**{**OPTIONS.__dict__, "backend": "torch", "check_points": 0,
+                            "passes": 1})
     build_lut(TINY, path, options, progress=False)
     table = LatencyTable.load(path)
     assert table.meta["backend"] == "torch" and set(table.entries) == set(table.required())
