@@ -42,6 +42,11 @@ def diagonal(gi: list[int], gm: list[int], go: list[int]) -> list[tuple[int, int
     return list(dict.fromkeys(points))
 
 
+def one_hot(options: list[int], width: int) -> Tensor:
+    """A discrete width as weights over a stage's width options."""
+    return torch.tensor([float(width == v) for v in options], dtype=torch.float64)
+
+
 def grid_widths(options: list[int], points: int) -> list[int]:
     """``points`` widths spread evenly over a stage's ``options`` (widest first), both ends
     included; every option when ``points`` >= len(options)."""
@@ -94,6 +99,8 @@ class LatencyTable:
 
     meta: dict[str, Any]
     entries: dict[str, float]
+    path: str = ""  # the file it was loaded from, and that file's sha256
+    sha256: str = ""
 
     # ---- files ----------------------------------------------------------------------
     @classmethod
@@ -114,19 +121,14 @@ class LatencyTable:
                                  "measured): run the same `ssr-deploy lut build` again to "
                                  "finish it")
         meta = {k: v for k, v in data.items() if k != "entries"}
-        table = cls(meta, {k: float(v) for k, v in data["entries"].items()})
-        table.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
-        table.path = str(path)
+        table = cls(meta, {k: float(v) for k, v in data["entries"].items()}, str(path),
+                    hashlib.sha256(path.read_bytes()).hexdigest())
         table.check_entries()
         return table
 
     @cached_property
     def space(self) -> SearchSpace:
         return SearchSpace.from_dict(self.meta["space"])
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return tuple(self.meta["size"])
 
     @property
     def num_classes(self) -> int:
@@ -140,7 +142,7 @@ class LatencyTable:
     # ---- the grids ------------------------------------------------------------------
     def grid(self, stage: int, dim: str = "mid") -> list[int]:
         """The widths measured for a stage's blocks along ``dim`` (in, mid or out); the
-        head and the next downsampler are measured on the mid grid and the out grid."""
+        head is measured on the mid grids, the next stage's downsampler on the out grid."""
         points = self.meta["width_grid"]
         if not isinstance(points, int):
             points = points[("in", "mid", "out").index(dim)]
@@ -149,7 +151,7 @@ class LatencyTable:
     def check_entries(self) -> None:
         missing = [k for k in self.required() if k not in self.entries]
         if missing:
-            raise SsrDeployError(f"latency table {getattr(self, 'path', '')} lacks {len(missing)} "
+            raise SsrDeployError(f"latency table {self.path} lacks {len(missing)} "
                                  f"parts (first: {missing[0]}); build it again")
 
     def required(self) -> list[str]:
@@ -276,10 +278,9 @@ class LatencyTable:
                     raise SsrDeployError(f"stages[{s}].layers[{j}]: widths {layer.mid_channels}"
                                          f"/{layer.out_channels} are not options of this "
                                          f"table's space ({options})")
-                mid, out = (torch.tensor([float(w == v) for v in options], dtype=torch.float64)
-                            for w in (layer.mid_channels, layer.out_channels))
                 parts[f"stages.{s}.layers.{j}"] = float(self.block_ms(
-                    s, layer.dilation, layer.resolution, float(layer.in_channels), mid, out))
+                    s, layer.dilation, layer.resolution, float(layer.in_channels),
+                    one_hot(options, layer.mid_channels), one_hot(options, layer.out_channels)))
             w_prev = stage.out_channels
             outs.append(w_prev)
         parts["head"] = float(self.head_ms(outs[0], outs[-1]))

@@ -42,6 +42,7 @@ from ssr_deploy.search.latency import (
     down_key,
     grid_widths,
     head_key,
+    one_hot,
 )
 from ssr_deploy.search.space import SearchSpace
 
@@ -519,9 +520,8 @@ def interpolation_error(table: LatencyTable, checks: dict[str, float]) -> dict[s
         s, d, r, i, m, o = (float(v) for v in BLOCK_KEY.fullmatch(key).groups())
         s, d, i, m, o = int(s), int(d), int(i), int(m), int(o)
         options = table.space.widths(s)
-        onehot = [torch.tensor([float(w == v) for v in options], dtype=torch.float64)
-                  for w in (m, o)]
-        predicted = float(table.block_ms(s, d, r, float(i), *onehot))
+        predicted = float(table.block_ms(s, d, r, float(i), one_hot(options, m),
+                                         one_hot(options, o)))
         errors.append(abs(predicted - measured) / measured)
     if not errors:
         return {"points": 0}

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from ssr_deploy.cli import main
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.search import lut as lut_module
-from ssr_deploy.search.latency import LatencyTable, block_key, down_key, head_key
+from ssr_deploy.search.latency import LatencyTable, block_key, down_key, head_key, one_hot
 from ssr_deploy.search.lut import LutOptions, build_lut
 from ssr_deploy.search.space import SearchSpace, StageSpace
 from ssr_deploy.search.supernet import SuperNet
@@ -150,8 +150,7 @@ def test_interpolation_is_exact_for_what_is_linear_in_each_width():
         for i in widths:
             for m in widths:
                 for o in widths:
-                    onehot = [torch.tensor([float(w == v) for v in widths], dtype=torch.float64)
-                              for w in (m, o)]
+                    onehot = [one_hot(list(widths), w) for w in (m, o)]
                     got = float(table.block_ms(s, 1, 1.0, float(i), *onehot))
                     assert got == pytest.approx(multilinear(s, 1, 1.0, i, m, o), rel=1e-9)
                     # a dilation measured at the widest widths scales the base surface
