@@ -217,7 +217,7 @@ def _export_verified(net: SSRNet, o: OnnxOptions, step: Callable[[str], None]
     step("export")
     deploy = DeployModel(fold_batchnorm(net), o.io).eval()
     example_batch = 2 if dynamic.batch and o.batch == 1 else o.batch  # 1 would be specialised
-    with _quiet():
+    with quiet_exporter():
         program = torch.onnx.export(
             deploy, (_example(o.io, example_batch, o.size),), dynamo=True,
             opset_version=o.opset, input_names=[o.io.input_name],
@@ -234,6 +234,7 @@ def _export_verified(net: SSRNet, o: OnnxOptions, step: Callable[[str], None]
         import onnxslim
 
         model = onnxslim.slim(model)
+    cast_uint8_inputs_first(model)
     metadata = build_metadata(genotype, o.io, o.batch, o.size, net.num_classes, dynamic, o.opset)
     onnx.helper.set_model_props(model, to_props(metadata))
     model.producer_name, model.producer_version = "ssr-deploy", metadata["producer"]["ssr_deploy"]
@@ -247,6 +248,27 @@ def _export_verified(net: SSRNet, o: OnnxOptions, step: Callable[[str], None]
                              f"{100 * report['label_agreement']:.4f}% of labels agreeing; "
                              "report this with the genotype and options")
     return model, metadata, report
+
+
+def cast_uint8_inputs_first(model: onnx.ModelProto) -> None:
+    """Make every uint8 graph input feed only its Cast: TensorRT takes uint8 into a Cast and
+    no other layer. The exporter reads a dynamic frame's size off the uint8 input; the cast's
+    output has the same shape, so those Shape nodes read it there instead."""
+    graph = model.graph
+    for tensor in graph.input:
+        if tensor.type.tensor_type.elem_type != onnx.TensorProto.UINT8:
+            continue
+        consumers = [n for n in graph.node if tensor.name in n.input]
+        cast = next((n for n in consumers if n.op_type == "Cast"), None)
+        others = [n for n in consumers if n is not cast]
+        if cast is None or any(n.op_type != "Shape" for n in others):
+            raise SsrDeployError(f"the exported graph's uint8 input {tensor.name!r} feeds "
+                                 f"{', '.join(n.op_type for n in others)} before any Cast; "
+                                 "report this with the genotype and options")
+        for node in others:
+            node.input[0] = cast.output[0]
+        graph.node.remove(cast)  # the cast now comes before the nodes that read its output
+        graph.node.insert(0, cast)
 
 
 def module_of(scopes: list[str]) -> str:
@@ -294,7 +316,7 @@ def summary_line(result: ExportResult) -> str:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet_exporter():
     """The exporter logs progress and notes about torchvision ops we do not use."""
     logger = logging.getLogger("torch.onnx")
     level = logger.level

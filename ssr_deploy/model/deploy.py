@@ -37,9 +37,10 @@ class DeployModel(nn.Module):
         return self.postprocess(self.net(self.preprocess(x)))
 
     def preprocess(self, x: Tensor) -> Tensor:
-        """The input format -> the network's normalised float NCHW."""
+        """The input format -> the network's normalised float NCHW. The uint8 frame is cast
+        first and feeds nothing else: TensorRT takes uint8 only into a Cast."""
         if self.io.uint8_input:
-            x = x.permute(0, 3, 1, 2).float()
+            x = x.float().permute(0, 3, 1, 2)
             if self.swap_channels:
                 x = x.flip(1)
             x = x * self.scale + self.shift
