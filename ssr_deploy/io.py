@@ -94,6 +94,13 @@ def check_output_path(path: Path) -> None:
         raise OutputError(f"cannot write {path}: it is a folder; give a file path")
 
 
+def cache_root() -> Path:
+    """``$XDG_CACHE_HOME/ssr-deploy`` (default ``~/.cache/ssr-deploy``): what ssr-deploy
+    keeps between runs (exported checkpoints, calibration, TensorRT-RTX runtime caches)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ssr-deploy"
+
+
 def _temp_beside(path: Path) -> Path:
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -4,17 +4,16 @@ and finds it again by that key (not by modification time)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from ssr_deploy.io import cache_root
 from ssr_deploy.spec import IOFormat, file_sha256
 
 RUNTIME_IO = IOFormat("uint8-nhwc-bgr", "labels")  # what the runtime moves fastest
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ssr-deploy" / "onnx"
+    return cache_root() / "onnx"
 
 
 def onnx_for_checkpoint(checkpoint: str | Path, size: tuple[int, int],

@@ -19,7 +19,6 @@ import contextlib
 import fnmatch
 import hashlib
 import inspect
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -41,7 +40,13 @@ from ssr_deploy.export.metadata import (
     to_props,
 )
 from ssr_deploy.export.precision_check import compare_with_fp32, module_of_node
-from ssr_deploy.io import atomic_write, check_input_file, check_output_path, find_images
+from ssr_deploy.io import (
+    atomic_write,
+    cache_root,
+    check_input_file,
+    check_output_path,
+    find_images,
+)
 from ssr_deploy.spec import ModelSpec
 
 CALIB_METHODS = ("entropy", "percentile", "minmax")
@@ -220,8 +225,7 @@ def _sort_topologically(graph: onnx.GraphProto) -> None:
 def cache_dir(o: PrecisionOptions) -> Path:
     if o.calib_cache:
         return Path(o.calib_cache)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ssr-deploy" / "calibration"
+    return cache_root() / "calibration"
 
 
 def bytes_sha256(model: onnx.ModelProto) -> str:
