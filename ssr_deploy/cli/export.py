@@ -168,14 +168,23 @@ def export_onnx_cmd(ctx, source, out, weights, random_init, size, batch, dynamic
 @click.option("--max", "max_shape", metavar="BxHxW", help="Profile maximum.")
 @click.option("--workspace", type=POSITIVE, default=4.0, show_default=True, help="GiB.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False),
-              help="Timing cache file, reused and updated: rebuilds take seconds.")
+              help="Full TensorRT: timing cache file, reused and updated: rebuilds take seconds.")
 @click.option("--opt-level", type=click.IntRange(0, 5), default=3, show_default=True,
               help="TensorRT's builder optimisation level.")
+@click.option("--builder", type=click.Choice(["tensorrt", "tensorrt-rtx"]),
+              help="tensorrt: full TensorRT, on the GPU that will run the engine; tensorrt-rtx: "
+              "TensorRT-RTX, on any machine (no GPU needed), for RTX GPUs. [default: tensorrt "
+              "where it is installed, else tensorrt-rtx]")
+@click.option("--compute-capability", "compute_capabilities", metavar="CC[,CC...]",
+              help="tensorrt-rtx: the GPUs the engine runs on, e.g. 7.5,8.6,8.9,12.0. "
+              "[default: TensorRT-RTX's own, Ampere and later: 8.0, 8.6, 8.9, 12.0] Turing "
+              "(7.5, RTX 20xx) must be named; Hopper (9.0) is not an RTX target.")
 def export_engine_cmd(onnx_path, out, precision, fp32_layers, calib_dir, calib_n, calib_method,
                       calib_cache, min_agreement, min_shape, opt_shape, max_shape, workspace,
-                      timing_cache, opt_level) -> None:
-    """Build a strongly typed TensorRT engine (TensorRT >= 10.3, a GPU): the precision is the
-    ONNX's, converted and verified on the CPU first when --precision asks for another.
+                      timing_cache, opt_level, builder, compute_capabilities) -> None:
+    """Build a strongly typed TensorRT engine: with full TensorRT (>= 10.3) on the GPU that
+    will run it, or with TensorRT-RTX (>= 1.7) on any machine for RTX GPUs. The precision is
+    the ONNX's, converted and verified on the CPU first when --precision asks for another.
 
     \b
     Examples:
@@ -184,6 +193,8 @@ def export_engine_cmd(onnx_path, out, precision, fp32_layers, calib_dir, calib_n
       ssr-deploy export engine model.int8.onnx -o model-int8.engine     # already int8
       ssr-deploy export engine dyn.onnx -o dyn.engine --min 1x512x1024 --opt 4x512x1024 \\
           --max 8x1024x2048 --timing-cache trt.cache
+      ssr-deploy export engine model.onnx -o model.engine --builder tensorrt-rtx \\
+          --compute-capability 7.5,8.6,8.9,12.0                         # no GPU needed
     """
     from ssr_deploy.export.tensorrt import STAGES, EngineOptions, build_engine
     from ssr_deploy.io import check_outputs_spare_inputs
@@ -197,16 +208,29 @@ def export_engine_cmd(onnx_path, out, precision, fp32_layers, calib_dir, calib_n
                             fp32_layers=tuple(fp32_layers), min_agreement=min_agreement,
                             min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape,
                             workspace_gib=workspace, timing_cache=timing_cache,
-                            opt_level=opt_level)
+                            opt_level=opt_level, builder=builder,
+                            compute_capabilities=compute_capabilities)
     with stage_bar(STAGES) as progress:
         meta = build_engine(onnx_path, out, options, progress=progress)
-    gpu = meta["tensorrt"]["gpu"]
-    size_mb = Path(out).stat().st_size / 1e6
+    click.echo(engine_summary(out, meta))
+
+
+def engine_summary(path: str | Path, meta: dict) -> str:
+    """``wrote m.engine (8.5 MB, fp16, TensorRT-RTX 1.7.1.116, for sm_80/86/89/120) in 0.4 s``"""
+    from ssr_deploy.runtime.tensorrt_library import NAMES, engine_targets, sm
+
+    built = meta["tensorrt"]
+    size_mb = Path(path).stat().st_size / 1e6
     check = meta.get("precision_check")
     agreement = f", {100 * check['label_agreement']:.2f}% labels as fp32" if check else ""
-    click.echo(f"wrote {out} ({size_mb:.1f} MB, {meta['precision']}{agreement}, TensorRT "
-               f"{meta['tensorrt']['version']}, {gpu['name']} sm_"
-               f"{gpu['compute_capability'].replace('.', '')}) in {meta['build_seconds']:.1f} s")
+    if built.get("builder") == "tensorrt-rtx":
+        targets = "/".join(cc.replace(".", "") for cc in engine_targets(built))
+        where = f"for sm_{targets}: RTX GPUs"
+    else:
+        where = f"{built['gpu']['name']} {sm(built['gpu']['compute_capability'])}"
+    return (f"wrote {path} ({size_mb:.1f} MB, {meta['precision']}{agreement}, "
+            f"{NAMES[built.get('builder', 'tensorrt')]} {built['version']}, {where}) in "
+            f"{meta['build_seconds']:.1f} s")
 
 
 @export.command("check")

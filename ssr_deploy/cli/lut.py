@@ -73,7 +73,7 @@ def build(out: str, backend: str, device: str, size: tuple, batch: int, precisio
     from pathlib import Path
 
     from ssr_deploy.io import check_output_path
-    from ssr_deploy.search.lut import LutOptions, build_lut
+    from ssr_deploy.lut import LutOptions, build_lut
     from ssr_deploy.search.space import SearchSpace
 
     try:

@@ -43,6 +43,18 @@ def gpu_info(device: int = 0) -> dict[str, str]:
             "driver": f"{driver // 1000}.{driver % 1000 // 10}"}
 
 
+def find_gpu(device: int = 0) -> tuple[dict[str, str] | None, str]:
+    """(gpu_info(device), "") where this machine has that GPU, else (None, why not)."""
+    try:
+        return gpu_info(device), ""
+    except SsrDeployError as e:
+        return None, str(e)
+
+
+def set_device(device: int) -> None:
+    check(_cudart().cudaSetDevice(device))
+
+
 def upload(dst: int, array: np.ndarray) -> None:
     """Synchronous host -> device copy of a C-contiguous array to address ``dst``."""
     cudart = _cudart()

@@ -112,9 +112,7 @@ def _ort_node(name: str, owner: dict[str, str]) -> str:
 def profile_tensorrt(backend, batch: np.ndarray, iters: int, trace: Path | None
                      ) -> dict[str, float]:
     """TensorRT's IProfiler on the backend's execution context."""
-    from ssr_deploy.runtime.backends.tensorrt import import_tensorrt
-
-    trt = import_tensorrt()
+    trt = backend.library.module
     times: dict[str, float] = defaultdict(float)
     order: list[str] = []
 

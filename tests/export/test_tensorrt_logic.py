@@ -2,6 +2,7 @@
 
 import copy
 import sys
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -15,11 +16,8 @@ from ssr_deploy.export.tensorrt import EngineOptions, onnx_for_tensorrt, validat
 from ssr_deploy.export.trt_profiles import optimization_profile, parse_bhw
 from ssr_deploy.io import find_images
 from ssr_deploy.preprocess import InputFormat
-from ssr_deploy.runtime.backends.tensorrt import (
-    buffer_plan,
-    check_compatibility,
-    check_tensorrt_version,
-)
+from ssr_deploy.runtime.backends.tensorrt import buffer_plan
+from ssr_deploy.runtime.tensorrt_library import TensorRT, check_compatibility, check_version
 from ssr_deploy.spec import ModelSpec
 
 
@@ -78,10 +76,16 @@ def engine_spec(labels_onnx):
     return ModelSpec.from_dict(meta)
 
 
+def full(version: str) -> TensorRT:
+    """Full TensorRT as far as the compatibility checks see it: a builder and a version."""
+    return TensorRT("tensorrt", SimpleNamespace(__version__=version))
+
+
 def test_engine_on_other_tensorrt_is_refused_with_rebuild_line(engine_spec):
     with pytest.raises(SsrDeployError) as err:
-        check_compatibility(engine_spec, "10.7.0", {"name": "NVIDIA A100-SXM4-80GB",
-                                                    "compute_capability": "8.0"}, "m.engine")
+        check_compatibility(engine_spec, full("10.7.0"), {"name": "NVIDIA A100-SXM4-80GB",
+                                                          "compute_capability": "8.0"},
+                            "m.engine")
     message = str(err.value)
     assert "built with TensorRT 10.3.0, this machine has TensorRT 10.7.0" in message
     assert "ssr-deploy export engine model.onnx -o m.engine" in message and "\n" not in message
@@ -91,11 +95,14 @@ def test_engine_on_other_gpu_is_refused_same_chip_warns(engine_spec):
     h100 = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
     with pytest.raises(SsrDeployError, match=r"built for NVIDIA A100-SXM4-80GB \(sm_80\), this "
                                              r"GPU is NVIDIA H100 80GB HBM3 \(sm_90\)"):
-        check_compatibility(engine_spec, "10.3.0", h100)
+        check_compatibility(engine_spec, full("10.3.0"), h100)
     pcie = {"name": "NVIDIA A100-PCIE-40GB", "compute_capability": "8.0"}
-    assert "rebuilding here may be faster" in check_compatibility(engine_spec, "10.3.0", pcie)[0]
+    warnings = check_compatibility(engine_spec, full("10.3.0"), pcie)
+    assert "rebuilding here may be faster" in warnings[0]
     same = copy.deepcopy(engine_spec.get("tensorrt")["gpu"])
-    assert check_compatibility(engine_spec, "10.3.0", same) == []
+    assert check_compatibility(engine_spec, full("10.3.0"), same) == []
+    with pytest.raises(SsrDeployError, match="no usable NVIDIA GPU"):
+        check_compatibility(engine_spec, full("10.3.0"), None)
 
 
 def _write_images(folder, n, size=(40, 70)):
@@ -178,12 +185,15 @@ def test_a_converted_onnx_keeps_its_precision(tmp_path, labels_onnx, fp16_onnx):
 
 
 def test_tensorrt_older_than_10_3_is_one_line():
-    check_tensorrt_version("10.3.0.26")
-    check_tensorrt_version("11.4.0.106")
+    check_version("tensorrt", "10.3.0.26")
+    check_version("tensorrt", "11.4.0.106")
+    check_version("tensorrt-rtx", "1.7.1.116")
     with pytest.raises(SsrDeployError, match="TensorRT 10.2.0 is too old.*>= 10.3"):
-        check_tensorrt_version("10.2.0")
+        check_version("tensorrt", "10.2.0")
     with pytest.raises(SsrDeployError, match="too old"):
-        check_tensorrt_version("8.6.1")
+        check_version("tensorrt", "8.6.1")
+    with pytest.raises(SsrDeployError, match="TensorRT-RTX 1.6.0 is too old.*>= 1.7"):
+        check_version("tensorrt-rtx", "1.6.0")
 
 
 def test_tensorrt_gets_int32_labels(labels_onnx):
@@ -216,9 +226,15 @@ def test_missing_tensorrt_is_one_clear_line(tmp_path, labels_onnx, monkeypatch):
     from ssr_deploy.export.tensorrt import build_engine
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails as where it is absent
-    with pytest.raises(SsrDeployError, match="TensorRT is not installed"):
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)
+    with pytest.raises(SsrDeployError, match="TensorRT is not installed: for any NVIDIA GPU, "
+                                             r"pip install .*\[cu12\].* pip install "
+                                             r"'ssr-deploy\[rtx\]'"):
         build_engine(labels_onnx, tmp_path / "m.engine", EngineOptions())
-    assert not (tmp_path / "m.engine").exists()
+    with pytest.raises(SsrDeployError, match=r"TensorRT-RTX is not installed: pip install "
+                                             r"'ssr-deploy\[rtx\]'"):
+        build_engine(labels_onnx, tmp_path / "m.engine", EngineOptions(builder="tensorrt-rtx"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_buffer_plan_from_profile(engine_spec):

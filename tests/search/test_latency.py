@@ -11,11 +11,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from ssr_deploy import lut as lut_module
 from ssr_deploy.cli import main
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.search import lut as lut_module
+from ssr_deploy.lut import LutOptions, build_lut
 from ssr_deploy.search.latency import LatencyTable, block_key, down_key, head_key, one_hot
-from ssr_deploy.search.lut import LutOptions, build_lut
 from ssr_deploy.search.space import SearchSpace, StageSpace
 from ssr_deploy.search.supernet import SuperNet
 
@@ -51,7 +51,7 @@ def test_a_built_table_holds_every_part_measured_and_where(tiny_lut):
 def test_an_interrupted_build_keeps_its_parts_and_the_same_command_finishes_it(tmp_path,
                                                                                 monkeypatch):
     path = tmp_path / "lut.json"
-    real, calls = lut_module.OnnxRuntimeTimer.time, []
+    real, calls = lut_module.timers.OnnxRuntimeTimer.time, []
 
     def stop_after_five(self, probe, model):
         if len(calls) == 5:
@@ -59,7 +59,7 @@ def test_an_interrupted_build_keeps_its_parts_and_the_same_command_finishes_it(t
         calls.append(probe.key)
         return real(self, probe, model)
 
-    monkeypatch.setattr(lut_module.OnnxRuntimeTimer, "time", stop_after_five)
+    monkeypatch.setattr(lut_module.timers.OnnxRuntimeTimer, "time", stop_after_five)
     with pytest.raises(KeyboardInterrupt):
         build_lut(TINY, path, OPTIONS, progress=False)
     partial = json.loads(path.read_text())
@@ -68,7 +68,7 @@ def test_an_interrupted_build_keeps_its_parts_and_the_same_command_finishes_it(t
         LatencyTable.load(path)
 
     measured = []
-    monkeypatch.setattr(lut_module.OnnxRuntimeTimer, "time",
+    monkeypatch.setattr(lut_module.timers.OnnxRuntimeTimer, "time",
                         lambda self, probe, model: measured.append(probe.key) or real(
                             self, probe, model))
     build_lut(TINY, path, OPTIONS, progress=False)
@@ -113,7 +113,7 @@ def synthetic_table(space: SearchSpace, f, grid: int = 2) -> LatencyTable:
     table = LatencyTable(meta, {})
     entries = {}
     for key in table.required():
-        m = lut_module.BLOCK_KEY.fullmatch(key)
+        m = lut_module.options.BLOCK_KEY.fullmatch(key)
         if m:
             s, d, r, i, mid, o = (float(v) for v in m.groups())
             entries[key] = f(int(s), int(d), r, i, mid, o)

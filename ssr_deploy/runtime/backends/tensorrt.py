@@ -10,6 +10,11 @@ with its own execution context (a context's internal state follows its last inpu
 one context shared by several captured graphs would replay stale state), and replays it with
 one launch. Every TensorRT call that can fail is checked; the engine's own I/O (names,
 dtypes, shapes) is checked against the sidecar at load.
+
+A TensorRT-RTX engine (its sidecar names the builder) is opened with ``tensorrt_rtx``: its
+validity checked first, its JIT-compiled kernels kept in a runtime cache under the user's
+cache folder and reused on the next load, and ``cuda_graph=True`` handed to TensorRT-RTX as
+its own whole-graph capture strategy.
 """
 
 from __future__ import annotations
@@ -22,59 +27,19 @@ from typing import Any
 import numpy as np
 
 from ssr_deploy.errors import SsrDeployError, UsageError
+from ssr_deploy.io import atomic_write_bytes, cache_root
 from ssr_deploy.runtime.backends.base import Backend
+from ssr_deploy.runtime.tensorrt_library import (
+    RTX_MAGIC,
+    TensorRT,
+    check_compatibility,
+    check_engine_builder,
+    load_tensorrt,
+)
 from ssr_deploy.spec import ModelSpec
 
 DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8, "int32": np.int32,
           "int64": np.int64}
-
-
-MIN_TENSORRT = (10, 3)
-
-
-def import_tensorrt():
-    """TensorRT >= 10.3 with strongly typed networks, or one line saying what is missing."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise SsrDeployError("TensorRT is not installed: on a machine with an NVIDIA GPU, pip "
-                             "install 'ssr-deploy[cu12]' (driver >= 525) or 'ssr-deploy[cu13]' "
-                             "(driver >= 580), or use the docker/Dockerfile image") from None
-    check_tensorrt_version(trt.__version__)
-    if not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        raise SsrDeployError(f"TensorRT {trt.__version__} has no strongly typed networks; "
-                             "install TensorRT >= 10.3")
-    return trt
-
-
-def check_tensorrt_version(version: str) -> None:
-    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
-    if parts < MIN_TENSORRT:
-        raise SsrDeployError(f"TensorRT {version} is too old: ssr-deploy builds strongly typed "
-                             "engines, which need TensorRT >= 10.3")
-
-
-def check_compatibility(spec: ModelSpec, tensorrt_version: str, gpu: dict[str, Any],
-                        engine_name: str = "the engine") -> list[str]:
-    """Refuse an engine built with another TensorRT or for another compute capability, with
-    one line that says which and how to rebuild; return warnings (same chip, other board)."""
-    built = spec.get("tensorrt", {})
-    built_version, built_gpu = built.get("version"), built.get("gpu", {})
-    rebuild = f"rebuild it here: ssr-deploy export engine {spec.get('onnx', 'model.onnx')} -o " \
-              f"{engine_name}"
-    if built_version != tensorrt_version:
-        raise SsrDeployError(f"{engine_name} was built with TensorRT {built_version}, this machine "
-                             f"has TensorRT {tensorrt_version}; engines do not move between "
-                             f"TensorRT versions: {rebuild}")
-    if built_gpu.get("compute_capability") != gpu.get("compute_capability"):
-        raise SsrDeployError(f"{engine_name} was built for {built_gpu.get('name')} (sm_"
-                             f"{built_gpu.get('compute_capability', '?').replace('.', '')}), this "
-                             f"GPU is {gpu.get('name')} (sm_"
-                             f"{gpu.get('compute_capability', '?').replace('.', '')}); {rebuild}")
-    if built_gpu.get("name") != gpu.get("name"):
-        return [f"{engine_name} was tuned on {built_gpu.get('name')}, running on {gpu.get('name')}"
-                " (same compute capability): it runs, but rebuilding here may be faster"]
-    return []
 
 
 @dataclass(frozen=True)
@@ -150,6 +115,49 @@ def check_in_profile(spec: ModelSpec, shape: tuple[int, ...]) -> None:
                              f"{tuple(lo)} to {tuple(hi)}")
 
 
+def check_rtx_validity(library: TensorRT, trt_runtime, data: bytes, engine_name: str) -> None:
+    """TensorRT-RTX's own verdict on the engine's header, before deserialising it."""
+    trt = library.module
+    validity, diagnostics = trt_runtime.get_engine_validity(data)
+    if validity != trt.EngineValidity.INVALID:
+        return
+    reasons = [name.lower().replace("_", " ") for name, flag
+               in trt.EngineInvalidityDiagnostics.__members__.items()
+               if int(diagnostics) & int(flag)]
+    raise SsrDeployError(f"{library.title} cannot run {engine_name} here "
+                         f"({', '.join(reasons) or 'no reason given'}); build it again with "
+                         "`ssr-deploy export engine --builder tensorrt-rtx`")
+
+
+class RtxRuntimeCache:
+    """TensorRT-RTX's runtime config for one engine: its JIT-compiled kernels cached in
+    ``~/.cache/ssr-deploy/tensorrt-rtx/`` (keyed by the engine and the GPU), loaded at open
+    and written back at close, so the second load of an engine starts without compiling."""
+
+    def __init__(self, library: TensorRT, engine, data: bytes, gpu: dict[str, str],
+                 cuda_graph: bool) -> None:
+        import hashlib
+
+        trt = library.module
+        key = hashlib.sha256(data).hexdigest()[:16]
+        board = "".join(c if c.isalnum() else "-" for c in gpu.get("name", "gpu"))
+        self.path = cache_root() / "tensorrt-rtx" / f"{key}-{board}.cache"
+        self.runtime_config = engine.create_runtime_config()
+        self.rtx_cache = self.runtime_config.create_runtime_cache()
+        self.loaded = self.path.is_file() and self.rtx_cache.deserialize(self.path.read_bytes())
+        if not self.runtime_config.set_runtime_cache(self.rtx_cache):
+            raise SsrDeployError(f"{library.title} refused its runtime cache; remove "
+                                 f"{self.path} and load the engine again")
+        if cuda_graph:
+            self.runtime_config.cuda_graph_strategy = trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+
+    def save(self) -> None:
+        data = bytes(self.rtx_cache.serialize())
+        if data:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.path, data)
+
+
 class _Slot:
     """Host and device buffers for one frame in flight, and the events that order it."""
 
@@ -175,34 +183,48 @@ class TensorRTBackend(Backend):
                  options: TensorRTOptions | None = None) -> None:
         from ssr_deploy.runtime import cuda
 
-        trt = import_tensorrt()
         self._cuda = cuda
         path = Path(path)
         self.spec = ModelSpec.load(path)
         if self.spec.profile is None:
             raise UsageError(f"{path.name}'s sidecar has no optimisation profile: it is not an "
                              "engine's; build one with `ssr-deploy export engine`")
-        check_compatibility(self.spec, trt.__version__, cuda.gpu_info(device), path.name)
-        cuda.check(cuda._cudart().cudaSetDevice(device))
-        self.device_name = cuda.gpu_info(device)["name"]
+        builder = self.spec.get("tensorrt", {}).get("builder", "tensorrt")
+        data = path.read_bytes()
+        check_engine_builder(path.name, builder, data[:len(RTX_MAGIC)])
+        self.library = load_tensorrt(builder)
+        trt = self.library.module
+        gpu, why = cuda.find_gpu(device)
+        self.warnings = check_compatibility(self.spec, self.library, gpu, path.name, why)
+        cuda.set_device(device)
+        self.device_name = gpu["name"]
         self._logger = trt.Logger(trt.Logger.WARNING)
         self.trt_runtime = trt.Runtime(self._logger)
-        self.engine = self.trt_runtime.deserialize_cuda_engine(path.read_bytes())
+        if self.library.is_rtx:
+            check_rtx_validity(self.library, self.trt_runtime, data, path.name)
+        self.engine = self.trt_runtime.deserialize_cuda_engine(data)
         if self.engine is None:
-            raise SsrDeployError(f"TensorRT could not load {path}; rebuild it with "
+            raise SsrDeployError(f"{self.library.title} could not load {path}; rebuild it with "
                                  "`ssr-deploy export engine`")
         check_engine_io(self.spec, engine_io(trt, self.engine), path.name)
+        cuda_graph = (options or TensorRTOptions()).cuda_graph
+        self.runtime_cache = RtxRuntimeCache(self.library, self.engine, data, gpu, cuda_graph) \
+            if self.library.is_rtx else None
         self.context = self._new_context()
         self.plan = buffer_plan(self.spec)
         self.compute, self.upload, self.download = cuda.Stream(), cuda.Stream(), cuda.Stream()
         self.slots = [_Slot(cuda, self.plan), _Slot(cuda, self.plan)]
         self.start = cuda.Event()
-        self.cuda_graph = (options or TensorRTOptions()).cuda_graph
+        # TensorRT-RTX captures and replays CUDA graphs itself (its runtime config)
+        self.cuda_graph = cuda_graph and not self.library.is_rtx
         self._graphs: dict[tuple[int, ...], Any] = {}
         self._contexts: dict[tuple[int, ...], Any] = {}  # one per captured shape
 
     def _new_context(self):
-        context = self.engine.create_execution_context()
+        if self.runtime_cache is not None:
+            context = self.engine.create_execution_context(self.runtime_cache.runtime_config)
+        else:
+            context = self.engine.create_execution_context()
         if context is None:
             raise SsrDeployError("TensorRT could not create an execution context (out of GPU "
                                  "memory?); close other GPU work or build a smaller profile")
@@ -303,4 +325,7 @@ class TensorRTBackend(Backend):
         if getattr(self, "start", None) is not None:
             self.start.destroy()
         self._contexts = {}
-        self.context = self.engine = None
+        self.context = None
+        if getattr(self, "runtime_cache", None) is not None:
+            self.runtime_cache.save()
+        self.engine = None

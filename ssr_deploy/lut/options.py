@@ -1,0 +1,63 @@
+"""What a latency table measures and how: the options a build is continued under."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ssr_deploy.errors import UsageError
+from ssr_deploy.search.space import SearchSpace
+
+BACKENDS = ("onnxruntime", "tensorrt", "torch")
+IO_KEY = "io"  # on a GPU: a frame's copy in and its labels' copy out
+BLOCK_KEY = re.compile(r"stage(\d+)\.d(\d+)\.r([\d.]+)\.(\d+)-(\d+)-(\d+)")
+#: settings a build is continued under only when they are the same
+SAME = ("backend", "device", "precision", "size", "batch", "num_classes", "width_grid",
+        "every_dilation", "repeats", "passes", "check_points", "io", "space", "fingerprint")
+
+
+@dataclass(frozen=True)
+class LutOptions:
+    backend: str = "onnxruntime"
+    device: str = "cpu"
+    size: tuple[int, int] = (512, 1024)
+    batch: int = 1
+    num_classes: int = 19
+    precision: str = "fp32"  # tensorrt: fp32 | fp16; torch on cuda: fp16 autocast
+    width_grid: tuple[int, int, int] = (9, 3, 9)  # widths measured: in, mid, out
+    every_dilation: bool = False
+    repeats: int = 10
+    passes: int = 2  # each part timed once per pass, passes in alternating order
+    check_points: int = 8
+    threads: int | None = None  # onnxruntime intra-op threads (default: its own)
+    seed: int = 0
+
+    def validate(self, space: SearchSpace) -> None:
+        if self.backend not in BACKENDS:
+            raise UsageError(f"--backend {self.backend}: use one of {', '.join(BACKENDS)}")
+        if self.precision not in ("fp32", "fp16"):
+            raise UsageError(f"--precision {self.precision}: use fp32 or fp16")
+        if self.precision == "fp16" and not (self.backend == "tensorrt" or (
+                self.backend == "torch" and self.device.startswith("cuda"))):
+            raise UsageError("--precision fp16 is for --backend tensorrt, or torch with "
+                             "--device cuda; onnxruntime's CPU kernels run fp32")
+        if self.backend == "tensorrt" and not self.device.startswith("cuda"):
+            raise UsageError("--backend tensorrt runs on an NVIDIA GPU: add --device cuda")
+        if len(self.width_grid) != 3 or min(self.width_grid) < 2:
+            raise UsageError(f"--width-grid {','.join(map(str, self.width_grid))}: give three "
+                             "numbers (in, mid, out), each at least 2 (the widest and narrowest "
+                             "widths)")
+        if min(self.repeats, self.batch, self.passes) < 1 or self.check_points < 0:
+            raise UsageError("--repeats, --passes and --batch are at least 1, --check at "
+                             "least 0")
+        multiple = 2 ** (len(space.stages) + 2)  # the deepest stage, then a half-res block
+        if self.size[0] % multiple or self.size[1] % multiple:
+            raise UsageError(f"--size {self.size[0]}x{self.size[1]}: height and width must be "
+                             f"multiples of {multiple} for this space")
+
+
+def runtime_io(num_classes: int):
+    """The I/O format the runtime's backends run a network in (frames in, labels out)."""
+    from ssr_deploy.runtime.backends.torch import io_format
+
+    return io_format(num_classes)

@@ -1,0 +1,153 @@
+"""The parts a latency table times, each a module in the shapes it has in a network of the
+space, and each part's ONNX as ``export onnx`` would write it."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ssr_deploy.lut.options import IO_KEY, LutOptions, runtime_io
+from ssr_deploy.search.latency import block_key, diagonal, down_key, grid_widths, head_key
+from ssr_deploy.search.space import SearchSpace
+
+
+@dataclass
+class Probe:
+    """One part to time: its key, a module, and the (shape, dtype) of each input."""
+
+    key: str
+    module: Callable[[], nn.Module]
+    inputs: list[tuple[tuple[int, ...], str]]
+
+
+# ---- what to measure -------------------------------------------------------------------
+
+class _Stem(nn.Module):
+    """The fused input conversion, then the stem downsampler."""
+
+    def __init__(self, deploy: nn.Module, stem: nn.Module) -> None:
+        super().__init__()
+        self.deploy, self.stem = deploy, stem
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.stem(self.deploy.preprocess(x))
+
+
+class _Head(nn.Module):
+    """The head at the input size, then the fused argmax."""
+
+    def __init__(self, deploy: nn.Module, head: nn.Module, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.deploy, self.head, self.size = deploy, head, size
+
+    def forward(self, deep: Tensor, shallow: Tensor, stem: Tensor) -> Tensor:
+        return self.deploy.postprocess(self.head(deep, shallow, stem, self.size))
+
+
+def probes(space: SearchSpace, o: LutOptions) -> list[Probe]:
+    """Every part the table needs, then the off-grid checks (keys ``check/<block>``)."""
+    from ssr_deploy.export.graph import FoldedDownsampler
+    from ssr_deploy.model.blocks import Downsampler, FactorisedResidual
+    from ssr_deploy.model.deploy import DeployModel
+    from ssr_deploy.model.head import SegHead
+    from ssr_deploy.model.net import build_model
+    from ssr_deploy.search.supernet import SuperNet, decode
+
+    eps, (h, w), b = space.bn_eps, o.size, o.batch
+    genotype = decode(SuperNet(space, o.num_classes))
+    deploy = DeployModel(build_model(genotype, o.num_classes), runtime_io(o.num_classes)).eval()
+    deploy.net = nn.Identity()  # its pre- and post-processing only
+
+    def fmap(stride: int, channels: int) -> tuple[tuple[int, ...], str]:
+        return (b, channels, h // stride, w // stride), "float32"
+
+    def down(c_in: int, c_out: int) -> Callable[[], nn.Module]:
+        return lambda: FoldedDownsampler(Downsampler(c_in, c_out, eps).eval())
+
+    out = [Probe("stem", lambda: _Stem(deploy, FoldedDownsampler(Downsampler(
+        3, space.stem_channels, eps).eval())), [((b, h, w, 3), "uint8")])]
+    if o.device.startswith("cuda"):  # frames to the GPU and labels back, as the runtime does
+        out.append(Probe(IO_KEY, nn.Identity, [((b, h, w, 3), "uint8")]))
+    prev, prev_stride = [space.stem_channels], 2
+    blocks: list[Probe] = []
+    base = space.dilations[0]
+    grid_dilations = space.dilations if o.every_dilation else (base,)
+    for s, st in enumerate(space.stages):
+        out += [Probe(down_key(s, c), down(c, st.channels), [fmap(prev_stride, c)])
+                for c in prev]
+        gi, gm, go = (grid_widths(space.widths(s), n) for n in o.width_grid)
+
+        def block(i, m, ot, d, r, st=st):
+            return lambda: FactorisedResidual(i, m, ot, d, r, st.dropout, eps).eval()
+
+        for r in space.resolutions:
+            for d in space.dilations:
+                corners = [(i, m, ot) for i in gi for m in gm for ot in go] \
+                    if d in grid_dilations else diagonal(gi, gm, go)
+                blocks += [Probe(block_key(s, d, r, *c), block(*c, d, r), [fmap(st.stride,
+                                                                                 c[0])])
+                           for c in corners]
+        prev, prev_stride = go, st.stride
+    out += blocks
+    first, last = space.stages[0], space.stages[-1]
+    for f in grid_widths(space.widths(0), o.width_grid[1]):
+        for la in grid_widths(space.widths(len(space.stages) - 1), o.width_grid[1]):
+            def head(f=f, la=la):
+                return _Head(deploy, SegHead(la, f, space.stem_channels, first.stride // 2,
+                                             space.head, o.num_classes, eps).eval(), (h, w))
+
+            out.append(Probe(head_key(f, la), head, [fmap(last.stride, la),
+                                                     fmap(first.stride, f),
+                                                     fmap(2, space.stem_channels)]))
+    rng, measured = random.Random(o.seed), {p.key for p in out}
+    tries = 0
+    while sum(p.key.startswith("check/") for p in out) < o.check_points and tries < 1000:
+        tries += 1
+        s = rng.randrange(len(space.stages))
+        options = space.widths(s)
+        d, r = rng.choice([op for op in space.ops() if op != ("skip",)])
+        c = tuple(rng.choice(options) for _ in range(3))
+        key = block_key(s, d, r, *c)
+        if key in measured:
+            continue
+        measured.add(key)
+        out.append(Probe(f"check/{key}", block(*c, d, r, st=space.stages[s]),
+                         [fmap(space.stages[s].stride, c[0])]))
+    return out
+
+
+# ---- to ONNX ---------------------------------------------------------------------------
+def example_input(shape: tuple[int, ...], dtype: str, rng: np.random.Generator) -> np.ndarray:
+    if dtype == "uint8":
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+    return rng.standard_normal(shape, dtype=np.float32)
+
+
+def export_part(probe: Probe, opset: int = 18) -> bytes:
+    """The part's ONNX: BN folded, simplified with onnxslim, as ``export onnx`` writes a
+    network. Exported with torch's TorchScript exporter where this torch has it: the same
+    ONNX ops as the dynamo export of the network (checked), 5-15x faster to make; the
+    dynamo exporter otherwise."""
+    import io
+
+    import onnx
+    import onnxslim
+
+    from ssr_deploy.export.onnx import quiet_exporter
+
+    module = probe.module().eval()
+    xs = tuple(torch.zeros(shape, dtype=getattr(torch, dtype)) for shape, dtype in probe.inputs)
+    with quiet_exporter(), torch.no_grad():
+        try:
+            buffer = io.BytesIO()
+            torch.onnx.export(module, xs, buffer, dynamo=False, opset_version=opset)
+            model = onnx.load_from_string(buffer.getvalue())
+        except Exception:  # noqa: BLE001 - a torch without the TorchScript exporter
+            model = torch.onnx.export(module, xs, dynamo=True, opset_version=opset,
+                                      verbose=False).model_proto
+    return onnxslim.slim(model).SerializeToString()
