@@ -4,7 +4,8 @@ Stages (each writes its outputs, then ``.stages/<name>.json`` with its figures; 
 skips finished stages, so an interrupted demo continues): synthetic scenes and a video ->
 a short SSR search -> brief retraining of the paper's network -> verified ONNX (uint8 in,
 labels out) -> onnxruntime vs torch benchmark -> segmented video and sample overlays ->
-with TensorRT and a GPU, an FP16 engine and its benchmark -> ``report.md``.
+an FP16 engine (full TensorRT, or TensorRT-RTX on any machine) and, where a GPU can run it,
+its benchmark -> ``report.md``.
 """
 
 from __future__ import annotations
@@ -224,24 +225,37 @@ class Demo:
                            f"{self.out}/model.onnx -o {self.out}/overlay.mp4 --draw-fps"}
 
     def engine(self) -> dict[str, Any]:
-        """FP16 TensorRT engine + benchmark, only where TensorRT and a GPU exist."""
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError:
-            return {"skipped": "TensorRT is not installed here"}
+        """An fp16 engine of model.onnx, built by full TensorRT where it is installed, else by
+        TensorRT-RTX (on any machine, no GPU needed); benchmarked where this machine's GPU
+        can run it, else the runtime's one line on what it needs."""
         from ssr_deploy.export.tensorrt import EngineOptions, build_engine
         from ssr_deploy.runtime import bench
         from ssr_deploy.runtime.segmenter import Segmenter
+        from ssr_deploy.runtime.tensorrt_library import engine_targets, load_tensorrt
 
-        build_engine(self.out / "model.onnx", self.out / "model.engine", EngineOptions())
+        try:
+            library = load_tensorrt()
+        except SsrDeployError as e:
+            return {"skipped": str(e)}
+        path = self.out / "model.engine"
         # (model.onnx is fp32: the build converts it to fp16 first, verified on the CPU)
-        seg = Segmenter.load(self.out / "model.engine")
+        meta = build_engine(self.out / "model.onnx", path, EngineOptions(builder=library.builder))
+        check = meta.get("precision_check") or {}
+        built = {"file": path.name, "size_mb": path.stat().st_size / 1e6,
+                 "build_seconds": meta["build_seconds"], "builder": library.title,
+                 "precision": meta["precision"], "agreement": check.get("label_agreement"),
+                 "targets": list(engine_targets(meta["tensorrt"])),
+                 "command": f"ssr-deploy export engine {self.out}/model.onnx -o {path}"
+                            f"{' --builder tensorrt-rtx' if library.is_rtx else ''} && "
+                            f"ssr-deploy bench {path}"}
+        try:
+            seg = Segmenter.load(path)
+        except SsrDeployError as e:
+            return {**built, "not_run": str(e)}
         results = bench.run([("tensorrt", seg)], [1], 200, 50)
         seg.close()
         bench.plot_histogram(results, self.out / "bench_engine.png")  # with the 175 FPS line
-        return {"fps": results[0].fps, "paper_fps": bench.PAPER_FPS,
-                "command": f"ssr-deploy export engine {self.out}/model.onnx -o "
-                           f"{self.out}/model.engine && ssr-deploy bench {self.out}/model.engine"}
+        return {**built, "fps": results[0].fps, "paper_fps": bench.PAPER_FPS}
 
     # ---- the whole demo -----------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -293,12 +307,30 @@ def report(f: dict[str, Any], out: Path, quick: bool) -> str:
         f"{vi['frames']} frames segmented at {vi['fps']:.1f} FPS into overlay.mp4; "
         f"{vi['samples']} sample overlays in samples/.", f"`{vi['command']}`", "",
         "## 8. TensorRT",
-        (f"FP16 engine: {en['fps']:.1f} FPS (paper: {en['paper_fps']:.0f} FPS at 512x1024 on "
-         f"an RTX 2080Ti). `{en['command']}`" if "fps" in en else
-         f"Skipped: {en['skipped']}. On an NVIDIA machine: `ssr-deploy export engine "
-         f"{out}/model.onnx -o {out}/model.engine`."), "",
+        *engine_lines(en, out), "",
     ]
     return "\n".join(lines)
+
+
+def engine_lines(en: dict[str, Any], out: Path) -> list[str]:
+    if "skipped" in en:
+        return [f"Skipped: {en['skipped']}. Then: `ssr-deploy export engine {out}/model.onnx "
+                f"-o {out}/model.engine`."]
+    agreement = f", {100 * en['agreement']:.2f}% of labels as fp32" if en["agreement"] else ""
+    lines = [f"{en['precision']} engine {en['file']} ({en['size_mb']:.1f} MB{agreement}) "
+             f"built by {en['builder']} in {en['build_seconds']:.1f} s, for "
+             f"{', '.join('sm_' + cc.replace('.', '') for cc in en['targets'])}."]
+    if "fps" in en:
+        lines.append(f"{en['fps']:.1f} FPS here (paper: {en['paper_fps']:.0f} FPS at 512x1024 "
+                     "on an RTX 2080Ti); bench_engine.png.")
+    else:
+        lines.append(f"Not run here: {en['not_run']}.")
+        if en["builder"].startswith("TensorRT-RTX"):
+            lines.append("To run it, copy model.engine and its .json to a machine with an "
+                         "RTX GPU of those compute capabilities, `pip install "
+                         "'ssr-deploy[rtx]'` there, then `ssr-deploy bench model.engine` "
+                         "(Turing, the paper's 2080Ti: build with --compute-capability 7.5).")
+    return lines + [f"`{en['command']}`"]
 
 
 def precision_lines(p: dict[str, Any]) -> list[str]:

@@ -74,3 +74,19 @@ def test_precision_stage_writes_verified_fp16_and_int8(demo_dir):
             assert f"model.{precision}.onnx: labels agree with fp32" in text
         else:  # below its threshold: said in the report, nothing half-written
             assert f"- {precision}: not written: " in text
+
+
+def test_the_tensorrt_stage_builds_a_real_engine(demo_dir):
+    """TensorRT-RTX builds the engine here (no GPU needed); the report says what it is, what
+    it runs on and how to run it."""
+    engine = demo_dir / "model.engine"
+    meta = json.loads((demo_dir / "model.engine.json").read_text())
+    assert engine.read_bytes()[:4] == b"vtrt" and meta["tensorrt"]["builder"] == "tensorrt-rtx"
+    assert meta["precision"] == "fp16" and meta["input"]["dtype"] == "uint8"
+    stage = json.loads((demo_dir / ".stages" / "engine.json").read_text())
+    text = (demo_dir / "report.md").read_text()
+    assert f"fp16 engine model.engine ({engine.stat().st_size / 1e6:.1f} MB" in text
+    assert "built by TensorRT-RTX 1.7" in text and "sm_80, sm_86, sm_89, sm_120" in text
+    assert stage["command"] in text and "Skipped" not in text
+    if "not_run" in stage:
+        assert "Not run here:" in text and "ssr-deploy bench model.engine" in text
