@@ -30,8 +30,17 @@ from ssr_deploy.cli.base import SIZE, main
               "or PyTriton's]")
 @click.option("--log", type=click.Path(dir_okay=False),
               help="Write the server's log here. [default: a temp file, shown on failure]")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="The address HTTP, gRPC and metrics bind. 0.0.0.0 exposes the server to "
+              "the network: Triton has no authentication, put it behind one.")
+@click.option("--allow-api", "allow_api", multiple=True,
+              type=click.Choice(["shared-memory", "model-config", "model-repository",
+                                 "statistics", "trace", "logging"]),
+              help="Open one of Triton's APIs beyond inference, health and metadata "
+              "(closed by default); repeatable.")
 def serve(model, name, http_port, grpc_port, metrics_port, max_batch, instances,
-          queue_delay_us, backend, device, letterbox, size, tritonserver, log) -> None:
+          queue_delay_us, backend, device, letterbox, size, tritonserver, log, host,
+          allow_api) -> None:
     """Serve MODEL (.onnx, .engine or .pt) on a real Triton Inference Server.
 
     HTTP and gRPC (KServe v2): input `images` (batch, H, W, 3) uint8 BGR, output `labels`
@@ -47,20 +56,22 @@ def serve(model, name, http_port, grpc_port, metrics_port, max_batch, instances,
     """
     from pathlib import Path
 
-    from ssr_deploy.io import check_input_file
+    from ssr_deploy.io import check_input_file, check_outputs_spare_inputs
     from ssr_deploy.runtime.backends import BY_SUFFIX
     from ssr_deploy.serving.triton import TritonServer
 
     check_input_file(model, "model file")
+    check_outputs_spare_inputs([("--log", log)], [model, tritonserver])
     if size and BY_SUFFIX.get(Path(model).suffix.lower()) != "torch":
         raise click.UsageError("--size applies to a .pt checkpoint only (an export keeps the "
                                "size it was exported at); drop --size")
     server = TritonServer(model, name, http_port, grpc_port, metrics_port, max_batch,
                           instances, queue_delay_us, backend, device, letterbox, tritonserver,
-                          log, options={"size": size} if size else None)
+                          log, options={"size": size} if size else None, host=host,
+                          allow_api=allow_api)
 
     def started(_server) -> None:
-        click.echo(f"serving {model} as {name!r} on Triton: HTTP :{http_port}, gRPC "
+        click.echo(f"serving {model} as {name!r} on Triton at {host}: HTTP :{http_port}, gRPC "
                    f":{grpc_port}, metrics :{metrics_port}/metrics; batches up to {max_batch}, "
                    f"{instances} instance(s). Ctrl-C or SIGTERM stops it.", err=True)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import secrets
 import shutil
 import signal
 import site
@@ -102,11 +103,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+#: Triton's APIs beyond inference, health and metadata: closed unless ``allow_api`` opens
+#: them (a client could register host shared memory and have outputs written into it, or
+#: change logging and tracing; Triton has no authentication of its own).
+RESTRICTED_APIS = ("shared-memory", "model-config", "model-repository", "statistics", "trace",
+                   "logging")
+WORKDIR_PREFIX = "ssr-serve-"
+
+
 class TritonServer:
     """``tritonserver`` serving ``model`` as ``name``; a context manager (start/stop).
 
     ``max_batch``: the largest batch Triton's dynamic batcher forms (the Segmenter splits
     it further if the model takes less); ``instances``: model copies, each its own process.
+    ``host``: the address every endpoint binds (loopback by default); ``allow_api``: which
+    of RESTRICTED_APIS to open (the rest answer only a secret header no client is given).
     """
 
     def __init__(self, model: str | Path, name: str = "ssrnet", http_port: int = 8000,
@@ -114,7 +125,12 @@ class TritonServer:
                  instances: int = 1, queue_delay_us: int = 500, backend: str | None = None,
                  device: str | None = None, letterbox: bool = False,
                  tritonserver: str | Path | None = None, log: str | Path | None = None,
-                 exit_timeout: int = 30, options: dict | None = None) -> None:
+                 exit_timeout: int = 30, options: dict | None = None, host: str = "127.0.0.1",
+                 allow_api: tuple[str, ...] = ()) -> None:
+        unknown = sorted(set(allow_api) - set(RESTRICTED_APIS))
+        if unknown:
+            raise UsageError(f"--allow-api {unknown[0]}: use one of {', '.join(RESTRICTED_APIS)}")
+        self.host, self.allow_api = host, tuple(allow_api)
         if not valid_model_name(name):
             raise UsageError(f"--name {name!r}: a Triton model name is letters, digits, _, . "
                              "and - (no path separators or '..'), e.g. ssrnet")
@@ -156,7 +172,9 @@ class TritonServer:
             f"instance_group [ {{ count: {self.instances} kind: KIND_CPU }} ]", ""])
 
     def _write_workdir(self) -> Path:
-        work = Path(tempfile.mkdtemp(prefix="ssr-serve-"))
+        sweep_stale_workdirs()
+        work = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+        (work / "owner.pid").write_text(str(os.getpid()))
         python = work / "backends" / "python"
         python.mkdir(parents=True)
         for item in (self.install.backends / "python").iterdir():
@@ -181,9 +199,15 @@ class TritonServer:
 
     # ---- the process ------------------------------------------------------------------
     def command(self, repo: Path, backends: Path) -> list[str]:
+        closed = [api for api in RESTRICTED_APIS if api not in self.allow_api]
+        secret = f"ssr-deploy-admin={secrets.token_hex(16)}"  # known to no client
+        restricted = [f"--http-restricted-api={','.join(closed)}:{secret}",
+                      f"--grpc-restricted-protocol={','.join(closed)}:{secret}"] if closed else []
         return [str(self.install.server), f"--model-repository={repo}",
-                f"--backend-directory={backends}", f"--http-port={self.http_port}",
-                f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}",
+                f"--backend-directory={backends}", f"--http-address={self.host}",
+                f"--grpc-address={self.host}", f"--metrics-address={self.host}",
+                f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
+                f"--metrics-port={self.metrics_port}", *restricted,
                 f"--exit-timeout-secs={self.exit_timeout}", "--strict-readiness=true",
                 "--log-verbose=0"]
 
@@ -195,7 +219,7 @@ class TritonServer:
                                                            or ""]
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             [p for p in libs if p] + [env.get("LD_LIBRARY_PATH", "")]).rstrip(os.pathsep)
-        self._log = open(self.log_file, "wb")  # noqa: SIM115 - the server's, closed in stop
+        self._log = open_log(self.log_file)
         self.process = subprocess.Popen(
             self.command(self.workdir / "repo", self.workdir / "backends"), env=env,
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -225,11 +249,16 @@ class TritonServer:
         errors = [ln for ln in lines if ln.startswith("E") and "CudaDriverHelper" not in ln
                   or ln.startswith("error:")]
         failed = [ln for ln in errors if "failed to load" in ln]
+        in_use = [ln for ln in lines if "already in use" in ln.lower()
+                  or "address in use" in ln.lower()]
+        if in_use:  # the socket, not the GPU-less machine's NVML notice, is why it stopped
+            return (f"a port is in use ({in_use[0].split('] ', 1)[-1].strip()[:200]}); choose "
+                    "free ones with --http-port, --grpc-port and --metrics-port")
         line = (failed or errors or lines[-1:] or ["no output"])[0]
         return line.split("] ", 1)[-1].strip().strip('"')[:300]
 
     def ready(self) -> bool:
-        return is_ready(self.http_port)
+        return is_ready(self.http_port, self._client_host)
 
     def serve_forever(self, started=None) -> int:
         """Start, then block until the server exits; SIGTERM and Ctrl-C (also while it
@@ -288,9 +317,49 @@ class TritonServer:
         self.stop()
 
     @property
+    def _client_host(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
+    @property
     def url(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
+        return f"{self._client_host}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self._client_host}:{self.grpc_port}"
+
+
+def open_log(path: Path):
+    """The server's log, opened for writing without following a symlink: one planted at the
+    name is replaced by the new file, never written through."""
+    if path.is_symlink():
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
+    return os.fdopen(fd, "wb")
+
+
+def sweep_stale_workdirs() -> list[Path]:
+    """Remove the work folders of `serve` runs that were killed (SIGKILL leaves no chance to
+    clean up): each records its process id; a folder whose process is gone is stale."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+        try:
+            if folder.is_symlink() or not folder.is_dir() or folder.stat().st_uid != os.getuid():
+                continue
+            pid = int((folder / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if not _alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -293,10 +293,95 @@ def test_two_instances_load_and_serve(model):
     with Segmenter.load(model) as seg:
         expected = seg(frame)
     with TritonServer(model, http_port=free_port(), grpc_port=free_port(),
-                      metrics_port=free_port(), instances=2) as server:
+                      metrics_port=free_port(), instances=2,
+                      allow_api=("model-config",)) as server:
         with urllib.request.urlopen(f"http://{server.url}/v2/models/ssrnet/config",
                                     timeout=5) as r:
             config = json.loads(r.read())
         assert config["instance_group"][0]["count"] == 2
         result = load(server.grpc_url, frame, clients=4, requests=5, expected=expected)
         assert result["errors"] == [] and result["ok"] == 20
+
+
+def _listening() -> dict[int, set[str]]:
+    """Port -> the addresses a TCP socket listens on (from /proc/net/tcp and tcp6)."""
+    import ipaddress
+
+    found: dict[int, set[str]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            address, port = fields[1].split(":")
+            raw = bytes.fromhex(address)
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            ip = ipaddress.ip_address(raw)
+            ip = getattr(ip, "ipv4_mapped", None) or ip  # ::ffff:127.0.0.1 is 127.0.0.1
+            found.setdefault(int(port, 16), set()).add(str(ip))
+    return found
+
+
+def test_serve_binds_loopback_and_keeps_the_admin_apis_closed(server, tmp_path):
+    """By default every endpoint listens on 127.0.0.1 only, and a client can infer and read
+    health and metadata, nothing else: no shared-memory registration (outputs written into
+    a host segment of its choosing), no log or trace changes, no repository control."""
+    import tritonclient.grpc as grpc
+    import tritonclient.http as http
+
+    listening = _listening()
+    for port in (server.http_port, server.grpc_port, server.metrics_port):
+        assert listening[port] == {"127.0.0.1"}, (port, listening.get(port))
+    for client in (http.InferenceServerClient(server.url),
+                   grpc.InferenceServerClient(server.grpc_url)):
+        assert client.is_server_ready() and client.get_model_metadata("ssrnet")
+        calls = [lambda c=client: c.register_system_shared_memory("x", "/ssr-victim", 64),
+                 lambda c=client: c.update_log_settings({"log_verbose_level": 1}),
+                 lambda c=client: c.update_trace_settings(settings={"trace_rate": "1"}),
+                 lambda c=client: c.unload_model("ssrnet"),
+                 lambda c=client: c.get_inference_statistics("ssrnet")]
+        for call in calls:
+            with pytest.raises(InferenceServerException):
+                call()
+    assert not Path("/dev/shm/ssr-victim").exists()
+    assert SegmentationClient(server.url).segment(_frames(1)).shape == (1, 48, 80)
+
+
+def test_serve_log_never_destroys_an_input_or_follows_a_link(model, tmp_path):
+    from click.testing import CliRunner
+
+    from ssr_deploy.cli import main
+    from ssr_deploy.serving.triton import open_log
+
+    before = Path(model).read_bytes()
+    result = CliRunner().invoke(main, ["serve", str(model), "--log", str(model)])
+    assert result.exit_code == 1 and "is an input of this command" in result.output
+    assert Path(model).read_bytes() == before
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    planted = tmp_path / "triton.log"
+    planted.symlink_to(victim)
+    with open_log(planted) as log:
+        log.write(b"server output")
+    assert victim.read_text() == "keep me" and not planted.is_symlink()
+    assert planted.read_bytes() == b"server output"
+
+
+def test_a_killed_serves_work_folder_is_swept_by_the_next(tmp_path):
+    import tempfile
+
+    from ssr_deploy.serving.triton import WORKDIR_PREFIX, sweep_stale_workdirs
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+    (stale / "owner.pid").write_text(str(dead.pid))
+    live = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+    (live / "owner.pid").write_text(str(os.getpid()))
+    try:
+        assert stale in sweep_stale_workdirs()
+        assert not stale.exists() and live.is_dir()
+    finally:
+        import shutil
+
+        shutil.rmtree(live, ignore_errors=True)
