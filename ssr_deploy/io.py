@@ -101,9 +101,10 @@ def cache_root() -> Path:
     return Path(base) / "ssr-deploy"
 
 
-def _temp_beside(path: Path) -> Path:
+def _temp_beside(path: Path, suffix: str = ".tmp") -> Path:
+    """A new file beside ``path`` with a random name, created exclusively (O_EXCL)."""
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     except OSError as e:
         e.filename = str(path)
         raise _write_failed(path, e) from None
@@ -244,17 +245,21 @@ class VideoOutput:
         if self.path.suffix.lower() not in self.FOURCC:
             raise UsageError(f"{path}: give a video file ({', '.join(self.FOURCC)})")
         check_output_path(self.path)
-        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self.tmp: Path | None = None  # made, random and exclusive, with the first frame
         self.writer, self.size, self.count = None, None, 0
 
     def write(self, frame) -> None:
         import cv2
 
         if self.writer is None:
+            # a name no other run (or user) can predict, created by us alone: the encoder
+            # then opens a regular file we made, never a planted link
+            self.tmp = _temp_beside(self.path, suffix=f".partial{self.path.suffix}")
             self.size = (frame.shape[1], frame.shape[0])
             fourcc = cv2.VideoWriter_fourcc(*self.FOURCC[self.path.suffix.lower()])
             self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, self.size)
             if not self.writer.isOpened():
+                self.tmp.unlink(missing_ok=True)
                 raise OutputError(f"cannot write {self.path}: OpenCV cannot open a "
                                   f"{self.path.suffix} writer there (use .avi, or a folder of "
                                   "PNGs)")

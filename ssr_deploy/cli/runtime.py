@@ -165,6 +165,9 @@ def video(source, model, out, backend, device, size, max_frames, alpha, letterbo
         stats = run_video(seg, source, out, max_frames, alpha, draw_fps, show,
                           on_frame=on_frame, overwrite=overwrite)
     note = " (interrupted: the file is complete up to there)" if stats.interrupted else ""
+    if not stats.interrupted and stats.expected and stats.frames < stats.expected:
+        note = (f" (the source ended early: its header gives {stats.expected} frames; it may "
+                "be truncated)")
     click.echo(f"wrote {stats.output}: {stats.frames} frames in {stats.seconds:.1f} s, "
                f"{stats.fps:.1f} FPS{note}")
 

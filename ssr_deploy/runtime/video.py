@@ -41,6 +41,10 @@ class VideoStats:
     fps: float
     interrupted: bool
     output: str
+    expected: int | None = None  # the frames the source's header gives, when it does
+
+
+MAX_CAMERA = 1023
 
 
 def open_source(source: str, max_frames: int | None = None) -> tuple[Iterator[np.ndarray], float,
@@ -54,6 +58,9 @@ def open_source(source: str, max_frames: int | None = None) -> tuple[Iterator[np
         images = images[:max_frames] if max_frames else images
         return (read_image(p) for p in images), 30.0, len(images)
     if source.isdigit():
+        if int(source) > MAX_CAMERA:
+            raise SsrDeployError(f"camera {source}: a camera index is 0 to {MAX_CAMERA}; give "
+                                 "a video file, a folder of images or a camera index")
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # we say it in one line
         capture = cv2.VideoCapture(int(source))
         if not capture.isOpened():
@@ -122,7 +129,7 @@ def run_video(segmenter: Segmenter, source: str, output: str, max_frames: int | 
     """Segment every frame of ``source`` into ``output``; returns counts and throughput.
 
     ``on_frame(done, fps)`` is called after each written frame (for a progress bar)."""
-    frames, fps, _ = open_source(source, max_frames)
+    frames, fps, expected = open_source(source, max_frames)
     sink = _Sink(output, fps, overwrite)
     decoded: queue.Queue = queue.Queue(queue_size)
     inferred: queue.Queue = queue.Queue(queue_size)
@@ -192,11 +199,14 @@ def run_video(segmenter: Segmenter, source: str, output: str, max_frames: int | 
         stop.set()
         for w in workers:
             w.join(timeout=5)
-        sink.close(keep=not errors and not failed)
+        sink.close(keep=not errors and not failed and sink.count > 0)
         if show:
             cv2.destroyAllWindows()
     if errors and not isinstance(errors[0], KeyboardInterrupt):
         raise errors[0]
+    if sink.count == 0 and not interrupted:
+        raise SsrDeployError(f"no frame could be read from {source} (an empty or unreadable "
+                             f"video); nothing was written to {output}")
     seconds = time.perf_counter() - start
     return VideoStats(sink.count, seconds, sink.count / max(seconds, 1e-9), interrupted,
-                      str(sink.path))
+                      str(sink.path), expected)

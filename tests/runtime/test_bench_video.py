@@ -155,3 +155,71 @@ def test_cli_video(tmp_path, onnx_model):
                                        str(tmp_path / "o.mp4"), "--draw-fps"])
     assert result.exit_code == 0, result.output
     assert "4 frames" in result.output
+
+
+def test_a_link_planted_at_the_old_temp_name_is_never_written_through(tmp_path, onnx_model):
+    """The temp name is random and created exclusively: a symlink another user planted where
+    the old fixed name was (`.seg.partial.avi`) is left alone, and so is its target."""
+    clip = _clip(tmp_path / "in.avi", 3, fourcc="MJPG")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".seg.partial.avi").symlink_to(victim)
+    (out / "seg.avi").symlink_to(victim)  # a link at the final name is replaced, not followed
+    stats = run_video(Segmenter.load(onnx_model), str(clip), str(out / "seg.avi"))
+    assert stats.frames == 3 and victim.read_text() == "keep me"
+    assert not (out / "seg.avi").is_symlink() and (out / "seg.avi").stat().st_size > 0
+
+
+def test_two_runs_to_one_output_share_no_temp(tmp_path, onnx_model):
+    import threading
+
+    clip = _clip(tmp_path / "in.avi", 6, fourcc="MJPG")
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(run_video(Segmenter.load(onnx_model), str(clip),
+                                     str(tmp_path / "seg.avi")).frames)
+        except Exception as e:  # noqa: BLE001 - collected for the assertion
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and results == [6, 6]
+    capture = cv2.VideoCapture(str(tmp_path / "seg.avi"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
+
+
+def test_a_video_with_no_frame_is_an_error_not_a_success(tmp_path, onnx_model, monkeypatch):
+    from ssr_deploy.runtime import video
+
+    clip = _clip(tmp_path / "in.mp4", 2)
+    monkeypatch.setattr(video, "open_source", lambda source, n=None: (iter(()), 10.0, 0))
+    with pytest.raises(SsrDeployError, match="no frame could be read .*nothing was written"):
+        run_video(Segmenter.load(onnx_model), str(clip), str(tmp_path / "o.mp4"))
+    assert not (tmp_path / "o.mp4").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_source_shorter_than_its_header_is_said(tmp_path, onnx_model, monkeypatch):
+    from ssr_deploy.runtime import video
+
+    clip = _clip(tmp_path / "in.mp4", 3)
+    real = video.open_source
+    monkeypatch.setattr(video, "open_source",
+                        lambda source, n=None: (real(source, n)[0], 10.0, 20))
+    result = CliRunner().invoke(main, ["video", str(clip), "--model", str(onnx_model), "-o",
+                                       str(tmp_path / "o.mp4")])
+    assert result.exit_code == 0, result.output
+    assert "3 frames" in result.output and "its header gives 20 frames" in result.output
+
+
+def test_an_absurd_camera_index_is_one_line():
+    with pytest.raises(SsrDeployError, match="a camera index is 0 to 1023"):
+        open_source("99999999999999999999")
