@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ssr_deploy.errors import PrecisionCheckError, SsrDeployError
-from ssr_deploy.io import atomic_write_text, write_image
+from ssr_deploy.io import atomic_write_text, run_lock, write_image
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,10 @@ class Demo:
                                      "with --device cpu (the default)")
         try:
             (self.out / ".stages").mkdir(parents=True, exist_ok=True)
-            probe = self.out / ".stages" / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
+            import tempfile
+
+            with tempfile.NamedTemporaryFile(dir=self.out / ".stages", prefix=".write-test"):
+                pass  # a random name, made exclusively: nothing planted is written through
         except OSError as e:
             raise SsrDeployError(f"cannot write to {self.out}: {e.strerror}; choose another "
                                  "--out") from None
@@ -263,7 +264,8 @@ class Demo:
 
         names = ("data", "search", "train", "export", "precision", "bench", "video", "engine")
         figures = {}
-        with tqdm(names, desc="demo", unit="stage", disable=None) as bar:
+        with run_lock(self.out, "demo"), tqdm(names, desc="demo", unit="stage",
+                                              disable=None) as bar:
             for name in bar:
                 bar.set_postfix_str(name)
                 figures[name] = self.stage(name, getattr(self, name))

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ssr_deploy.errors import GenotypeError
-from ssr_deploy.io import atomic_write_text, dumps_compact
+from ssr_deploy.io import atomic_write_text, dumps_compact, read_json
+from ssr_deploy.names import name_problem, text_problem
 
 FORMAT = 1
 MAX_CHANNELS = 4096  # widths beyond this are typos (a 10^7-channel layer needs terabytes)
@@ -126,6 +127,13 @@ class Genotype:
     bn_eps: float = 1e-3
     description: str = ""
 
+    def __post_init__(self) -> None:
+        """The names travel into configs and sidecars: refused here, however made."""
+        for where, value in (("name", self.name), *((f"classes[{i}]", c) for i, c in
+                                                    enumerate(self.classes))):
+            if problem := name_problem(value):
+                raise GenotypeError(f"genotype {where} {_short(value)!r} {problem}")
+
     # ---- derived facts -------------------------------------------------------------
     @property
     def num_classes(self) -> int:
@@ -200,14 +208,7 @@ class Genotype:
                 raise GenotypeError(
                     f"no genotype '{name_or_path}': not a file, and the zoo has "
                     f"{', '.join(zoo_names())} (see `ssr-deploy info --list`)")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise GenotypeError(
-                f"{path} is not JSON (line {e.lineno}, column {e.colno}: {e.msg}); a genotype is "
-                "a JSON file like ssr_deploy/zoo/ssr-cityscapes.json") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise GenotypeError(f"cannot read genotype {path}: {e}") from None
+        data = read_json(path, "genotype", GenotypeError)
         return _parse(data, str(path))
 
 
@@ -238,7 +239,7 @@ def _parse(data: Any, source: str) -> Genotype:
         raise GenotypeError(
             f"{source}: format {fmt} is not supported; this ssr-deploy reads format {FORMAT} "
             "(upgrade ssr-deploy for newer files)")
-    name = r.string(top, "name", "name")
+    name = r.name(top, "name", "name")
     stem = r.mapping(top["stem"], "stem", required=("channels",))
     stem_channels = r.integer(stem, "channels", "stem.channels", minimum=4,
                               maximum=MAX_CHANNELS)
@@ -251,7 +252,7 @@ def _parse(data: Any, source: str) -> Genotype:
         channels, stride = stage.out_channels, stage.stride
 
     head = _parse_head(r, top["head"])
-    classes = tuple(r.string(c, None, f"classes[{i}]")
+    classes = tuple(r.name(c, None, f"classes[{i}]")
                     for i, c in enumerate(r.sequence(top["classes"], "classes", min_len=1,
                                                      max_len=MAX_CLASSES)))
     dupes = sorted({c for c in classes if classes.count(c) > 1})
@@ -263,6 +264,8 @@ def _parse(data: Any, source: str) -> Genotype:
     bn_eps = r.number(top, "bn_eps", "bn_eps", low=0.0, high=1.0, default=1e-3,
                       open_low=True, open_high=True)
     description = r.string(top, "description", "description", default="")
+    if problem := text_problem(description):
+        raise GenotypeError(f"{source}: description {problem}")
     return Genotype(name=name, description=description, stem_channels=stem_channels,
                     stages=tuple(stages), head=head, classes=classes, palette=palette,
                     input=spec, bn_eps=bn_eps)
@@ -401,6 +404,12 @@ class _Reader:
         value = d if key is None else d.get(key, default)
         if not isinstance(value, str) or (default is None and not value):
             self.fail(path, _short(value), "a non-empty string")
+        return value
+
+    def name(self, d: Any, key: str | None, path: str) -> str:
+        value = self.string(d, key, path)
+        if problem := name_problem(value):
+            raise GenotypeError(f"{self.source}: {path} {_short(value)!r} {problem}")
         return value
 
     def integer(self, d: Any, key: str | None, path: str, minimum: int = 1,

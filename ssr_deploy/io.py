@@ -208,8 +208,9 @@ class NewFolder:
         os.chmod(self.building, 0o777 & ~_umask())
         old = None
         if self.path.is_dir():
-            old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
-            os.replace(self.path, old)
+            old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old-",
+                                        dir=self.path.parent))
+            os.replace(self.path, old)  # onto the empty folder just made: no name to predict
         os.replace(self.building, self.path)
         if old:
             shutil.rmtree(old, ignore_errors=True)
@@ -231,6 +232,54 @@ def output_folder(path: str | Path, overwrite: bool = False, option: str = "--ou
     except BaseException:
         new.discard()
         raise
+
+
+@contextlib.contextmanager
+def run_lock(folder: str | Path, command: str, option: str = "--out") -> Iterator[None]:
+    """One run per output folder: ``with run_lock(out, "train"):`` holds an exclusive lock
+    (``.<name>.lock`` beside the folder, flock'd, so a dead process never holds it) for the
+    run; a second run into it is refused in one line naming the running one. A lock file a
+    killed run left is taken over, and said so."""
+    import fcntl
+    import socket
+    import sys
+    import time
+
+    folder = Path(folder)
+    path = folder.parent / f".{folder.name}.lock"
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            e.filename = str(path)
+            raise _write_failed(path, e) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 512).decode(errors="replace").strip() or "another run"
+            os.close(fd)
+            raise SsrDeployError(f"{option} {folder} is in use by {holder}; wait for it to "
+                                 f"finish or choose another {option}") from None
+        try:  # the file we locked must still be the one at the path (not unlinked meanwhile)
+            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    stale = os.read(fd, 512).decode(errors="replace").strip()
+    if stale:
+        print(f"note: taking over {folder} from {stale}, which is no longer running",
+              file=sys.stderr)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"`ssr-deploy {command}` (pid {os.getpid()} on {socket.gethostname()}, "
+                 f"started {time.strftime('%Y-%m-%d %H:%M:%S')})".encode())
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
 
 
 class VideoOutput:
@@ -299,6 +348,49 @@ class VideoOutput:
 
 
 # ---- inputs ---------------------------------------------------------------------------
+
+MAX_JSON_BYTES = 64 << 20  # the largest JSON file read (a latency table is ~1 MB)
+MAX_JSON_DEPTH = 32  # every file ssr-deploy writes nests under 10 levels
+
+
+def read_json(path: str | Path, what: str, error: type[SsrDeployError] = SsrDeployError
+              ) -> Any:
+    """A JSON file a user handed in, parsed, or one ``error`` line: too large, not JSON, or
+    nested too deep to be one of ours (nothing handed in can exhaust the stack)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise error(f"{what} {path} is {human_bytes(size)}; no {what} is over "
+                        f"{human_bytes(MAX_JSON_BYTES)}: give the right file")
+        data, too_deep = json.loads(path.read_text()), False
+    except json.JSONDecodeError as e:
+        raise error(f"{path} is not JSON (line {e.lineno}, column {e.colno}: {e.msg}); give "
+                    f"a {what} that ssr-deploy wrote") from None
+    except RecursionError:
+        data, too_deep = None, True
+    except UnicodeDecodeError:
+        raise error(f"cannot read {what} {path}: it is not UTF-8 text") from None
+    except OSError as e:
+        e.filename = str(path)
+        raise error(f"{what}: {describe_os_error(e, 'read')}") from None
+    if too_deep or _depth(data) > MAX_JSON_DEPTH:
+        raise error(f"{what} {path} nests deeper than {MAX_JSON_DEPTH} levels: it is not a "
+                    f"{what} ssr-deploy wrote")
+    return data
+
+
+def _depth(value: Any) -> int:
+    """How deep lists and objects nest in ``value``, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_JSON_DEPTH:
+                stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict)
+                                                      else item))
+    return deepest
 
 def check_input_file(path: str | Path, what: str = "file") -> Path:
     """``path`` as a readable regular file, else one line saying what it is instead."""

@@ -9,7 +9,6 @@ runtime. Export writes it as the sidecar ``<model file>.json`` (and, for ONNX, a
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,7 +18,8 @@ from typing import Any
 import ssr_deploy
 from ssr_deploy.errors import SpecError, SsrDeployError, UsageError
 from ssr_deploy.genotype import Genotype, default_palette
-from ssr_deploy.io import atomic_write_text, dumps_compact
+from ssr_deploy.io import atomic_write_text, dumps_compact, read_json
+from ssr_deploy.names import NAME, TENSOR_NAME, name_problem
 
 SPEC_FORMAT = 1  # the sidecar layout ssr-deploy 0.1 wrote; still read and written as is
 DTYPES = ("uint8", "int32", "int64", "float16", "float32")
@@ -164,6 +164,41 @@ def _choice(value: Any, allowed: tuple[str, ...] | dict, where: str) -> str:
     return value
 
 
+MAX_BATCH = 4096
+MAX_SIDE = 65536
+
+
+def _ranges(value: Any, where: str, source: str, limit: int, pair: bool | None = False
+            ) -> dict | None:
+    """``{"min", "opt", "max"}`` of ints (``pair``: [h, w]; None: a shape of any rank),
+    each within 1..``limit`` and min <= opt <= max; None where absent."""
+    if value is None:
+        return None
+
+    def ok(v: Any) -> bool:
+        if pair is False:
+            return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= limit
+        return (isinstance(v, list) and (pair is None or len(v) == 2) and 0 < len(v) <= 8
+                and all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= limit
+                        for x in v))
+
+    if not isinstance(value, dict) or not all(ok(value.get(k)) for k in ("min", "opt", "max")):
+        raise SpecError(f"{source}: {where} is {str(value)[:60]}; it must hold min, opt and max, "
+                        f"each {'a number' if pair is False else 'a shape'} of 1 to {limit:,}; "
+                        "export the model again")
+    return value
+
+
+def _check_shape_matches_size(inp: InputTensor, source: str) -> None:
+    """The input's fixed dims must be its size (and 3 channels), as the export writes them."""
+    h_at, w_at, c_at = (1, 2, 3) if inp.layout == "NHWC" else (2, 3, 1)
+    for at, want, what in ((h_at, inp.size[0], "height"), (w_at, inp.size[1], "width"),
+                           (c_at, 3, "channels")):
+        if inp.shape[at] not in (-1, want):
+            raise SpecError(f"{source}: input.shape {list(inp.shape)} has {what} "
+                            f"{inp.shape[at]}, its size says {want}; export the model again")
+
+
 def _shape(value: Any, rank: int, where: str) -> tuple[int, ...]:
     if not isinstance(value, list) or len(value) != rank or not all(
             isinstance(d, int) and not isinstance(d, bool) and (d > 0 or d == -1)
@@ -306,10 +341,21 @@ class ModelSpec:
             raise SpecError(f"{len(classes)} classes do not fit uint8 labels; export with "
                             "--label-dtype int32")
         genotype = _need(d, "genotype", dict, "spec")
+        for where, value, pattern in (("genotype.name", genotype.get("name"), NAME),
+                                      ("input.name", inp.name, TENSOR_NAME),
+                                      ("output.name", out.name, TENSOR_NAME),
+                                      *((f"classes[{k}]", c, NAME) for k, c in
+                                        enumerate(classes))):
+            if isinstance(value, str) and (problem := name_problem(value, pattern)):
+                raise SpecError(f"{source}: {where} {problem}; export the model again")
+        _check_shape_matches_size(inp, source)
         dynamic = d.get("dynamic") or {}
-        batch = dynamic.get("batch")
-        sizes = dynamic.get("size")
-        profile = d.get("profile")
+        if not isinstance(dynamic, dict):
+            raise SpecError(f"{source}: dynamic is {type(dynamic).__name__}, not an object; "
+                            "export the model again")
+        batch = _ranges(dynamic.get("batch"), "dynamic.batch", source, MAX_BATCH)
+        sizes = _ranges(dynamic.get("size"), "dynamic.size", source, MAX_SIDE, pair=True)
+        profile = _ranges(d.get("profile"), "profile", source, MAX_SIDE, pair=None)
         return cls(
             input=inp, output=out, classes=tuple(classes),
             palette=tuple(tuple(c) for c in palette),  # type: ignore[misc]
@@ -337,11 +383,14 @@ class ModelSpec:
             raise SsrDeployError(f"{model_path} has no metadata sidecar {path.name}; keep the "
                                  ".json that `ssr-deploy export` wrote next to it, or export "
                                  "again")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise SsrDeployError(f"sidecar {path} is not JSON ({e}); export again") from None
+        data = read_json(path, "sidecar")
         spec = cls.from_dict(data, f"sidecar {path.name}")
+        named = data.get("file")
+        if isinstance(named, str) and named != model_path.name:
+            raise SsrDeployError(f"sidecar {path.name} describes {named!r}, not "
+                                 f"{model_path.name}: it belongs to another file; keep each "
+                                 "model with its own sidecar (rename both together and edit "
+                                 "\"file\"), or export again")
         if verify_hash and data.get("sha256") and data["sha256"] != file_sha256(model_path):
             raise SsrDeployError(f"sidecar {path.name} does not describe {model_path.name}: the "
                                  "model file changed after export (sha256 differs); export "

@@ -239,7 +239,7 @@ def test_kill_9_mid_write_leaves_the_previous_outputs(tiny_inputs, tmp_path):
                            for p in tmp_path.iterdir())
 
     _kill_when(["video", str(clip), "--model", str(tiny_inputs / "m.onnx"), "-o", str(out_video)],
-               partial(".seg.partial"))
+               partial(".seg.avi."))
     _kill_when(["video", str(clip), "--model", str(tiny_inputs / "m.onnx"), "-o", str(out_pngs),
                 "--overwrite"], lambda: any(p.name.startswith(".pngs.") and any(p.iterdir())
                                             for p in tmp_path.iterdir()))

@@ -116,6 +116,11 @@ class Group(click.Group):
     [train] extra on a runtime-only install."""
 
     def invoke(self, ctx):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminate)  # as Ctrl-C: the same clean-up paths
         try:
             return super().invoke(ctx)
         except SsrDeployError as e:
@@ -126,10 +131,11 @@ class Group(click.Group):
             _fail(describe_os_error(e, "read or write"))
         except MemoryError:
             _fail("out of memory; use a smaller --size, --batch or model, or free memory")
-        except KeyboardInterrupt:
-            click.echo("interrupted: files finished before are kept, none is half-written "
+        except KeyboardInterrupt as e:
+            stopped = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+            click.echo(f"{stopped}: files finished before are kept, none is half-written "
                        "(train/search: --resume continues)", err=True)
-            sys.exit(130)
+            sys.exit(143 if isinstance(e, Terminated) else 130)
         except ImportError as e:
             if (e.name or "").split(".")[0] not in TRAIN_EXTRA:
                 raise
@@ -137,6 +143,14 @@ class Group(click.Group):
                        "install leaves out: pip install torch (the build for your machine), "
                        "then pip install 'ssr-deploy[train]'", err=True)
             sys.exit(1)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so a killed run cleans up as an interrupted one."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
 
 
 def _fail(text: str) -> None:

@@ -8,7 +8,6 @@ silent skip: a training run should not quietly learn from less than it was given
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 from ssr_deploy.data import classes
 from ssr_deploy.data.synthetic import street_scene
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.io import IMAGE_SUFFIXES, read_image
+from ssr_deploy.io import IMAGE_SUFFIXES, read_image, read_json
 
 
 @dataclass
@@ -52,9 +51,9 @@ class PairDataset:
             raise SsrDeployError(f"label {pair.label} is not a single-channel 8-bit PNG of "
                                  "class ids")
         if label.shape != image.shape[:2]:
-            raise SsrDeployError(f"{pair.image.name} is {image.shape[1]}x{image.shape[0]} but "
-                                 f"its label {pair.label.name} is {label.shape[1]}x"
-                                 f"{label.shape[0]}; they must be the same size")
+            raise SsrDeployError(f"{pair.image} is {image.shape[0]}x{image.shape[1]} (HxW) but "
+                                 f"its label {pair.label} is {label.shape[0]}x"
+                                 f"{label.shape[1]}; they must be the same size")
         if self.known is not None and not self.known[label].all():
             bad = sorted(int(v) for v in set(np.unique(label)) - set(np.flatnonzero(self.known)))
             raise SsrDeployError(f"label {pair.label} has ids {bad[:5]} that the Cityscapes "
@@ -153,14 +152,10 @@ def read_classes(path: Path) -> tuple[tuple[str, ...], tuple[tuple[int, int, int
     with 255 ignore) and optional colours ([r, g, b] of 0-255, one per name)."""
     from ssr_deploy.genotype import default_palette
 
-    try:
-        spec = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.exists():
         raise SsrDeployError(f"{path} is missing; write {{\"names\": [\"road\", ...]}} "
-                             "there") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SsrDeployError(f"{path} is not readable JSON ({type(e).__name__}: "
-                             f"{str(e)[:80]})") from None
+                             "there")
+    spec = read_json(path, "classes file")
     names = spec.get("names") if isinstance(spec, dict) else None
     if (not isinstance(names, list) or not names
             or not all(isinstance(n, str) and n.strip() for n in names)):

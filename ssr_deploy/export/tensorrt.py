@@ -28,6 +28,7 @@ import onnx
 from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.export import precision as prec
 from ssr_deploy.export.metadata import publish_models, read_sidecar
+from ssr_deploy.export.onnx_file import check_onnx_file
 from ssr_deploy.export.trt_profiles import Profile, optimization_profile
 from ssr_deploy.io import atomic_write, check_input_file
 from ssr_deploy.runtime.backends.tensorrt import TensorIO, check_engine_io
@@ -122,11 +123,7 @@ def validate(onnx_path: str | Path, engine_path: str | Path, o: EngineOptions) -
 
 
 def _check_onnx_file(path: Path) -> None:
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # protobuf raises DecodeError and friends
-        raise SsrDeployError(f"{path} is not a readable ONNX file ({type(e).__name__}); "
-                             "export it again with `ssr-deploy export onnx`") from None
+    model, _ = check_onnx_file(path)
     check_uint8_inputs(model)
 
 

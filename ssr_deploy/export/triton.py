@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from ssr_deploy.errors import SsrDeployError, UsageError
-from ssr_deploy.export.metadata import read_sidecar, sidecar_path
+from ssr_deploy.export.metadata import sidecar_path
+from ssr_deploy.export.onnx_file import check_onnx_file
 from ssr_deploy.io import atomic_write_many, check_input_file, check_outputs_spare_inputs
+from ssr_deploy.names import pbtxt_string
 from ssr_deploy.spec import ModelSpec
 
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8",
@@ -36,10 +38,11 @@ def config_pbtxt(meta: dict[str, Any], name: str, platform: str, max_batch: int,
     def dims(shape: list[int]) -> str:
         return ", ".join(str(d) for d in (shape[1:] if max_batch > 0 else shape))
 
-    lines = [f'name: "{name}"', f'platform: "{platform}"', f"max_batch_size: {max_batch}"]
+    lines = [f"name: {pbtxt_string(name)}", f'platform: "{platform}"',
+             f"max_batch_size: {max_batch}"]
     for key, word in (("input", "input"), ("output", "output")):
         spec = meta[key]
-        lines += [f"{word} [", "  {", f'    name: "{spec["name"]}"',
+        lines += [f"{word} [", "  {", f"    name: {pbtxt_string(spec['name'])}",
                   f"    data_type: {TRITON_TYPES[spec['dtype']]}",
                   f"    dims: [ {dims(spec['shape'])} ]", "  }", "]"]
     if max_batch > 0:
@@ -49,8 +52,9 @@ def config_pbtxt(meta: dict[str, Any], name: str, platform: str, max_batch: int,
                   "  max_queue_delay_microseconds: 100", "}"]
     lines += ["instance_group [", "  {", f"    count: {instances}", f"    kind: {kind}", "  }",
               "]", "parameters {", '  key: "ssr_deploy_genotype"',
-              f'  value: {{ string_value: "{meta["genotype"]["name"]} '
-              f'{meta["genotype"]["hash"][:12]}" }}', "}"]
+              f"  value: {{ string_value: "
+              f"{pbtxt_string(meta['genotype']['name'] + ' ' + meta['genotype']['hash'][:12])} }}",
+              "}"]
     return "\n".join(lines) + "\n"
 
 
@@ -63,10 +67,13 @@ def write_repository(model: str | Path, repo: str | Path, name: str = "ssrnet",
         raise UsageError(f"--name {name!r}: a Triton model name is letters, digits, _, . and - "
                          "(no path separators or '..'), e.g. ssrnet")
     check_input_file(model, "model file")
-    meta = read_sidecar(model)
     is_engine = model.suffix.lower() in (".engine", ".plan")
     if not is_engine and model.suffix.lower() != ".onnx":
         raise SsrDeployError(f"{model.name}: Triton serves .onnx or .engine/.plan files here")
+    # as `bench` would open it: its sidecar's sha256 matches, the ONNX reads, external data
+    # stays inside its folder and is there (and is copied along)
+    meta = ModelSpec.load(model).to_dict()
+    external = [] if is_engine else check_onnx_file(model)[1]
     if is_engine and cpu:
         raise SsrDeployError("a TensorRT engine runs on a GPU only; drop --cpu")
     platform = "tensorrt_plan" if is_engine else "onnxruntime_onnx"
@@ -78,9 +85,15 @@ def write_repository(model: str | Path, repo: str | Path, name: str = "ssrnet",
     target = folder / ("model.plan" if is_engine else "model.onnx")
     check_outputs_spare_inputs([("--repo", target)], [model])
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_many({target: lambda tmp: shutil.copyfile(model, tmp),
-                       sidecar_path(target): lambda tmp: shutil.copyfile(sidecar_path(model), tmp),
-                       repo / name / "config.pbtxt": lambda tmp: tmp.write_text(text)})
+    sidecar = ModelSpec.sidecar_text(target.name, meta["sha256"], meta)  # names the copy
+    writers = {target: lambda tmp: shutil.copyfile(model, tmp),
+               sidecar_path(target): lambda tmp: tmp.write_text(sidecar),
+               repo / name / "config.pbtxt": lambda tmp: tmp.write_text(text)}
+    for data in external:
+        relative = data.relative_to(model.resolve().parent)
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        writers[folder / relative] = lambda tmp, data=data: shutil.copyfile(data, tmp)
+    atomic_write_many(writers)
     stale = folder / ("model.onnx" if is_engine else "model.plan")  # from an earlier export
     for path in (stale, sidecar_path(stale)):
         path.unlink(missing_ok=True)

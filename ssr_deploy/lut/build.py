@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.io import atomic_write_text
+from ssr_deploy.io import atomic_write_text, read_json, run_lock
 from ssr_deploy.lut.options import BLOCK_KEY, SAME, LutOptions, runtime_io
 from ssr_deploy.lut.parts import export_part, probes
 from ssr_deploy.lut.timers import TIMERS
@@ -46,11 +46,7 @@ def _resume(path: Path, header: dict[str, Any]) -> dict[str, Any] | None:
     """The table already at ``path`` if it continues this build; refuses one of another."""
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SsrDeployError(f"{path} exists and is not a latency table ({e}); give another "
-                             "-o or remove it") from None
+    data = read_json(path, "latency table")
     if not isinstance(data, dict) or data.get("kind") != KIND:
         raise SsrDeployError(f"{path} exists and is not a latency table; give another -o")
     for key in SAME:
@@ -65,7 +61,12 @@ def build_lut(space: SearchSpace, path: str | Path, o: LutOptions,
     """Measure (or finish measuring) the table at ``path``; returns its JSON as a dict (with
     ``"already": True`` when the file was a complete table of these settings already)."""
     o.validate(space)
-    path = Path(path)
+    with run_lock(path, "lut build", "-o"):
+        return _build(space, Path(path), o, progress)
+
+
+def _build(space: SearchSpace, path: Path, o: LutOptions, progress: bool | None
+           ) -> dict[str, Any]:
     timer = TIMERS[o.backend](o)
     header = _header(space, o, timer)
     old = _resume(path, header)

@@ -54,14 +54,27 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                              "give a .pt written by `ssr-deploy train` or `search`")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SsrDeployError(f"cannot read checkpoint {path}: {first} (is it a file written by "
-                             "ssr-deploy's save_checkpoint, and complete?)") from None
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower():  # torch's advice to drop the guard is not ours
+            raise SsrDeployError(f"refused checkpoint {path}: it holds Python objects beyond "
+                                 "tensors and plain data, which could run code when loaded; "
+                                 "ssr-deploy loads weights only: use a checkpoint written by "
+                                 "`ssr-deploy train` or `search`") from None
+        raise _unreadable(path, e) from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise _unreadable(path, e) from None
     if not isinstance(state, dict) or "genotype" not in state or "state_dict" not in state:
         raise SsrDeployError(f"{path} is not an ssr-deploy checkpoint: it has no genotype and "
                              "state_dict (train with `ssr-deploy train` or use save_checkpoint)")
     return state
+
+
+def _unreadable(path: Path, e: BaseException) -> SsrDeployError:
+    """A checkpoint torch cannot read: most often one cut short (a copy or a write that did
+    not finish)."""
+    first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+    return SsrDeployError(f"cannot read checkpoint {path}: it is truncated or damaged "
+                          f"({first}); use a complete copy, or last.pt/best.pt of the run")
 
 
 def _looks_like(path: Path, head: bytes) -> str:

@@ -86,6 +86,7 @@ class Segmenter:
     def predict_batch(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         """Frames of any sizes -> one (H, W) label map per frame, at its own size: uint8 class
         ids (uint16 for a model of more than 256 classes)."""
+        self._check_open()
         frames = [as_bgr(f) for f in frames]
         labels: list[np.ndarray] = []
         for start in range(0, len(frames), self.max_batch):
@@ -100,6 +101,7 @@ class Segmenter:
     def predict_stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Labels for a stream of frames, in order, one frame per inference. On TensorRT the
         copy of frame i+1 overlaps the compute of frame i (double buffering)."""
+        self._check_open()
         pending: deque = deque()
 
         def inputs() -> Iterator[np.ndarray]:
@@ -166,7 +168,14 @@ class Segmenter:
 
     # ---- resources ----------------------------------------------------------------
     def close(self) -> None:
-        self.backend.close()
+        if not getattr(self, "closed", False):
+            self.backend.close()
+        self.closed = True
+
+    def _check_open(self) -> None:
+        if getattr(self, "closed", False):
+            raise UsageError("this Segmenter was closed; load the model again with "
+                             "Segmenter.load(...) (or use it inside its `with` block)")
 
     def __enter__(self) -> Segmenter:
         return self

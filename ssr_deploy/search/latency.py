@@ -18,7 +18,6 @@ records how far that interpolation is from direct measurements (``check``).
 from __future__ import annotations
 
 import hashlib
-import json
 import statistics
 from dataclasses import dataclass
 from functools import cached_property
@@ -29,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.io import read_json
 from ssr_deploy.search.space import SearchSpace
 
 FORMAT = 1
@@ -106,10 +106,7 @@ class LatencyTable:
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise SsrDeployError(f"cannot read latency table {path}: {e}") from None
+        data = read_json(path, "latency table")
         if not isinstance(data, dict) or data.get("kind") != KIND:
             raise SsrDeployError(f"{path} is not a latency table (make one with `ssr-deploy "
                                  "lut build`)")

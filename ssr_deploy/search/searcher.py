@@ -42,6 +42,7 @@ from ssr_deploy.io import (
     jsonable,
     publish_files,
     run_config_text,
+    run_lock,
 )
 from ssr_deploy.model.checkpoint import save_checkpoint
 from ssr_deploy.search.cost import expected_macs
@@ -337,7 +338,11 @@ class Searcher:
     # ---- the loop -------------------------------------------------------------------
     def run(self, stop_after: int | None = None) -> dict[str, Any]:
         """Search until converged or out of epochs (or, with ``stop_after``, until that
-        epoch: the state is saved as after an interruption)."""
+        epoch: the state is saved as after an interruption); one run per output folder."""
+        with run_lock(self.out, "search"):
+            return self._run(stop_after)
+
+    def _run(self, stop_after: int | None) -> dict[str, Any]:
         last = min(self.config.epochs, stop_after or self.config.epochs)
         if self.epoch == 0:  # a new search says how it runs from the start
             atomic_write_text(self.out / "config.json", self.settings())

@@ -9,7 +9,6 @@ residual block with dilation {1, 2, 4, 8, 16} x resolution {1, 1/2}; mid and out
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,7 +145,6 @@ class SearchSpace:
 
     @classmethod
     def load(cls, path: str | Path) -> SearchSpace:
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as e:
-            raise SsrDeployError(f"cannot read space file {path}: {e}") from None
+        from ssr_deploy.io import read_json
+
+        return cls.from_dict(read_json(path, "space file"))

@@ -38,6 +38,7 @@ from ssr_deploy.io import (
     jsonable,
     publish_files,
     run_config_text,
+    run_lock,
 )
 from ssr_deploy.model.checkpoint import checkpoint_writer, load_weights, read_weights_for
 from ssr_deploy.model.net import SSRNet, build_model
@@ -189,6 +190,13 @@ class Trainer:
 
     # ---- the loop -------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
+        """Train until ``config.epochs``; one run at a time per output folder."""
+        if self.rank != 0:  # rank 0 alone writes, and holds the folder
+            return self._fit()
+        with run_lock(self.out, "train"):
+            return self._fit()
+
+    def _fit(self) -> dict[str, Any]:
         last = None
         if self.rank == 0 and self.epoch == 0:  # a new run says how it runs from the start
             atomic_write_text(self.out / "config.json", self.settings())

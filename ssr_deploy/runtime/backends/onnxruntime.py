@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,9 +48,9 @@ class OnnxRuntimeOptions:
 
 
 def new_session(model: str | Path | bytes, device: str = "cpu", index: int = 0,
-                options: OnnxRuntimeOptions | None = None):
-    """An onnxruntime session as the runtime makes it (providers, threads, profiling) for a
-    model file or a serialized model."""
+                options: OnnxRuntimeOptions | None = None, profile_dir: Path | None = None):
+    """An onnxruntime session as the runtime makes it (providers, threads, profiling into
+    ``profile_dir``, a private temp folder by default) for a model file or serialized model."""
     ort = import_onnxruntime()
     o = options or OnnxRuntimeOptions()
     kind = "tensorrt" if device == "cuda" and o.tensorrt else device
@@ -64,14 +63,15 @@ def new_session(model: str | Path | bytes, device: str = "cpu", index: int = 0,
         raise SsrDeployError(f"onnxruntime here has no {missing.pop()}; install "
                              "onnxruntime-gpu (pip install 'ssr-deploy[cu12]') or use cpu")
     session_options = ort.SessionOptions()
+    session_options.log_severity_level = 4  # a failure is our one line, not its log line too
     if o.threads:
         session_options.intra_op_num_threads = o.threads
-    if o.profile:  # into the temp folder, not the user's working directory
+    if o.profile:  # into a private temp folder, not the user's working directory
         import tempfile
 
+        folder = profile_dir or Path(tempfile.mkdtemp(prefix="ssr-deploy-ort-profile-"))
         session_options.enable_profiling = True
-        session_options.profile_file_prefix = str(Path(tempfile.gettempdir()) /
-                                                  f"ssr-deploy-ort-profile-{os.getpid()}")
+        session_options.profile_file_prefix = str(folder / "profile")
     providers: list[Any] = [(p, {"device_id": index}) if p != "CPUExecutionProvider"
                             else p for p in PROVIDERS[kind]]
     source = model if isinstance(model, bytes) else str(model)
@@ -90,7 +90,16 @@ class OnnxRuntimeBackend(Backend):
                  options: OnnxRuntimeOptions | None = None) -> None:
         o = options or OnnxRuntimeOptions()
         self.spec = ModelSpec.load(path)
-        self.session = new_session(path, device, index, o)
+        self.profile_dir = None
+        if o.profile:  # the profiler's file lives here, removed at close even after a failure
+            import tempfile
+
+            self.profile_dir = Path(tempfile.mkdtemp(prefix="ssr-deploy-ort-profile-"))
+        try:
+            self.session = new_session(path, device, index, o, self.profile_dir)
+        except BaseException:
+            self.close()
+            raise
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.device_name = device if device == "cpu" else f"{device}:{index}"
@@ -110,4 +119,9 @@ class OnnxRuntimeBackend(Backend):
         return self.session.end_profiling()
 
     def close(self) -> None:
-        self.session = None
+        self.session = None  # onnxruntime writes an unfinished profile as the session goes
+        if getattr(self, "profile_dir", None) is not None:
+            import shutil
+
+            shutil.rmtree(self.profile_dir, ignore_errors=True)
+            self.profile_dir = None

@@ -1,0 +1,321 @@
+"""The second hostile run's classes: planted links and predictable temp names, names that
+would inject into configs, JSON that would exhaust the stack, concurrent runs into one
+folder, models that `export triton` copies without opening, and the unclear lines."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from ssr_deploy import Genotype, Segmenter, SsrDeployError, build_model
+from ssr_deploy.cli import main
+from ssr_deploy.errors import SpecError
+from ssr_deploy.export.graph import IOFormat
+from ssr_deploy.export.onnx import export_onnx
+from ssr_deploy.io import atomic_write_text, read_json, run_lock
+from ssr_deploy.spec import ModelSpec, file_sha256, sidecar_path
+
+
+@pytest.fixture(scope="module")
+def small_onnx(tmp_path_factory):
+    path = tmp_path_factory.mktemp("m") / "m.onnx"
+    export_onnx(build_model("ssr-cityscapes"), path, size=(32, 64), dynamic_batch=True,
+                max_batch=4, io=IOFormat("uint8-nhwc-bgr", "labels"))
+    return path
+
+
+def _one_line(result) -> str:
+    assert result.exit_code != 0, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    return result.output
+
+
+# ---- temp names and links --------------------------------------------------------------
+
+def test_writers_replace_a_link_at_the_final_name_and_use_random_temps(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "table.json"
+    out.symlink_to(victim)
+    atomic_write_text(out, "{}\n")
+    assert victim.read_text() == "keep me" and not out.is_symlink() and out.read_text() == "{}\n"
+    from ssr_deploy.io import _temp_beside
+
+    seen = set()
+    for _ in range(3):
+        tmp = _temp_beside(out)
+        seen.add(tmp.name)
+        tmp.unlink()
+    assert len(seen) == 3  # no name another run (or user) can predict
+
+
+# ---- names that go into configs ----------------------------------------------------------
+
+INJECTION = 'x" } } instance_group [ { count: 64 kind: KIND_CPU } ] name: "y'
+
+
+def test_a_genotype_name_with_quotes_braces_or_newlines_is_refused_at_load(tmp_path):
+    data = json.loads(Genotype.load("ssr-cityscapes").to_json())
+    for name, problem in ((INJECTION, "holds '\"'"), ("a\nb", "holds '\\n'"),
+                          ("x" * 50_000, "50,000 characters long")):
+        path = tmp_path / "g.json"
+        path.write_text(json.dumps({**data, "name": name}))
+        with pytest.raises(SsrDeployError, match=re.escape(problem)) as err:
+            Genotype.load(path)
+        assert "\n" not in str(err.value) and len(str(err.value)) < 300
+    result = CliRunner().invoke(main, ["info", str(path)])
+    assert "characters long" in _one_line(result)
+
+
+def test_a_sidecar_with_injected_names_is_refused(small_onnx, tmp_path):
+    meta = json.loads(sidecar_path(small_onnx).read_text())
+    for key, value in (("genotype", {**meta["genotype"], "name": INJECTION}),
+                       ("input", {**meta["input"], "name": 'images" }'}),
+                       ("output", {**meta["output"], "name": "labels\n"})):
+        with pytest.raises(SpecError, match=r"\.name holds"):
+            ModelSpec.from_dict({**meta, key: value})
+
+
+def test_the_config_writer_escapes_whatever_it_is_given(small_onnx):
+    """Validation stops such names at load; the writer escapes anyway (a second wall)."""
+    from ssr_deploy.export.triton import config_pbtxt
+    from ssr_deploy.names import pbtxt_string
+
+    quoted = pbtxt_string(INJECTION + "\n\x01\\")
+    assert quoted == '"' + INJECTION.replace('"', '\\"') + '\\n\\001\\\\"'
+    assert re.fullmatch(r'"(?:[^"\\\n]|\\.)*"', quoted)  # one string, nothing after it
+    meta = json.loads(sidecar_path(small_onnx).read_text())
+    text = config_pbtxt(meta, "ssrnet", "onnxruntime_onnx", 4, 1, "KIND_CPU")
+    assert 'name: "ssrnet"' in text and 'string_value: "ssr-cityscapes ' in text
+
+
+# ---- JSON handed in ------------------------------------------------------------------------
+
+def test_deep_or_huge_json_is_one_line_not_a_crash(tmp_path, small_onnx):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(SsrDeployError, match="nests deeper than"):
+        read_json(deep, "genotype")
+    assert "nests deeper" in _one_line(CliRunner().invoke(main, ["info", str(deep)]))
+    shallow_deep = tmp_path / "d.json"
+    shallow_deep.write_text(json.dumps({"a": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]
+                                                  ]]]]]]]]]]]]]]]]]]}))
+    with pytest.raises(SsrDeployError, match="nests deeper than 32"):
+        read_json(shallow_deep, "sidecar")
+    huge = tmp_path / "huge.json"
+    with open(huge, "wb") as f:
+        f.truncate(65 << 20)
+    with pytest.raises(SsrDeployError, match=r"huge.json is 68.2 MB; no genotype is over 67.1 MB"):
+        read_json(huge, "genotype")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.update(dynamic={"batch": [1, 10**12]}), "dynamic.batch is"),
+    (lambda m: m.update(dynamic={"batch": {"min": 1, "opt": 1, "max": 10**12}}),
+     "dynamic.batch is"),
+    (lambda m: m["input"].update(shape=[-1, 64, 64, 3]), "has height 64, its size says 32"),
+    (lambda m: m.update(dynamic="x"), "dynamic is str"),
+])
+def test_bench_refuses_a_contradicting_sidecar(small_onnx, tmp_path, change, message):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(small_onnx.read_bytes())
+    meta = json.loads(sidecar_path(small_onnx).read_text())
+    change(meta)
+    sidecar_path(model).write_text(json.dumps(meta))
+    result = CliRunner().invoke(main, ["bench", str(model), "--iters", "1"])
+    assert message in _one_line(result)
+
+
+# ---- one run per output folder ---------------------------------------------------------------
+
+HOLD = textwrap.dedent("""
+    import sys, time
+    from ssr_deploy.io import run_lock
+    with run_lock(sys.argv[1], sys.argv[2]):
+        print("held", flush=True)
+        time.sleep(60)
+""")
+
+
+@pytest.mark.parametrize("command, args", [
+    ("train", ["--genotype", "ssr-cityscapes", "--data", "synthetic:4", "--size", "32x64",
+               "--epochs", "1", "--batch", "2"]),
+    ("search", ["--data", "synthetic:4", "--size", "32x64", "--epochs", "1", "--batch", "2"]),
+    ("demo", ["--quick"]),
+])
+def test_a_second_run_into_a_busy_folder_is_refused_naming_the_first(tmp_path, command, args):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out), command],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = CliRunner().invoke(main, [command, *args, "--out", str(out)])
+        line = _one_line(result)
+        assert f"--out {out} is in use by `ssr-deploy {command}` (pid {holder.pid}" in line
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_lut_build_into_a_busy_table_is_refused(tmp_path):
+    out = tmp_path / "lut.json"
+    with run_lock(out, "lut build", "-o"):
+        result = CliRunner().invoke(main, ["lut", "build", "-o", str(out), "--size", "32x64"])
+    assert "is in use by `ssr-deploy lut build`" in _one_line(result)
+
+
+def test_a_dead_runs_lock_is_taken_over_and_said(tmp_path, capsys):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out), "train"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    holder.kill()  # SIGKILL: no clean-up, the lock file stays with its words
+    holder.wait()
+    assert (tmp_path / ".run.lock").is_file()
+    with run_lock(out, "train"):
+        pass
+    assert f"taking over {out} from `ssr-deploy train` (pid {holder.pid}" in \
+        capsys.readouterr().err
+    assert not (tmp_path / ".run.lock").exists()
+
+
+# ---- export triton opens what it copies ---------------------------------------------------
+
+def test_export_triton_refuses_what_bench_would_refuse(small_onnx, tmp_path):
+    runner = CliRunner()
+    truncated = tmp_path / "t.onnx"
+    truncated.write_bytes(small_onnx.read_bytes()[:5000])
+    meta = json.loads(sidecar_path(small_onnx).read_text())
+    sidecar_path(truncated).write_text(json.dumps({**meta, "file": truncated.name,
+                                                   "sha256": file_sha256(truncated)}))
+    assert "not a readable ONNX file" in _one_line(runner.invoke(
+        main, ["export", "triton", str(truncated), "--repo", str(tmp_path / "r1")]))
+    changed = tmp_path / "c.onnx"
+    changed.write_bytes(small_onnx.read_bytes() + b"x")
+    sidecar_path(changed).write_text(json.dumps(meta))
+    assert "sha256 differs" in _one_line(runner.invoke(
+        main, ["export", "triton", str(changed), "--repo", str(tmp_path / "r2")]))
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
+def _with_external_data(src: Path, folder: Path, location: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    model = onnx.load(str(src))
+    path = folder / "ext.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, location="ext.data")
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save(model, str(path))
+    meta = json.loads(sidecar_path(src).read_text())
+    sidecar_path(path).write_text(json.dumps({**meta, "file": path.name,
+                                              "sha256": file_sha256(path)}))
+    return path
+
+
+def test_external_data_is_checked_and_copied_along(small_onnx, tmp_path):
+    runner = CliRunner()
+    good = _with_external_data(small_onnx, tmp_path / "good", "ext.data")
+    result = runner.invoke(main, ["export", "triton", str(good), "--repo", str(tmp_path / "r"),
+                                  "--cpu", "--max-batch", "4"])
+    assert result.exit_code == 0, result.output
+    copied = tmp_path / "r" / "ssrnet" / "1"
+    assert (copied / "ext.data").read_bytes() == (tmp_path / "good" / "ext.data").read_bytes()
+    with Segmenter.load(copied / "model.onnx") as seg:  # the repository's copy runs
+        assert seg(np.zeros((32, 64, 3), np.uint8)).shape == (32, 64)
+    escaping = _with_external_data(small_onnx, tmp_path / "bad", "../good/ext.data")
+    for command in (["export", "triton", str(escaping), "--repo", str(tmp_path / "r3")],
+                    ["export", "engine", str(escaping), "-o", str(tmp_path / "e.engine")]):
+        assert "outside the model's folder" in _one_line(runner.invoke(main, command))
+    missing = _with_external_data(small_onnx, tmp_path / "missing", "ext.data")
+    (tmp_path / "missing" / "ext.data").unlink()
+    assert "external data file ext.data is missing" in _one_line(runner.invoke(
+        main, ["export", "triton", str(missing), "--repo", str(tmp_path / "r4")]))
+
+
+# ---- unclear lines, made clear ------------------------------------------------------------
+
+def test_a_truncated_checkpoint_and_a_pickle_payload_are_named(tmp_path):
+    import pickle
+
+    import torch
+
+    from ssr_deploy.model.checkpoint import read_checkpoint, save_checkpoint
+
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, build_model("ssr-cityscapes"), Genotype.load("ssr-cityscapes"))
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(SsrDeployError, match="cut.pt: it is truncated or damaged"):
+        read_checkpoint(cut)
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"genotype": {}, "state_dict": {}, "x": Payload()}, evil,
+               pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    with pytest.raises(SsrDeployError) as err:
+        read_checkpoint(evil)
+    assert "loads weights only" in str(err.value) and "weights_only=False" not in str(err.value)
+
+
+def test_a_closed_segmenter_says_so(small_onnx):
+    seg = Segmenter.load(small_onnx)
+    seg.close()
+    with pytest.raises(SsrDeployError, match="this Segmenter was closed"):
+        seg(np.zeros((32, 64, 3), np.uint8))
+    seg.close()  # twice is harmless
+
+
+def test_a_failed_profile_leaves_no_trace_file(small_onnx, monkeypatch):
+    import glob
+    import tempfile
+
+    from ssr_deploy.runtime import profile as profile_module
+    from ssr_deploy.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+    before = set(glob.glob(str(Path(tempfile.gettempdir()) / "ssr-deploy-ort-profile-*")))
+
+    def fail(self, batch):
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "infer", fail)
+    with pytest.raises(RuntimeError, match="device lost"):
+        profile_module.profile(small_onnx, iters=2, size=(32, 64))
+    after = set(glob.glob(str(Path(tempfile.gettempdir()) / "ssr-deploy-ort-profile-*")))
+    assert after == before
+
+
+def test_sigterm_is_one_line_like_ctrl_c(tmp_path):
+    import signal
+    import time
+
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "ssr_deploy", "train", "--genotype",
+                                 "ssr-cityscapes", "--data", "synthetic:8", "--size", "64x128",
+                                 "--epochs", "500", "--batch", "2", "--out", str(tmp_path / "t")],
+                                stderr=stderr)
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "t" / "log.jsonl").exists():  # mid-run: an epoch is done
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    err = log.read_text()
+    assert proc.returncode == 143, err[-500:]
+    assert "terminated (SIGTERM): files finished before are kept" in err
+    assert "Traceback" not in err and not (tmp_path / ".t.lock").exists()
