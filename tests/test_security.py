@@ -5,6 +5,7 @@ folder, models that `export triton` copies without opening, and the unclear line
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -319,3 +320,37 @@ def test_sigterm_is_one_line_like_ctrl_c(tmp_path):
     assert proc.returncode == 143, err[-500:]
     assert "terminated (SIGTERM): files finished before are kept" in err
     assert "Traceback" not in err and not (tmp_path / ".t.lock").exists()
+
+
+def test_a_sidecar_of_another_file_is_refused(small_onnx, tmp_path):
+    other = tmp_path / "prod.onnx"
+    other.write_bytes(small_onnx.read_bytes())
+    sidecar_path(other).write_text(sidecar_path(small_onnx).read_text())  # says "m.onnx"
+    result = CliRunner().invoke(main, ["bench", str(other), "--iters", "1"])
+    assert "describes 'm.onnx', not prod.onnx" in _one_line(result)
+
+
+def test_onnxruntime_prints_no_log_line_before_ours(tmp_path):
+    bad = tmp_path / "m.onnx"
+    bad.write_bytes(b"\x08\x07" + b"garbage" * 20)
+    proc = subprocess.run([sys.executable, "-c", "import sys\n"
+                           "from ssr_deploy.runtime.backends.onnxruntime import new_session\n"
+                           "try:\n    new_session(sys.argv[1])\n"
+                           "except Exception as e:\n    print('ours:', e, file=sys.stderr)",
+                           str(bad)], capture_output=True, text=True, timeout=120)
+    assert proc.stderr.startswith("ours: onnxruntime cannot load"), proc.stderr
+    assert "[E:onnxruntime" not in proc.stderr
+
+
+def test_a_replaced_output_folder_leaves_no_predictable_name(tmp_path):
+    from ssr_deploy.io import output_folder
+
+    out = tmp_path / "pngs"
+    out.mkdir()
+    (out / "old.png").write_bytes(b"old")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (tmp_path / f".pngs.old-{os.getpid()}").symlink_to(victim)  # the name it used to take
+    with output_folder(out, overwrite=True) as folder:
+        (folder / "new.png").write_bytes(b"new")
+    assert sorted(p.name for p in out.iterdir()) == ["new.png"] and victim.is_dir()

@@ -385,3 +385,16 @@ def test_a_killed_serves_work_folder_is_swept_by_the_next(tmp_path):
         import shutil
 
         shutil.rmtree(live, ignore_errors=True)
+
+
+def test_a_port_in_use_is_named_as_the_reason(model):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = TritonServer(model, http_port=taken.getsockname()[1], grpc_port=free_port(),
+                              metrics_port=free_port())
+        with pytest.raises(SsrDeployError, match=r"a port is in use .*already in use.*choose "
+                                                 "free ones with --http-port"):
+            server.start(timeout=120)
