@@ -117,6 +117,7 @@ class Demo:
                 "epoch_seconds_first": first["seconds"], "epoch_seconds_last": last["seconds"],
                 "depth": [st.depth for st in g.stages],
                 "gmacs": count_macs(g, s.search_size)[0] / 1e9,
+                "cost_measure": config.cost, "found_gmacs": searcher.found_cost(g) / 1e9,
                 "target_gmacs": searcher.target / 1e9,
                 "command": f"ssr-deploy search --data synthetic:{s.search_images} --size "
                            f"{_sz(s.search_size)} --epochs {s.search_epochs} --shrink-every 3 "
@@ -289,8 +290,11 @@ def report(f: dict[str, Any], out: Path, quick: bool) -> str:
         f"{se['options_first']['out']} -> {se['options_last']['out']} in {se['epochs']} "
         f"epochs ({'converged' if se['converged'] else 'stopped; argmax for the rest'}); "
         f"epoch time {se['epoch_seconds_first']:.1f} s -> {se['epoch_seconds_last']:.1f} s. "
-        f"Found depth {' + '.join(map(str, se['depth']))}, {se['gmacs']:.3f} GMACs "
-        f"(target {se['target_gmacs']:.3f}). Plot: search.png, genotype: genotype.json.",
+        f"Found depth {' + '.join(map(str, se['depth']))}: {se['cost_measure']} cost "
+        f"{se['found_gmacs']:.3f} GMACs against the target {se['target_gmacs']:.3f} "
+        f"({(se['found_gmacs'] - se['target_gmacs']) / se['target_gmacs']:+.1%}, the measure "
+        f"the target is in); the whole network {se['gmacs']:.3f} GMACs. Plot: search.png, "
+        "genotype: genotype.json.",
         f"`{se['command']}`", "",
         "## 3. Retraining the paper's network (ssr-cityscapes), briefly",
         f"Val mIoU {100 * tr['val_miou']:.1f} after {tr['epochs']} epochs at {tr['size']} "

@@ -13,6 +13,14 @@ cost = (E[MACs] / full - target / full)^2 on the backbone + a 1x1 classifier, ta
 the table's device instead: (E[ms] / full - target_ms / full)^2, E[ms] per decision the
 probability-weighted latency of its options. Our earlier choices stay as options
 (``arch_data="split"``, ``weight_clip``, ``ssr_width_mean="surviving"``, ``cost="network"``).
+
+The target is a constraint, not a wish (``cost_constraint="dual"``, the default): beside the
+authors' fixed-weight term, the objective carries lambda * E[cost] / target, and after
+every arch step the multiplier moves by dual ascent on the relative violation,
+lambda += dual_lr * (E[cost] - target) / target (signed: above the target it pushes the
+cost down, below it lets it rise). The CE alone outvotes the authors' weight of 1; lambda
+grows until it does not. SSR's terms and the shrinking are untouched; ``"off"`` is the
+authors' recipe exactly.
 """
 
 from __future__ import annotations
@@ -76,6 +84,8 @@ class SearchConfig:
     w_ssr_out: float = 15.0
     w_ssr_mid: float = 15.0
     w_cost: float = 1.0
+    cost_constraint: str = "dual"  # dual: a multiplier that holds the target | off: authors'
+    dual_lr: float = 20.0  # the multiplier's step per unit of relative violation
     target_ratio: float = 0.6
     target_gmacs: float | None = None
     lut: str = ""  # a latency table: the cost is expected latency (ms) on its device
@@ -113,7 +123,9 @@ class Searcher:
                  ) -> None:
         for name, value, allowed in (("arch_data", config.arch_data, ("full", "split")),
                                       ("ssr_width_mean", config.ssr_width_mean,
-                                       ("all", "surviving"))):
+                                       ("all", "surviving")),
+                                      ("cost_constraint", config.cost_constraint,
+                                       ("dual", "off"))):
             if value not in allowed:
                 raise SsrDeployError(f"{name} {value!r}: use one of {', '.join(allowed)}")
         name, weights = class_weights.resolve(config.class_weights, config.data, dataset)
@@ -159,6 +171,7 @@ class Searcher:
                                          betas=(0.9, 0.999), weight_decay=config.arch_decay)
         self.weight_opt = self._weight_optimizer()
         self.epoch, self.step = 0, 0
+        self.multiplier = 0.0  # the cost constraint's lambda (dual ascent)
 
     def _latency_table(self):
         if not self.config.lut:
@@ -177,6 +190,15 @@ class Searcher:
                                  f"classes and the data has {len(self.classes)}; build it "
                                  f"with --classes {len(self.classes)}")
         return table
+
+    def found_cost(self, genotype) -> float:
+        """A discrete network's cost in the target's own measure: predicted ms on the
+        table's device, or MACs (backbone or network, as the search counts them)."""
+        from ssr_deploy.search.cost import genotype_cost
+
+        if self.table:
+            return float(self.table.predict(genotype)["latency_ms"])
+        return float(genotype_cost(genotype, self.config.size, self.config.cost))
 
     def expected_cost(self, full: bool = False) -> torch.Tensor:
         """The cost term's E[cost]: ms on the table's device, or MACs."""
@@ -283,9 +305,12 @@ class Searcher:
             ssr_op = ssr_loss(op_p, self.net.op_valid)
             ssr_mid = ssr_loss(*self._width_rows(mid_p, self.net.mid_valid))
             ssr_out = ssr_loss(*self._width_rows(out_p, self.net.out_valid))
-            cost = cost_loss(self.expected_cost(), self.target, self.cost_scale)
+            expected = self.expected_cost()
+            cost = cost_loss(expected, self.target, self.cost_scale)
             loss = (c.w_ce * ce + c.w_ssr_op * ssr_op + c.w_ssr_out * ssr_out
                     + c.w_ssr_mid * ssr_mid + c.w_cost * cost)
+            if c.cost_constraint == "dual":
+                loss = loss + self.multiplier * expected / self.target
             self.arch_opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.net.arch_parameters(), c.arch_clip)
@@ -293,6 +318,8 @@ class Searcher:
         finally:
             for p in weights:
                 p.requires_grad_(True)
+        if c.cost_constraint == "dual":  # dual ascent on the relative violation
+            self.multiplier += c.dual_lr * (expected.item() - self.target) / self.target
         return {"arch": loss.item(), "ssr_op": ssr_op.item(), "cost": cost.item()}
 
     def _ce(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -355,6 +382,7 @@ class Searcher:
                 expected = float(self.expected_cost()) / scale
                 mean_max_prob = self.mean_max_prob()
             row = {"epoch": self.epoch, **losses, f"expected_{unit.lower()}": expected,
+                   "multiplier": self.multiplier,
                    "options_left": self.options_left(), "mean_max_prob": mean_max_prob,
                    "seconds": time.perf_counter() - start}
             self.save(row)
@@ -412,9 +440,12 @@ class Searcher:
         state = {"epoch": self.epoch, "step": self.step, "net": self.net.state_dict(),
                  "weight_opt": self.weight_opt.state_dict(),
                  "arch_opt": self.arch_opt.state_dict(), "rng": torch.get_rng_state(),
+                 "multiplier": self.multiplier,
                  "space": self.space.to_dict(), "config": jsonable(asdict(self.config))}
         rows, text = epoch_log(self.out / "search_log.jsonl", row)
-        fig = search_figure(rows, self.target / self.unit[1], self.unit[0])
+        measure = (f"ms on {self.table.describe()}" if self.table else
+                   f"{self.config.cost} GMACs")
+        fig = search_figure(rows, self.target / self.unit[1], self.unit[0], measure)
         publish_files({self.out / "search.pt": lambda tmp: torch.save(state, tmp),
                        self.out / "search_log.jsonl": lambda tmp: tmp.write_text(text),
                        self.out / "config.json": lambda tmp: tmp.write_text(self.settings()),
@@ -436,6 +467,7 @@ class Searcher:
             group["lr"] = self.config.arch_lr
         torch.set_rng_state(state["rng"])
         self.epoch, self.step = state["epoch"], state["step"]
+        self.multiplier = float(state.get("multiplier", 0.0))
 
 
 def _rows(probs: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -451,8 +483,9 @@ def _mass_discarded(probs: torch.Tensor, valid: torch.Tensor) -> float:
 
 
 def search_figure(rows: list[dict[str, Any]], target: float | None = None,
-                  unit: str = "GMACs"):
-    """Options left and expected cost per epoch, one figure."""
+                  unit: str = "GMACs", measure: str | None = None):
+    """Options left and expected cost per epoch, one figure; the cost and its target in one
+    measure (``measure``: e.g. "backbone GMACs", "ms on onnxruntime cpu")."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -468,7 +501,7 @@ def search_figure(rows: list[dict[str, Any]], target: float | None = None,
            label="expected")
     if target:
         b.axhline(target, color="gray", linestyle="--", label=f"target {target:.3g}")
-    b.set(xlabel="epoch", ylabel=f"expected {unit}", title="cost")
+    b.set(xlabel="epoch", ylabel=f"expected {measure or unit}", title="cost vs target")
     b.legend()
     fig.tight_layout()
     return fig
