@@ -3,7 +3,10 @@
 # image: PyTorch + CUDA, cuda-python, onnx, onnxruntime CPU; no TensorRT):
 #   1. the tests marked `cuda` (cuda-python buffers, streams, events, graphs; torch CUDA FP16);
 #   2. torch CUDA fp16 at 512x1024, batch 1 and 8: end to end and compute only (CUDA events)
-#      -> benchmarks/results/gpu_check.json, with the device name.
+#      -> benchmarks/results/gpu_check.json, with the device name;
+#   3. benchmarks/gpu_perf.py: the torch.profiler device-time profile and the variants side
+#      by side -> benchmarks/results/gpu_perf.json (GPU_PERF=0 skips it; ONLY_PERF=1 runs
+#      it alone: the three together exceed one 10-minute device command).
 # TensorRT is not on that image: the `tensorrt` tests need a machine with TensorRT >= 10.3.
 #   bash benchmarks/gpu_check.sh            (from the repository root)
 set -euo pipefail
@@ -14,6 +17,7 @@ python=${PYTHON:-$(command -v python3 || command -v python)}
 "$python" -m pip install --quiet --no-deps --no-build-isolation -e . 2>/dev/null \
     || export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+if [ "${ONLY_PERF:-0}" != 1 ]; then
 timeout 300 "$python" -m pytest -q -m cuda -p no:cacheprovider tests/runtime 2>&1 \
     | tee "$out/gpu_check_tests.txt" | tail -15
 timeout 180 "$python" - "$out/gpu_check.json" <<'PY'
@@ -40,3 +44,8 @@ with tempfile.TemporaryDirectory() as tmp:
     json.dump(report, open(sys.argv[1], "w"), indent=1, default=str)
     print("wrote", sys.argv[1])
 PY
+fi
+if [ "${GPU_PERF:-1}" != 0 ]; then
+    timeout 480 "$python" benchmarks/gpu_perf.py --out "$out/gpu_perf.json" 2>&1 \
+        | grep -v '^USDT' | tail -40
+fi

@@ -180,19 +180,22 @@ def video(source, model, out, backend, device, size, max_frames, alpha, letterbo
 @click.option("--iters", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--top", type=click.IntRange(min=1), default=15, show_default=True)
 @click.option("--trace", type=click.Path(dir_okay=False), help="Write a Chrome trace JSON.")
+@click.option("--device", help="cpu, cuda or cuda:N. [default: the backend's]")
 @click.option("--json", "as_json", is_flag=True)
-def profile_cmd(model, backend, size, iters, top, trace, as_json) -> None:
-    """Per-layer times mapped to genotype layers (onnxruntime profiler, TensorRT IProfiler,
-    torch module hooks), slowest first.
+def profile_cmd(model, backend, size, iters, top, trace, device, as_json) -> None:
+    """Per-layer times mapped to genotype layers, slowest first: onnxruntime's profiler,
+    TensorRT's IProfiler, or torch.profiler (device time of the kernels each module launches
+    on a GPU, op time on the CPU, host time beside it, and the top kernels and ops).
 
     \b
     Examples:
       ssr-deploy profile model.onnx --trace ort_trace.json
       ssr-deploy profile model.engine --top 20
+      ssr-deploy profile best.pt --backend torch --device cuda --trace torch_trace.json
     """
     from ssr_deploy.io import check_outputs_spare_inputs
     from ssr_deploy.runtime.profile import format_profile, profile
 
     check_outputs_spare_inputs([("--trace", trace)], [model])
-    result = profile(model, backend, iters, trace, size)
+    result = profile(model, backend, iters, trace, size, device)
     click.echo(json.dumps(result, indent=2) if as_json else format_profile(result, top))

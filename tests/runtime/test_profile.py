@@ -61,6 +61,16 @@ def test_torch_profile(tmp_path):
     result = profile(ckpt, iters=2, trace=tmp_path / "t.json", size=(64, 128))
     assert LAYERS | {"stem", "head.psp"} <= {row["module"] for row in result["rows"]}
     assert "traceEvents" in json.loads((tmp_path / "t.json").read_text())
+    # torch.profiler, as on a GPU (there: kernel time): op time per module, host time beside
+    assert result["time"] == "CPU op time" and result["device"] == "cpu"
+    assert all(row["ms"] > 0 and row["host_ms"] >= 0 for row in result["rows"])
+    top = result["top_ops"]
+    assert top and all(t["name"].startswith("aten::") and "[" in t["input_shapes"] for t in top)
+    assert [t["device_ms"] for t in top] == sorted((t["device_ms"] for t in top), reverse=True)
+    assert any("conv" in t["name"] for t in top[:5])
+    text = CliRunner().invoke(main, ["profile", str(ckpt), "--backend", "torch", "--device",
+                                     "cpu", "--size", "64x128", "--iters", "1"]).output
+    assert "host ms" in text and "top ops by op time" in text, text
 
 
 def test_profile_errors(tmp_path, onnx_path):

@@ -68,7 +68,6 @@ class TorchBackend(Backend):
         self.dtype = torch.float16 if fp16 else torch.float32  # via autocast: BN stays FP32
         if channels_last:  # NHWC input permuted to NCHW is channels_last already
             self.model = self.model.to(memory_format=torch.channels_last)
-        self._net = self.model.net  # the SSRNet inside, whose modules profiling hooks
         if compile:
             self.model = torch.compile(self.model)
         self.cuda_graphs = cuda_graphs
@@ -119,51 +118,6 @@ class TorchBackend(Backend):
         static_in.copy_(x)
         graph.replay()
         return static_out
-
-    def module_times(self, batch: np.ndarray, iters: int, modules: set[str],
-                     trace: Path | None = None) -> dict[str, float]:
-        """Total ms per named genotype module (``stages.1.layers.4`` ...) over ``iters``
-        runs of ``infer``, from forward hooks on this backend's network (wall time; on a GPU
-        each module is synchronized); with ``trace``, torch.profiler's Chrome trace."""
-        import contextlib
-        import time
-        from collections import defaultdict
-
-        from ssr_deploy.io import atomic_write
-
-        net = self._net
-        times: dict[str, float] = defaultdict(float)
-        starts: dict[str, float] = {}
-        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
-
-        def before(name: str):
-            def hook(module, args) -> None:  # returning anything would replace the input
-                sync()
-                starts[name] = time.perf_counter()
-            return hook
-
-        def after(name: str):
-            def hook(module, args, out) -> None:
-                sync()
-                times[name] += (time.perf_counter() - starts[name]) * 1e3
-            return hook
-
-        handles = []
-        for name, module in net.named_modules():
-            if name in modules:
-                handles += [module.register_forward_pre_hook(before(name)),
-                            module.register_forward_hook(after(name))]
-        try:
-            prof = torch.profiler.profile() if trace is not None else None
-            with prof or contextlib.nullcontext():
-                for _ in range(iters):
-                    self.infer(batch)
-            if prof is not None:
-                atomic_write(trace, lambda t: prof.export_chrome_trace(str(t)))
-        finally:
-            for handle in handles:
-                handle.remove()
-        return dict(times)
 
     def close(self) -> None:
         self._graphs.clear()
