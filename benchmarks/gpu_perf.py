@@ -35,6 +35,7 @@ from ssr_deploy import build_model
 from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.io import atomic_write_text, dumps_compact
 from ssr_deploy.model.deploy import DeployModel
+from ssr_deploy.model.net import with_trained_margins
 from ssr_deploy.runtime.backends.torch import io_format
 
 
@@ -42,11 +43,7 @@ def paper_network() -> nn.Module:
     """The paper's network, its classifier scaled to a trained network's margins (so fp16
     flips few labels, as it would on a trained one)."""
     torch.manual_seed(0)
-    net = build_model("ssr-cityscapes").eval()
-    with torch.no_grad():
-        net.head.classifier.weight.mul_(40.0)
-        net.head.classifier.bias.mul_(40.0)
-    return net
+    return with_trained_margins(build_model("ssr-cityscapes"))
 
 
 def fold_batchnorms(net: nn.Module) -> nn.Module:

@@ -29,6 +29,7 @@ from ssr_deploy.export.onnx import export_onnx
 from ssr_deploy.export.precision import PrecisionOptions, convert_precision
 from ssr_deploy.export.tensorrt import EngineOptions, build_engine
 from ssr_deploy.io import atomic_write_text, dumps_compact
+from ssr_deploy.model.net import with_trained_margins
 from ssr_deploy.runtime.bench import machine_info
 from ssr_deploy.runtime.tensorrt_library import load_tensorrt
 
@@ -37,11 +38,7 @@ CASES = [("fp32", None), ("fp16", None), ("int8", None), ("fp16", "7.5,8.6,8.9,1
 
 def confident_paper_net():
     torch.manual_seed(0)
-    net = build_model("ssr-cityscapes").eval()
-    with torch.no_grad():
-        net.head.classifier.weight.mul_(40.0)
-        net.head.classifier.bias.mul_(40.0)
-    return net
+    return with_trained_margins(build_model("ssr-cityscapes"))
 
 
 def main() -> None:

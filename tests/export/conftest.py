@@ -4,17 +4,14 @@ import torch
 from ssr_deploy import build_model
 from ssr_deploy.export.graph import IOFormat
 from ssr_deploy.export.onnx import export_onnx
+from ssr_deploy.model.net import with_trained_margins
 
 
 def confident_net():
     """An untrained SSRNet whose classifier is scaled up: its label maps have the margins of
     a trained network's, so rounding (fp16, int8) flips few of them, as it would there."""
     torch.manual_seed(0)
-    net = build_model("ssr-cityscapes").eval()
-    with torch.no_grad():
-        net.head.classifier.weight.mul_(40.0)
-        net.head.classifier.bias.mul_(40.0)
-    return net
+    return with_trained_margins(build_model("ssr-cityscapes"))
 
 
 @pytest.fixture(scope="session")
