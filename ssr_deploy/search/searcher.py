@@ -99,7 +99,7 @@ class SearchConfig:
 
 #: what a search.pt written before these settings existed ran with
 LEGACY = {"arch_data": "split", "weight_clip": 5.0, "class_weights": "none",
-          "ssr_width_mean": "surviving", "cost": "network"}
+          "ssr_width_mean": "surviving", "cost": "network", "cost_constraint": "off"}
 
 
 def saved_config(out: str | Path) -> dict[str, Any]:
@@ -309,7 +309,7 @@ class Searcher:
             cost = cost_loss(expected, self.target, self.cost_scale)
             loss = (c.w_ce * ce + c.w_ssr_op * ssr_op + c.w_ssr_out * ssr_out
                     + c.w_ssr_mid * ssr_mid + c.w_cost * cost)
-            if c.cost_constraint == "dual":
+            if c.cost_constraint == "dual":  # the Lagrangian term of E[cost] = target
                 loss = loss + self.multiplier * expected / self.target
             self.arch_opt.zero_grad(set_to_none=True)
             loss.backward()
