@@ -193,17 +193,15 @@ def main() -> None:
         "dry_run": args.dry_run, "profile": {}, "variants": {}}
 
     from ssr_deploy.runtime.backends.torch import TorchBackend, TorchOptions
-    from ssr_deploy.runtime.profile import profile_torch
-
     modules = {n for n, _ in net.named_modules()
                if n in ("stem", "head.psp", "head.low", "head.fuse", "head.classifier")
-               or n.count(".") == 2 and n.startswith("stages.")}
+               or n.startswith("stages.") and (n.endswith(".down") or n.count(".") == 3)}
     for batch in batches:
         backend = TorchBackend(copy.deepcopy(net).cpu(), str(device),
                                TorchOptions(size=size, fp16=cuda))
         frames = street_frames(batch, *size)
-        result["profile"][f"batch{batch}"] = profile_torch(
-            backend, frames, max(2, iters // 10), modules, top=10)
+        result["profile"][f"batch{batch}"] = backend.kernel_profile(
+            frames, max(2, iters // 10), modules, top=10)
         backend.close()
 
     reference: dict[int, torch.Tensor] = {}

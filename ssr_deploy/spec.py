@@ -385,8 +385,8 @@ class ModelSpec:
                                  "again")
         data = read_json(path, "sidecar")
         spec = cls.from_dict(data, f"sidecar {path.name}")
-        named = data.get("file")
-        if isinstance(named, str) and named != model_path.name:
+        named = data.get("file")  # a renamed pair is fine where the sha256 vouches for it
+        if isinstance(named, str) and named != model_path.name and not data.get("sha256"):
             raise SsrDeployError(f"sidecar {path.name} describes {named!r}, not "
                                  f"{model_path.name}: it belongs to another file; keep each "
                                  "model with its own sidecar (rename both together and edit "

@@ -325,7 +325,12 @@ def test_sigterm_is_one_line_like_ctrl_c(tmp_path):
 def test_a_sidecar_of_another_file_is_refused(small_onnx, tmp_path):
     other = tmp_path / "prod.onnx"
     other.write_bytes(small_onnx.read_bytes())
-    sidecar_path(other).write_text(sidecar_path(small_onnx).read_text())  # says "m.onnx"
+    meta = json.loads(sidecar_path(small_onnx).read_text())  # says "m.onnx"
+    sidecar_path(other).write_text(json.dumps(meta))
+    result = CliRunner().invoke(main, ["bench", str(other), "--iters", "1"])
+    assert result.exit_code == 0, result.output  # renamed together: its sha256 vouches
+    del meta["sha256"]  # nothing vouches for it
+    sidecar_path(other).write_text(json.dumps(meta))
     result = CliRunner().invoke(main, ["bench", str(other), "--iters", "1"])
     assert "describes 'm.onnx', not prod.onnx" in _one_line(result)
 

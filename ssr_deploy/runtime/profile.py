@@ -164,7 +164,7 @@ def profile(model: str | Path, backend: str | None = None, iters: int = 20,
             times = profile_tensorrt(runner, batch, iters, trace_path)
         else:  # torch.profiler: kernels (ops on the CPU) in each genotype module's range
             genotype_modules = set(_module_ops(runner.genotype)) - {"head", "io"}
-            torch_profile = profile_torch(runner, batch, iters, genotype_modules, trace_path)
+            torch_profile = runner.kernel_profile(batch, iters, genotype_modules, trace_path)
             times = {f"{name}/": ms for name, ms in torch_profile["device_ms"].items()}
     rows = summarize(times, iters, _genotype_of(spec))
     result = {"backend": kind, "model": str(path), "iters": iters, "rows": rows,
@@ -176,86 +176,6 @@ def profile(model: str | Path, backend: str | None = None, iters: int = 20,
         result.update({k: torch_profile[k] for k in ("device", "time", "top_ops",
                                                      "top_kernels", "device_total_ms")})
     return result
-
-
-def profile_torch(backend, batch: np.ndarray, iters: int, modules: set[str],
-                  trace: Path | None = None, top: int = 15) -> dict[str, Any]:
-    """torch.profiler over ``iters`` runs of the backend's forward (after a warm-up run):
-    each genotype module's forward inside a ``record_function`` range, so the kernels it
-    launches are its device time (on the CPU: its op time), with the host time beside it;
-    the top ops by device time with their input shapes and, on a GPU, the top kernels.
-    ``trace``: torch.profiler's Chrome trace. CUDA graphs are off while profiling (a replay
-    runs no module, so nothing could be attributed); the kernels are the same."""
-    import torch
-    from torch.profiler import ProfilerActivity, record_function
-
-    net, cuda = backend.model.net, backend.device.type == "cuda"
-    ranges: dict[str, Any] = {}
-
-    def enter(name: str):
-        def hook(module, args) -> None:  # returning anything would replace the input
-            ranges[name] = record_function(f"module:{name}")
-            ranges[name].__enter__()
-        return hook
-
-    def leave(name: str):
-        def hook(module, args, out) -> None:
-            ranges.pop(name).__exit__(None, None, None)
-        return hook
-
-    handles = []
-    for name, module in net.named_modules():
-        if name in modules:
-            handles += [module.register_forward_pre_hook(enter(name)),
-                        module.register_forward_hook(leave(name))]
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    graphs, backend.cuda_graphs = backend.cuda_graphs, False
-    try:
-        backend.infer(batch)  # warm-up: cuDNN's choices and allocations out of the profile
-        with torch.profiler.profile(activities=activities, record_shapes=True) as prof:
-            for _ in range(iters):
-                backend.infer(batch)
-            if cuda:
-                torch.cuda.synchronize()
-    finally:
-        backend.cuda_graphs = graphs
-        for handle in handles:
-            handle.remove()
-    if trace is not None:
-        atomic_write(trace, lambda t: prof.export_chrome_trace(str(t)))
-
-    def device_us(event, own: bool = False) -> float:
-        if not cuda:
-            return event.self_cpu_time_total if own else event.cpu_time_total
-        names = ("self_device_time_total", "self_cuda_time_total") if own else \
-            ("device_time_total", "cuda_time_total")
-        return next((getattr(event, n) for n in names if hasattr(event, n)), 0.0)
-
-    device, host = {}, {}
-    for event in prof.key_averages():
-        if event.key.startswith("module:"):
-            device[event.key[7:]] = device_us(event) / 1e3
-            host[event.key[7:]] = event.cpu_time_total / 1e3
-    ops = [e for e in prof.key_averages(group_by_input_shape=True)
-           if not e.key.startswith(("module:", "ProfilerStep")) and e.key.startswith("aten::")]
-    ops.sort(key=lambda e: -device_us(e, own=True))
-    top_ops = [{"name": e.key, "input_shapes": str(e.input_shapes), "calls": e.count / iters,
-                "device_ms": device_us(e, own=True) / 1e3 / iters,
-                "host_ms": e.self_cpu_time_total / 1e3 / iters} for e in ops[:top]]
-    kernels = []
-    if cuda:
-        kernels = [e for e in prof.key_averages()
-                   if str(getattr(e, "device_type", "")).endswith("CUDA")]
-        kernels.sort(key=lambda e: -device_us(e, own=True))
-    total = sum(device_us(e, own=True) for e in kernels) / 1e3 / iters if cuda else \
-        sum(device_us(e, own=True) for e in ops) / 1e3 / iters
-    top_kernels = [{"name": e.key[:160], "calls": e.count / iters,
-                    "device_ms": device_us(e, own=True) / 1e3 / iters,
-                    "share": device_us(e, own=True) / 1e3 / iters / total if total else 0.0}
-                   for e in kernels[:top]]
-    return {"device_ms": device, "host_ms": host, "top_ops": top_ops, "top_kernels": top_kernels,
-            "device_total_ms": total, "device": str(backend.device),
-            "time": "CUDA kernel time" if cuda else "CPU op time"}
 
 
 def _genotype_of(spec: ModelSpec) -> Genotype | None:

