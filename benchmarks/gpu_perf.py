@@ -11,9 +11,10 @@ Writes benchmarks/results/gpu_perf.json (--out) with the device name:
   both copies included), batch 1 and 8: eager NCHW vs channels_last, cudnn.benchmark off and
   on, CUDA graphs, torch.compile (default, max-autotune, reduce-overhead = with CUDA graphs),
   bf16 vs fp16, and what the graph itself may change: BatchNorm folded into the convs, the
-  argmax at the logits' resolution then nearest upsampling of labels. Each variant's labels
-  are compared with fp32 eager's (agreement), so a default can only move to a variant that
-  keeps them.
+  exact PSP pooling's matrices cached per size (or torch's own adaptive pooling) instead of
+  built per call, the argmax at the logits' resolution then nearest upsampling of labels.
+  Each variant's labels are compared with fp32 eager's (agreement), so a default can only
+  move to a variant that keeps them.
 The dry run executes every code path that does not need CUDA (the rest say so) and is run
 by the test suite, so the device run cannot fail on a typo.
 """
@@ -92,6 +93,38 @@ class ReducedArgmax(nn.Module):
         return F.interpolate(labels, size=(height, width), mode="nearest")[:, 0]
 
 
+class PoolPatched(nn.Module):
+    """The deploy model with the PSP's exact adaptive pooling swapped while it runs:
+    ``cached`` keeps each (size, bins) pair's matrices instead of building them per call
+    (what a fixed-size engine gets as constants); ``native`` is F.adaptive_avg_pool2d."""
+
+    def __init__(self, inner: nn.Module, mode: str) -> None:
+        super().__init__()
+        from ssr_deploy.model.blocks import pool_matrix
+
+        self.inner, cache = inner, {}
+
+        def cached(x: torch.Tensor, bins: int) -> torch.Tensor:
+            key = (tuple(x.shape[-2:]), bins, x.device, x.dtype)
+            if key not in cache:
+                cache[key] = (pool_matrix(x.shape[-2], bins, x),
+                              pool_matrix(x.shape[-1], bins, x).t().contiguous())
+            rows, cols = cache[key]
+            return rows @ x @ cols
+
+        self.pool = cached if mode == "cached" else (
+            lambda x, bins: F.adaptive_avg_pool2d(x, bins))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from ssr_deploy.model import head
+
+        original, head.adaptive_avg_pool2d = head.adaptive_avg_pool2d, self.pool
+        try:
+            return self.inner(x)
+        finally:
+            head.adaptive_avg_pool2d = original
+
+
 def end_to_end(model: nn.Module, frames: torch.Tensor, device: torch.device, dtype,
                iters: int, graphs: bool = False) -> tuple[float, torch.Tensor]:
     """FPS of pinned uint8 frames in -> labels out on the host, copies included."""
@@ -166,6 +199,10 @@ def variants(net: nn.Module, device: torch.device, low: torch.dtype) -> dict[str
                                   "graphs": True},
         "reduced-argmax-cuda-graphs": {"build": lambda: ReducedArgmax(deploy()), "dtype": low,
                                        "graphs": True},
+        "psp-cached-matrices-cuda-graphs": {"build": lambda: PoolPatched(deploy(), "cached"),
+                                           "dtype": low, "graphs": True},
+        "psp-native-pool-cuda-graphs": {"build": lambda: PoolPatched(deploy(), "native"),
+                                        "dtype": low, "graphs": True},
         "bn-folded-reduced-argmax-cuda-graphs": {
             "build": lambda: ReducedArgmax(deploy(folded)), "dtype": low, "graphs": True},
     }

@@ -23,8 +23,11 @@ def test_the_gpu_perf_script_dry_runs_on_the_cpu(tmp_path):
     variants = result["variants"]
     ran = {k for k, v in variants.items() if "fps" in v}
     assert {"eager-nchw/batch1", "eager-channels-last/batch1", "compile-default/batch1",
-            "bn-folded-cuda-graphs/batch1", "reduced-argmax-cuda-graphs/batch1"} <= ran
+            "bn-folded-cuda-graphs/batch1", "reduced-argmax-cuda-graphs/batch1",
+            "psp-cached-matrices-cuda-graphs/batch1", "psp-native-pool-cuda-graphs/batch1"} <= ran
     assert all(v.get("skipped") == "needs CUDA" for k, v in variants.items() if k not in ran)
     assert not any("failed" in v for v in variants.values()), variants
     folded = variants["bn-folded-cuda-graphs/batch1"]["label_agreement_vs_fp32"]
     assert folded >= 0.999  # folding BN is exact up to rounding
+    for pool in ("cached-matrices", "native-pool"):  # the same pooling, computed otherwise
+        assert variants[f"psp-{pool}-cuda-graphs/batch1"]["label_agreement_vs_fp32"] >= 0.999
