@@ -31,7 +31,7 @@ from ssr_deploy.export.metadata import publish_models, read_sidecar
 from ssr_deploy.export.onnx_file import check_onnx_file
 from ssr_deploy.export.trt_profiles import Profile, optimization_profile
 from ssr_deploy.io import atomic_write, check_input_file
-from ssr_deploy.runtime.backends.tensorrt import TensorIO, check_engine_io
+from ssr_deploy.runtime.backends.tensorrt import TensorIO, check_engine_io, dtype_names
 from ssr_deploy.runtime.tensorrt_library import (
     RTX_DEFAULT_TARGETS,
     TensorRT,
@@ -195,9 +195,9 @@ class BuiltNetwork:
 
 
 def network_io(trt, network) -> list[TensorIO]:
-    names = {trt.DataType.FLOAT: "float32", trt.DataType.HALF: "float16",
-             trt.DataType.UINT8: "uint8", trt.DataType.INT32: "int32",
-             trt.DataType.INT64: "int64", trt.DataType.INT8: "int8"}
+    """The parsed network's I/O tensors (-1 for a dynamic dimension), as the builder sees
+    them."""
+    names = dtype_names(trt)
     tensors = [(network.get_input(i), True) for i in range(network.num_inputs)]
     tensors += [(network.get_output(i), False) for i in range(network.num_outputs)]
     return [TensorIO(t.name, is_input, names.get(t.dtype, str(t.dtype)), tuple(t.shape))

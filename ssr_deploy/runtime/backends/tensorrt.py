@@ -72,11 +72,16 @@ def buffer_plan(spec: ModelSpec) -> list[TensorIO]:
             TensorIO(spec.output.name, False, spec.output.dtype, spec.output_shape(largest))]
 
 
+def dtype_names(trt) -> dict[Any, str]:
+    """TensorRT data types -> numpy's names, for engines and networks alike."""
+    return {trt.DataType.FLOAT: "float32", trt.DataType.HALF: "float16",
+            trt.DataType.UINT8: "uint8", trt.DataType.INT32: "int32",
+            trt.DataType.INT64: "int64", trt.DataType.INT8: "int8"}
+
+
 def engine_io(trt, engine) -> list[TensorIO]:
     """The engine's I/O tensors, read through the TensorRT API."""
-    names = {trt.DataType.FLOAT: "float32", trt.DataType.HALF: "float16",
-             trt.DataType.UINT8: "uint8", trt.DataType.INT32: "int32",
-             trt.DataType.INT64: "int64", trt.DataType.INT8: "int8"}
+    names = dtype_names(trt)
     tensors = []
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
