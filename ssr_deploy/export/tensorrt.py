@@ -206,7 +206,8 @@ def network_io(trt, network) -> list[TensorIO]:
 
 def build_network(library: TensorRT, model: onnx.ModelProto, source: str | Path,
                   settings: BuildSettings, profile: Profile | None = None,
-                  meta: dict[str, Any] | None = None) -> BuiltNetwork:
+                  meta: dict[str, Any] | None = None,
+                  progress: Callable[[str], None] | None = None) -> BuiltNetwork:
     """The one way an ONNX becomes an engine: the graph rewritten for TensorRT, parsed into a
     strongly typed network, built with ``settings`` and one optimisation ``profile`` (None
     for a static graph). ``source``: the ONNX's path, for messages and external data."""
@@ -220,6 +221,8 @@ def build_network(library: TensorRT, model: onnx.ModelProto, source: str | Path,
         errors = "; ".join(logger.errors[:1] or [str(parser.get_error(i)).splitlines()[0]
                                                   for i in range(parser.num_errors)])
         raise SsrDeployError(f"{library.title} cannot parse {source}: {errors}")
+    if progress:
+        progress("build")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings.workspace_gib * 2**30))
     config.builder_optimization_level = settings.opt_level
@@ -321,9 +324,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: Engine
     step("parse")
     settings = BuildSettings(options.workspace_gib, options.opt_level, targets,
                              options.timing_cache)
-    step("build")
     built = build_network(library, onnx.load(str(onnx_path)), onnx_path, settings,
-                          plan.profile, onnx_meta)
+                          plan.profile, onnx_meta, step)
     step("write")
     meta = engine_metadata(built.meta, onnx_path, library, gpu, options, plan.profile, targets,
                            time.perf_counter() - start)

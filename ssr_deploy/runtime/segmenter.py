@@ -54,6 +54,7 @@ class Segmenter:
 
     def __init__(self, backend: Backend, letterbox: bool = False) -> None:
         self.backend = backend
+        self.closed = False
         self.spec = backend.spec
         self.size = self.spec.input.size
         self.classes = list(self.spec.classes)
@@ -168,12 +169,12 @@ class Segmenter:
 
     # ---- resources ----------------------------------------------------------------
     def close(self) -> None:
-        if not getattr(self, "closed", False):
+        if not self.closed:
             self.backend.close()
         self.closed = True
 
     def _check_open(self) -> None:
-        if getattr(self, "closed", False):
+        if self.closed:
             raise UsageError("this Segmenter was closed; load the model again with "
                              "Segmenter.load(...) (or use it inside its `with` block)")
 

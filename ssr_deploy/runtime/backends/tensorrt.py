@@ -36,7 +36,7 @@ from ssr_deploy.runtime.tensorrt_library import (
     check_engine_builder,
     load_tensorrt,
 )
-from ssr_deploy.spec import ModelSpec
+from ssr_deploy.spec import ModelSpec, file_sha256
 
 DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8, "int32": np.int32,
           "int64": np.int64}
@@ -139,17 +139,16 @@ class RtxRuntimeCache:
     ``~/.cache/ssr-deploy/tensorrt-rtx/`` (keyed by the engine and the GPU), loaded at open
     and written back at close, so the second load of an engine starts without compiling."""
 
-    def __init__(self, library: TensorRT, engine, data: bytes, gpu: dict[str, str],
+    def __init__(self, library: TensorRT, engine, engine_sha256: str, gpu: dict[str, str],
                  cuda_graph: bool) -> None:
-        import hashlib
-
         trt = library.module
-        key = hashlib.sha256(data).hexdigest()[:16]
+        key = engine_sha256[:16]
         board = "".join(c if c.isalnum() else "-" for c in gpu.get("name", "gpu"))
         self.path = cache_root() / "tensorrt-rtx" / f"{key}-{board}.cache"
         self.runtime_config = engine.create_runtime_config()
         self.rtx_cache = self.runtime_config.create_runtime_cache()
-        self.loaded = self.path.is_file() and self.rtx_cache.deserialize(self.path.read_bytes())
+        if self.path.is_file():  # a cache of another environment is refused, left unchanged
+            self.rtx_cache.deserialize(self.path.read_bytes())
         if not self.runtime_config.set_runtime_cache(self.rtx_cache):
             raise SsrDeployError(f"{library.title} refused its runtime cache; remove "
                                  f"{self.path} and load the engine again")
@@ -213,7 +212,9 @@ class TensorRTBackend(Backend):
                                  "`ssr-deploy export engine`")
         check_engine_io(self.spec, engine_io(trt, self.engine), path.name)
         cuda_graph = (options or TensorRTOptions()).cuda_graph
-        self.runtime_cache = RtxRuntimeCache(self.library, self.engine, data, gpu, cuda_graph) \
+        # the sidecar's sha256 was checked against the file when it loaded
+        sha256 = self.spec.get("sha256") or file_sha256(path)
+        self.runtime_cache = RtxRuntimeCache(self.library, self.engine, sha256, gpu, cuda_graph) \
             if self.library.is_rtx else None
         self.context = self._new_context()
         self.plan = buffer_plan(self.spec)
