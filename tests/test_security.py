@@ -322,6 +322,29 @@ def test_sigterm_is_one_line_like_ctrl_c(tmp_path):
     assert "Traceback" not in err
 
 
+def test_a_forked_child_keeps_sigterm_default():
+    # A DataLoader worker inherits the CLI's handler; its loader stops it with SIGTERM, which
+    # must end it quietly, not raise Terminated there (a traceback in the run's stderr).
+    script = """
+import os, signal, sys, time
+from ssr_deploy.cli import base
+base._CLI_PID = os.getpid()
+signal.signal(signal.SIGTERM, base._terminate)
+child = os.fork()
+if child == 0:
+    time.sleep(30)
+    os._exit(0)
+time.sleep(0.5)
+os.kill(child, signal.SIGTERM)
+_, status = os.waitpid(child, 0)
+print(os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.strip() == "True", done.stderr
+    assert done.stderr == ""
+
+
 def test_a_sidecar_of_another_file_is_refused(small_onnx, tmp_path):
     other = tmp_path / "prod.onnx"
     other.write_bytes(small_onnx.read_bytes())

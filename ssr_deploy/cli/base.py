@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
 import sys
 
@@ -120,6 +121,8 @@ class Group(click.Group):
         import threading
 
         if threading.current_thread() is threading.main_thread():
+            global _CLI_PID
+            _CLI_PID = os.getpid()
             signal.signal(signal.SIGTERM, _terminate)  # as Ctrl-C: the same clean-up paths
         try:
             return super().invoke(ctx)
@@ -149,12 +152,22 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C would be, so a killed run cleans up as an interrupted one."""
 
 
+_CLI_PID = None  # the process whose SIGTERM means "stop the run"
+
+
 def _terminate(signum, frame) -> None:
     """Raise Terminated where the run is; should it land where Python swallows exceptions (a
     finalizer), a watchdog still ends the process in one line after 20 s (every write is
-    atomic, so nothing is half-written; a left lock is taken over by the next run)."""
-    import os
+    atomic, so nothing is half-written; a left lock is taken over by the next run). A forked
+    child (a DataLoader worker, which its loader stops with SIGTERM) inherits this handler:
+    there SIGTERM keeps its default meaning, no traceback, no second message."""
+    import signal
     import threading
+
+    if os.getpid() != _CLI_PID:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
 
     def give_up() -> None:
         click.echo("terminated (SIGTERM): files finished before are kept, none is "
