@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 
 from ssr_deploy.io import read_image
-from ssr_deploy.preprocess import frames_to_input, outputs_to_labels, resize_frames
+from ssr_deploy.preprocess import frames_to_input, resize_frames
 from ssr_deploy.spec import ModelSpec
 
 
@@ -39,11 +39,12 @@ def _session(model: onnx.ModelProto):
                                                  providers=["CPUExecutionProvider"])
 
 
-def _batch(frame: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    frames = resize_frames(frame[None], spec.input.size)
-    if spec.fixed_batch:
-        frames = np.repeat(frames, spec.fixed_batch, axis=0)
-    return frames_to_input(frames, spec.input)
+def _runner(model: onnx.ModelProto, spec: ModelSpec, name: str):
+    from ssr_deploy.runtime.compare import onnx_runner
+
+    return onnx_runner(model, lambda f: frames_to_input(f, spec.input), spec.input.name,
+                       spec.output.kind, len(spec.classes), spec.input.size, spec.fixed_batch,
+                       name=name)
 
 
 def compare_with_fp32(fp32: onnx.ModelProto, candidate: onnx.ModelProto, spec: ModelSpec,
@@ -51,30 +52,18 @@ def compare_with_fp32(fp32: onnx.ModelProto, candidate: onnx.ModelProto, spec: M
                       ) -> dict[str, Any]:
     """Label agreement and mIoU of the candidate's labels against the fp32 graph's, per
     frame source; with the worst modules from a per-layer comparison if it fails."""
-    from ssr_deploy.metrics import ConfusionMatrix
+    from ssr_deploy.runtime.compare import compare_runners
 
-    ref, cand = _session(fp32), _session(candidate)
-    name = spec.input.name
-    matrices: dict[str, ConfusionMatrix] = {}
-    counts: dict[str, int] = {}
-    for source, frame in verification_frames(spec, frames, data):
-        counts[source] = counts.get(source, 0) + 1
-        x = _batch(frame, spec)
-        n = len(spec.classes)
-        a = outputs_to_labels(ref.run(None, {name: x})[0], spec.output, n)[0]
-        b = outputs_to_labels(cand.run(None, {name: x})[0], spec.output, n)[0]
-        matrices.setdefault(source, ConfusionMatrix(len(spec.classes))).update(b, a)
-    sources = {}
-    for source, matrix in matrices.items():
-        scores = matrix.compute(spec.classes)
-        sources[source] = {"frames": counts[source],
-                           "label_agreement": scores["pixel_acc"],
-                           "miou_vs_fp32": scores["miou"]}
-    agreement = min(s["label_agreement"] for s in sources.values())
-    report = {"label_agreement": agreement,
-              "miou_vs_fp32": min(s["miou_vs_fp32"] for s in sources.values()),
+    result = compare_runners(_runner(candidate, spec, "candidate"), _runner(fp32, spec, "fp32"),
+                             ((source, frame[None]) for source, frame
+                              in verification_frames(spec, frames, data)), spec.classes)
+    sources = {source: {"frames": s["frames"], "label_agreement": s["label_agreement"],
+                        "miou_vs_fp32": s["miou_vs_reference"]}
+               for source, s in result["sources"].items()}
+    report = {"label_agreement": result["label_agreement"],
+              "miou_vs_fp32": result["miou_vs_reference"],
               "sources": sources, "min_agreement": threshold,
-              "passed": agreement >= threshold}
+              "passed": result["label_agreement"] >= threshold}
     if not report["passed"]:
         report["worst_layers"] = layer_errors(fp32, candidate, spec)[:3]
     return report
@@ -97,7 +86,8 @@ def layer_errors(fp32: onnx.ModelProto, candidate: onnx.ModelProto, spec: ModelS
         for tensor in sorted(wanted & produced):
             copy.graph.output.append(onnx.ValueInfoProto(name=tensor))
         probes.append(_session(copy))
-    x = _batch(verification_frames(spec, 1)[0][1], spec)
+    frame = resize_frames(verification_frames(spec, 1)[0][1][None], spec.input.size)
+    x = frames_to_input(np.repeat(frame, spec.fixed_batch or 1, axis=0), spec.input)
     outs = []
     for session in probes:
         names = [out.name for out in session.get_outputs()]

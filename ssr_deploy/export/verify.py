@@ -14,6 +14,7 @@ from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.export.graph import DeployModel, IOFormat
 from ssr_deploy.genotype import InputSpec
 from ssr_deploy.preprocess import InputFormat, frames_to_input
+from ssr_deploy.runtime.compare import Runner, compare_runners, onnx_runner
 
 MAX_ABS_DIFF = 1e-4
 MIN_LABEL_AGREEMENT = 0.9999
@@ -46,37 +47,36 @@ def verify_onnx(model: onnx.ModelProto, deploy: DeployModel, cases: list[tuple[i
                 min_label_agreement: float = MIN_LABEL_AGREEMENT) -> dict[str, Any]:
     """Check ``model`` and compare it with ``deploy`` (the PyTorch module it was exported
     from) at each (batch, H, W) in ``cases``, on random and on street-like frames."""
-    from ssr_deploy.runtime.backends.onnxruntime import import_onnxruntime
-
-    ort = import_onnxruntime()
-
     onnx.checker.check_model(model, full_check=True)
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     out_type = inferred.graph.output[0].type.tensor_type
     output_shape = [d.dim_param or d.dim_value for d in out_type.shape.dim]
 
-    io = deploy.io
-    session = ort.InferenceSession(with_logits_output(model, io).SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
+    io, spec = deploy.io, deploy.net.genotype.input
+    classes = deploy.net.genotype.classes
+
+    def prepare(frames: np.ndarray) -> np.ndarray:
+        return model_input(frames, io, spec)
+
     reference = DeployModel(deploy.net, IOFormat(io.input, "logits")).eval()
-    spec = deploy.net.genotype.input
-    results = []
+
+    def run_torch(x: np.ndarray) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [reference(torch.from_numpy(x)).numpy()]
+
+    exported = onnx_runner(with_logits_output(model, io), prepare, io.input_name, io.output,
+                           len(classes), gives_logits=True)
+    batches = []
     for batch, h, w in cases:
         rng = np.random.default_rng(h * w + batch)
-        inputs = {"random": rng.integers(0, 256, (batch, h, w, 3), dtype=np.uint8),
-                  "street-like": street_frames(batch, h, w, seed=batch)}
-        for kind, frames in inputs.items():
-            x = model_input(frames, io, spec)
-            outputs = session.run(None, {io.input_name: x})
-            with torch.no_grad():
-                expected = reference(torch.from_numpy(x)).numpy()
-            logits = outputs[-1]
-            labels = outputs[0] if io.output == "labels" else logits.argmax(1)
-            results.append({
-                "input": f"{kind} {batch}x{h}x{w}",
-                "max_abs_diff": float(np.abs(logits - expected).max()),
-                "label_agreement": float((labels == expected.argmax(1)).mean()),
-            })
+        batches += [(f"random {batch}x{h}x{w}",
+                     rng.integers(0, 256, (batch, h, w, 3), dtype=np.uint8)),
+                    (f"street-like {batch}x{h}x{w}", street_frames(batch, h, w, seed=batch))]
+    compared = compare_runners(exported, Runner("torch", prepare, run_torch, "logits",
+                                                len(classes)), batches, classes)
+    results = [{"input": source, "max_abs_diff": s["max_abs_diff"],
+                "label_agreement": s["label_agreement"]}
+               for source, s in compared["sources"].items()]
     worst_diff = max(r["max_abs_diff"] for r in results)
     worst_agreement = min(r["label_agreement"] for r in results)
     return {
