@@ -60,3 +60,28 @@ def tiny_inputs(tmp_path_factory):
     for k in range(4):
         cv2.imwrite(str(root / "frames" / f"{k}.png"), street_scene(k, 64, 128)[0])
     return root
+
+
+@pytest.fixture(scope="session")
+def paper_uint8_onnx(tmp_path_factory):
+    """The paper's network at 32x64 as m.onnx: uint8 BGR in, labels out, batch 1 to 8
+    (read only: copy it to change it)."""
+    from ssr_deploy.export.graph import IOFormat
+    from ssr_deploy.export.onnx import export_onnx
+    from ssr_deploy.model.net import build_model
+
+    path = tmp_path_factory.mktemp("paper") / "m.onnx"
+    export_onnx(build_model("ssr-cityscapes"), path, size=(32, 64), dynamic_batch=True,
+                max_batch=8, io=IOFormat("uint8-nhwc-bgr", "labels"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def street_pngs(tmp_path_factory):
+    """A folder of 6 street-like 64x128 frames as PNGs (calibration images)."""
+    from ssr_deploy.data.synthetic import street_frames
+
+    folder = tmp_path_factory.mktemp("street")
+    for i, frame in enumerate(street_frames(6, 64, 128, seed=2)):
+        cv2.imwrite(str(folder / f"f{i}.png"), frame)
+    return folder

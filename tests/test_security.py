@@ -20,18 +20,13 @@ from click.testing import CliRunner
 from ssr_deploy import Genotype, Segmenter, SsrDeployError, build_model
 from ssr_deploy.cli import main
 from ssr_deploy.errors import SpecError
-from ssr_deploy.export.graph import IOFormat
-from ssr_deploy.export.onnx import export_onnx
 from ssr_deploy.io import atomic_write_text, read_json, run_lock
 from ssr_deploy.spec import ModelSpec, file_sha256, sidecar_path
 
 
 @pytest.fixture(scope="module")
-def small_onnx(tmp_path_factory):
-    path = tmp_path_factory.mktemp("m") / "m.onnx"
-    export_onnx(build_model("ssr-cityscapes"), path, size=(32, 64), dynamic_batch=True,
-                max_batch=4, io=IOFormat("uint8-nhwc-bgr", "labels"))
-    return path
+def small_onnx(paper_uint8_onnx):
+    return paper_uint8_onnx
 
 
 def _one_line(result) -> str:

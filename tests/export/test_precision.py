@@ -23,11 +23,8 @@ FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
 
 
 @pytest.fixture(scope="module")
-def calib_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("calib")
-    for i, frame in enumerate(street_frames(6, 64, 128, seed=2)):
-        cv2.imwrite(str(folder / f"f{i}.png"), frame)
-    return folder
+def calib_dir(street_pngs):
+    return street_pngs
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import random
 
-import cv2
 import numpy as np
 import onnx
 import pytest
@@ -18,7 +17,6 @@ from hypothesis import strategies as st
 
 from ssr_deploy import Segmenter, SsrDeployError, build_model
 from ssr_deploy.cli import main
-from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.export.graph import IOFormat
 from ssr_deploy.export.metadata import read_sidecar, sidecar_path
 from ssr_deploy.export.onnx import export_onnx
@@ -132,11 +130,8 @@ def test_fp16_with_fp32_layers(fp16_onnx, labels_onnx, rtx, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def calib(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("calib")
-    for i, frame in enumerate(street_frames(6, 64, 128, seed=3)):
-        cv2.imwrite(str(folder / f"{i}.png"), frame)
-    return folder
+def calib(street_pngs):
+    return street_pngs
 
 
 @pytest.mark.parametrize("dynamic", [False, True])

@@ -7,18 +7,13 @@ from click.testing import CliRunner
 from ssr_deploy import Segmenter, SsrDeployError, build_model
 from ssr_deploy.cli import main
 from ssr_deploy.data.synthetic import street_frames
-from ssr_deploy.export.graph import IOFormat
-from ssr_deploy.export.onnx import export_onnx
 from ssr_deploy.runtime import bench
 from ssr_deploy.runtime.video import open_source, run_video
 
 
 @pytest.fixture(scope="module")
-def onnx_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("m") / "m.onnx"
-    export_onnx(build_model("ssr-cityscapes"), path, size=(32, 64), dynamic_batch=True,
-                max_batch=8, io=IOFormat("uint8-nhwc-bgr", "labels"))
-    return path
+def onnx_model(paper_uint8_onnx):
+    return paper_uint8_onnx
 
 
 def _clip(path, n, size=(48, 80), fps=10, fourcc="mp4v"):
