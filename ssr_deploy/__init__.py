@@ -3,10 +3,9 @@
 The names below load on first use, so ``from ssr_deploy import Segmenter`` needs neither
 torch nor onnx: the runtime runs .onnx and .engine files on a runtime-only install."""
 
-__version__ = "0.1.0"
-
-from ssr_deploy.errors import GenotypeError, SsrDeployError  # noqa: E402
-from ssr_deploy.genotype import Genotype  # noqa: E402
+from ssr_deploy.errors import GenotypeError, SsrDeployError
+from ssr_deploy.genotype import Genotype
+from ssr_deploy.version import __version__
 
 __all__ = ["Genotype", "GenotypeError", "ModelSpec", "SSRNet", "Segmenter", "SsrDeployError",
            "build_model", "load_model", "save_checkpoint", "__version__"]

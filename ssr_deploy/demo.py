@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ssr_deploy.errors import PrecisionCheckError, SsrDeployError
-from ssr_deploy.io import atomic_write_text, run_lock, write_image
+from ssr_deploy.io import atomic_write_text
+from ssr_deploy.media import write_image
+from ssr_deploy.runs import run_lock
 
 
 @dataclass(frozen=True)

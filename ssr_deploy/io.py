@@ -3,25 +3,24 @@
 Writes go to a temp file in the target folder, are fsynced, then renamed over the target:
 an interrupted or failed write (crash, Ctrl-C, a full disk) never leaves a half-written file
 under the final name, and the previous file stays intact until its replacement is complete.
-A group of files (a model and its sidecar) is published together, or not at all; a folder
-of outputs is built beside its final name and swapped in whole.
+A group of files (a model and its sidecar) is published together, or not at all. Reads are
+bounded (JSON size and depth) and guarded (regular files; outputs that would overwrite an
+input), and so are memory and disk before a large job. Run folders live in
+``ssr_deploy.runs``; images, video and figures in ``ssr_deploy.media``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from ssr_deploy.errors import SsrDeployError, UsageError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 _HINTS = {
     errno.ENOSPC: "the disk is full; free space or write elsewhere",
@@ -51,7 +50,7 @@ class OutputError(SsrDeployError):
     left under the final name."""
 
 
-def _write_failed(path: Path, e: BaseException, tmp: Path | None = None) -> OutputError:
+def write_failed(path: Path, e: BaseException, tmp: Path | None = None) -> OutputError:
     if isinstance(e, OSError):
         e.filename = e.filename if e.filename is not None else str(path)
         text = describe_os_error(e)
@@ -63,6 +62,14 @@ def _write_failed(path: Path, e: BaseException, tmp: Path | None = None) -> Outp
             first = _HINTS[errno.EFBIG]
         text = f"cannot write {path}: {first}"
     return OutputError(text + " (nothing was replaced)")
+
+
+def short_write_reason(path: Path, tmp: Path) -> str:
+    """Why a written file came out short: a full disk, the file-size limit, else the
+    writer."""
+    if _free_bytes(path.parent) < 64 << 20:
+        return _HINTS[errno.ENOSPC]
+    return _HINTS[errno.EFBIG] if _over_size_limit(tmp) else "the encoder failed"
 
 
 def _over_size_limit(tmp: Path) -> bool:
@@ -101,16 +108,16 @@ def cache_root() -> Path:
     return Path(base) / "ssr-deploy"
 
 
-def _temp_beside(path: Path, suffix: str = ".tmp") -> Path:
+def temp_beside(path: Path, suffix: str = ".tmp") -> Path:
     """A new file beside ``path`` with a random name, created exclusively (O_EXCL)."""
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     except OSError as e:
         e.filename = str(path)
-        raise _write_failed(path, e) from None
+        raise write_failed(path, e) from None
     os.close(fd)
     tmp = Path(name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+    os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; give the usual permissions
     return tmp
 
 
@@ -136,13 +143,13 @@ def atomic_write_many(writers: dict[str | Path, Callable[[Path], object]]) -> li
     try:
         for path, write in zip(paths, writers.values(), strict=True):
             check_output_path(path)
-            tmp = _temp_beside(path)
+            tmp = temp_beside(path)
             temps.append(tmp)
             try:
                 write(tmp)
                 _finish_temp(path, tmp)
             except (OSError, RuntimeError) as e:
-                raise _write_failed(path, e, tmp) from None
+                raise write_failed(path, e, tmp) from None
         for path, tmp in zip(paths, temps, strict=True):
             os.replace(tmp, path)
     except BaseException:
@@ -154,197 +161,6 @@ def atomic_write_many(writers: dict[str | Path, Callable[[Path], object]]) -> li
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
-
-
-def encode_image(path: str | Path, image) -> bytes:
-    """``image`` encoded for ``path``'s suffix (PNG, JPEG, BMP); an error if OpenCV cannot."""
-    import cv2
-
-    ok, buf = cv2.imencode(Path(path).suffix or ".png", image)
-    if not ok:
-        raise OutputError(f"cannot encode {path} as {Path(path).suffix or '.png'}")
-    return buf.tobytes()
-
-
-def write_image(path: str | Path, image) -> Path:
-    """An image written atomically, its encoding and write checked (cv2.imwrite is not)."""
-    return atomic_write_bytes(path, encode_image(path, image))
-
-
-def write_image_in(folder: Path, name: str, image) -> None:
-    """An image into a folder being built (see ``output_folder``): checked, not atomic."""
-    path = folder / name
-    try:
-        path.write_bytes(encode_image(path, image))
-    except OSError as e:
-        raise _write_failed(path, e) from None
-
-
-class NewFolder:
-    """A folder of outputs built beside ``path`` (``.building``) and swapped in whole by
-    ``publish()``; ``discard()`` removes it. An existing non-empty ``path`` is refused unless
-    ``overwrite`` (its files would mix with the new ones); with it, the old folder is
-    removed only after the new one is in place."""
-
-    def __init__(self, path: str | Path, overwrite: bool = False, option: str = "--out") -> None:
-        path = self.path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise UsageError(f"{option} {path} is a file; give a folder path")
-        if path.is_dir() and any(path.iterdir()) and not overwrite:
-            raise UsageError(f"{option} {path} already holds files; choose an empty or new "
-                             "folder, or add --overwrite to replace it once the new one is "
-                             "complete")
-        if not path.parent.is_dir():
-            raise OutputError(f"cannot write {path}: folder {path.parent} does not exist; "
-                              "create it first")
-        try:
-            self.building = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial",
-                                                  dir=path.parent))
-        except OSError as e:
-            e.filename = str(path)
-            raise _write_failed(path, e) from None
-
-    def publish(self) -> Path:
-        os.chmod(self.building, 0o777 & ~_umask())
-        old = None
-        if self.path.is_dir():
-            old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old-",
-                                        dir=self.path.parent))
-            os.replace(self.path, old)  # onto the empty folder just made: no name to predict
-        os.replace(self.building, self.path)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-        return self.path
-
-    def discard(self) -> None:
-        shutil.rmtree(self.building, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def output_folder(path: str | Path, overwrite: bool = False, option: str = "--out"
-                  ) -> Iterator[Path]:
-    """``with output_folder(p) as folder:`` write into ``folder``; it becomes ``p`` when the
-    block ends normally and is removed when it raises (see NewFolder)."""
-    new = NewFolder(path, overwrite, option)
-    try:
-        yield new.building
-        new.publish()
-    except BaseException:
-        new.discard()
-        raise
-
-
-@contextlib.contextmanager
-def run_lock(folder: str | Path, command: str, option: str = "--out") -> Iterator[None]:
-    """One run per output folder: ``with run_lock(out, "train"):`` holds an exclusive lock
-    (``.<name>.lock`` beside the folder, flock'd, so a dead process never holds it) for the
-    run; a second run into it is refused in one line naming the running one. A lock file a
-    killed run left is taken over, and said so."""
-    import fcntl
-    import socket
-    import sys
-    import time
-
-    folder = Path(folder)
-    path = folder.parent / f".{folder.name}.lock"
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        except OSError as e:
-            e.filename = str(path)
-            raise _write_failed(path, e) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 512).decode(errors="replace").strip() or "another run"
-            os.close(fd)
-            raise SsrDeployError(f"{option} {folder} is in use by {holder}; wait for it to "
-                                 f"finish or choose another {option}") from None
-        try:  # the file we locked must still be the one at the path (not unlinked meanwhile)
-            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
-    stale = os.read(fd, 512).decode(errors="replace").strip()
-    if stale:
-        print(f"note: taking over {folder} from {stale}, which is no longer running",
-              file=sys.stderr)
-    os.lseek(fd, 0, os.SEEK_SET)
-    os.ftruncate(fd, 0)
-    os.write(fd, f"`ssr-deploy {command}` (pid {os.getpid()} on {socket.gethostname()}, "
-                 f"started {time.strftime('%Y-%m-%d %H:%M:%S')})".encode())
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-        os.close(fd)
-
-
-class VideoOutput:
-    """An .mp4/.avi written under a temp name beside ``path`` and published by ``close()``
-    only after it is read back with the frames written (OpenCV's VideoWriter reports no
-    failed write: a full disk would otherwise pass as success)."""
-
-    FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mov": "mp4v", ".mkv": "mp4v"}
-
-    def __init__(self, path: str | Path, fps: float) -> None:
-        self.path, self.fps = Path(path), fps
-        if self.path.suffix.lower() not in self.FOURCC:
-            raise UsageError(f"{path}: give a video file ({', '.join(self.FOURCC)})")
-        check_output_path(self.path)
-        self.tmp: Path | None = None  # made, random and exclusive, with the first frame
-        self.writer, self.size, self.count = None, None, 0
-
-    def write(self, frame) -> None:
-        import cv2
-
-        if self.writer is None:
-            # a name no other run (or user) can predict, created by us alone: the encoder
-            # then opens a regular file we made, never a planted link
-            self.tmp = _temp_beside(self.path, suffix=f".partial{self.path.suffix}")
-            self.size = (frame.shape[1], frame.shape[0])
-            fourcc = cv2.VideoWriter_fourcc(*self.FOURCC[self.path.suffix.lower()])
-            self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, self.size)
-            if not self.writer.isOpened():
-                self.tmp.unlink(missing_ok=True)
-                raise OutputError(f"cannot write {self.path}: OpenCV cannot open a "
-                                  f"{self.path.suffix} writer there (use .avi, or a folder of "
-                                  "PNGs)")
-        if (frame.shape[1], frame.shape[0]) != self.size:  # the stream changed size mid-way
-            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
-        self.writer.write(frame)
-        self.count += 1
-
-    def close(self, keep: bool = True) -> Path | None:
-        """Finish and publish the file (``keep=False``: remove it); an OutputError, with
-        ``path`` untouched, if the file does not read back whole."""
-        import cv2
-
-        if self.writer is None:
-            return None
-        self.writer.release()
-        self.writer = None
-        if not keep:
-            self.tmp.unlink(missing_ok=True)
-            return None
-        capture = cv2.VideoCapture(str(self.tmp))
-        frames = 0  # demuxed, not decoded: a truncated file ends early, headers notwithstanding
-        while capture.isOpened() and frames < self.count and capture.grab():
-            frames += 1
-        capture.release()
-        if frames < self.count:
-            why = (_HINTS[errno.ENOSPC] if _free_bytes(self.path.parent) < 64 << 20 else
-                   _HINTS[errno.EFBIG] if _over_size_limit(self.tmp) else
-                   "the encoder failed")
-            self.tmp.unlink(missing_ok=True)
-            raise OutputError(f"cannot write {self.path}: it holds {frames} of the "
-                              f"{self.count} frames written; {why} (nothing was replaced)")
-        with open(self.tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(self.tmp, self.path)
-        return self.path
 
 
 # ---- inputs ---------------------------------------------------------------------------
@@ -476,7 +292,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def _umask() -> int:
+def umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -497,18 +313,6 @@ def dumps_compact(value: Any, indent: int = 0) -> str:
     return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"
 
 
-def read_image(path: str | Path, flags: int | None = None):
-    """An image as OpenCV reads it (BGR uint8 by default); a clear error for a corrupt or
-    unreadable file."""
-    import cv2
-
-    data = cv2.imread(str(path), cv2.IMREAD_COLOR if flags is None else flags)
-    if data is None:
-        raise SsrDeployError(f"cannot read {path}: corrupt or not an image (remove or replace "
-                             "it)")
-    return data
-
-
 def jsonable(value: Any) -> Any:
     """Tuples -> lists, recursively through dicts: what json and weights_only pickles take."""
     if isinstance(value, tuple):
@@ -516,65 +320,3 @@ def jsonable(value: Any) -> Any:
     return {k: jsonable(v) for k, v in value.items()} if isinstance(value, dict) else value
 
 
-def run_config_text(command: str, config, **resolved: Any) -> str:
-    """A run's ``config.json``: the command, every setting of its config dataclass, and the
-    values resolved from them (``resolved`` replaces fields of the same name)."""
-    import dataclasses
-
-    from ssr_deploy import __version__
-
-    settings = {"command": command, "ssr_deploy": __version__,
-                **jsonable(dataclasses.asdict(config)), **jsonable(resolved)}
-    return json.dumps(settings, indent=2) + "\n"
-
-
-def epoch_log(path: str | Path, row: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
-    """The rows of a JSONL log with ``row`` replacing rows of its epoch and later (a resumed
-    run does not duplicate epochs), and the file's new text; nothing is written."""
-    path = Path(path)
-    rows = [json.loads(r) for r in (path.read_text().splitlines() if path.is_file() else [])]
-    rows = [r for r in rows if r["epoch"] < row["epoch"]] + [row]
-    return rows, "".join(json.dumps(r) + "\n" for r in rows)
-
-
-def publish_files(files: dict[str | Path, Callable[[Path], object]], figure=None) -> None:
-    """Files that belong together (an epoch's state, log and plot; a report and its plot)
-    published together or not at all: a resumed run never finds a log ahead of its state.
-    ``figure`` (the plot's) is closed afterwards."""
-    try:
-        atomic_write_many(files)
-    finally:
-        if figure is not None:
-            import matplotlib.pyplot as plt
-
-            plt.close(figure)
-
-
-def figure_writer(fig) -> Callable[[Path], None]:
-    return lambda tmp: fig.savefig(tmp, format="png")
-
-
-def save_figure(fig, path: str | Path) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
-    return Path(path)
-
-
-def find_images(folder: str | Path, limit: int | None = None) -> list[Path]:
-    """Image files under ``folder`` (recursively), sorted, at most ``limit``, spread evenly
-    over the sorted list so a Cityscapes tree contributes every city."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        what = "is a file, not a folder" if folder.exists() else "does not exist"
-        raise SsrDeployError(f"image folder {folder} {what}")
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise SsrDeployError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}; point it "
-                             "at a folder of frames (for --calib: ~100 from the training set)")
-    if limit and len(paths) > limit:
-        step = len(paths) / limit
-        paths = [paths[int(i * step)] for i in range(limit)]
-    return paths

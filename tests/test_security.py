@@ -20,7 +20,8 @@ from click.testing import CliRunner
 from ssr_deploy import Genotype, Segmenter, SsrDeployError, build_model
 from ssr_deploy.cli import main
 from ssr_deploy.errors import SpecError
-from ssr_deploy.io import atomic_write_text, read_json, run_lock
+from ssr_deploy.io import atomic_write_text, read_json
+from ssr_deploy.runs import run_lock
 from ssr_deploy.spec import ModelSpec, file_sha256, sidecar_path
 
 
@@ -44,11 +45,11 @@ def test_writers_replace_a_link_at_the_final_name_and_use_random_temps(tmp_path)
     out.symlink_to(victim)
     atomic_write_text(out, "{}\n")
     assert victim.read_text() == "keep me" and not out.is_symlink() and out.read_text() == "{}\n"
-    from ssr_deploy.io import _temp_beside
+    from ssr_deploy.io import temp_beside
 
     seen = set()
     for _ in range(3):
-        tmp = _temp_beside(out)
+        tmp = temp_beside(out)
         seen.add(tmp.name)
         tmp.unlink()
     assert len(seen) == 3  # no name another run (or user) can predict
@@ -135,7 +136,7 @@ def test_bench_refuses_a_contradicting_sidecar(small_onnx, tmp_path, change, mes
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from ssr_deploy.io import run_lock
+    from ssr_deploy.runs import run_lock
     with run_lock(sys.argv[1], sys.argv[2]):
         print("held", flush=True)
         time.sleep(60)
@@ -366,7 +367,7 @@ def test_onnxruntime_prints_no_log_line_before_ours(tmp_path):
 
 
 def test_a_replaced_output_folder_leaves_no_predictable_name(tmp_path):
-    from ssr_deploy.io import output_folder
+    from ssr_deploy.runs import output_folder
 
     out = tmp_path / "pngs"
     out.mkdir()

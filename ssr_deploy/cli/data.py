@@ -39,7 +39,9 @@ def data_synth(out, n, size, seed, video, frames, overwrite) -> None:
 
     from ssr_deploy.data import write_cityscapes_layout
     from ssr_deploy.data.synthetic import render_video
-    from ssr_deploy.io import VideoOutput, check_disk, check_outputs_spare_inputs, output_folder
+    from ssr_deploy.io import check_disk, check_outputs_spare_inputs
+    from ssr_deploy.media import VideoOutput
+    from ssr_deploy.runs import output_folder
 
     if video and Path(video).suffix.lower() not in VideoOutput.FOURCC:
         raise SsrDeployError(f"--video {video}: give a video file "

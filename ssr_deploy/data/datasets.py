@@ -17,7 +17,8 @@ import numpy as np
 from ssr_deploy.data import classes
 from ssr_deploy.data.synthetic import street_scene
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.io import IMAGE_SUFFIXES, read_image, read_json
+from ssr_deploy.io import read_json
+from ssr_deploy.media import IMAGE_SUFFIXES, read_image
 
 
 @dataclass
@@ -224,7 +225,7 @@ def write_cityscapes_layout(out: str | Path, n: int, size: tuple[int, int], seed
     """Write ``n`` synthetic scenes as a Cityscapes tree (leftImg8bit + gtFine labelIds), so
     the real loader reads them, into ``out`` (a new folder: see io.output_folder). Returns
     images per split."""
-    from ssr_deploy.io import write_image_in
+    from ssr_deploy.media import write_image_in
 
     out = Path(out)
     n_val = max(1, int(n * val_fraction)) if n > 1 else 0

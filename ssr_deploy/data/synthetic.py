@@ -118,7 +118,7 @@ def render_video(path: str | Path, frames: int, size: tuple[int, int] = (256, 51
                  seed: int = 0, fps: float = 30.0) -> Path:
     """A moving street scene (the camera slides sideways) as an mp4/avi, published only once
     it reads back whole."""
-    from ssr_deploy.io import VideoOutput
+    from ssr_deploy.media import VideoOutput
 
     video = VideoOutput(path, fps)
     try:

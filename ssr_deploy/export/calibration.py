@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.io import find_images, read_image
+from ssr_deploy.media import find_images, read_image
 from ssr_deploy.preprocess import FrameFormat, frames_to_input, resize_frames
 
 

@@ -40,13 +40,8 @@ from ssr_deploy.export.metadata import (
     to_props,
 )
 from ssr_deploy.export.precision_check import compare_with_fp32, module_of_node
-from ssr_deploy.io import (
-    atomic_write,
-    cache_root,
-    check_input_file,
-    check_output_path,
-    find_images,
-)
+from ssr_deploy.io import atomic_write, cache_root, check_input_file, check_output_path
+from ssr_deploy.media import find_images
 from ssr_deploy.spec import ModelSpec
 
 CALIB_METHODS = ("entropy", "percentile", "minmax")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ssr_deploy.io import read_image
+from ssr_deploy.media import read_image
 from ssr_deploy.preprocess import frames_to_input, resize_frames
 from ssr_deploy.spec import ModelSpec
 
@@ -23,7 +23,7 @@ def verification_frames(spec: ModelSpec, frames: int, data: str | None = None
                         ) -> list[tuple[str, Any]]:
     """(source, (H, W, 3) uint8 BGR frame) pairs: street-like frames, then ``data`` images."""
     from ssr_deploy.data.synthetic import street_frames
-    from ssr_deploy.io import find_images
+    from ssr_deploy.media import find_images
 
     h, w = spec.input.size
     pairs = [("street-like", f) for f in street_frames(frames, h, w, seed=5)]

@@ -20,7 +20,9 @@ from tqdm import tqdm
 
 from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.errors import UsageError
-from ssr_deploy.io import atomic_write_text, figure_writer, publish_files, save_figure
+from ssr_deploy.io import atomic_write_text
+from ssr_deploy.media import figure_writer, save_figure
+from ssr_deploy.runs import publish_files
 from ssr_deploy.runtime.segmenter import Segmenter
 
 PAPER_FPS = 175.0  # SSR-Net at 512x1024 on an RTX 2080Ti (Ye et al., IJCV 2022)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.io import find_images, read_image
+from ssr_deploy.media import find_images, read_image
 from ssr_deploy.metrics import ConfusionMatrix
 from ssr_deploy.preprocess import frames_to_input, outputs_to_labels, resize_frames
 from ssr_deploy.runtime.backends import open_backend

@@ -20,14 +20,9 @@ import cv2
 import numpy as np
 
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.io import (
-    IMAGE_SUFFIXES,
-    NewFolder,
-    VideoOutput,
-    check_input_file,
-    read_image,
-    write_image_in,
-)
+from ssr_deploy.io import check_input_file
+from ssr_deploy.media import IMAGE_SUFFIXES, VideoOutput, read_image, write_image_in
+from ssr_deploy.runs import NewFolder
 from ssr_deploy.runtime.segmenter import Segmenter
 
 VIDEO_SUFFIXES = tuple(VideoOutput.FOURCC)

@@ -14,10 +14,11 @@ from tqdm import tqdm
 
 from ssr_deploy.data.classes import NAMES, TRAIN_TO_LABEL
 from ssr_deploy.genotype import InputSpec
-from ssr_deploy.io import output_folder, write_image_in
+from ssr_deploy.media import write_image_in
 from ssr_deploy.metrics import ConfusionMatrix
 from ssr_deploy.model.net import SSRNet
 from ssr_deploy.preprocess import frames_to_input, label_dtype, resize_frames
+from ssr_deploy.runs import output_folder
 
 
 def to_input(image_bgr: np.ndarray, spec: InputSpec, size: tuple[int, int]) -> torch.Tensor:

@@ -31,17 +31,11 @@ from ssr_deploy.data import weights as class_weights
 from ssr_deploy.data.augmented import AugmentedDataset
 from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.genotype import Genotype
-from ssr_deploy.io import (
-    atomic_write_text,
-    epoch_log,
-    figure_writer,
-    jsonable,
-    publish_files,
-    run_config_text,
-    run_lock,
-)
+from ssr_deploy.io import atomic_write_text, jsonable
+from ssr_deploy.media import figure_writer
 from ssr_deploy.model.checkpoint import checkpoint_writer, load_weights, read_weights_for
 from ssr_deploy.model.net import SSRNet, build_model
+from ssr_deploy.runs import epoch_log, publish_files, run_config_text, run_lock
 from ssr_deploy.train.evaluate import evaluate
 
 

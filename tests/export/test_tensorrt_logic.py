@@ -14,7 +14,7 @@ from ssr_deploy.export.calibration import CalibrationBatches
 from ssr_deploy.export.metadata import read_sidecar
 from ssr_deploy.export.tensorrt import EngineOptions, onnx_for_tensorrt, validate
 from ssr_deploy.export.trt_profiles import optimization_profile, parse_bhw
-from ssr_deploy.io import find_images
+from ssr_deploy.media import find_images
 from ssr_deploy.preprocess import InputFormat
 from ssr_deploy.runtime.backends.tensorrt import buffer_plan
 from ssr_deploy.runtime.tensorrt_library import TensorRT, check_compatibility, check_version
