@@ -341,6 +341,34 @@ print(os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM)
     assert done.stderr == ""
 
 
+def test_sigterm_that_lands_in_a_finalizer_is_delivered_again_to_the_run():
+    # Seen under load: SIGTERM while a DataLoader forks its workers raised Terminated inside
+    # logging's fork hook, where Python swallows it ("Exception ignored in ..."), and the run
+    # went on until the watchdog. Here it lands in a __del__, as deterministically.
+    script = """
+import os, signal, sys, time
+from ssr_deploy.cli import base
+base._CLI_PID = os.getpid()
+signal.signal(signal.SIGTERM, base._terminate)
+sys.unraisablehook = base._unraisable
+class Finalised:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        sum(range(100000))
+try:
+    Finalised()
+    for _ in range(300):  # the run's own code, for up to 3 s
+        time.sleep(0.01)
+    print("missed")
+except base.Terminated:
+    print("caught")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.strip() == "caught", done.stderr
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr
+
+
 def test_a_sidecar_of_another_file_is_refused(small_onnx, tmp_path):
     other = tmp_path / "prod.onnx"
     other.write_bytes(small_onnx.read_bytes())

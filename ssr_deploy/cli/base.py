@@ -124,6 +124,7 @@ class Group(click.Group):
             global _CLI_PID
             _CLI_PID = os.getpid()
             signal.signal(signal.SIGTERM, _terminate)  # as Ctrl-C: the same clean-up paths
+            sys.unraisablehook = _unraisable
         try:
             return super().invoke(ctx)
         except SsrDeployError as e:
@@ -178,6 +179,20 @@ def _terminate(signum, frame) -> None:
     watchdog.daemon = True
     watchdog.start()
     raise Terminated()
+
+
+def _unraisable(info) -> None:
+    """An interrupt that landed where Python cannot raise it (a finalizer; the fork hooks
+    a DataLoader's workers run): deliver it again a moment later, from a thread, so that it
+    lands in the run's own code; anything else as Python reports it."""
+    import signal
+    import threading
+
+    if isinstance(info.exc_value, KeyboardInterrupt):
+        again = signal.SIGTERM if isinstance(info.exc_value, Terminated) else signal.SIGINT
+        threading.Timer(0.05, os.kill, (os.getpid(), again)).start()
+        return
+    sys.__unraisablehook__(info)
 
 
 def _fail(text: str) -> None:

@@ -28,3 +28,19 @@ class AugmentedDataset(Dataset):
         image, label = self.transform(image, label, rng)
         x = frames_to_input(image[None], self.spec)[0]  # the runtime's own preprocessing
         return torch.from_numpy(x), torch.from_numpy(label.astype(np.int64))
+
+
+def quiet_worker(_worker_id: int) -> None:
+    """A DataLoader worker's ``worker_init_fn``: should the main process stop mid-transfer
+    (Ctrl-C, SIGTERM), the worker's fd-sharing thread (multiprocessing.resource_sharer)
+    loses its peer and would print that traceback into the run's stderr; a lost peer is
+    no error of the worker's, so it ends quietly. Any other error is reported as before."""
+    import sys
+
+    report = sys.excepthook
+
+    def hook(kind, value, tb) -> None:
+        if not issubclass(kind, (ConnectionError, EOFError)):
+            report(kind, value, tb)
+
+    sys.excepthook = hook

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from ssr_deploy.data import transforms as T
 from ssr_deploy.data import weights as class_weights
-from ssr_deploy.data.augmented import AugmentedDataset
+from ssr_deploy.data.augmented import AugmentedDataset, quiet_worker
 from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.genotype import Genotype
 from ssr_deploy.io import atomic_write_text, jsonable
@@ -158,7 +158,8 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.config.seed + self.epoch)
         loader = DataLoader(self.train_data, self.config.batch, shuffle=sampler is None,
                             sampler=sampler, generator=generator, drop_last=True,
-                            num_workers=self.config.workers, pin_memory=self.use_amp)
+                            num_workers=self.config.workers, pin_memory=self.use_amp,
+                            worker_init_fn=quiet_worker)
         if len(loader) == 0:
             raise SsrDeployError(f"{len(self.train_data)} training images make no batch of "
                                  f"{self.config.batch}; lower --batch")
