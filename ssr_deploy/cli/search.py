@@ -17,7 +17,6 @@ from ssr_deploy.cli.base import (
     resume_settings,
 )
 from ssr_deploy.data.weights import CHOICES
-from ssr_deploy.errors import SsrDeployError
 
 #: config field -> CLI parameter, for --resume
 SEARCH_PARAMS = {"size": "size", "epochs": "epochs", "warmup_epochs": "warmup", "batch": "batch",
@@ -29,11 +28,9 @@ SEARCH_PARAMS = {"size": "size", "epochs": "epochs", "warmup_epochs": "warmup", 
                  "class_weights": "class_weights", "arch_data": "arch_data",
                  "weight_clip": "weight_clip", "ssr_width_mean": "ssr_width_mean",
                  "cost": "cost", "lut": "lut", "target_ms": "target_ms",
-                 "cost_constraint": "cost_constraint", "dual_lr": "dual_lr"}
+                 "cost_constraint": "cost_constraint", "dual_lr": "dual_lr",
+                 "cost_band": "cost_band"}
 RESUMED = ("data", "size", "epochs", "batch", "tau", "arch_lr", "seed")
-#: the cost weight a latency target gets unless --loss-weights says otherwise: with the
-#: authors' 1 the CE outvotes it (measured: benchmarks/latency_lut.py, README)
-LATENCY_COST_WEIGHT = 200.0
 
 
 @main.command()
@@ -64,11 +61,16 @@ LATENCY_COST_WEIGHT = 200.0
 @click.option("--cost", type=click.Choice(["backbone", "network"]), default="backbone",
               show_default=True, help="What the cost counts: backbone = stem, downsamplers, "
               "searched layers + a 1x1 classifier (the authors'); network = with the head.")
-@click.option("--cost-constraint", type=click.Choice(["dual", "off"]),
-              help="dual: the target is a constraint, pulled by a multiplier on the cost that "
-              "grows while the cost is off target (dual ascent); off: the fixed cost weight "
-              "alone (the authors'). [default: dual for a MACs target; off for --lut, whose "
-              "cost weight 200 lands latency targets closer so far]")
+@click.option("--cost-constraint", type=click.Choice(["dual", "off"]), default="dual",
+              show_default=True,
+              help="dual: the target is a constraint: a multiplier on the cost that grows while "
+              "the cost is off target (dual ascent), shrinking that never leaves the band out "
+              "of reach, and, should the epochs run out, the most probable network in the "
+              "band; off: the fixed cost weight alone (the authors'; with --lut weight 200 "
+              "unless --loss-weights says otherwise).")
+@click.option("--cost-band", type=Number(0, 0.5, low_open=True, high_open=True), default=0.03,
+              show_default=True, help="With --cost-constraint dual: the found network's cost "
+              "lies within target x (1 +- this).")
 @click.option("--dual-lr", type=POSITIVE, default=20.0, show_default=True,
               help="With --cost-constraint dual: the multiplier's step per unit of relative "
               "violation, each arch step.")
@@ -85,8 +87,8 @@ LATENCY_COST_WEIGHT = 200.0
               "row, removed ones as 0 (the authors'), or over the surviving rows only.")
 @click.option("--loss-weights", default="100,30,15,15,1", show_default=True,
               metavar="CE,OP,OUT,MID,COST", help="Weights of the arch objective's terms. "
-              f"With --lut the cost's default is {LATENCY_COST_WEIGHT:g} (1 lets the CE "
-              "outvote a latency target).")
+              "With --lut and --cost-constraint off the cost's default is 200 (1 lets the "
+              "CE outvote a latency target; search.searcher.LATENCY_COST_WEIGHT).")
 @click.option("--arch-lr", type=POSITIVE, default=2e-3, show_default=True,
               help="Adam lr of the architecture weights (raise it for short searches).")
 @click.option("--normalisation", type=click.Choice(["sigmoid", "softmax"]), default="sigmoid",
@@ -100,7 +102,7 @@ LATENCY_COST_WEIGHT = 200.0
 @click.pass_context
 def search(ctx, source, out, space_file, size, epochs, warmup, batch, tau, shrink_every,
            target_ratio, target_gmacs, lut, target_ms, cost, cost_constraint, dual_lr,
-           class_weights, arch_data, weight_clip, ssr_width_mean, loss_weights, arch_lr,
+           cost_band, class_weights, arch_data, weight_clip, ssr_width_mean, loss_weights, arch_lr,
            normalisation, device, seed, resume, override) -> None:
     """SSR search: supernet + SSR loss + progressive shrinking -> a discrete genotype.
 
@@ -114,33 +116,22 @@ def search(ctx, source, out, space_file, size, epochs, warmup, batch, tau, shrin
       ssr-deploy train --init-from-search runs/search --data cityscapes:/data/cityscapes ...
     """
     from ssr_deploy.data import open_dataset
-    from ssr_deploy.search.searcher import SearchConfig, Searcher
+    from ssr_deploy.search.searcher import SearchConfig, Searcher, check_config
     from ssr_deploy.search.space import SearchSpace
 
-    cost_constraint = cost_constraint or ("off" if lut else "dual")
-    if lut and cost_constraint == "off" and not given(ctx, "loss_weights"):
-        loss_weights = f"100,30,15,15,{LATENCY_COST_WEIGHT:g}"
     try:
         w_ce, w_op, w_out, w_mid, w_cost = (NON_NEGATIVE.convert(v, None, None)
                                             for v in loss_weights.split(","))
     except (ValueError, click.BadParameter):
         raise click.BadParameter(f"{loss_weights!r}: give five finite numbers >= 0, e.g. "
                                  "100,30,15,15,1", param_hint="--loss-weights") from None
-    if not resume and (w_ce == 0 or w_cost + w_ce == 0):
+    if not resume and w_ce == 0:
         raise click.BadParameter("the CE weight must be above 0 (it is what the search "
                                  "learns from)", param_hint="--loss-weights")
-    if target_ms and not lut:
-        raise click.UsageError("--target-ms needs --lut (a latency table from `ssr-deploy lut "
-                               "build` on the target device)")
-    if lut and target_gmacs:
-        raise click.UsageError("--target-gmacs and --lut: the cost is either MACs or latency; "
-                               "give --target-ms with --lut")
+    if not given(ctx, "loss_weights"):
+        w_cost = None  # the measure's and the constraint's own (SearchConfig.w_cost)
     check_run_folder(out, resume, "search.pt")
     space = SearchSpace.load(space_file) if space_file else SearchSpace()
-    multiple = space.stages[-1].stride * 2
-    if size[0] % multiple or size[1] % multiple:
-        raise SsrDeployError(f"--size {size[0]}x{size[1]}: the search needs multiples of "
-                             f"{multiple} (half-resolution ops at the last stage)")
     config = SearchConfig(size=size, epochs=epochs, warmup_epochs=warmup, batch=batch, tau=tau,
                           shrink_every=shrink_every, target_ratio=target_ratio,
                           target_gmacs=target_gmacs, lut=lut, target_ms=target_ms,
@@ -149,13 +140,15 @@ def search(ctx, source, out, space_file, size, epochs, warmup, batch, tau, shrin
                           normalisation=normalisation, device=device, seed=seed, data=source,
                           cost=cost, class_weights=class_weights, arch_data=arch_data,
                           weight_clip=weight_clip, ssr_width_mean=ssr_width_mean,
-                          cost_constraint=cost_constraint, dual_lr=dual_lr)
+                          cost_constraint=cost_constraint, dual_lr=dual_lr,
+                          cost_band=cost_band)
     if resume:
         from ssr_deploy.search.searcher import saved_config
 
         config, changes = resume_settings(ctx, config, saved_config(out), SEARCH_PARAMS,
                                           override)
         size = config.size
+    config = check_config(config, space)  # refusals before any work
     dataset = open_dataset(config.data, "train", size)
     from ssr_deploy.train.trainer import check_training_memory
 
@@ -169,19 +162,15 @@ def search(ctx, source, out, space_file, size, epochs, warmup, batch, tau, shrin
                        f"; changed: {'; '.join(changes)}" if changes else ""), err=True)
     result = searcher.run()
     g = result["genotype"]
+    how = ("by argmax" if result["ended"] == "argmax" else
+           f"to the most probable network within {config.cost_band:.0%} of the target (the "
+           "argmax was not)")
     state = "converged: every decision has one option" if result["converged"] else (
-        f"stopped after {result['epochs']} epochs and discretised by argmax; probability "
+        f"stopped after {result['epochs']} epochs and discretised {how}; probability "
         f"mass discarded per decision: {result['discarded_mass']}")
     from ssr_deploy.model.complexity import count_macs
 
-    found = searcher.found_cost(g)
-    error = f"{(found - searcher.target) / searcher.target:+.1%}"
-    if searcher.table:
-        cost = (f"{found:.2f} ms predicted on {searcher.table.describe()}, target "
-                f"{searcher.target:.2f} ({error})")
-    else:
-        cost = (f"{config.cost} cost {found / 1e9:.3f} GMACs, target "
-                f"{searcher.target / 1e9:.3f} ({error})")
+    cost = searcher.measure.line(searcher.found_cost(g), searcher.target)
     click.echo(f"{state}\ndepth {' + '.join(str(s.depth) for s in g.stages)}; {cost}; whole "
                f"network {count_macs(g, size)[0] / 1e9:.3f} GMACs at {size[0]}x{size[1]}; "
                f"wrote {out}/genotype.json, discrete.pt and config.json")

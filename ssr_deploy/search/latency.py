@@ -207,6 +207,14 @@ class LatencyTable:
         return torch.einsum("a,abc,b,c->", hat_weights(w_in, self.grid(stage, "in")), surface,
                             mid @ self._to_grid[stage, "mid"], out @ self._to_grid[stage, "out"])
 
+    def block_table(self, stage: int, dilation: int, resolution: float) -> Tensor:
+        """ms of a block at every (in, mid, out) width option of its stage, [in, mid, out]."""
+        options = self.space.widths(stage)
+        to_in = torch.stack([hat_weights(float(w), self.grid(stage, "in")) for w in options])
+        return torch.einsum("ia,abc,mb,oc->imo", to_in,
+                            self._surfaces[stage, dilation, float(resolution)],
+                            self._to_grid[stage, "mid"], self._to_grid[stage, "out"])
+
     @cached_property
     def _to_grid(self) -> dict[tuple[int, str], Tensor]:
         """(stage, dim) -> (options, G): each width option as weights over that grid."""

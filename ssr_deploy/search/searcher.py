@@ -14,13 +14,20 @@ the table's device instead: (E[ms] / full - target_ms / full)^2, E[ms] per decis
 probability-weighted latency of its options. Our earlier choices stay as options
 (``arch_data="split"``, ``weight_clip``, ``ssr_width_mean="surviving"``, ``cost="network"``).
 
-The target is a constraint, not a wish (``cost_constraint="dual"``, the default): beside the
-authors' fixed-weight term, the objective carries lambda * E[cost] / target, and after
-every arch step the multiplier moves by dual ascent on the relative violation,
-lambda += dual_lr * (E[cost] - target) / target (signed: above the target it pushes the
-cost down, below it lets it rise). The CE alone outvotes the authors' weight of 1; lambda
-grows until it does not. SSR's terms and the shrinking are untouched; ``"off"`` is the
-authors' recipe exactly.
+The target is a constraint, not a wish (``cost_constraint="dual"``, the default), held in
+three places, SSR's terms untouched:
+- the objective carries lambda * E[cost] / target beside the authors' fixed-weight term, and
+  after every arch step lambda moves by dual ascent on the relative violation,
+  lambda += dual_lr * (E[cost] - target) / target, restarting from that step when the
+  violation changes sign (no wind-up: a lambda grown while the cost was low does not keep
+  pushing it up once it is high). The CE alone outvotes the authors' weight of 1.
+- shrinking removes nothing whose removal would leave no network of the space within
+  ``cost_band`` of the target (``search.budget``): what the probabilities have not settled
+  yet cannot be frozen off target. A search that converges ends in the band.
+- where the epochs run out first, the network is the argmax if it is in the band, else the
+  most probable network in it (the supernet's masks then keep it alone, so the supernet
+  still equals the extracted network).
+``"off"`` is the authors' recipe exactly.
 """
 
 from __future__ import annotations
@@ -40,22 +47,17 @@ from tqdm import tqdm
 
 from ssr_deploy.data import transforms as T
 from ssr_deploy.data import weights as class_weights
-from ssr_deploy.data.augmented import AugmentedDataset
+from ssr_deploy.data.augmented import AugmentedDataset, quiet_worker
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.genotype import InputSpec
-from ssr_deploy.io import (
-    atomic_write_text,
-    epoch_log,
-    figure_writer,
-    jsonable,
-    publish_files,
-    run_config_text,
-    run_lock,
-)
+from ssr_deploy.io import atomic_write_text, jsonable
+from ssr_deploy.media import figure_writer
 from ssr_deploy.model.checkpoint import save_checkpoint
-from ssr_deploy.search.cost import expected_macs
+from ssr_deploy.runs import epoch_log, publish_files, run_config_text, run_lock
+from ssr_deploy.search.budget import Budget
 from ssr_deploy.search.extract import extract_discrete
 from ssr_deploy.search.losses import cost_loss, ssr_loss
+from ssr_deploy.search.measure import cost_measure, target_of
 from ssr_deploy.search.shrink import is_discrete, shrink_mask
 from ssr_deploy.search.space import SearchSpace
 from ssr_deploy.search.supernet import SuperNet
@@ -83,9 +85,10 @@ class SearchConfig:
     w_ssr_op: float = 30.0
     w_ssr_out: float = 15.0
     w_ssr_mid: float = 15.0
-    w_cost: float = 1.0
+    w_cost: float | None = None  # None: 1 (the authors'), 200 for --lut with the constraint off
     cost_constraint: str = "dual"  # dual: a multiplier that holds the target | off: authors'
     dual_lr: float = 20.0  # the multiplier's step per unit of relative violation
+    cost_band: float = 0.03  # dual: the found network's cost within target x (1 +- band)
     target_ratio: float = 0.6
     target_gmacs: float | None = None
     lut: str = ""  # a latency table: the cost is expected latency (ms) on its device
@@ -95,6 +98,41 @@ class SearchConfig:
     seed: int = 0
     device: str = "cpu"
     data: str = ""  # the --data source, recorded so --resume can hold to it
+
+
+#: the cost weight of a latency target with the constraint off: with the authors' 1 the CE
+#: outvotes it (measured: benchmarks/latency_lut.py, README)
+LATENCY_COST_WEIGHT = 200.0
+
+
+def check_config(config: SearchConfig, space: SearchSpace) -> SearchConfig:
+    """Refuse what cannot run, before any work; resolve what depends on other settings
+    (the cost weight). Returns the resolved config."""
+    for name, value, allowed in (("arch_data", config.arch_data, ("full", "split")),
+                                  ("ssr_width_mean", config.ssr_width_mean,
+                                   ("all", "surviving")),
+                                  ("cost_constraint", config.cost_constraint,
+                                   ("dual", "off"))):
+        if value not in allowed:
+            raise SsrDeployError(f"{name} {value!r}: use one of {', '.join(allowed)}")
+    if not 0 < config.cost_band < 0.5:
+        raise SsrDeployError(f"cost band {config.cost_band}: use a fraction of the target "
+                             "between 0 and 0.5 (e.g. 0.03)")
+    if config.target_ms and not config.lut:
+        raise SsrDeployError("--target-ms needs --lut (a latency table from `ssr-deploy lut "
+                             "build` on the target device)")
+    if config.lut and config.target_gmacs:
+        raise SsrDeployError("--target-gmacs and --lut: the cost is either MACs or latency; "
+                             "give --target-ms with --lut")
+    multiple = space.stages[-1].stride * 2
+    h, w = config.size
+    if h % multiple or w % multiple:
+        raise SsrDeployError(f"--size {h}x{w}: the search needs multiples of {multiple} "
+                             "(half-resolution ops at the last stage)")
+    if config.w_cost is None:
+        latency_off = config.lut and config.cost_constraint == "off"
+        config = dataclasses.replace(config, w_cost=LATENCY_COST_WEIGHT if latency_off else 1.0)
+    return config
 
 
 #: what a search.pt written before these settings existed ran with
@@ -121,13 +159,7 @@ def _load_state(path: Path, device) -> dict[str, Any]:
 class Searcher:
     def __init__(self, space: SearchSpace, dataset, out: str | Path, config: SearchConfig
                  ) -> None:
-        for name, value, allowed in (("arch_data", config.arch_data, ("full", "split")),
-                                      ("ssr_width_mean", config.ssr_width_mean,
-                                       ("all", "surviving")),
-                                      ("cost_constraint", config.cost_constraint,
-                                       ("dual", "off"))):
-            if value not in allowed:
-                raise SsrDeployError(f"{name} {value!r}: use one of {', '.join(allowed)}")
+        config = check_config(config, space)
         name, weights = class_weights.resolve(config.class_weights, config.data, dataset)
         config = dataclasses.replace(config, class_weights=name)
         self.space, self.config, self.out = space, config, Path(out)
@@ -139,19 +171,15 @@ class Searcher:
         self.net = SuperNet(space, len(self.classes), config.normalisation).to(self.device)
         # the width decisions: every (layer, op) row of an op that has widths
         self.width_rows = self.net.mid_valid.any(-1).clone()
-        self.table = self._latency_table()
+        self.measure = cost_measure(config, space, len(self.classes))
+        self.tables = self.measure.tables()  # what each choice of a layer costs
         with torch.no_grad():
             self.full = float(self.expected_cost(full=True))
-        if self.table:
-            self.target = config.target_ms or config.target_ratio * self.full
-        else:
-            self.target = (config.target_gmacs * 1e9 if config.target_gmacs
-                           else config.target_ratio * self.full)
+        self.target = target_of(config, self.measure, self.full)
         self._check_target()
-        # what the cost's deviation from the target is measured against: the largest network
-        # (the authors', for MACs); for latency the range the architecture controls (the
-        # fastest network still has a stem, downsamplers and a head that take time)
-        self.cost_scale = self.full - self.smallest if self.table else self.full
+        self.cost_scale = self.measure.scale_of_deviation(self.smallest, self.full)
+        self.budget = (Budget(self.tables, self.target, config.cost_band)
+                       if config.cost_constraint == "dual" else None)
         self.input = InputSpec()  # the normalisation the supernet learns with
         data = AugmentedDataset(dataset, T.preset("paper", config.size), self.input, config.seed)
         self.data = data
@@ -173,80 +201,40 @@ class Searcher:
         self.epoch, self.step = 0, 0
         self.multiplier = 0.0  # the cost constraint's lambda (dual ascent)
 
-    def _latency_table(self):
-        if not self.config.lut:
-            if self.config.target_ms:
-                raise SsrDeployError("target_ms needs a latency table (--lut lut.json, made "
-                                     "with `ssr-deploy lut build`)")
-            return None
-        from ssr_deploy.search.latency import LatencyTable
+    def _masks(self) -> tuple[np.ndarray, ...]:
+        n = self.net
+        return tuple(m.cpu().numpy() for m in (n.op_valid, n.mid_valid, n.out_valid))
 
-        table = LatencyTable.load(self.config.lut)
-        if table.meta["space"] != self.space.to_dict():
-            raise SsrDeployError(f"{self.config.lut} was measured for another search space; "
-                                 "build the table with this search's --space")
-        if table.num_classes != len(self.classes):
-            raise SsrDeployError(f"{self.config.lut} was measured for {table.num_classes} "
-                                 f"classes and the data has {len(self.classes)}; build it "
-                                 f"with --classes {len(self.classes)}")
-        return table
+    def _set_masks(self, masks) -> None:
+        for buffer, mask in zip((self.net.op_valid, self.net.mid_valid, self.net.out_valid),
+                                masks, strict=True):
+            buffer.copy_(torch.from_numpy(mask))
+        if self.net.drop_pruned_ops():
+            self.weight_opt = self._weight_optimizer(self.weight_opt)
 
     def found_cost(self, genotype) -> float:
         """A discrete network's cost in the target's own measure: predicted ms on the
         table's device, or MACs (backbone or network, as the search counts them)."""
-        from ssr_deploy.search.cost import genotype_cost
-
-        if self.table:
-            return float(self.table.predict(genotype)["latency_ms"])
-        return float(genotype_cost(genotype, self.config.size, self.config.cost))
+        return self.measure.found(genotype)
 
     def expected_cost(self, full: bool = False) -> torch.Tensor:
         """The cost term's E[cost]: ms on the table's device, or MACs."""
-        if self.table:
-            return self.table.expected_ms(self.net, full)
-        return expected_macs(self.net, self.config.size, full, self.config.cost)
-
-    @property
-    def unit(self) -> tuple[str, float]:
-        """(name, scale) of the cost: ("ms", 1) or ("GMACs", 1e9)."""
-        return ("ms", 1.0) if self.table else ("GMACs", 1e9)
+        return self.measure.expected(self.net, full)
 
     def settings(self) -> str:
         """OUT/config.json's text: every resolved setting of this search."""
-        if self.table:
-            cost = {"target_ms": self.target, "full_ms": self.full,
-                    "lut_sha256": self.table.sha256, "lut_device": self.table.describe(),
-                    "lut_machine": self.table.meta["fingerprint"]}
-        else:
-            cost = {"target_gmacs": self.target / 1e9, "full_gmacs": self.full / 1e9,
-                    "cost_measure": self.config.cost}
         return run_config_text("search", self.config,
                                class_weights=self.class_weights.cpu().tolist(),
-                               class_weights_from=self.config.class_weights, **cost,
+                               class_weights_from=self.config.class_weights,
+                               **self.measure.settings(self.target, self.full),
                                data_split=self.config.arch_data, classes=list(self.classes))
 
     def _check_target(self) -> None:
-        low = SuperNet(self.space, len(self.classes))
-        low.op_alpha.data[:, 0] = 50.0 if self.space.skip else 0.0
-        low.mid_alpha.data[..., -1] = 50.0
-        low.out_alpha.data[..., -1] = 50.0
-        unit, scale = self.unit
-        with torch.no_grad():
-            smallest = (self.table.smallest_ms(low) if self.table else
-                        float(expected_macs(low, self.config.size, measure=self.config.cost)))
-        self.smallest = smallest
-        if self.table:
-            if not smallest <= self.target <= self.full:
-                raise SsrDeployError(f"target {self.target:.2f} ms is outside what this space "
-                                     f"can reach on the table's device ({smallest:.2f} to "
-                                     f"{self.full:.2f} ms, {self.table.describe()})")
-            return
-        if not smallest * 0.9 <= self.target <= self.full:
-            raise SsrDeployError(f"target {self.target / 1e9:.2f} GMACs is outside what this "
-                                 f"space can reach ({self.config.cost} cost "
-                                 f"{smallest / 1e9:.2f} to "
-                                 f"{self.full / 1e9:.2f} GMACs at {self.config.size[0]}x"
-                                 f"{self.config.size[1]})")
+        """The target must lie between the space's cheapest and dearest network (exact, from
+        the cost tables), both named when it does not."""
+        self.smallest, largest = Budget(self.tables, self.target, 0.0).bounds(self._masks())
+        if not self.smallest <= self.target <= largest:
+            raise SsrDeployError(self.measure.outside(self.target, self.smallest, largest))
 
     def _weight_optimizer(self, old: torch.optim.Optimizer | None = None) -> torch.optim.Adam:
         """Adam over the surviving weights; kept parameters keep their moments."""
@@ -264,6 +252,7 @@ class Searcher:
         c = self.config
         self.data.epoch = self.epoch
         loaders = [DataLoader(s, c.batch, shuffle=True, drop_last=True, num_workers=c.workers,
+                              worker_init_fn=quiet_worker,
                               generator=torch.Generator().manual_seed(c.seed + self.epoch
                                                                        + 100_003 * k))
                    for k, s in enumerate((self.weight_set, self.arch_set))]
@@ -319,7 +308,9 @@ class Searcher:
             for p in weights:
                 p.requires_grad_(True)
         if c.cost_constraint == "dual":  # dual ascent on the relative violation
-            self.multiplier += c.dual_lr * (expected.item() - self.target) / self.target
+            step = c.dual_lr * (expected.item() - self.target) / self.target
+            # anti-windup: a multiplier still pushing the other way restarts from this step
+            self.multiplier = step if self.multiplier * step < 0 else self.multiplier + step
         return {"arch": loss.item(), "ssr_op": ssr_op.item(), "cost": cost.item()}
 
     def _ce(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -339,19 +330,20 @@ class Searcher:
 
     @torch.no_grad()
     def shrink(self) -> None:
-        """Op level first (a removed op takes its widths along), then the widths."""
+        """Op level first (a removed op takes its widths along), then the widths; with the
+        cost held (``dual``), less any removal that would leave no network in the band."""
         net, tau = self.net, self.config.tau
-        op_p, _, _ = net.probs()
-        net.op_valid.copy_(shrink_mask(op_p, net.op_valid, tau))
-        alive = net.op_valid[..., None]
-        net.mid_valid &= alive
-        net.out_valid &= alive
-        _, mid_p, out_p = net.probs()
+        op_p, mid_p, out_p = net.probs()
+        op = shrink_mask(op_p, net.op_valid, tau)
+        proposed = [op]
         for valid, probs in ((net.mid_valid, mid_p), (net.out_valid, out_p)):
-            rows = valid.any(-1, keepdim=True)
-            valid.copy_(shrink_mask(probs, valid, tau) & rows)
-        if net.drop_pruned_ops():
-            self.weight_opt = self._weight_optimizer(self.weight_opt)
+            valid = valid & op[..., None]
+            proposed.append(shrink_mask(probs, valid, tau) & valid.any(-1, keepdim=True))
+        proposed = tuple(m.cpu().numpy() for m in proposed)
+        if self.budget:
+            confidence = tuple(p.max(-1).values.cpu().numpy() for p in (op_p, mid_p, out_p))
+            proposed = self.budget.hold(self._masks(), proposed, confidence)
+        self._set_masks(proposed)
 
     def options_left(self) -> dict[str, int]:
         return {"op": int(self.net.op_valid.sum()), "mid": int(self.net.mid_valid.sum()),
@@ -377,7 +369,7 @@ class Searcher:
             start = time.perf_counter()
             losses = self.search_one_epoch()
             self.epoch += 1
-            unit, scale = self.unit
+            unit, scale = self.measure.unit, self.measure.scale
             with torch.no_grad():
                 expected = float(self.expected_cost()) / scale
                 mean_max_prob = self.mean_max_prob()
@@ -390,17 +382,30 @@ class Searcher:
 
     @torch.no_grad()
     def finish(self) -> dict[str, Any]:
-        """Discretise (argmax where the epochs ran out), write genotype.json + discrete.pt."""
+        """Discretise where the epochs ran out (the argmax; with the cost held, the most
+        probable network in the band, which the supernet's masks then keep alone), write
+        genotype.json + discrete.pt. ``mean_max_prob``: as the search left it, before."""
         op_p, mid_p, out_p = self.net.probs()
         gap = {"op": _mass_discarded(op_p, self.net.op_valid),
                "mid": _mass_discarded(mid_p, self.net.mid_valid),
                "out": _mass_discarded(out_p, self.net.out_valid)}
+        converged, ended, settled = self.discrete(), "converged", self.mean_max_prob()
+        if not converged:
+            ended = "argmax"
+            if self.budget:
+                logp = tuple(p.clamp_min(1e-30).log().double().cpu().numpy()
+                             for p in (op_p, mid_p, out_p))
+                masks = self._masks()
+                pick = self.budget.pick(masks, logp)
+                if pick.choices != self.budget.argmax(masks, logp).choices:
+                    ended = "in band"
+                self._set_masks(self.budget.masks_of(pick, masks))
         discrete = self.discrete_model()
         genotype = discrete.genotype
         genotype.save(self.out / "genotype.json")
         save_checkpoint(self.out / "discrete.pt", discrete, genotype, source="ssr-deploy search")
-        return {"genotype": genotype, "converged": self.discrete(), "epochs": self.epoch,
-                "discarded_mass": gap}
+        return {"genotype": genotype, "converged": converged, "epochs": self.epoch,
+                "discarded_mass": gap, "ended": ended, "mean_max_prob": settled}
 
     @torch.no_grad()
     def discrete_model(self):
@@ -443,9 +448,8 @@ class Searcher:
                  "multiplier": self.multiplier,
                  "space": self.space.to_dict(), "config": jsonable(asdict(self.config))}
         rows, text = epoch_log(self.out / "search_log.jsonl", row)
-        measure = (f"ms on {self.table.describe()}" if self.table else
-                   f"{self.config.cost} GMACs")
-        fig = search_figure(rows, self.target / self.unit[1], self.unit[0], measure)
+        m = self.measure
+        fig = search_figure(rows, self.target / m.scale, m.unit, m.describe())
         publish_files({self.out / "search.pt": lambda tmp: torch.save(state, tmp),
                        self.out / "search_log.jsonl": lambda tmp: tmp.write_text(text),
                        self.out / "config.json": lambda tmp: tmp.write_text(self.settings()),

@@ -71,6 +71,10 @@ def test_shrinking_drops_ops_from_the_supernet(tmp_path):
 def test_unreachable_target_and_bad_space(tmp_path):
     with pytest.raises(SsrDeployError, match="outside what this space can reach"):
         _searcher(tmp_path, 1, target_gmacs=100.0)
+    smallest = _searcher(tmp_path / "a", 1).smallest  # exact: skip everywhere, narrowest
+    with pytest.raises(SsrDeployError, match=rf"cost {smallest / 1e9:.3f} to "):
+        _searcher(tmp_path / "b", 1, target_gmacs=0.99 * smallest / 1e9)
+    assert _searcher(tmp_path / "c", 1, target_gmacs=1.01 * smallest / 1e9).target
     with pytest.raises(SsrDeployError, match="go below 1"):
         SearchSpace(stem_channels=8, stages=(StageSpace(4, 16, 2, 0.0),),
                     width_choices=9).validate()
@@ -107,7 +111,8 @@ def test_tiny_search_ends_one_hot_and_on_its_target(tmp_path):
     assert config["target_gmacs"] == pytest.approx(0.6 * full / 1e9)
     cost = genotype_cost(genotype, (64, 128), "backbone")
     assert abs(cost / (0.6 * full) - 1) <= 0.05, (cost, 0.6 * full)
-    assert config["cost_constraint"] == "dual" and rows[-1]["multiplier"] > 0
+    assert config["cost_constraint"] == "dual" and config["cost_band"] == 0.03
+    assert all("multiplier" in r for r in rows)
     line = result.output.strip().splitlines()[-1]  # target and found in one measure
     assert f"backbone cost {cost / 1e9:.3f} GMACs, target {0.6 * full / 1e9:.3f} (" in line
     assert "whole network" in line
@@ -176,15 +181,29 @@ def test_train_starts_from_a_search(tmp_path):
 
 def test_search_cli_refusals(tmp_path):
     runner = CliRunner()
-    bad = runner.invoke(main, ["search", "--data", "mnist:x", "--out", str(tmp_path / "o"),
-                               "--size", "64x128"])
-    assert bad.exit_code == 1 and "is not known" in bad.output
-    bad = runner.invoke(main, ["search", "--data", "synthetic:8", "--out", str(tmp_path / "o"),
-                               "--size", "64x120"])
-    assert bad.exit_code == 1 and "multiples of 16" in bad.output
-    bad = runner.invoke(main, ["search", "--data", "synthetic:8", "--out", str(tmp_path / "o"),
-                               "--loss-weights", "1,2"])
-    assert bad.exit_code == 2 and "five finite numbers" in bad.output
+    for args, code, message in ((["--data", "mnist:x", "--size", "64x128"], 1, "is not known"),
+                                (["--size", "64x120"], 1, "multiples of 16"),
+                                (["--loss-weights", "1,2"], 2, "five finite numbers"),
+                                (["--cost-band", "0.6"], 2, "--cost-band")):
+        args = ["--data", "synthetic:8", *args] if args[0] != "--data" else args
+        bad = runner.invoke(main, ["search", *args, "--out", str(tmp_path / "o")])
+        assert bad.exit_code == code and message in bad.output, (args, bad.output)
+
+
+def test_a_search_cut_short_ends_in_the_band_and_its_supernet_is_the_network(tmp_path):
+    """One epoch is far too few to converge: the network is then the most probable one in
+    the band (or the argmax, if that is in it), and the supernet keeps it alone."""
+    from ssr_deploy.search.supernet import decode
+
+    for ratio in (0.7, 0.95):
+        s = _searcher(tmp_path / str(ratio), 1, target_ratio=ratio)
+        result = s.run()
+        assert not result["converged"] and result["ended"] in ("argmax", "in band")
+        found = s.found_cost(result["genotype"])
+        assert abs(found / s.target - 1) <= s.config.cost_band, (ratio, found / s.target)
+        assert s.discrete() and decode(s.net).stages == result["genotype"].stages
+        with torch.no_grad():
+            assert float(s.expected_cost()) == pytest.approx(found)
 
 
 def test_discretisation_gap_is_measured_and_zero_once_one_hot(tmp_path):

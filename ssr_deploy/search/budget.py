@@ -1,0 +1,346 @@
+"""The cost constraint's discrete side: what every choice of a layer costs, as tables, and,
+exactly from those (dynamic programming over the width each layer hands the next), the
+cheapest and the dearest network left in a partly shrunk space and the most probable
+network whose cost lies in a band around the target.
+
+Why: the cost term steers the probabilities, but shrinking cannot be undone, so a search
+whose expected cost sits on its target can still freeze a space in which every network
+misses it (measured: +40% at 0.4 of the full backbone). With these the searcher holds back
+any removal that would leave no network in the band, and, should the epochs run out first,
+discretises to the most probable network inside it rather than to the plain argmax.
+
+A network's cost is ``const + down[s][width into stage s] + blocks + head[w first, w last]``,
+widths as indices into a stage's options (widest first; a stage starts at its widest).
+The tables reproduce the searcher's own measures exactly: MACs as ``expected_macs`` counts
+them (backbone or network), ms as the latency table predicts them (tested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NEG = -np.inf
+
+
+@dataclass
+class CostTables:
+    const: float
+    down: list[np.ndarray]  # per stage: by the previous stage's out-width index (stage 0: one)
+    blocks: list[dict[int, np.ndarray]]  # per layer: op index -> cost[in, mid, out]
+    head: np.ndarray  # [first stage's out width, last stage's out width]
+    stage_of: list[int]  # per layer
+    skip: int | None  # the op index of skip, where the space has it
+
+    def cost(self, choices: list[tuple[int, int, int] | None]) -> float:
+        """The cost of a network: per layer (op, mid, out) indices, None for skip."""
+        total, li, w, first = self.const, 0, 0, 0
+        for s in range(len(self.down)):
+            total += float(self.down[s][w if s else 0])
+            w = 0
+            while li < len(choices) and self.stage_of[li] == s:
+                if choices[li] is not None:
+                    op, mid, out = choices[li]
+                    total += float(self.blocks[li][op][w, mid, out])
+                    w = out
+                li += 1
+            if s == 0:
+                first = w
+        return total + float(self.head[first, w])
+
+
+def macs_tables(space, size: tuple[int, int], measure: str, num_classes: int) -> CostTables:
+    """MACs of every choice, as ``search.cost.expected_macs`` counts them."""
+    h, w = size
+    ops, stem = space.ops(), space.stem_channels
+    down, blocks, stage_of = [], [], []
+    prev = np.array([float(stem)])
+    for s, st in enumerate(space.stages):
+        pixels = (h // st.stride) * (w // st.stride)
+        half = (h // st.stride // 2) * (w // st.stride // 2)
+        down.append(9 * pixels * prev * (st.channels - prev))
+        c = np.array(space.widths(s), dtype=np.float64)
+        inner = c[:, None, None] * c[None, :, None] + c[None, :, None] * c[None, None, :]
+        for _ in range(st.max_layers):
+            blocks.append({i: 3 * (pixels if op[1] == 1 else half) * inner
+                           for i, op in enumerate(ops) if op != ("skip",)})
+            stage_of.append(s)
+        prev = c
+    first, last, head = space.stages[0], space.stages[-1], space.head
+    px_first = (h // first.stride) * (w // first.stride)
+    px_last = (h // last.stride) * (w // last.stride)
+    w0 = np.array(space.widths(0), dtype=np.float64)[:, None]
+    wl = np.array(space.widths(len(space.stages) - 1), dtype=np.float64)[None, :]
+    if measure == "backbone":
+        head_cost = np.zeros((w0.size, wl.size)) + px_last * last.channels * num_classes
+    else:
+        head_cost = (sum(b * b for b in head.psp_bins) * wl * head.psp_width
+                     + px_last * (wl + len(head.psp_bins) * head.psp_width) * head.psp_out
+                     + 9 * px_first * (w0 + stem) * head.low_width
+                     + px_first * (head.psp_out + head.low_width) * head.fusion_width
+                     + px_first * head.fusion_width * num_classes)
+    return CostTables(9 * 3 * (stem - 3) * (h // 2) * (w // 2), down, blocks, head_cost,
+                      stage_of, _skip_index(ops))
+
+
+def latency_tables(table) -> CostTables:
+    """ms of every choice, as a ``search.latency.LatencyTable`` predicts them."""
+    space = table.space
+    ops, stages = space.ops(), space.stages
+    down = [np.array([float(table.down_ms(0, float(space.stem_channels)))])]
+    down += [np.array([float(table.down_ms(s, float(w))) for w in space.widths(s - 1)])
+             for s in range(1, len(stages))]
+    per_op = {(s, i): table.block_table(s, op[0], op[1]).numpy()
+              for s in range(len(stages)) for i, op in enumerate(ops) if op != ("skip",)}
+    blocks, stage_of = [], []
+    for s, st in enumerate(stages):
+        for _ in range(st.max_layers):
+            blocks.append({i: per_op[s, i] for i, op in enumerate(ops) if op != ("skip",)})
+            stage_of.append(s)
+    head = np.array([[float(table.head_ms(float(f), float(la)))
+                      for la in space.widths(len(stages) - 1)] for f in space.widths(0)])
+    const = table.entries["stem"] + table.entries.get("io", 0.0)
+    return CostTables(const, down, blocks, head, stage_of, _skip_index(ops))
+
+
+def _skip_index(ops) -> int | None:
+    return ops.index(("skip",)) if ("skip",) in ops else None
+
+
+@dataclass(frozen=True)
+class Pick:
+    choices: list  # per layer: (op, mid, out) indices, None for skip
+    cost: float
+    score: float  # sum of the log probabilities of the choices
+
+
+def solve(t: CostTables, valid, logp=None, alpha: float = 0.0, beta: float = 1.0) -> Pick:
+    """The network of the (masked) space that maximises alpha * score - beta * cost, exactly.
+    ``valid``: (op, mid, out) masks as the supernet holds them; ``logp``: log probabilities
+    of the same shapes (needed when alpha != 0)."""
+    op_valid, mid_valid, out_valid = valid
+    history, li = [], 0
+    V = np.full((1, t.head.shape[0]), NEG)  # one row in stage 0: a placeholder
+    V[0, 0] = -beta * (t.const + t.down[0][0])
+    for s in range(len(t.down)):
+        if s == 1:  # rows from here on: the first stage's out width
+            V = np.where(np.eye(V.shape[1], dtype=bool), V[0][:, None], NEG)
+            history.append(("rows",))
+        if s > 0:  # into stage s at its widest, paying its downsampler
+            cand = V - beta * t.down[s][None, :]
+            arg = cand.argmax(1)
+            V = np.full((V.shape[0], _width_count(t, li)), NEG)
+            V[:, 0] = cand.max(1)
+            history.append(("enter", arg))
+        while li < len(t.stage_of) and t.stage_of[li] == s:
+            n = _width_count(t, li)
+            best = np.full((n, n), NEG)
+            best_op = np.zeros((n, n), dtype=int)
+            best_mid = np.zeros((n, n), dtype=int)
+            for i, cost in t.blocks[li].items():
+                if not op_valid[li, i]:
+                    continue
+                value = -beta * cost
+                if alpha:
+                    value = value + alpha * (logp[0][li, i] + logp[1][li, i][None, :, None]
+                                             + logp[2][li, i][None, None, :])
+                ok = mid_valid[li, i][None, :, None] & out_valid[li, i][None, None, :]
+                value = np.where(ok, value, NEG)
+                mid = value.argmax(1)  # [in, out]
+                top = np.take_along_axis(value, mid[:, None, :], 1)[:, 0, :]
+                better = top > best
+                best = np.where(better, top, best)
+                best_op = np.where(better, i, best_op)
+                best_mid = np.where(better, mid, best_mid)
+            cand = V[:, :, None] + best[None, :, :]  # [row, in, out]
+            w_in = cand.argmax(1)
+            new = cand.max(1)
+            skipped = np.zeros(new.shape, dtype=bool)
+            if t.skip is not None and op_valid[li, t.skip]:
+                stay = V + (alpha * logp[0][li, t.skip] if alpha else 0.0)
+                skipped = stay > new
+                new = np.where(skipped, stay, new)
+            history.append(("layer", w_in, best_op, best_mid, skipped))
+            V, li = new, li + 1
+    if len(t.down) == 1:
+        V = np.where(np.eye(V.shape[1], dtype=bool), V[0][:, None], NEG)
+        history.append(("rows",))
+    final = V - beta * t.head
+    row, w = np.unravel_index(int(final.argmax()), final.shape)
+    if not np.isfinite(final[row, w]):
+        raise ValueError("no network is left in this space")
+    choices = []
+    for step in reversed(history):
+        if step[0] == "layer":
+            _, w_in, best_op, best_mid, skipped = step
+            if skipped[row, w]:
+                choices.append(None)
+            else:
+                prev = int(w_in[row, w])
+                choices.append((int(best_op[prev, w]), int(best_mid[prev, w]), int(w)))
+                w = prev
+        elif step[0] == "enter":
+            w = int(step[1][row])
+        else:  # back to stage 0's placeholder row
+            row, w = 0, row
+    choices.reverse()
+    score = _score(choices, logp, t.skip) if logp is not None else 0.0
+    return Pick(choices, t.cost(choices), score)
+
+
+def _width_count(t: CostTables, li: int) -> int:
+    return next(iter(t.blocks[li].values())).shape[0]
+
+
+def _score(choices, logp, skip) -> float:
+    total = 0.0
+    for li, c in enumerate(choices):
+        if c is None:
+            total += float(logp[0][li, skip])
+        else:
+            total += float(logp[0][li, c[0]] + logp[1][li, c[0], c[1]] + logp[2][li, c[0], c[2]])
+    return total
+
+
+class Budget:
+    """The band target x (1 +- band) and what a search asks of it."""
+
+    def __init__(self, tables: CostTables, target: float, band: float) -> None:
+        self.tables, self.target, self.band = tables, target, band
+        self.low, self.high = target * (1 - band), target * (1 + band)
+
+    def bounds(self, valid) -> tuple[float, float]:
+        """The cheapest and the dearest network left."""
+        return solve(self.tables, valid).cost, solve(self.tables, valid, beta=-1.0).cost
+
+    def reachable(self, valid) -> bool:
+        cheapest, dearest = self.bounds(valid)
+        return cheapest <= self.high and dearest >= self.low
+
+    def hold(self, current, proposed, confidence) -> tuple:
+        """``proposed`` (a shrinking step's masks), less the removals that would leave the
+        band out of reach: removals are taken op decisions first, then widths, each level
+        most confident first, and the longest run of them that keeps the band reachable is
+        applied (the rest wait for a later step). ``confidence``: the (op, mid, out) largest
+        probabilities per decision. A space already out of reach takes ``proposed``."""
+        if self.reachable(proposed) or not self.reachable(current):
+            return proposed
+        changes = _changes(current, proposed, confidence)
+        low, high = 0, len(changes)  # apply(low) reachable, apply(high) not
+        while high - low > 1:
+            mid = (low + high) // 2
+            if self.reachable(_apply(current, proposed, changes[:mid])):
+                low = mid
+            else:
+                high = mid
+        return _apply(current, proposed, changes[:low])
+
+    def pick(self, valid, logp) -> Pick:
+        """The network of the space to end on: the argmax network where its cost is in the
+        band; else the most probable network found in it by a Lagrangian search (the best
+        of score - mu * cost / target, mu bisected), then by changing one layer of the
+        closest network found; else that closest one."""
+        best = self.argmax(valid, logp)
+        if self._inside(best):
+            return best
+        seen = [best]
+
+        def run(mu: float) -> Pick:
+            seen.append(solve(self.tables, valid, logp, alpha=1.0, beta=mu / self.target))
+            return seen[-1]
+
+        start = run(0.0)  # the jointly most probable network
+        sign = 1.0 if start.cost > self.target else -1.0
+        near, far = 0.0, sign
+        while not self._past(run(far), sign) and abs(far) < 1e9:
+            near, far = far, far * 4
+        for _ in range(30):
+            mid = (near + far) / 2
+            if self._past(run(mid), sign):
+                far = mid
+            else:
+                near = mid
+        inside = [p for p in seen if self._inside(p)]
+        if inside:
+            return max(inside, key=lambda p: p.score)
+        closest = min(seen, key=lambda p: abs(p.cost - self.target))
+        return self._one_change(closest, valid, logp) or closest
+
+    def _inside(self, p: Pick) -> bool:
+        return self.low <= p.cost <= self.high
+
+    def _past(self, p: Pick, sign: float) -> bool:  # reached the band or moved beyond it
+        return p.cost <= self.high if sign > 0 else p.cost >= self.low
+
+    def _one_change(self, base: Pick, valid, logp) -> Pick | None:
+        """The most probable network in the band that differs from ``base`` in one layer."""
+        op_valid, mid_valid, out_valid = valid
+        found = None
+        for li in range(len(base.choices)):
+            options = [None] if self.tables.skip is not None and op_valid[li, self.tables.skip] \
+                else []
+            options += [(i, m, o) for i in self.tables.blocks[li] if op_valid[li, i]
+                        for m in np.flatnonzero(mid_valid[li, i])
+                        for o in np.flatnonzero(out_valid[li, i])]
+            for c in options:
+                choices = [*base.choices[:li], c, *base.choices[li + 1:]]
+                p = Pick(choices, self.tables.cost(choices), 0.0)
+                if self._inside(p):
+                    p = Pick(choices, p.cost, _score(choices, logp, self.tables.skip))
+                    if found is None or p.score > found.score:
+                        found = p
+        return found
+
+    def argmax(self, valid, logp) -> Pick:
+        """The network ``decode`` gives: each layer's likeliest op, then its likeliest
+        widths."""
+        op_valid, mid_valid, out_valid = valid
+        choices = []
+        for li in range(len(self.tables.stage_of)):
+            i = int(np.where(op_valid[li], logp[0][li], NEG).argmax())
+            if i == self.tables.skip:
+                choices.append(None)
+                continue
+            choices.append((i, int(np.where(mid_valid[li, i], logp[1][li, i], NEG).argmax()),
+                            int(np.where(out_valid[li, i], logp[2][li, i], NEG).argmax())))
+        return Pick(choices, self.tables.cost(choices), _score(choices, logp, self.tables.skip))
+
+    def masks_of(self, pick: Pick, like) -> tuple:
+        """One-hot (op, mid, out) masks of a picked network, shaped as ``like``."""
+        op, mid, out = (np.zeros_like(m, dtype=bool) for m in like)
+        for li, c in enumerate(pick.choices):
+            if c is None:
+                op[li, self.tables.skip] = True
+            else:
+                op[li, c[0]] = mid[li, c[0], c[1]] = out[li, c[0], c[2]] = True
+        return op, mid, out
+
+
+def _changes(current, proposed, confidence) -> list[tuple]:
+    """The removals from ``current`` to ``proposed``: ("op", layer) then ("width", kind,
+    layer, op), each level most confident decision first."""
+    (op_c, mid_c, out_c), (op_p, mid_p, out_p) = current, proposed
+    op_conf, mid_conf, out_conf = confidence
+    ops = [("op", li) for li in np.flatnonzero((op_c != op_p).any(-1))]
+    ops.sort(key=lambda c: -op_conf[c[1]])
+    widths = []
+    for kind, (cur, new, conf) in enumerate(((mid_c, mid_p, mid_conf), (out_c, out_p, out_conf))):
+        for li, i in zip(*np.nonzero((cur != new).any(-1) & op_p), strict=True):
+            widths.append(("width", kind, int(li), int(i), float(conf[li, i])))
+    widths.sort(key=lambda c: -c[4])
+    return ops + widths
+
+
+def _apply(current, proposed, changes) -> tuple:
+    op, mid, out = (m.copy() for m in current)
+    for c in changes:
+        if c[0] == "op":
+            li = c[1]
+            op[li] = proposed[0][li]
+            mid[li] &= op[li][:, None]
+            out[li] &= op[li][:, None]
+        else:
+            _, kind, li, i, _ = c
+            (mid, out)[kind][li, i] = proposed[1 + kind][li, i]
+    return op, mid, out

@@ -1,0 +1,111 @@
+"""The cost constraint's discrete side: tables that cost networks as the search measures
+them, exact cheapest/dearest networks of a shrunk space, shrinking that never leaves the
+band out of reach, and the most probable network in the band."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from ssr_deploy.search.budget import Budget, latency_tables, macs_tables
+from ssr_deploy.search.cost import expected_macs, genotype_cost
+from ssr_deploy.search.space import SearchSpace, StageSpace
+from ssr_deploy.search.supernet import SuperNet, decode
+from tests.search.test_latency import multilinear, synthetic_table
+
+MICRO = SearchSpace(stem_channels=8, stages=(StageSpace(4, 16, 2, 0.0), StageSpace(8, 24, 2, 0.0)),
+                    dilations=(1, 2), width_choices=2)
+SIZE = (32, 64)
+
+
+def _random_state(net: SuperNet, seed: int, keep: float = 0.5):
+    """Random architecture weights and masks (every decision keeps at least one option)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for alpha in net.arch_parameters():
+            alpha.copy_(torch.randn(alpha.shape, generator=g) * 2)
+        for valid in (net.op_valid, net.mid_valid, net.out_valid):
+            valid.copy_(torch.rand(valid.shape, generator=g) < keep)
+            valid[..., 1] = True
+    masks = tuple(m.numpy() for m in (net.op_valid, net.mid_valid, net.out_valid))
+    logp = tuple(p.detach().clamp_min(1e-30).log().double().numpy() for p in net.probs())
+    return masks, logp
+
+
+@pytest.mark.parametrize("measure", ["backbone", "network"])
+def test_the_tables_cost_a_network_as_the_search_measures_it(measure):
+    space = SearchSpace()
+    net, tables = SuperNet(space, 19), macs_tables(space, (64, 128), measure, 19)
+    budget = Budget(tables, 1e8, 0.03)
+    for seed in range(4):
+        masks, logp = _random_state(net, seed)
+        argmax = budget.argmax(masks, logp)
+        assert argmax.cost == genotype_cost(decode(net), (64, 128), measure)
+    full = float(expected_macs(SuperNet(space, 19), (64, 128), True, measure))
+    everything = tuple(np.ones_like(m) for m in masks)
+    assert budget.bounds(everything)[1] == pytest.approx(full)
+
+
+def test_latency_tables_cost_a_network_as_the_table_predicts_it():
+    space = SearchSpace()
+    table = synthetic_table(space, multilinear, grid=3)
+    net, budget = SuperNet(space, 19), Budget(latency_tables(table), 30.0, 0.03)
+    for seed in range(3):
+        masks, logp = _random_state(net, seed)
+        predicted = table.predict(decode(net, classes=None))["latency_ms"]
+        assert budget.argmax(masks, logp).cost == pytest.approx(predicted, rel=1e-9)
+
+
+def _every_network(space, masks):
+    """Each network of a masked space as per-layer choices (brute force)."""
+    op_valid, mid_valid, out_valid = masks
+    per_layer = []
+    for li in range(op_valid.shape[0]):
+        options = [None] if op_valid[li, 0] else []
+        options += [(i, m, o) for i in range(1, op_valid.shape[1]) if op_valid[li, i]
+                    for m in np.flatnonzero(mid_valid[li, i])
+                    for o in np.flatnonzero(out_valid[li, i])]
+        per_layer.append(options)
+    return [list(c) for c in itertools.product(*per_layer)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cheapest_dearest_and_pick_are_exact_on_a_space_small_enough_to_enumerate(seed):
+    net, tables = SuperNet(MICRO, 5), macs_tables(MICRO, SIZE, "network", 5)
+    masks, logp = _random_state(net, seed, keep=0.6)
+    costs = sorted(tables.cost(c) for c in _every_network(MICRO, masks))
+    target = costs[len(costs) // 3]
+    budget = Budget(tables, target, 0.03)
+    assert budget.bounds(masks) == (pytest.approx(costs[0]), pytest.approx(costs[-1]))
+    pick = budget.pick(masks, logp)
+    assert budget.low <= pick.cost <= budget.high
+    assert pick.cost == pytest.approx(tables.cost(pick.choices))
+    op, mid, out = budget.masks_of(pick, masks)
+    assert (op.sum(-1) == 1).all() and (op <= masks[0]).all()
+
+
+def test_shrinking_is_held_where_it_would_leave_the_band_out_of_reach():
+    space = SearchSpace()
+    net, tables = SuperNet(space, 19), macs_tables(space, (64, 128), "backbone", 19)
+    masks, logp = _random_state(net, 3, keep=1.0)
+    cheapest, dearest = Budget(tables, 1, 0).bounds(masks)
+    budget = Budget(tables, cheapest + 0.1 * (dearest - cheapest), 0.03)
+    # a step that would keep only the widest widths and no skip: every network too dear
+    proposed = (masks[0].copy(), np.zeros_like(masks[1]), np.zeros_like(masks[2]))
+    proposed[0][:, 0] = False
+    proposed[1][..., 0] = proposed[2][..., 0] = True
+    proposed = (proposed[0], proposed[1] & proposed[0][..., None],
+                proposed[2] & proposed[0][..., None])
+    assert not budget.reachable(proposed)
+    confidence = tuple(np.exp(p).max(-1) for p in logp)
+    held = budget.hold(masks, proposed, confidence)
+    assert budget.reachable(held)
+    for kept, now, wanted in zip(held, masks, proposed, strict=True):
+        assert (kept <= now).all() and (kept >= wanted).all()  # only removals held back
+    assert sum(int(m.sum()) for m in held) < sum(int(m.sum()) for m in masks)  # some went
+    # a reachable step is taken whole
+    assert all((a == b).all() for a, b in zip(budget.hold(masks, masks, confidence), masks,
+                                              strict=True))
