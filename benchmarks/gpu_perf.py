@@ -37,7 +37,7 @@ from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.io import atomic_write_text, dumps_compact
 from ssr_deploy.model.deploy import DeployModel
 from ssr_deploy.model.net import with_trained_margins
-from ssr_deploy.runtime.backends.torch import io_format
+from ssr_deploy.spec import runtime_io
 
 
 def paper_network() -> nn.Module:
@@ -170,7 +170,7 @@ def end_to_end(model: nn.Module, frames: torch.Tensor, device: torch.device, dty
 
 def variants(net: nn.Module, device: torch.device, low: torch.dtype) -> dict[str, dict]:
     """name -> how to build it: model, dtype, CUDA graphs, cudnn.benchmark; needs CUDA?"""
-    io = io_format(19)
+    io = runtime_io(19)
 
     def deploy(n=net, channels_last=True):
         m = DeployModel(n, io).eval().to(device)
@@ -244,7 +244,7 @@ def main() -> None:
     reference: dict[int, torch.Tensor] = {}
     for batch in batches:
         frames = torch.from_numpy(street_frames(batch, *size, seed=batch))
-        fp32 = DeployModel(net, io_format(19)).eval().to(device)
+        fp32 = DeployModel(net, runtime_io(19)).eval().to(device)
         _, reference[batch] = end_to_end(fp32, frames, device, torch.float32, 1)
         for name, v in variants(net, device, low).items():
             key = f"{name}/batch{batch}"

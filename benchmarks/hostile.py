@@ -151,11 +151,11 @@ def build_inputs(root: Path) -> None:
     frames, a folder dataset."""
     from ssr_deploy.data import classes
     from ssr_deploy.data.synthetic import render_video, street_scene
-    from ssr_deploy.export.graph import IOFormat
     from ssr_deploy.export.onnx import export_onnx
     from ssr_deploy.genotype import Genotype, Head, Layer, Stage
     from ssr_deploy.model.checkpoint import save_checkpoint
     from ssr_deploy.model.net import build_model
+    from ssr_deploy.spec import RUNTIME_IO
 
     g = Genotype(name="tiny", stem_channels=8,
                  stages=(Stage(4, 16, 0.0, (Layer("fr", 1, 1.0, 16, 8, 16),)),),
@@ -165,10 +165,10 @@ def build_inputs(root: Path) -> None:
     net = build_model(g).eval()
     save_checkpoint(root / "ck.pt", net, g)
     export_onnx(net, root / "m.onnx", size=(32, 64), simplify=False,
-                io=IOFormat("uint8-nhwc-bgr", "labels"))
+                io=RUNTIME_IO)
     for name, cap in (("cap4.onnx", 4), ("b1024.onnx", 1024)):
         export_onnx(net, root / name, size=(32, 64), simplify=False, dynamic_batch=True,
-                    max_batch=cap, io=IOFormat("uint8-nhwc-bgr", "labels"))
+                    max_batch=cap, io=RUNTIME_IO)
     render_video(root / "clip.avi", 20, (64, 128))
     (root / "frames").mkdir()
     for k in range(3):

@@ -40,7 +40,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ssr_deploy import build_model  # noqa: E402
-from ssr_deploy.export.graph import IOFormat  # noqa: E402
 from ssr_deploy.export.onnx import export_onnx  # noqa: E402
 from ssr_deploy.genotype import Genotype  # noqa: E402
 from ssr_deploy.io import atomic_write_text  # noqa: E402
@@ -48,9 +47,10 @@ from ssr_deploy.lut import LutOptions, build_lut  # noqa: E402
 from ssr_deploy.runtime.bench import machine_info  # noqa: E402
 from ssr_deploy.search.latency import LatencyTable  # noqa: E402
 from ssr_deploy.search.space import SearchSpace  # noqa: E402
+from ssr_deploy.spec import RUNTIME_IO  # noqa: E402
 
 SIZE = (512, 1024)
-IO = IOFormat("uint8-nhwc-bgr", "labels")
+IO = RUNTIME_IO
 
 
 def export(genotype: Genotype, path: Path, precision: str = "fp32") -> Path:

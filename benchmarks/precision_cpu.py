@@ -17,12 +17,12 @@ from pathlib import Path
 
 from ssr_deploy import build_model
 from ssr_deploy.data import open_dataset, write_cityscapes_layout
-from ssr_deploy.export.graph import IOFormat
 from ssr_deploy.export.onnx import export_onnx, load_source
 from ssr_deploy.export.precision import PrecisionOptions, convert_precision
 from ssr_deploy.io import atomic_write_text, dumps_compact
 from ssr_deploy.runtime import bench
 from ssr_deploy.runtime.segmenter import Segmenter
+from ssr_deploy.spec import RUNTIME_IO
 from ssr_deploy.train.trainer import TrainConfig, Trainer
 
 SIZE = (512, 1024)
@@ -46,7 +46,7 @@ def main() -> None:
         trained = trainer.fit()
         fp32 = export_onnx(load_source(str(tmp / "train" / "best.pt")), tmp / "model.onnx",
                            size=SIZE, dynamic_batch=True,
-                           io=IOFormat("uint8-nhwc-bgr", "labels")).path
+                           io=RUNTIME_IO).path
         calib = tmp / "data" / "leftImg8bit" / "train"
         held_out = tmp / "data" / "leftImg8bit" / "val"
         rows = {}

@@ -23,7 +23,6 @@ import torch
 
 from ssr_deploy import build_model
 from ssr_deploy.data.synthetic import street_frames
-from ssr_deploy.export.graph import IOFormat
 from ssr_deploy.export.metadata import read_sidecar
 from ssr_deploy.export.onnx import export_onnx
 from ssr_deploy.export.precision import PrecisionOptions, convert_precision
@@ -32,6 +31,7 @@ from ssr_deploy.io import atomic_write_text, dumps_compact
 from ssr_deploy.model.net import with_trained_margins
 from ssr_deploy.runtime.bench import machine_info
 from ssr_deploy.runtime.tensorrt_library import load_tensorrt
+from ssr_deploy.spec import RUNTIME_IO
 
 CASES = [("fp32", None), ("fp16", None), ("int8", None), ("fp16", "7.5,8.6,8.9,12.0")]
 
@@ -54,7 +54,7 @@ def main() -> None:
         start = time.perf_counter()
         fp32 = export_onnx(confident_paper_net(), tmp / "model.onnx", size=size,
                            dynamic_batch=True, max_batch=8,
-                           io=IOFormat("uint8-nhwc-bgr", "labels")).path
+                           io=RUNTIME_IO).path
         export_seconds = time.perf_counter() - start
         calib = tmp / "calib"
         calib.mkdir()

@@ -19,11 +19,11 @@ import cv2
 
 from ssr_deploy import build_model, save_checkpoint
 from ssr_deploy.data.synthetic import street_frames
-from ssr_deploy.export.graph import IOFormat
 from ssr_deploy.export.onnx import export_onnx
 from ssr_deploy.runtime import bench
 from ssr_deploy.runtime.segmenter import Segmenter
 from ssr_deploy.runtime.video import run_video
+from ssr_deploy.spec import RUNTIME_IO
 
 SIZE = (512, 1024)
 
@@ -41,7 +41,7 @@ def main() -> None:
         net = build_model("ssr-cityscapes").eval()
         ckpt = save_checkpoint(tmp / "ssr.pt", net, net.genotype)
         onnx_path = export_onnx(net, tmp / "ssr.onnx", size=SIZE, dynamic_batch=True,
-                                io=IOFormat("uint8-nhwc-bgr", "labels")).path
+                                io=RUNTIME_IO).path
         ort = Segmenter.load(onnx_path)
         entries = [("onnxruntime", ort),
                    ("torch-eager-nchw", Segmenter.load(ckpt, size=SIZE, channels_last=False)),

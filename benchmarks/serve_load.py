@@ -80,11 +80,11 @@ def main() -> None:
 
 def _export(path: Path, size: tuple[int, int], max_batch: int) -> Path:
     from ssr_deploy import build_model
-    from ssr_deploy.export.graph import IOFormat
     from ssr_deploy.export.onnx import export_onnx
+    from ssr_deploy.spec import RUNTIME_IO
 
     export_onnx(build_model("ssr-cityscapes").eval(), path, size=size, dynamic_batch=True,
-                max_batch=max_batch, io=IOFormat("uint8-nhwc-bgr", "labels"))
+                max_batch=max_batch, io=RUNTIME_IO)
     return path
 
 

@@ -146,13 +146,13 @@ class Demo:
                            f"{self.out}/train"}
 
     def export(self) -> dict[str, Any]:
-        from ssr_deploy.export.graph import IOFormat
         from ssr_deploy.export.onnx import export_onnx, load_source
+        from ssr_deploy.spec import RUNTIME_IO
 
         size = self.s.model_size
         result = export_onnx(load_source(str(self.out / "train" / "best.pt")),
                              self.out / "model.onnx", size=size, dynamic_batch=True,
-                             max_batch=8, io=IOFormat("uint8-nhwc-bgr", "labels"))
+                             max_batch=8, io=RUNTIME_IO)
         return {"max_abs_diff": result.report["max_abs_diff"],
                 "label_agreement": result.report["label_agreement"], "size": _sz(size),
                 "command": f"ssr-deploy export onnx {self.out}/train/best.pt -o "

@@ -46,10 +46,10 @@ def tiny_inputs(tmp_path_factory):
     genotype = dataclasses.replace(random_genotype(7, max_stages=2, max_width=12),
                                    classes=classes.NAMES, palette=classes.PALETTE)
     genotype.save(root / "g.json")
-    from ssr_deploy.export.graph import IOFormat
     from ssr_deploy.export.onnx import export_onnx
     from ssr_deploy.model.checkpoint import save_checkpoint
     from ssr_deploy.model.net import build_model
+    from ssr_deploy.spec import IOFormat
 
     net = build_model(genotype).eval()
     save_checkpoint(root / "ck.pt", net, genotype)
@@ -66,9 +66,9 @@ def tiny_inputs(tmp_path_factory):
 def paper_uint8_onnx(tmp_path_factory):
     """The paper's network at 32x64 as m.onnx: uint8 BGR in, labels out, batch 1 to 8
     (read only: copy it to change it)."""
-    from ssr_deploy.export.graph import IOFormat
     from ssr_deploy.export.onnx import export_onnx
     from ssr_deploy.model.net import build_model
+    from ssr_deploy.spec import IOFormat
 
     path = tmp_path_factory.mktemp("paper") / "m.onnx"
     export_onnx(build_model("ssr-cityscapes"), path, size=(32, 64), dynamic_batch=True,

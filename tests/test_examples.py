@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ssr_deploy import build_model
 from ssr_deploy.data import write_cityscapes_layout
-from ssr_deploy.export.graph import IOFormat
 from ssr_deploy.export.onnx import export_onnx
+from ssr_deploy.spec import IOFormat
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

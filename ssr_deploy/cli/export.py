@@ -105,7 +105,6 @@ def export_onnx_cmd(ctx, source, out, weights, random_init, size, batch, dynamic
       ssr-deploy export onnx runs/train/best.pt -o model.int8.onnx --precision int8 \\
           --calib data/leftImg8bit/train --calib-method entropy
     """
-    from ssr_deploy.export.graph import IOFormat
     from ssr_deploy.export.onnx import (
         STAGES,
         OnnxOptions,
@@ -115,6 +114,7 @@ def export_onnx_cmd(ctx, source, out, weights, random_init, size, batch, dynamic
         summary_line,
     )
     from ssr_deploy.export.precision import PrecisionOptions
+    from ssr_deploy.spec import IOFormat
 
     refuse_without(ctx, {"max_batch": ("--dynamic-batch", dynamic_batch),
                          "min_size": ("--dynamic-size", dynamic_size),

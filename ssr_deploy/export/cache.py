@@ -7,9 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ssr_deploy.io import cache_root
-from ssr_deploy.spec import IOFormat, file_sha256
-
-RUNTIME_IO = IOFormat("uint8-nhwc-bgr", "labels")  # what the runtime moves fastest
+from ssr_deploy.spec import RUNTIME_IO, IOFormat, file_sha256
 
 
 def cache_dir() -> Path:

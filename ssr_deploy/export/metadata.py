@@ -13,16 +13,8 @@ import onnx
 import torch
 
 from ssr_deploy.io import atomic_write_many
-from ssr_deploy.spec import (
-    Dynamic,
-    ModelSpec,
-    file_sha256,
-    sidecar_path,
-)
+from ssr_deploy.spec import ModelSpec, file_sha256, sidecar_path
 from ssr_deploy.spec import build_metadata as _build_metadata
-
-__all__ = ["Dynamic", "ExportResult", "build_metadata", "file_sha256", "from_props",
-           "publish_models", "read_sidecar", "sidecar_path", "to_props", "write_sidecar"]
 
 PROP_PREFIX = "ssr_deploy."
 

@@ -16,15 +16,8 @@ import onnx
 import torch
 
 from ssr_deploy.errors import SsrDeployError, UsageError
-from ssr_deploy.export.graph import DeployModel, IOFormat, fold_batchnorm
-from ssr_deploy.export.metadata import (
-    Dynamic,
-    ExportResult,
-    build_metadata,
-    publish_models,
-    sidecar_path,
-    to_props,
-)
+from ssr_deploy.export.fold import fold_batchnorm
+from ssr_deploy.export.metadata import ExportResult, build_metadata, publish_models, to_props
 from ssr_deploy.export.precision import (
     PrecisionOptions,
     bytes_sha256,
@@ -36,7 +29,9 @@ from ssr_deploy.export.verify import MAX_ABS_DIFF, MIN_LABEL_AGREEMENT, format_r
 from ssr_deploy.genotype import Genotype
 from ssr_deploy.io import check_output_path
 from ssr_deploy.model.checkpoint import load_model, load_weights, read_weights_for
+from ssr_deploy.model.deploy import DeployModel
 from ssr_deploy.model.net import SSRNet, build_model
+from ssr_deploy.spec import Dynamic, IOFormat, sidecar_path
 
 __all__ = ["ExportResult", "OnnxOptions", "export_onnx", "format_report", "fp32_path_for",
            "load_source", "summary_line"]

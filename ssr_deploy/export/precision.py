@@ -31,18 +31,11 @@ import onnx
 
 from ssr_deploy.errors import PrecisionCheckError, SsrDeployError, UsageError
 from ssr_deploy.export.calibration import CalibrationBatches
-from ssr_deploy.export.metadata import (
-    ExportResult,
-    file_sha256,
-    publish_models,
-    read_sidecar,
-    sidecar_path,
-    to_props,
-)
+from ssr_deploy.export.metadata import ExportResult, publish_models, read_sidecar, to_props
 from ssr_deploy.export.precision_check import compare_with_fp32, module_of_node
 from ssr_deploy.io import atomic_write, cache_root, check_input_file, check_output_path
 from ssr_deploy.media import find_images
-from ssr_deploy.spec import ModelSpec
+from ssr_deploy.spec import ModelSpec, file_sha256, sidecar_path
 
 CALIB_METHODS = ("entropy", "percentile", "minmax")
 INT8_TARGETS = ("tensorrt", "cpu")

@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from ssr_deploy.errors import SsrDeployError, UsageError
-from ssr_deploy.export.metadata import sidecar_path
 from ssr_deploy.export.onnx_file import check_onnx_file
 from ssr_deploy.io import atomic_write_many, check_input_file, check_outputs_spare_inputs
 from ssr_deploy.names import pbtxt_string
-from ssr_deploy.spec import ModelSpec
+from ssr_deploy.spec import ModelSpec, sidecar_path
 
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8",
                 "int32": "TYPE_INT32", "int64": "TYPE_INT64"}

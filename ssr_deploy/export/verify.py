@@ -11,10 +11,11 @@ import torch
 
 from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.export.graph import DeployModel, IOFormat
 from ssr_deploy.genotype import InputSpec
+from ssr_deploy.model.deploy import DeployModel
 from ssr_deploy.preprocess import InputFormat, frames_to_input
 from ssr_deploy.runtime.compare import Runner, compare_runners, onnx_runner
+from ssr_deploy.spec import IOFormat
 
 MAX_ABS_DIFF = 1e-4
 MIN_LABEL_AGREEMENT = 0.9999

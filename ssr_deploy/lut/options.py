@@ -54,10 +54,3 @@ class LutOptions:
         if self.size[0] % multiple or self.size[1] % multiple:
             raise UsageError(f"--size {self.size[0]}x{self.size[1]}: height and width must be "
                              f"multiples of {multiple} for this space")
-
-
-def runtime_io(num_classes: int):
-    """The I/O format the runtime's backends run a network in (frames in, labels out)."""
-    from ssr_deploy.runtime.backends.torch import io_format
-
-    return io_format(num_classes)

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ssr_deploy.lut.options import IO_KEY, LutOptions, runtime_io
+from ssr_deploy.lut.options import IO_KEY, LutOptions
 from ssr_deploy.search.latency import block_key, diagonal, down_key, grid_widths, head_key
 from ssr_deploy.search.space import SearchSpace
+from ssr_deploy.spec import runtime_io
 
 
 @dataclass
@@ -51,7 +52,7 @@ class _Head(nn.Module):
 
 def probes(space: SearchSpace, o: LutOptions) -> list[Probe]:
     """Every part the table needs, then the off-grid checks (keys ``check/<block>``)."""
-    from ssr_deploy.export.graph import FoldedDownsampler
+    from ssr_deploy.export.fold import FoldedDownsampler
     from ssr_deploy.model.blocks import Downsampler, FactorisedResidual
     from ssr_deploy.model.deploy import DeployModel
     from ssr_deploy.model.head import SegHead

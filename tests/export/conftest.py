@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from ssr_deploy import build_model
-from ssr_deploy.export.graph import IOFormat
 from ssr_deploy.export.onnx import export_onnx
 from ssr_deploy.model.net import with_trained_margins
+from ssr_deploy.spec import IOFormat
 
 
 def confident_net():

@@ -10,10 +10,10 @@ from click.testing import CliRunner
 from ssr_deploy import SsrDeployError, build_model, save_checkpoint
 from ssr_deploy.cli import main
 from ssr_deploy.data.synthetic import street_frames
-from ssr_deploy.export.graph import IOFormat
 from ssr_deploy.export.metadata import from_props, read_sidecar
 from ssr_deploy.export.onnx import export_onnx, load_source
 from ssr_deploy.export.verify import model_input
+from ssr_deploy.spec import IOFormat
 
 
 def _run(path, x):

@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 
 from ssr_deploy import Segmenter, SsrDeployError, build_model
 from ssr_deploy.cli import main
-from ssr_deploy.export.graph import IOFormat
-from ssr_deploy.export.metadata import read_sidecar, sidecar_path
+from ssr_deploy.export.metadata import read_sidecar
 from ssr_deploy.export.onnx import export_onnx
 from ssr_deploy.export.tensorrt import (
     BuildSettings,
@@ -31,7 +30,7 @@ from ssr_deploy.export.trt_profiles import Profile
 from ssr_deploy.runtime.backends.tensorrt import check_engine_io
 from ssr_deploy.runtime.tensorrt_library import RTX_DEFAULT_TARGETS, load_tensorrt
 from ssr_deploy.search.space import SearchSpace
-from ssr_deploy.spec import ModelSpec, file_sha256
+from ssr_deploy.spec import IOFormat, ModelSpec, file_sha256, sidecar_path
 from tests.export.conftest import confident_net
 
 RTX = EngineOptions(builder="tensorrt-rtx")

@@ -56,7 +56,7 @@ def test_check_different_weights_is_a_number_not_a_crash(tmp_path, labels_onnx):
 
 
 def read_io(path):
-    from ssr_deploy.export.graph import IOFormat
+    from ssr_deploy.spec import IOFormat
 
     meta = read_sidecar(path)
     return IOFormat(f"uint8-nhwc-{meta['input']['color']}", meta["output"]["kind"])

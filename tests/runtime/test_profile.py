@@ -6,10 +6,10 @@ from click.testing import CliRunner
 
 from ssr_deploy import SsrDeployError, build_model, save_checkpoint
 from ssr_deploy.cli import main
-from ssr_deploy.export.graph import IOFormat
 from ssr_deploy.export.onnx import export_onnx, module_of
 from ssr_deploy.genotype import Genotype
 from ssr_deploy.runtime.profile import module_of_layer, profile, summarize
+from ssr_deploy.spec import IOFormat
 
 LAYERS = {f"stages.{i}.layers.{j}" for i, n in enumerate((4, 9)) for j in range(n)}
 

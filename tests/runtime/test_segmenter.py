@@ -7,9 +7,9 @@ import torch
 from ssr_deploy import Segmenter, SsrDeployError, build_model, save_checkpoint
 from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.export.cache import onnx_for_checkpoint
-from ssr_deploy.export.graph import IOFormat
 from ssr_deploy.export.onnx import export_onnx
 from ssr_deploy.runtime.segmenter import as_bgr
+from ssr_deploy.spec import IOFormat
 from tests.export.test_onnx import trained_like
 
 
@@ -153,7 +153,8 @@ def test_onnxruntime_io_binding_gives_the_same_labels(models):
 def test_corrupt_or_changed_model_files(tmp_path, models):
     import shutil
 
-    from ssr_deploy.export.metadata import read_sidecar, sidecar_path, write_sidecar
+    from ssr_deploy.export.metadata import read_sidecar, write_sidecar
+    from ssr_deploy.spec import sidecar_path
 
     changed = tmp_path / "m.onnx"
     shutil.copyfile(models["labels"], changed)

@@ -9,8 +9,8 @@ import cv2
 
 from ssr_deploy import build_model
 from ssr_deploy.data.synthetic import street_frames
-from ssr_deploy.export.graph import IOFormat
 from ssr_deploy.export.onnx import export_onnx
+from ssr_deploy.spec import IOFormat
 
 BLOCK = """
 import importlib.abc, sys

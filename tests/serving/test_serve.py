@@ -19,10 +19,9 @@ import pytest
 from ssr_deploy import Segmenter, SsrDeployError, build_model
 from ssr_deploy.data import classes
 from ssr_deploy.data.synthetic import street_frames
-from ssr_deploy.export.graph import IOFormat
 from ssr_deploy.export.onnx import export_onnx
 from ssr_deploy.serving.triton import TritonInstall, TritonServer, free_port, is_ready
-from ssr_deploy.spec import file_sha256
+from ssr_deploy.spec import IOFormat, file_sha256
 from tests.helpers import random_genotype
 
 tritonclient = pytest.importorskip("tritonclient.grpc", reason="pip install 'ssr-deploy[serve]'")

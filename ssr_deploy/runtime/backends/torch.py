@@ -16,12 +16,7 @@ from ssr_deploy.model.checkpoint import load_model
 from ssr_deploy.model.deploy import DeployModel
 from ssr_deploy.model.net import SSRNet
 from ssr_deploy.runtime.backends.base import Backend
-from ssr_deploy.spec import Dynamic, IOFormat, ModelSpec, build_metadata
-
-
-def io_format(num_classes: int) -> IOFormat:
-    """uint8 frames in, class ids out (uint8, int32 past 256 classes)."""
-    return IOFormat("uint8-nhwc-bgr", "labels", "uint8" if num_classes <= 256 else "int32")
+from ssr_deploy.spec import Dynamic, ModelSpec, build_metadata, runtime_io
 
 
 @dataclass(frozen=True)
@@ -60,7 +55,7 @@ class TorchBackend(Backend):
         genotype = self.genotype = net.genotype
         genotype.check_input_size(*size)
         multiple, minimum = genotype.size_rule()
-        io = io_format(net.num_classes)
+        io = runtime_io(net.num_classes)
         self.spec = ModelSpec.from_dict(build_metadata(
             genotype, io, 1, size, net.num_classes,
             Dynamic(batch=(1, 1, 64), size=((minimum, minimum), size, (8192, 8192))), opset=None,

@@ -1,10 +1,7 @@
-"""The graph that gets exported: BN folded, pre/post-processing fused in.
-
-``DeployModel`` turns SSRNet into what a runtime wants to feed and read: uint8 NHWC frames
-in (cast, channel order, scale, mean/std and layout change inside the graph) and uint8 or
-int32 label maps out (argmax inside the graph), so a runtime moves 1.5 MB per 512x1024 frame
-instead of 6 MB in and 40 MB out.
-"""
+"""BN folding before export: the downsampler's BN after a concat cannot fold into a conv
+alone, so its conv half folds into the conv and its max-pool half into a per-channel scale
+and shift (the exporter folds every conv -> BN pair itself). The pre/post-processing fused
+into the graph is ``model.deploy.DeployModel``."""
 
 from __future__ import annotations
 
@@ -15,12 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssr_deploy.model.blocks import Downsampler
-from ssr_deploy.model.deploy import DeployModel
 from ssr_deploy.model.net import SSRNet
-from ssr_deploy.spec import INPUT_FORMATS, OUTPUT_FORMATS, IOFormat
 
-__all__ = ["INPUT_FORMATS", "OUTPUT_FORMATS", "DeployModel", "FoldedDownsampler", "IOFormat",
-           "fold_batchnorm"]
 
 class FoldedDownsampler(nn.Module):
     """Downsampler with its BN folded: the conv half into the conv, the max-pool half into a
