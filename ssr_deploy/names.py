@@ -49,3 +49,29 @@ def pbtxt_string(value: str) -> str:
         else:
             out.append(c)
     return '"' + "".join(out) + '"'
+
+
+# ---- exported node names ------------------------------------------------------------------
+# Every node of an exported graph is named after the genotype module it computes
+# (``stages.1.layers.4/node_Conv_12``; ``io/...`` for the fused pre/post-processing), so the
+# profiles of every backend, the precision checks and --fp32-layers map back to the genotype.
+MODULE_IN_NAME = re.compile(r"(stem|io|layout-reorder|other|head(?:\.\w+)?|stages\.\d+\."
+                            r"(?:down|layers\.\d+))/")
+
+
+def node_name(module: str, node: str) -> str:
+    """An exported node's name: its module, then its own."""
+    return f"{module}/{node}"
+
+
+def module_of_node(name: str, default: str | None = "io") -> str | None:
+    """The module of an exported node's name (``default`` for a name without one)."""
+    return name.split("/", 1)[0] if "/" in name else default
+
+
+def module_in(name: str) -> str:
+    """The first module named in a backend's layer name: TensorRT joins fused nodes' names
+    (``stages.1.layers.4/node_Conv_12 + stages.1.layers.4/node_relu_3``) or wraps them
+    (``{ForeignNode[head.psp/node_MatMul_1...]}``); ``other`` when it names none."""
+    match = MODULE_IN_NAME.search(name)
+    return match[1] if match else "other"

@@ -31,6 +31,7 @@ from ssr_deploy.io import check_output_path
 from ssr_deploy.model.checkpoint import load_model, load_weights, read_weights_for
 from ssr_deploy.model.deploy import DeployModel
 from ssr_deploy.model.net import SSRNet, build_model
+from ssr_deploy.names import node_name
 from ssr_deploy.spec import Dynamic, IOFormat, sidecar_path
 
 __all__ = ["ExportResult", "OnnxOptions", "export_onnx", "format_report", "fp32_path_for",
@@ -295,7 +296,7 @@ def name_nodes_by_module(model: onnx.ModelProto) -> None:
         props = {p.key: p.value for p in node.metadata_props}
         scopes = props.get("pkg.torch.onnx.name_scopes")
         module = module_of(ast.literal_eval(scopes)) if scopes else "io"
-        node.name = f"{module}/{node.name}"
+        node.name = node_name(module, node.name)
 
 
 def summary_line(result: ExportResult) -> str:

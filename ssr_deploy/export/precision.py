@@ -32,9 +32,10 @@ import onnx
 from ssr_deploy.errors import PrecisionCheckError, SsrDeployError, UsageError
 from ssr_deploy.export.calibration import CalibrationBatches
 from ssr_deploy.export.metadata import ExportResult, publish_models, read_sidecar, to_props
-from ssr_deploy.export.precision_check import compare_with_fp32, module_of_node
+from ssr_deploy.export.precision_check import compare_with_fp32
 from ssr_deploy.io import atomic_write, cache_root, check_input_file, check_output_path
 from ssr_deploy.media import find_images
+from ssr_deploy.names import module_of_node
 from ssr_deploy.spec import ModelSpec, file_sha256, sidecar_path
 
 CALIB_METHODS = ("entropy", "percentile", "minmax")
@@ -123,10 +124,10 @@ def matching_nodes(model: onnx.ModelProto, patterns: tuple[str, ...]) -> list[st
     names: list[str] = []
     for pattern in patterns:
         hits = [n.name for n in model.graph.node
-                if fnmatch.fnmatchcase(module_of_node(n), pattern)
+                if fnmatch.fnmatchcase(module_of_node(n.name), pattern)
                 or fnmatch.fnmatchcase(n.name, pattern)]
         if not hits:
-            modules = sorted({module_of_node(n) for n in model.graph.node})
+            modules = sorted({module_of_node(n.name) for n in model.graph.node})
             raise UsageError(f"--fp32-layers {pattern!r} matches no layer; modules are "
                                  f"{', '.join(modules[:6])}, ... (fnmatch, e.g. 'head.*')")
         names += [h for h in hits if h not in names]

@@ -10,13 +10,9 @@ import numpy as np
 import onnx
 
 from ssr_deploy.media import read_image
+from ssr_deploy.names import module_of_node
 from ssr_deploy.preprocess import frames_to_input, resize_frames
 from ssr_deploy.spec import ModelSpec
-
-
-def module_of_node(node: onnx.NodeProto) -> str:
-    """Exported node names carry their genotype module: ``stages.1.layers.4/node_Conv_12``."""
-    return node.name.split("/", 1)[0] if "/" in node.name else "io"
 
 
 def verification_frames(spec: ModelSpec, frames: int, data: str | None = None
@@ -75,8 +71,8 @@ def layer_errors(fp32: onnx.ModelProto, candidate: onnx.ModelProto, spec: ModelS
     candidate vs fp32, on the first verification frame; worst first."""
     last: dict[str, str] = {}
     for node in fp32.graph.node:
-        if module_of_node(node) != "io" and node.output:
-            last[module_of_node(node)] = node.output[0]
+        if module_of_node(node.name) != "io" and node.output:
+            last[module_of_node(node.name)] = node.output[0]
     wanted = set(last.values())
     probes = []
     for model in (fp32, candidate):

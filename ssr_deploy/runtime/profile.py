@@ -2,13 +2,12 @@
 torch profiler), summed per genotype layer and written as a Chrome trace.
 
 Exported node names start with their module (``stages.1.layers.4/node_Conv_12``, see
-``export.onnx.name_nodes_by_module``), so every backend's rows map back to the genotype.
+``names.node_name``), so every backend's rows map back to the genotype.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -20,20 +19,10 @@ from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.genotype import Genotype
 from ssr_deploy.io import atomic_write, atomic_write_text
+from ssr_deploy.names import module_in, module_of_node
 from ssr_deploy.preprocess import frames_to_input
 from ssr_deploy.runtime.backends import backend_for, open_backend
 from ssr_deploy.spec import ModelSpec
-
-MODULE = re.compile(r"(stem|io|layout-reorder|other|head(?:\.\w+)?|stages\.\d+\.(?:down|"
-                    r"layers\.\d+))/")
-
-
-def module_of_layer(name: str) -> str:
-    """The first module named in a layer name: TensorRT joins fused nodes' names
-    (``stages.1.layers.4/node_Conv_12 + stages.1.layers.4/node_relu_3``) or wraps them
-    (``{ForeignNode[head.psp/node_MatMul_1...]}``)."""
-    match = MODULE.search(name)
-    return match[1] if match else "other"
 
 
 def summarize(times_ms: dict[str, float], iters: int, genotype: Genotype | None
@@ -41,7 +30,7 @@ def summarize(times_ms: dict[str, float], iters: int, genotype: Genotype | None
     """{layer name: total ms over ``iters``} -> rows per genotype module, slowest first."""
     per_module: dict[str, float] = defaultdict(float)
     for name, ms in times_ms.items():
-        per_module[module_of_layer(name)] += ms / iters
+        per_module[module_in(name)] += ms / iters
     total = sum(per_module.values()) or 1.0
     ops = _module_ops(genotype) if genotype else {}
     rows = [{"module": m, "op": ops.get(m, ""), "ms": ms, "share": ms / total}
@@ -92,8 +81,8 @@ def _tensor_modules(path: Path) -> dict[str, str]:
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
-    return {out: node.name.split("/")[0] for node in graph.node if "/" in node.name
-            for out in node.output}
+    return {out: module_of_node(node.name) for node in graph.node
+            if module_of_node(node.name, None) for out in node.output}
 
 
 def _ort_node(name: str, owner: dict[str, str]) -> str:
@@ -138,7 +127,7 @@ def _write_trace(path: Path, layers: list[tuple[str, float]]) -> None:
     events, t = [], 0.0
     for name, ms in layers:
         events.append({"name": name, "ph": "X", "ts": t * 1e3, "dur": ms * 1e3, "pid": 0,
-                       "tid": 0, "cat": module_of_layer(name)})
+                       "tid": 0, "cat": module_in(name)})
         t += ms
     atomic_write_text(path, json.dumps({"traceEvents": events}))
 

@@ -8,7 +8,8 @@ from ssr_deploy import SsrDeployError, build_model, save_checkpoint
 from ssr_deploy.cli import main
 from ssr_deploy.export.onnx import export_onnx, module_of
 from ssr_deploy.genotype import Genotype
-from ssr_deploy.runtime.profile import module_of_layer, profile, summarize
+from ssr_deploy.names import module_in
+from ssr_deploy.runtime.profile import profile, summarize
 from ssr_deploy.spec import IOFormat
 
 LAYERS = {f"stages.{i}.layers.{j}" for i, n in enumerate((4, 9)) for j in range(n)}
@@ -32,9 +33,9 @@ def test_exported_nodes_are_named_by_module(onnx_path):
 
 def test_tensorrt_style_names_map_to_modules():
     fused = "stages.1.layers.4/node_Conv_12 + stages.1.layers.4/node_relu_3"
-    assert module_of_layer(fused) == "stages.1.layers.4"
-    assert module_of_layer("{ForeignNode[head.psp/node_MatMul_1...]}") == "head.psp"
-    assert module_of_layer("Reformatting CopyNode for Input Tensor 0") == "other"
+    assert module_in(fused) == "stages.1.layers.4"
+    assert module_in("{ForeignNode[head.psp/node_MatMul_1...]}") == "head.psp"
+    assert module_in("Reformatting CopyNode for Input Tensor 0") == "other"
 
 
 def test_summarize_per_module():
