@@ -1,9 +1,10 @@
 """Hostile inputs and faults against every command, classified: clean, traceback, wrong
 result (accepted when it should be refused, or a check failed), unclear error, data lost,
-hang / out of memory. Writes benchmarks/results/hostile.json.
+hang / out of memory. Writes tools/results/hostile.json. A test harness run by hand (each
+run's classes are then pinned by tests), not a benchmark.
 
-    python benchmarks/hostile.py                    # this checkout
-    PYTHONPATH=/path/to/old python benchmarks/hostile.py --out old.json   # another version
+    python tools/hostile.py                    # this checkout
+    PYTHONPATH=/path/to/old python tools/hostile.py --out old.json   # another version
 
 Each case runs in-process through click's test runner, under a memory cap (a huge
 allocation raises MemoryError instead of waking the OOM killer) and a time limit. The full
