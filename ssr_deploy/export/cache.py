@@ -10,7 +10,7 @@ from ssr_deploy.io import cache_root
 from ssr_deploy.spec import RUNTIME_IO, IOFormat, file_sha256
 
 
-def cache_dir() -> Path:
+def onnx_cache_folder() -> Path:
     return cache_root() / "onnx"
 
 
@@ -23,7 +23,7 @@ def onnx_for_checkpoint(checkpoint: str | Path, size: tuple[int, int],
 
     key = (f"{file_sha256(checkpoint)[:16]}-{size[0]}x{size[1]}-{io.input}-{io.output}-"
            f"{io.label_dtype}-b{max_batch}")
-    target = cache_dir() / f"{key}.onnx"
+    target = onnx_cache_folder() / f"{key}.onnx"
     if not (target.is_file() and target.with_name(target.name + ".json").is_file()):
         target.parent.mkdir(parents=True, exist_ok=True)
         export_onnx(load_model(checkpoint), target, size=size, dynamic_batch=True,

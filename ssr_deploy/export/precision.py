@@ -95,7 +95,7 @@ def check_calibration(model: onnx.ModelProto, name: str, o: PrecisionOptions) ->
     if o.precision == "int8" and not o.calib_dir and cached_ranges(model, o) is None:
         raise SsrDeployError("--precision int8 needs calibration images: --calib DIR with "
                          "representative frames (e.g. 100 from the training set); no "
-                         f"calibration cache for {name} in {cache_dir(o)}")
+                         f"calibration cache for {name} in {calibration_folder(o)}")
 
 
 def validate(fp32_path: str | Path, out_path: str | Path, o: PrecisionOptions
@@ -211,7 +211,7 @@ def _sort_topologically(graph: onnx.GraphProto) -> None:
 
 
 # ---- int8 ---------------------------------------------------------------------------
-def cache_dir(o: PrecisionOptions) -> Path:
+def calibration_folder(o: PrecisionOptions) -> Path:
     if o.calib_cache:
         return Path(o.calib_cache)
     return cache_root() / "calibration"
@@ -239,7 +239,7 @@ def calibration_key(model: onnx.ModelProto, o: PrecisionOptions) -> str:
 def cached_ranges(model: onnx.ModelProto, o: PrecisionOptions) -> Path | None:
     """The cache file for this graph and method: the calibration set's own key when --calib
     is given, else the newest one made for this graph with this method."""
-    folder = cache_dir(o)
+    folder = calibration_folder(o)
     if o.calib_dir:
         path = folder / f"{calibration_key(model, o)}.json"
         return path if path.is_file() else None
@@ -285,7 +285,13 @@ def to_int8(fp32: onnx.ModelProto, meta: dict[str, Any], o: PrecisionOptions,
     """The Q/DQ graph and {"cache": path, "cache_hit": bool}."""
     import tempfile
 
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
 
     method = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
               "minmax": CalibrationMethod.MinMax}[o.calib_method]
@@ -294,7 +300,7 @@ def to_int8(fp32: onnx.ModelProto, meta: dict[str, Any], o: PrecisionOptions,
     hit = cache is not None
     reader = None
     if not hit:
-        cache = cache_dir(o) / f"{calibration_key(fp32, o)}.json"
+        cache = calibration_folder(o) / f"{calibration_key(fp32, o)}.json"
         batch = meta["input"]["shape"][0] if meta["input"]["shape"][0] > 0 else 1
         tensor = ModelSpec.from_dict(meta).input
         reader = _Reader(CalibrationBatches(o.calib_dir, tensor, tensor.size, batch, o.calib_n),
@@ -309,6 +315,12 @@ def to_int8(fp32: onnx.ModelProto, meta: dict[str, Any], o: PrecisionOptions,
                          "pass --calib DIR")
     source, out = Path(scratch.name) / "fp32.onnx", Path(scratch.name) / "int8.onnx"
     onnx.save(fp32, str(source))  # given a ModelProto, quantize_static rewrites it in place
+    # the quantizer's own pre-processing, which it asks for (in a WARNING line with a URL
+    # otherwise): ONNX shape inference; not its graph optimisation, which would rename the
+    # module-prefixed nodes that --fp32-layers and the checks read, nor its symbolic shape
+    # inference, written for transformers (it stops on our dynamic-size graphs)
+    quant_pre_process(str(source), str(source), skip_optimization=True,
+                      skip_symbolic_shape=True)
     with contextlib.redirect_stdout(None):  # the calibrator prints its progress
         quantize_static(
             str(source), str(out), reader, quant_format=QuantFormat.QDQ,
