@@ -17,6 +17,7 @@ from ssr_deploy.cli.base import (
     resume_settings,
 )
 from ssr_deploy.data.weights import CHOICES
+from ssr_deploy.errors import UsageError
 
 #: config field -> CLI parameter, for --resume
 SEARCH_PARAMS = {"size": "size", "epochs": "epochs", "warmup_epochs": "warmup", "batch": "batch",
@@ -148,7 +149,10 @@ def search(ctx, source, out, space_file, size, epochs, warmup, batch, tau, shrin
         config, changes = resume_settings(ctx, config, saved_config(out), SEARCH_PARAMS,
                                           override)
         size = config.size
-    config = check_config(config, space)  # refusals before any work
+    try:
+        config = check_config(config, space)  # refusals before any work
+    except UsageError as e:  # options that do not go together: click's usage error
+        raise click.UsageError(str(e)) from None
     dataset = open_dataset(config.data, "train", size)
     from ssr_deploy.train.trainer import check_training_memory
 

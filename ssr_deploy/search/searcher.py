@@ -48,7 +48,7 @@ from tqdm import tqdm
 from ssr_deploy.data import transforms as T
 from ssr_deploy.data import weights as class_weights
 from ssr_deploy.data.augmented import AugmentedDataset, quiet_worker
-from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.genotype import InputSpec
 from ssr_deploy.io import atomic_write_text, jsonable
 from ssr_deploy.media import figure_writer
@@ -119,10 +119,10 @@ def check_config(config: SearchConfig, space: SearchSpace) -> SearchConfig:
         raise SsrDeployError(f"cost band {config.cost_band}: use a fraction of the target "
                              "between 0 and 0.5 (e.g. 0.03)")
     if config.target_ms and not config.lut:
-        raise SsrDeployError("--target-ms needs --lut (a latency table from `ssr-deploy lut "
+        raise UsageError("--target-ms needs --lut (a latency table from `ssr-deploy lut "
                              "build` on the target device)")
     if config.lut and config.target_gmacs:
-        raise SsrDeployError("--target-gmacs and --lut: the cost is either MACs or latency; "
+        raise UsageError("--target-gmacs and --lut: the cost is either MACs or latency; "
                              "give --target-ms with --lut")
     multiple = space.stages[-1].stride * 2
     h, w = config.size
