@@ -9,7 +9,6 @@ float32 NCHW normalised here), mean and std.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 import cv2
@@ -25,21 +24,13 @@ def resize_frames(frames_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 class FrameFormat(Protocol):
-    """What frames_to_input needs to know; ``dtype`` defaults to float32 where absent."""
+    """What frames_to_input needs to know: a genotype's ``InputSpec`` (float32), a sidecar's
+    ``InputTensor``, or a uint8 graph's ``IOFormat`` (its channel order is all a uint8 input
+    takes; ``mean`` and ``std`` are read for float32 only). ``dtype`` defaults to float32."""
 
     color: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class InputFormat:
-    """A FrameFormat of its own, for graphs described by their I/O format alone."""
-
-    color: str = "bgr"
-    dtype: str = "float32"
-    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
-    std: tuple[float, ...] = (1.0, 1.0, 1.0)
 
 
 class OutputKind(Protocol):

@@ -60,6 +60,16 @@ class IOFormat:
     def uint8_input(self) -> bool:
         return self.input.startswith("uint8")
 
+    @property
+    def color(self) -> str | None:
+        """The channel order of uint8 frames (bgr, rgb); None for float-nchw, whose order is
+        the genotype's (``InputSpec.color``)."""
+        return self.input.rsplit("-", 1)[-1] if self.uint8_input else None
+
+    @property
+    def dtype(self) -> str:
+        return "uint8" if self.uint8_input else "float32"
+
 
 #: what the runtime moves fastest: uint8 BGR frames in (1.5 MB per 512x1024 frame, against
 #: 6 MB as float), class ids out (argmax in the graph)
@@ -97,8 +107,7 @@ def tensor_specs(io: IOFormat, genotype: Genotype, batch: int, size: tuple[int, 
     multiple, minimum = genotype.size_rule()
     h, w = size
     if io.uint8_input:
-        color = io.input.rsplit("-", 1)[-1]
-        inp = {"name": io.input_name, "layout": "NHWC", "dtype": "uint8", "color": color,
+        inp = {"name": io.input_name, "layout": "NHWC", "dtype": "uint8", "color": io.color,
                "shape": [batch, h, w, 3], "normalization": "in-graph"}
     else:
         inp = {"name": io.input_name, "layout": "NCHW", "dtype": "float32", "color": spec.color,

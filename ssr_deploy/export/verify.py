@@ -13,7 +13,7 @@ from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.genotype import InputSpec
 from ssr_deploy.model.deploy import DeployModel
-from ssr_deploy.preprocess import InputFormat, frames_to_input
+from ssr_deploy.preprocess import frames_to_input
 from ssr_deploy.runtime.compare import Runner, compare_runners, onnx_runner
 from ssr_deploy.spec import IOFormat
 
@@ -25,7 +25,7 @@ def model_input(frames_bgr: np.ndarray, io: IOFormat, spec: InputSpec) -> np.nda
     """(N, H, W, 3) uint8 BGR frames -> what a graph with ``io`` takes, through the runtime's
     own preprocessing."""
     if io.uint8_input:
-        return frames_to_input(frames_bgr, InputFormat(io.input.rsplit("-", 1)[-1], "uint8"))
+        return frames_to_input(frames_bgr, io)  # uint8: only the channel order
     return frames_to_input(frames_bgr, spec)
 
 

@@ -30,7 +30,7 @@ class DeployModel(nn.Module):
         # (pixel / 255 - mean) / std == pixel * scale + shift
         self.register_buffer("scale", (1.0 / (255.0 * std))[None, :, None, None])
         self.register_buffer("shift", (-mean / std)[None, :, None, None])
-        frame_order = io.input.rsplit("-", 1)[-1]
+        frame_order = io.color
         self.swap_channels = io.uint8_input and frame_order != spec.color
 
     def forward(self, x: Tensor) -> Tensor:

@@ -14,8 +14,8 @@ from ssr_deploy.export.calibration import CalibrationBatches
 from ssr_deploy.export.metadata import read_sidecar
 from ssr_deploy.export.tensorrt import EngineOptions, onnx_for_tensorrt, validate
 from ssr_deploy.export.trt_profiles import optimization_profile, parse_bhw
+from ssr_deploy.genotype import InputSpec
 from ssr_deploy.media import find_images
-from ssr_deploy.preprocess import InputFormat
 from ssr_deploy.runtime.backends.tensorrt import buffer_plan
 from ssr_deploy.runtime.tensorrt_library import TensorRT, check_compatibility, check_version
 from ssr_deploy.spec import ModelSpec
@@ -122,7 +122,7 @@ def test_calibration_batches_use_runtime_preprocessing(tmp_path, labels_onnx):
     assert [b.shape for b in got] == [(2, 64, 128, 3)] * 3 and got[0].dtype == np.uint8
     expected = cv2.resize(cv2.imread(str(folder / "city_000.png")), (128, 64))
     np.testing.assert_array_equal(got[0][0], expected)  # BGR uint8 input: resize only
-    float_spec = InputFormat("rgb", "float32")
+    float_spec = InputSpec(color="rgb")  # float32 NCHW, normalised by the caller
     first = next(iter(CalibrationBatches(folder, float_spec, (64, 128), batch=2)))
     assert first.shape == (2, 3, 64, 128) and first.dtype == np.float32
     np.testing.assert_allclose(first[0], expected[..., ::-1].transpose(2, 0, 1) / 255, atol=1e-6)
