@@ -154,6 +154,7 @@ class Terminated(KeyboardInterrupt):
 
 
 _CLI_PID = None  # the process whose SIGTERM means "stop the run"
+_STOPPING = False  # a SIGTERM arrived: the run is stopping
 
 
 def _terminate(signum, frame) -> None:
@@ -165,10 +166,12 @@ def _terminate(signum, frame) -> None:
     import signal
     import threading
 
+    global _STOPPING
     if os.getpid() != _CLI_PID:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
         return
+    _STOPPING = True
 
     def give_up() -> None:
         click.echo("terminated (SIGTERM): files finished before are kept, none is "
@@ -184,7 +187,10 @@ def _terminate(signum, frame) -> None:
 def _unraisable(info) -> None:
     """An interrupt that landed where Python cannot raise it (a finalizer; the fork hooks
     a DataLoader's workers run): deliver it again a moment later, from a thread, so that it
-    lands in the run's own code; anything else as Python reports it."""
+    lands in the run's own code. Once the run is stopping, the errors of objects the
+    interrupt left half-built (a DataLoader iterator stopped while starting its workers
+    fails in its ``__del__``) are its echo, not news: dropped. Anything else as Python
+    reports it."""
     import signal
     import threading
 
@@ -192,7 +198,8 @@ def _unraisable(info) -> None:
         again = signal.SIGTERM if isinstance(info.exc_value, Terminated) else signal.SIGINT
         threading.Timer(0.05, os.kill, (os.getpid(), again)).start()
         return
-    sys.__unraisablehook__(info)
+    if not _STOPPING:
+        sys.__unraisablehook__(info)
 
 
 def _fail(text: str) -> None:
