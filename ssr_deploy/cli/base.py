@@ -120,11 +120,16 @@ class Group(click.Group):
         import signal
         import threading
 
+        hosted = []  # hooks an embedding host (a test runner) had: given back at the end
         if threading.current_thread() is threading.main_thread():
             global _CLI_PID
             _CLI_PID = os.getpid()
             signal.signal(signal.SIGTERM, _terminate)  # as Ctrl-C: the same clean-up paths
-            sys.unraisablehook = _unraisable
+            for module, name, ours in ((sys, "unraisablehook", _unraisable),
+                                       (threading, "excepthook", _thread_error)):
+                if getattr(module, name) is not getattr(module, f"__{name}__"):
+                    hosted.append((module, name, getattr(module, name)))
+                setattr(module, name, ours)  # kept to the process's end where it is ours
         try:
             return super().invoke(ctx)
         except SsrDeployError as e:
@@ -147,6 +152,9 @@ class Group(click.Group):
                        "install leaves out: pip install torch (the build for your machine), "
                        "then pip install 'ssr-deploy[train]'", err=True)
             sys.exit(1)
+        finally:
+            for module, name, theirs in hosted:
+                setattr(module, name, theirs)
 
 
 class Terminated(KeyboardInterrupt):
@@ -200,6 +208,15 @@ def _unraisable(info) -> None:
         return
     if not _STOPPING:
         sys.__unraisablehook__(info)
+
+
+def _thread_error(args) -> None:
+    """A thread's uncaught error, as Python reports it, unless the run is stopping (then a
+    thread that loses what the main thread tore down is the interrupt's echo)."""
+    import threading
+
+    if not _STOPPING:
+        threading.__excepthook__(args)
 
 
 def _fail(text: str) -> None:
