@@ -33,10 +33,6 @@ class FrameFormat(Protocol):
     std: tuple[float, ...]
 
 
-class OutputKind(Protocol):
-    kind: str
-
-
 def frames_to_input(frames_bgr: np.ndarray, spec: FrameFormat) -> np.ndarray:
     """(N, H, W, 3) uint8 BGR frames at the model's size -> the array its input takes.
 
@@ -55,11 +51,10 @@ def label_dtype(num_classes: int) -> type:
     return np.uint8 if num_classes <= 256 else np.uint16
 
 
-def outputs_to_labels(output: np.ndarray, spec: OutputKind, num_classes: int = 256
-                      ) -> np.ndarray:
+def outputs_to_labels(output: np.ndarray, kind: str, num_classes: int = 256) -> np.ndarray:
     """The model's output -> (N, H, W) labels, uint8 (uint16 past 256 classes; argmax over
     classes for logits)."""
     dtype = label_dtype(num_classes)
-    if spec.kind == "logits":
+    if kind == "logits":
         return output.argmax(1).astype(dtype)
     return output.astype(dtype, copy=False)

@@ -12,6 +12,7 @@ import onnx
 from ssr_deploy.media import read_image
 from ssr_deploy.names import module_of_node
 from ssr_deploy.preprocess import frames_to_input, resize_frames
+from ssr_deploy.runtime.compare import compare_runners, onnx_session, spec_runner
 from ssr_deploy.spec import ModelSpec
 
 
@@ -28,19 +29,9 @@ def verification_frames(spec: ModelSpec, frames: int, data: str | None = None
     return pairs
 
 
-def _session(model: onnx.ModelProto):
-    from ssr_deploy.runtime.backends.onnxruntime import import_onnxruntime
-
-    return import_onnxruntime().InferenceSession(model.SerializeToString(),
-                                                 providers=["CPUExecutionProvider"])
-
-
-def _runner(model: onnx.ModelProto, spec: ModelSpec, name: str):
-    from ssr_deploy.runtime.compare import onnx_runner
-
-    return onnx_runner(model, lambda f: frames_to_input(f, spec.input), spec.input.name,
-                       spec.output.kind, len(spec.classes), spec.input.size, spec.fixed_batch,
-                       name=name)
+def _runner(model: onnx.ModelProto, spec: ModelSpec):
+    session = onnx_session(model)
+    return spec_runner(spec, lambda x: session.run(None, {spec.input.name: x}))
 
 
 def compare_with_fp32(fp32: onnx.ModelProto, candidate: onnx.ModelProto, spec: ModelSpec,
@@ -48,9 +39,7 @@ def compare_with_fp32(fp32: onnx.ModelProto, candidate: onnx.ModelProto, spec: M
                       ) -> dict[str, Any]:
     """Label agreement and mIoU of the candidate's labels against the fp32 graph's, per
     frame source; with the worst modules from a per-layer comparison if it fails."""
-    from ssr_deploy.runtime.compare import compare_runners
-
-    result = compare_runners(_runner(candidate, spec, "candidate"), _runner(fp32, spec, "fp32"),
+    result = compare_runners(_runner(candidate, spec), _runner(fp32, spec),
                              ((source, frame[None]) for source, frame
                               in verification_frames(spec, frames, data)), spec.classes)
     sources = {source: {"frames": s["frames"], "label_agreement": s["label_agreement"],
@@ -81,7 +70,7 @@ def layer_errors(fp32: onnx.ModelProto, candidate: onnx.ModelProto, spec: ModelS
         produced = {out for node in copy.graph.node for out in node.output}
         for tensor in sorted(wanted & produced):
             copy.graph.output.append(onnx.ValueInfoProto(name=tensor))
-        probes.append(_session(copy))
+        probes.append(onnx_session(copy))
     frame = resize_frames(verification_frames(spec, 1)[0][1][None], spec.input.size)
     x = frames_to_input(np.repeat(frame, spec.fixed_batch or 1, axis=0), spec.input)
     outs = []

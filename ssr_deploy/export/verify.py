@@ -14,7 +14,7 @@ from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.genotype import InputSpec
 from ssr_deploy.model.deploy import DeployModel
 from ssr_deploy.preprocess import frames_to_input
-from ssr_deploy.runtime.compare import Runner, compare_runners, onnx_runner
+from ssr_deploy.runtime.compare import Runner, compare_runners, onnx_session
 from ssr_deploy.spec import IOFormat
 
 MAX_ABS_DIFF = 1e-4
@@ -65,15 +65,16 @@ def verify_onnx(model: onnx.ModelProto, deploy: DeployModel, cases: list[tuple[i
         with torch.no_grad():
             return [reference(torch.from_numpy(x)).numpy()]
 
-    exported = onnx_runner(with_logits_output(model, io), prepare, io.input_name, io.output,
-                           len(classes), gives_logits=True)
+    session = onnx_session(with_logits_output(model, io))
+    exported = Runner(prepare, lambda x: session.run(None, {io.input_name: x}), io.output,
+                      len(classes), gives_logits=True)
     batches = []
     for batch, h, w in cases:
         rng = np.random.default_rng(h * w + batch)
         batches += [(f"random {batch}x{h}x{w}",
                      rng.integers(0, 256, (batch, h, w, 3), dtype=np.uint8)),
                     (f"street-like {batch}x{h}x{w}", street_frames(batch, h, w, seed=batch))]
-    compared = compare_runners(exported, Runner("torch", prepare, run_torch, "logits",
+    compared = compare_runners(exported, Runner(prepare, run_torch, "logits",
                                                 len(classes)), batches, classes)
     results = [{"input": source, "max_abs_diff": s["max_abs_diff"],
                 "label_agreement": s["label_agreement"]}

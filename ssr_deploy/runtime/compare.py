@@ -33,7 +33,6 @@ class Runner:
     the last: logits, where it gives them). ``size``: frames are resized to it (a fixed-size
     model), else taken as they come; ``batch``: a fixed batch, each frame run repeated."""
 
-    name: str
     prepare: Callable[[np.ndarray], np.ndarray]
     run: Callable[[np.ndarray], list[np.ndarray]]
     output: str
@@ -51,35 +50,29 @@ class Runner:
             return (np.concatenate([p[0][:1] for p in parts]),
                     None if parts[0][1] is None else np.concatenate([p[1][:1] for p in parts]))
         outputs = self.run(self.prepare(frames))
-        labels = outputs_to_labels(outputs[0], _Kind(self.output), self.num_classes)
+        labels = outputs_to_labels(outputs[0], self.output, self.num_classes)
         logits = outputs[-1] if self.gives_logits or self.output == "logits" else None
         return labels, logits
 
 
-@dataclass(frozen=True)
-class _Kind:
-    kind: str
+def spec_runner(spec, run: Callable[[np.ndarray], list[np.ndarray]]) -> Runner:
+    """A model described by its sidecar (a ``ModelSpec``): its input format, size, batch
+    and output as the spec says; ``run`` maps its input to its outputs."""
+    return Runner(lambda f: frames_to_input(f, spec.input), run, spec.output.kind,
+                  len(spec.classes), spec.input.size, spec.fixed_batch)
 
 
 def backend_runner(backend) -> Runner:
     """A Backend (onnxruntime, TensorRT, torch, OpenVINO) through its own spec."""
-    spec = backend.spec
-    return Runner(backend.name, lambda f: frames_to_input(f, spec.input),
-                  lambda x: [backend.infer(x)], spec.output.kind, len(spec.classes),
-                  spec.input.size, spec.fixed_batch)
+    return spec_runner(backend.spec, lambda x: [backend.infer(x)])
 
 
-def onnx_runner(model, prepare: Callable[[np.ndarray], np.ndarray], input_name: str,
-                output: str, num_classes: int, size: tuple[int, int] | None = None,
-                batch: int | None = None, gives_logits: bool = False,
-                name: str = "onnxruntime") -> Runner:
-    """An in-memory ONNX graph (an ``onnx.ModelProto``) on onnxruntime's CPU provider."""
+def onnx_session(model):
+    """An onnxruntime CPU session of an in-memory ONNX graph (an ``onnx.ModelProto``)."""
     from ssr_deploy.runtime.backends.onnxruntime import import_onnxruntime
 
-    session = import_onnxruntime().InferenceSession(model.SerializeToString(),
-                                                    providers=["CPUExecutionProvider"])
-    return Runner(name, prepare, lambda x: session.run(None, {input_name: x}), output,
-                  num_classes, size, batch, gives_logits)
+    return import_onnxruntime().InferenceSession(model.SerializeToString(),
+                                                 providers=["CPUExecutionProvider"])
 
 
 def compare_runners(candidate: Runner, reference: Runner,

@@ -93,7 +93,7 @@ class Segmenter:
         for start in range(0, len(frames), self.max_batch):
             chunk = frames[start:start + self.max_batch]
             batch, boxes = self._prepare(chunk)
-            out = outputs_to_labels(self.backend.infer(batch), self.spec.output,
+            out = outputs_to_labels(self.backend.infer(batch), self.spec.output.kind,
                                     len(self.classes))
             labels += [self._unfit(lab, box, f.shape[:2])
                        for lab, box, f in zip(out, boxes, chunk, strict=True)]
@@ -114,7 +114,7 @@ class Segmenter:
 
         for out in self.backend.infer_stream(inputs()):
             box, size = pending.popleft()
-            labels = outputs_to_labels(out, self.spec.output, len(self.classes))[0]
+            labels = outputs_to_labels(out, self.spec.output.kind, len(self.classes))[0]
             yield self._unfit(labels, box, size)
 
     def _prepare(self, frames: list[np.ndarray]) -> tuple[np.ndarray, list[tuple]]:

@@ -19,7 +19,7 @@ def _logits_runner(shift_rows: int = 0, batch: int | None = None, size=None) -> 
         labels[:, :shift_rows] = 0
         return [np.eye(3, dtype=np.float32)[labels].transpose(0, 3, 1, 2)]
 
-    runner = Runner("fake", lambda f: f, run, "logits", 3, size, batch)
+    runner = Runner(lambda f: f, run, "logits", 3, size, batch)
     runner.calls = calls
     return runner
 
