@@ -336,22 +336,8 @@ class LatencyTable:
         return total + self.head_ms(outs[0], outs[-1])
 
     def smallest_ms(self, net) -> float:
-        """The fastest network of the space: skip where it can, else the fastest op, at the
-        narrowest widths."""
-        space = self.space
-        total = self.entries["stem"] + self.entries.get("io", 0.0)
-        w_in, outs = float(space.stem_channels), []
-        for s, st in enumerate(space.stages):
-            total += float(self.down_ms(s, w_in))
-            options = space.widths(s)
-            narrow = torch.zeros(len(options), dtype=torch.float64)
-            narrow[-1] = 1
-            w = float(st.channels)
-            if not space.skip:
-                for _ in range(st.max_layers):
-                    total += min(float(self.block_ms(s, d, r, w, narrow, narrow))
-                                 for d, r in space.ops())
-                    w = float(options[-1])
-            outs.append(w)
-            w_in = w
-        return total + float(self.head_ms(outs[0], outs[-1]))
+        """The fastest network left in ``net``'s (masked) space, exactly (``search.budget``)."""
+        from ssr_deploy.search.budget import Budget, latency_tables
+
+        masks = tuple(m.cpu().numpy() for m in (net.op_valid, net.mid_valid, net.out_valid))
+        return Budget(latency_tables(self), 1.0, 0.0).bounds(masks)[0]
