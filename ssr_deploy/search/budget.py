@@ -203,6 +203,11 @@ def _score(choices, logp, skip) -> float:
     return total
 
 
+def bounds(t: CostTables, valid) -> tuple[float, float]:
+    """The cheapest and the dearest network left in the (masked) space."""
+    return solve(t, valid).cost, solve(t, valid, beta=-1.0).cost
+
+
 class Budget:
     """The band target x (1 +- band) and what a search asks of it."""
 
@@ -210,12 +215,8 @@ class Budget:
         self.tables, self.target, self.band = tables, target, band
         self.low, self.high = target * (1 - band), target * (1 + band)
 
-    def bounds(self, valid) -> tuple[float, float]:
-        """The cheapest and the dearest network left."""
-        return solve(self.tables, valid).cost, solve(self.tables, valid, beta=-1.0).cost
-
     def reachable(self, valid) -> bool:
-        cheapest, dearest = self.bounds(valid)
+        cheapest, dearest = bounds(self.tables, valid)
         return cheapest <= self.high and dearest >= self.low
 
     def hold(self, current, proposed, confidence) -> tuple:

@@ -337,7 +337,7 @@ class LatencyTable:
 
     def smallest_ms(self, net) -> float:
         """The fastest network left in ``net``'s (masked) space, exactly (``search.budget``)."""
-        from ssr_deploy.search.budget import Budget, latency_tables
+        from ssr_deploy.search.budget import bounds, latency_tables
 
         masks = tuple(m.cpu().numpy() for m in (net.op_valid, net.mid_valid, net.out_valid))
-        return Budget(latency_tables(self), 1.0, 0.0).bounds(masks)[0]
+        return bounds(latency_tables(self), masks)[0]

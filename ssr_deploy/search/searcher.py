@@ -54,7 +54,7 @@ from ssr_deploy.io import atomic_write_text, jsonable
 from ssr_deploy.media import figure_writer
 from ssr_deploy.model.checkpoint import save_checkpoint
 from ssr_deploy.runs import epoch_log, publish_files, run_config_text, run_lock
-from ssr_deploy.search.budget import Budget
+from ssr_deploy.search.budget import Budget, bounds
 from ssr_deploy.search.extract import extract_discrete
 from ssr_deploy.search.losses import cost_loss, ssr_loss
 from ssr_deploy.search.measure import cost_measure, target_of
@@ -232,7 +232,7 @@ class Searcher:
     def _check_target(self) -> None:
         """The target must lie between the space's cheapest and dearest network (exact, from
         the cost tables), both named when it does not."""
-        self.smallest, largest = Budget(self.tables, self.target, 0.0).bounds(self._masks())
+        self.smallest, largest = bounds(self.tables, self._masks())
         if not self.smallest <= self.target <= largest:
             raise SsrDeployError(self.measure.outside(self.target, self.smallest, largest))
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssr_deploy.search.budget import Budget, latency_tables, macs_tables
+from ssr_deploy.search.budget import Budget, bounds, latency_tables, macs_tables
 from ssr_deploy.search.cost import expected_macs, genotype_cost
 from ssr_deploy.search.space import SearchSpace, StageSpace
 from ssr_deploy.search.supernet import SuperNet, decode
@@ -46,7 +46,7 @@ def test_the_tables_cost_a_network_as_the_search_measures_it(measure):
         assert argmax.cost == genotype_cost(decode(net), (64, 128), measure)
     full = float(expected_macs(SuperNet(space, 19), (64, 128), True, measure))
     everything = tuple(np.ones_like(m) for m in masks)
-    assert budget.bounds(everything)[1] == pytest.approx(full)
+    assert bounds(tables, everything)[1] == pytest.approx(full)
 
 
 def test_latency_tables_cost_a_network_as_the_table_predicts_it():
@@ -79,7 +79,7 @@ def test_cheapest_dearest_and_pick_are_exact_on_a_space_small_enough_to_enumerat
     costs = sorted(tables.cost(c) for c in _every_network(MICRO, masks))
     target = costs[len(costs) // 3]
     budget = Budget(tables, target, 0.03)
-    assert budget.bounds(masks) == (pytest.approx(costs[0]), pytest.approx(costs[-1]))
+    assert bounds(tables, masks) == (pytest.approx(costs[0]), pytest.approx(costs[-1]))
     pick = budget.pick(masks, logp)
     assert budget.low <= pick.cost <= budget.high
     assert pick.cost == pytest.approx(tables.cost(pick.choices))
@@ -91,7 +91,7 @@ def test_shrinking_is_held_where_it_would_leave_the_band_out_of_reach():
     space = SearchSpace()
     net, tables = SuperNet(space, 19), macs_tables(space, (64, 128), "backbone", 19)
     masks, logp = _random_state(net, 3, keep=1.0)
-    cheapest, dearest = Budget(tables, 1, 0).bounds(masks)
+    cheapest, dearest = bounds(tables, masks)
     budget = Budget(tables, cheapest + 0.1 * (dearest - cheapest), 0.03)
     # a step that would keep only the widest widths and no skip: every network too dear
     proposed = (masks[0].copy(), np.zeros_like(masks[1]), np.zeros_like(masks[2]))
