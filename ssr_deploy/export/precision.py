@@ -329,7 +329,11 @@ def to_int8(fp32: onnx.ModelProto, meta: dict[str, Any], o: PrecisionOptions,
             weight_type=QuantType.QInt8, nodes_to_exclude=exclude, calibrate_method=method,
             extra_options={"ActivationSymmetric": tensorrt, "WeightSymmetric": True,
                            "QuantizeBias": False, "CalibTensorRangeSymmetric": tensorrt,
-                           "CalibStridedMinMax": 1},  # one batch at a time: see _Reader
+                           "CalibStridedMinMax": 1,  # one batch at a time: see _Reader
+                           # TensorRT: Q/DQ on a convolution's inputs only, as NVIDIA's
+                           # tools place them; TensorRT fuses the output quantization
+                           # itself. onnxruntime's CPU kernels need both sides.
+                           "OpTypesToExcludeOutputQuantization": ["Conv"] if tensorrt else []},
             **kwargs)
     with scratch:
         if kwargs and not hit:

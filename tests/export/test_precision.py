@@ -109,6 +109,9 @@ def test_int8_is_qdq_in_the_form_tensorrt_takes(int8_onnx):
         assert init[weight_dq.input[1]].size == init[weight_dq.input[0]].shape[0]  # per channel
         act_dq = producer[conv.input[0]]
         assert act_dq.op_type == "DequantizeLinear" and init[act_dq.input[1]].size == 1
+    # Q/DQ on convolution inputs only (as NVIDIA's tools place them): no output rounded
+    # twice, once after the convolution and again after its ReLU
+    assert not [q for q in quant if producer.get(q.input[0]) in convs]
     q = int8_onnx.metadata["quantization"]
     assert q["target"] == "tensorrt" and q["method"] == "entropy" and not q["cache_hit"]
     assert int8_onnx.metadata["precision_check"]["label_agreement"] >= 0.9
