@@ -42,6 +42,11 @@ def precision_options(f):
         click.option("--min-agreement", type=click.FloatRange(0, 1, min_open=True),
                      help="Fail (write nothing) below this label agreement with fp32. "
                      "[default: 0.999 fp16, 0.99 int8]"),
+        click.option("--fallback", type=click.Choice(["none", "auto"]), default="none",
+                     show_default=True,
+                     help="int8: auto measures each module's sensitivity and keeps the most "
+                     "sensitive out of int8 (fp16 for TensorRT, fp32 for the CPU), one at a "
+                     "time, until --min-agreement holds; the sidecar records which."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -88,7 +93,8 @@ def precision_options(f):
 def export_onnx_cmd(ctx, source, out, weights, random_init, size, batch, dynamic_batch, max_batch,
                     dynamic_size, min_size, max_size, opset, input_format, output_format,
                     label_dtype, simplify, precision, int8_target, fp32_layers, calib_dir,
-                    calib_n, calib_method, calib_cache, min_agreement, data, as_json) -> None:
+                    calib_n, calib_method, calib_cache, min_agreement, fallback, data,
+                    as_json) -> None:
     """Export SOURCE (a checkpoint, or a genotype with --weights / --random-init) to ONNX,
     verified against PyTorch with onnxruntime. With --precision fp16 or int8 the fp32 graph
     is written too (model.int8.onnx -> model.onnx, model.onnx -> model.fp32.onnx) and the
@@ -138,10 +144,10 @@ def export_onnx_cmd(ctx, source, out, weights, random_init, size, batch, dynamic
         converted = PrecisionOptions(
             precision=precision, fp32_layers=fp32_layers, calib_dir=calib_dir, calib_n=calib_n,
             calib_method=calib_method, calib_cache=calib_cache, int8_target=int8_target,
-            data=data, min_agreement=min_agreement)
-    elif fp32_layers or calib_dir or data or min_agreement:
-        raise SsrDeployError("--fp32-layers, --calib, --data and --min-agreement apply to "
-                             "--precision fp16 or int8; add --precision or drop them")
+            data=data, min_agreement=min_agreement, fallback=fallback)
+    elif fp32_layers or calib_dir or data or min_agreement or fallback != "none":
+        raise SsrDeployError("--fp32-layers, --calib, --data, --min-agreement and --fallback "
+                             "apply to --precision fp16 or int8; add --precision or drop them")
     stages = STAGES + tuple(f"{stage} {precision}" for stage in ("convert", "verify", "write")
                             if converted)
     with stage_bar(stages, enabled=not as_json) as progress:
@@ -180,7 +186,8 @@ def export_onnx_cmd(ctx, source, out, weights, random_init, size, batch, dynamic
               "[default: TensorRT-RTX's own, Ampere and later: 8.0, 8.6, 8.9, 12.0] Turing "
               "(7.5, RTX 20xx) must be named; Hopper (9.0) is not an RTX target.")
 def export_engine_cmd(onnx_path, out, precision, fp32_layers, calib_dir, calib_n, calib_method,
-                      calib_cache, min_agreement, min_shape, opt_shape, max_shape, workspace,
+                      calib_cache, min_agreement, fallback, min_shape, opt_shape, max_shape,
+                      workspace,
                       timing_cache, opt_level, builder, compute_capabilities) -> None:
     """Build a strongly typed TensorRT engine: with full TensorRT (>= 10.3) on the GPU that
     will run it, or with TensorRT-RTX (>= 1.7) on any machine for RTX GPUs. The precision is
@@ -206,6 +213,7 @@ def export_engine_cmd(onnx_path, out, precision, fp32_layers, calib_dir, calib_n
     options = EngineOptions(precision=precision, calib_dir=calib_dir, calib_n=calib_n,
                             calib_method=calib_method, calib_cache=calib_cache,
                             fp32_layers=tuple(fp32_layers), min_agreement=min_agreement,
+                            fallback=fallback,
                             min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape,
                             workspace_gib=workspace, timing_cache=timing_cache,
                             opt_level=opt_level, builder=builder,

@@ -32,7 +32,7 @@ import onnx
 from ssr_deploy.errors import PrecisionCheckError, SsrDeployError, UsageError
 from ssr_deploy.export.calibration import CalibrationBatches
 from ssr_deploy.export.metadata import ExportResult, publish_models, read_sidecar, to_props
-from ssr_deploy.export.precision_check import compare_with_fp32
+from ssr_deploy.export.precision_check import Fp32Check
 from ssr_deploy.io import atomic_write, cache_root, check_input_file, check_output_path
 from ssr_deploy.media import find_images
 from ssr_deploy.names import module_of_node
@@ -40,6 +40,7 @@ from ssr_deploy.spec import ModelSpec, file_sha256, sidecar_path
 
 CALIB_METHODS = ("entropy", "percentile", "minmax")
 INT8_TARGETS = ("tensorrt", "cpu")
+FALLBACKS = ("none", "auto")
 MIN_AGREEMENT = {"fp16": 0.999, "int8": 0.99}
 
 
@@ -59,6 +60,9 @@ class PrecisionOptions:
     data: str | None = None
     frames: int = 8
     min_agreement: float | None = None  # default MIN_AGREEMENT[precision]
+    #: int8: "auto" keeps the most sensitive genotype modules out of int8 (fp16 in the
+    #: TensorRT form, fp32 in the CPU form), one at a time, until min_agreement holds
+    fallback: str = "none"
 
     @property
     def threshold(self) -> float:
@@ -83,6 +87,11 @@ def check_options(o: PrecisionOptions) -> None:
     if o.int8_target not in INT8_TARGETS:
         raise UsageError(f"--int8-target {o.int8_target!r} is not known; use "
                          f"{', '.join(INT8_TARGETS)}")
+    if o.fallback not in FALLBACKS:
+        raise UsageError(f"--fallback {o.fallback!r} is not known; use none or auto")
+    if o.fallback == "auto" and o.precision != "int8":
+        raise UsageError(f"--fallback auto chooses what stays out of int8; {o.precision} has "
+                         "no int8 to fall back from: drop it, or use --precision int8")
     if not 0 < o.threshold <= 1:
         raise UsageError(f"--min-agreement {o.threshold}: give a fraction in (0, 1]")
     if o.data:
@@ -149,17 +158,36 @@ def shape_arithmetic_nodes(model: onnx.ModelProto) -> list[str]:
 
 def to_fp16(model: onnx.ModelProto, fp32_layers: tuple[str, ...] = ()) -> onnx.ModelProto:
     """The fp16 graph: I/O types as they were, ``fp32_layers`` and shape arithmetic in fp32."""
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
 
     keep = matching_nodes(model, fp32_layers) + shape_arithmetic_nodes(model)
+    return _float16(model, keep, DEFAULT_OP_BLOCK_LIST)
+
+
+def _float16(model: onnx.ModelProto, keep: list[str], keep_ops: list[str]) -> onnx.ModelProto:
+    """onnxruntime's converter with the nodes ``keep`` and op types ``keep_ops`` as they are,
+    then the casts it leaves between kept nodes taken out."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     del copy.graph.value_info[:]  # stale fp32 annotations; the converter infers anew
     converted = convert_float_to_float16(copy, keep_io_types=True, node_block_list=keep,
-                                         op_block_list=DEFAULT_OP_BLOCK_LIST)
+                                         op_block_list=keep_ops)
     _skip_fp16_round_trips(converted.graph)
+    _drop_identity_casts(converted)
     _sort_topologically(converted.graph)
     return converted
+
+
+def modules_to_fp16(model: onnx.ModelProto, modules: set[str]) -> onnx.ModelProto:
+    """``modules`` of an int8 (Q/DQ) graph in fp16, everything else as it is: TensorRT's
+    int8 with fp16 fallback, where the modules are the ones kept out of int8."""
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
+
+    keep = [n.name for n in model.graph.node if module_of_node(n.name) not in modules]
+    return _float16(model, keep + shape_arithmetic_nodes(model),
+                    [*DEFAULT_OP_BLOCK_LIST, "QuantizeLinear", "DequantizeLinear"])
 
 
 def _cast_to(node: onnx.NodeProto) -> int | None:
@@ -185,6 +213,26 @@ def _skip_fp16_round_trips(graph: onnx.GraphProto) -> None:
             return
         for node in dead:
             graph.node.remove(node)
+
+
+def _drop_identity_casts(model: onnx.ModelProto) -> None:
+    """Casts to the type their input already has (the converter casts float to float around
+    nodes it was told to keep): their readers read the input instead."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in (
+        *inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output)}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    outputs = {o.name for o in model.graph.output}
+    same = {n.output[0]: n.input[0] for n in model.graph.node
+            if _cast_to(n) is not None and types.get(n.input[0]) == _cast_to(n)
+            and n.output[0] not in outputs}
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            while name in same:
+                name = same[name]
+            node.input[i] = name
+    for node in [n for n in model.graph.node if n.op_type == "Cast" and n.output[0] in same]:
+        model.graph.node.remove(node)
 
 
 def _sort_topologically(graph: onnx.GraphProto) -> None:
@@ -281,8 +329,10 @@ def quantization_settings(o: PrecisionOptions) -> dict[str, Any]:
 
 
 def to_int8(fp32: onnx.ModelProto, meta: dict[str, Any], o: PrecisionOptions,
-            exclude: list[str]) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """The Q/DQ graph and {"cache": path, "cache_hit": bool}."""
+            exclude: list[str], fp16_modules: frozenset[str] = frozenset()
+            ) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The Q/DQ graph and {"cache": path, "cache_hit": bool}: ``exclude`` (node names) left
+    unquantized, ``fp16_modules`` (whose nodes must be among them) then in fp16."""
     import tempfile
 
     from onnxruntime.quantization import (
@@ -339,9 +389,35 @@ def to_int8(fp32: onnx.ModelProto, meta: dict[str, Any], o: PrecisionOptions,
         if kwargs and not hit:
             cache.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(cache, lambda tmp: shutil.copyfile(fresh, tmp))
-        return onnx.load(str(out)), {
+        quantized = onnx.load(str(out))
+        if fp16_modules:
+            quantized = modules_to_fp16(quantized, set(fp16_modules))
+        return quantized, {
             "cache": str(cache) if "calibration_cache_path" in kwargs else None,
             "cache_hit": hit}
+
+
+def int8_with_fallback(fp32: onnx.ModelProto, meta: dict[str, Any], o: PrecisionOptions,
+                       pinned: list[str], check: Fp32Check, progress: bool = False
+                       ) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """``--fallback auto``: the int8 graph with the fewest modules kept out of int8 (fp16
+    for TensorRT, fp32 for the CPU) that agrees with fp32 on ``o.threshold`` of the labels,
+    and its quantization record. Calibration runs once; every trial reuses its ranges."""
+    from ssr_deploy.export.fallback import select
+
+    caches: list[dict[str, Any]] = []
+
+    def quantize(kept: tuple[str, ...]) -> onnx.ModelProto:
+        nodes = [n.name for n in fp32.graph.node if module_of_node(n.name) in kept]
+        fp16 = frozenset(kept) if o.int8_target == "tensorrt" else frozenset()
+        graph, cache = to_int8(fp32, meta, o, pinned + nodes, fp16)
+        caches.append(cache)
+        return graph
+
+    best, record = select(fp32, quantize, check, pinned, progress)
+    record["kept_precision"] = "fp16" if o.int8_target == "tensorrt" else "fp32"
+    return best.graph, {**quantization_settings(o), "cache": caches[0]["cache"],
+                        "cache_hit": caches[0]["cache_hit"], "fallback": record}
 
 
 # ---- the whole step ------------------------------------------------------------------
@@ -354,23 +430,31 @@ def convert_model(fp32: onnx.ModelProto, meta: dict[str, Any], options: Precisio
     check_calibration(fp32, meta.get("file", "the ONNX"), options)
     step("convert")
     keep = matching_nodes(fp32, options.fp32_layers)
+    check = Fp32Check(fp32, ModelSpec.from_dict(meta), options.threshold, options.frames,
+                      options.data)
     quantization: dict[str, Any] = {}
     if options.precision == "fp16":
         converted = to_fp16(fp32, options.fp32_layers)
+    elif options.fallback == "auto":
+        converted, quantization = int8_with_fallback(fp32, meta, options, keep, check,
+                                                     progress is not None)
     else:
         converted, cache = to_int8(fp32, meta, options, keep)
         quantization = {**quantization_settings(options), **cache}
     step("verify")
     onnx.checker.check_model(converted, full_check=True)
-    report = compare_with_fp32(fp32, converted, ModelSpec.from_dict(meta), options.threshold,
-                               options.frames, options.data)
+    report = check(converted)
     if not report["passed"]:
         worst = ", ".join(f"{r['module']} ({r['relative_error']:.1e})"
                           for r in report["worst_layers"])
+        remedy = ("let --fallback auto choose the modules to keep out of int8, keep them in "
+                  "fp32 with --fp32-layers, or lower --min-agreement"
+                  if options.precision == "int8" else
+                  "keep them in fp32 with --fp32-layers, or lower --min-agreement")
         raise PrecisionCheckError(
             f"{options.precision} labels agree with fp32 on {100 * report['label_agreement']:.2f}"
             f"% of pixels, below {100 * options.threshold:.2f}%; nothing written. Largest "
-            f"errors: {worst}; keep them in fp32 with --fp32-layers, or lower --min-agreement")
+            f"errors: {worst}; {remedy}")
     metadata = {k: v for k, v in meta.items() if k not in ("file", "sha256")}
     metadata.update({
         "precision": options.precision, "fp32_onnx": meta.get("file"),

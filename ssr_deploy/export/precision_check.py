@@ -34,24 +34,75 @@ def _runner(model: onnx.ModelProto, spec: ModelSpec):
     return spec_runner(spec, lambda x: session.run(None, {spec.input.name: x}))
 
 
+class Fp32Check:
+    """Candidates (fp16, int8, int8 with modules kept out) against one fp32 graph on the
+    same frames: the fp32 labels are computed once, however many candidates are checked
+    (the automatic int8 fallback checks dozens)."""
+
+    def __init__(self, fp32: onnx.ModelProto, spec: ModelSpec, threshold: float,
+                 frames: int = 8, data: str | None = None) -> None:
+        self.fp32, self.spec, self.threshold = fp32, spec, threshold
+        self.frames = verification_frames(spec, frames, data)
+        reference = _runner(fp32, spec)
+        self._labels = [reference(frame[None]) for _, frame in self.frames]
+
+    def __call__(self, candidate: onnx.ModelProto, worst: bool = True) -> dict[str, Any]:
+        """Label agreement and mIoU of the candidate's labels against fp32's, per frame
+        source; below the threshold (and ``worst``) the worst modules by output error."""
+        recorded = iter(self._labels)
+        result = compare_runners(_runner(candidate, self.spec), lambda frames: next(recorded),
+                                 ((source, frame[None]) for source, frame in self.frames),
+                                 self.spec.classes)
+        sources = {source: {"frames": s["frames"], "label_agreement": s["label_agreement"],
+                            "miou_vs_fp32": s["miou_vs_reference"]}
+                   for source, s in result["sources"].items()}
+        report = {"label_agreement": result["label_agreement"],
+                  "miou_vs_fp32": result["miou_vs_reference"],
+                  "sources": sources, "min_agreement": self.threshold,
+                  "passed": result["label_agreement"] >= self.threshold}
+        if not report["passed"] and worst:
+            report["worst_layers"] = layer_errors(self.fp32, candidate, self.spec)[:3]
+        return report
+
+
 def compare_with_fp32(fp32: onnx.ModelProto, candidate: onnx.ModelProto, spec: ModelSpec,
                       threshold: float, frames: int = 8, data: str | None = None
                       ) -> dict[str, Any]:
     """Label agreement and mIoU of the candidate's labels against the fp32 graph's, per
     frame source; with the worst modules from a per-layer comparison if it fails."""
-    result = compare_runners(_runner(candidate, spec), _runner(fp32, spec),
-                             ((source, frame[None]) for source, frame
-                              in verification_frames(spec, frames, data)), spec.classes)
-    sources = {source: {"frames": s["frames"], "label_agreement": s["label_agreement"],
-                        "miou_vs_fp32": s["miou_vs_reference"]}
-               for source, s in result["sources"].items()}
-    report = {"label_agreement": result["label_agreement"],
-              "miou_vs_fp32": result["miou_vs_reference"],
-              "sources": sources, "min_agreement": threshold,
-              "passed": result["label_agreement"] >= threshold}
-    if not report["passed"]:
-        report["worst_layers"] = layer_errors(fp32, candidate, spec)[:3]
-    return report
+    return Fp32Check(fp32, spec, threshold, frames, data)(candidate)
+
+
+def _probe(model: onnx.ModelProto, tensors: set[str], spec: ModelSpec
+           ) -> dict[str, np.ndarray]:
+    """The values of ``tensors`` (those the graph computes) on the first verification
+    frame, at the spec's size and batch."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    produced = {out for node in copy.graph.node for out in node.output}
+    for tensor in sorted(tensors & produced):
+        copy.graph.output.append(onnx.ValueInfoProto(name=tensor))
+    session = onnx_session(copy)
+    frame = resize_frames(verification_frames(spec, 1)[0][1][None], spec.input.size)
+    x = frames_to_input(np.repeat(frame, spec.fixed_batch or 1, axis=0), spec.input)
+    names = [out.name for out in session.get_outputs()]
+    return dict(zip(names, session.run(None, {spec.input.name: x}), strict=True))
+
+
+def module_macs(model: onnx.ModelProto, spec: ModelSpec) -> dict[str, int]:
+    """Multiply-accumulates of each genotype module's convolutions at the spec's size, per
+    frame, from the output shapes of one run: the share of the work a module is."""
+    weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    convs = [n for n in model.graph.node if n.op_type == "Conv" and n.input[1] in weights]
+    outputs = _probe(model, {n.output[0] for n in convs}, spec)
+    macs: dict[str, int] = {}
+    for node in convs:
+        _, cin_per_group, *kernel = weights[node.input[1]]
+        out = outputs[node.output[0]]
+        per_frame = int(np.prod(out.shape[1:])) * cin_per_group * int(np.prod(kernel))
+        module = module_of_node(node.name)
+        macs[module] = macs.get(module, 0) + per_frame
+    return macs
 
 
 def layer_errors(fp32: onnx.ModelProto, candidate: onnx.ModelProto, spec: ModelSpec
@@ -63,21 +114,7 @@ def layer_errors(fp32: onnx.ModelProto, candidate: onnx.ModelProto, spec: ModelS
         if module_of_node(node.name) != "io" and node.output:
             last[module_of_node(node.name)] = node.output[0]
     wanted = set(last.values())
-    probes = []
-    for model in (fp32, candidate):
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-        produced = {out for node in copy.graph.node for out in node.output}
-        for tensor in sorted(wanted & produced):
-            copy.graph.output.append(onnx.ValueInfoProto(name=tensor))
-        probes.append(onnx_session(copy))
-    frame = resize_frames(verification_frames(spec, 1)[0][1][None], spec.input.size)
-    x = frames_to_input(np.repeat(frame, spec.fixed_batch or 1, axis=0), spec.input)
-    outs = []
-    for session in probes:
-        names = [out.name for out in session.get_outputs()]
-        outs.append(dict(zip(names, session.run(None, {spec.input.name: x}),
-                             strict=True)))
+    outs = [_probe(model, wanted, spec) for model in (fp32, candidate)]
     rows = []
     for module, tensor in last.items():
         if tensor in outs[0] and tensor in outs[1]:

@@ -57,6 +57,7 @@ class EngineOptions:
     calib_cache: str | None = None
     fp32_layers: tuple[str, ...] = ()
     min_agreement: float | None = None
+    fallback: str = "none"  # int8: "auto" keeps the most sensitive modules in fp16
     min_shape: str | None = None  # BxHxW
     opt_shape: str | None = None
     max_shape: str | None = None
@@ -70,7 +71,7 @@ class EngineOptions:
         return prec.PrecisionOptions(
             precision=precision, fp32_layers=self.fp32_layers, calib_dir=self.calib_dir,
             calib_n=self.calib_n, calib_method=self.calib_method, calib_cache=self.calib_cache,
-            int8_target="tensorrt", min_agreement=self.min_agreement)
+            int8_target="tensorrt", min_agreement=self.min_agreement, fallback=self.fallback)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,9 @@ def validate(onnx_path: str | Path, engine_path: str | Path, o: EngineOptions) -
     meta = read_sidecar(onnx_path)
     has = meta.get("precision", "fp32")
     wanted = o.precision or ("fp16" if has == "fp32" else has)
+    if o.fallback != "none" and wanted != "int8":
+        raise UsageError(f"--fallback {o.fallback} chooses what stays out of int8; an {wanted} "
+                         "engine has no int8: drop it, or use --precision int8")
     convert_to = None
     if has != wanted:
         if has != "fp32":
@@ -111,9 +115,9 @@ def validate(onnx_path: str | Path, engine_path: str | Path, o: EngineOptions) -
         if wanted != "fp32":
             convert_to = engine_path.with_name(f"{onnx_path.stem}.{wanted}.onnx")
             prec.validate(onnx_path, convert_to, o.precision_options(wanted))
-    elif o.fp32_layers or o.calib_dir:
-        raise UsageError(f"{onnx_path.name} is already {has}: --fp32-layers and --calib "
-                         "apply when converting an fp32 ONNX; pass that one instead")
+    elif o.fp32_layers or o.calib_dir or o.fallback != "none":
+        raise UsageError(f"{onnx_path.name} is already {has}: --fp32-layers, --calib and "
+                         "--fallback apply when converting an fp32 ONNX; pass that one instead")
     if has == "int8" and meta.get("quantization", {}).get("target") != "tensorrt":
         raise UsageError(f"{onnx_path.name} is quantized for onnxruntime on CPUs (uint8 "
                          "activations); TensorRT needs symmetric int8: export it again "
