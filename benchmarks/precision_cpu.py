@@ -2,17 +2,23 @@
 label agreement and mIoU vs fp32 (what each export's verification records) and onnxruntime
 speed at 512x1024, batch 1, end to end (uint8 frames in, labels out).
 
-    python benchmarks/precision_cpu.py [--epochs 10] [--iters 20] [--out FILE.json]
+    python benchmarks/precision_cpu.py [--epochs 10] [--iters 20] [--work DIR] [--out FILE]
 
 The network is trained briefly on synthetic street scenes (as `ssr-deploy demo` does), so
 its logits have a trained network's margins; calibration uses 32 training scenes at
-512x1024, verification 8 street-like frames and 12 held-out scenes.
+512x1024, verification 8 street-like frames and 12 held-out scenes. int8 rows: plain
+post-training quantization in each form, and the TensorRT form with ``--fallback auto``
+(min agreement 99.5%: the modules it keeps out of int8, their share of the MACs, and the
+per-module sensitivity table). ``--work DIR`` keeps the trained network and data there and
+reuses them on the next run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
+import time
 from pathlib import Path
 
 from ssr_deploy import build_model
@@ -33,33 +39,35 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--out", default="benchmarks/results/precision_cpu.json")
+    parser.add_argument("--work", help="keep the trained network here; reuse it next time")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        write_cityscapes_layout(tmp / "data", 60, SIZE)
-        train = open_dataset("synthetic:160", "train", (96, 192))
-        val = open_dataset(f"cityscapes:{tmp / 'data'}", "val")
-        config = TrainConfig(size=(96, 192), epochs=args.epochs, batch=8, lr=2e-3,
-                             class_weights="none", workers=0)
-        trainer = Trainer(build_model("ssr-cityscapes"), train, val, tmp / "train", config)
-        trained = trainer.fit()
+    with contextlib.ExitStack() as stack:
+        tmp = Path(args.work or stack.enter_context(tempfile.TemporaryDirectory()))
+        trained = train_once(tmp, args.epochs)
         fp32 = export_onnx(load_source(str(tmp / "train" / "best.pt")), tmp / "model.onnx",
                            size=SIZE, dynamic_batch=True,
                            io=RUNTIME_IO).path
         calib = tmp / "data" / "leftImg8bit" / "train"
         held_out = tmp / "data" / "leftImg8bit" / "val"
         rows = {}
-        for name, precision, target in (("fp16", "fp16", "tensorrt"),
-                                        ("int8-tensorrt", "int8", "tensorrt"),
-                                        ("int8-cpu", "int8", "cpu")):
+        for name, precision, target, fallback, threshold in (
+                ("fp16", "fp16", "tensorrt", "none", 0.5),
+                ("int8-tensorrt", "int8", "tensorrt", "none", 0.5),
+                ("int8-tensorrt-fallback", "int8", "tensorrt", "auto", 0.995),
+                ("int8-cpu", "int8", "cpu", "none", 0.5)):
             options = PrecisionOptions(precision, calib_dir=str(calib), calib_n=32,
                                        int8_target=target, data=str(held_out),
-                                       calib_cache=str(tmp / "cache"), min_agreement=0.5)
+                                       calib_cache=str(tmp / "cache"), min_agreement=threshold,
+                                       fallback=fallback)
+            start = time.perf_counter()
             result = convert_precision(fp32, tmp / f"model.{name}.onnx", options)
             check = result.metadata["precision_check"]
             rows[name] = {"path": result.path, "label_agreement": check["label_agreement"],
-                          "miou_vs_fp32": check["miou_vs_fp32"], "sources": check["sources"]}
+                          "miou_vs_fp32": check["miou_vs_fp32"], "sources": check["sources"],
+                          "convert_seconds": time.perf_counter() - start}
+            if fallback == "auto":
+                rows[name]["fallback"] = result.metadata["quantization"]["fallback"]
             print(f"{name}: agreement {100 * check['label_agreement']:.2f}%, mIoU vs fp32 "
                   f"{100 * check['miou_vs_fp32']:.1f}")
 
@@ -70,8 +78,10 @@ def main() -> None:
         fps = {r.backend: r.fps for r in results}
         report = {
             "what": "fp16/int8 ONNX vs fp32 through onnxruntime on this CPU, 512x1024, batch 1, "
-                    "end to end; agreement on a briefly trained ssr-cityscapes",
+                    "end to end; agreement on a briefly trained ssr-cityscapes; int8 as plain "
+                    "PTQ per form and with --fallback auto (TensorRT form, 99.5%)",
             "command": "python benchmarks/precision_cpu.py",
+            "epochs": args.epochs,
             "train_val_miou": trained["val_miou"],
             "fps": fps,
             "speedup_vs_fp32": {k: v / fps["fp32"] for k, v in fps.items()},
@@ -83,6 +93,24 @@ def main() -> None:
             seg.close()
     atomic_write_text(args.out, dumps_compact(report) + "\n")
     print(f"wrote {args.out}")
+
+
+def train_once(tmp: Path, epochs: int) -> dict:
+    """The briefly trained network under ``tmp/train`` (and its data under ``tmp/data``),
+    reused when a finished run left it there."""
+    import json
+
+    done = tmp / "train" / "trained.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    write_cityscapes_layout(tmp / "data", 60, SIZE)
+    train = open_dataset("synthetic:160", "train", (96, 192))
+    val = open_dataset(f"cityscapes:{tmp / 'data'}", "val")
+    config = TrainConfig(size=(96, 192), epochs=epochs, batch=8, lr=2e-3,
+                         class_weights="none", workers=0)
+    trained = Trainer(build_model("ssr-cityscapes"), train, val, tmp / "train", config).fit()
+    atomic_write_text(done, dumps_compact({"val_miou": trained["val_miou"]}))
+    return trained
 
 
 if __name__ == "__main__":

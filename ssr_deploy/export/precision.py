@@ -277,11 +277,13 @@ def graph_key(model: onnx.ModelProto) -> str:
 
 
 def calibration_key(model: onnx.ModelProto, o: PrecisionOptions) -> str:
-    """``<graph sha>-<method>-<n>-<images sha>``: the images' contents, not their names."""
+    """``<graph sha>-<method>-<form>-<n>-<images sha>``: the images' contents, not their
+    names; the form, as the TensorRT form's ranges are symmetric and the CPU form's not."""
     digest = hashlib.sha256()
     for path in find_images(o.calib_dir, o.calib_n):
         digest.update(file_sha256(path).encode())
-    return f"{graph_key(model)}-{o.calib_method}-{o.calib_n}-{digest.hexdigest()[:16]}"
+    return (f"{graph_key(model)}-{o.calib_method}-{o.int8_target}-{o.calib_n}-"
+            f"{digest.hexdigest()[:16]}")
 
 
 def cached_ranges(model: onnx.ModelProto, o: PrecisionOptions) -> Path | None:
@@ -291,7 +293,7 @@ def cached_ranges(model: onnx.ModelProto, o: PrecisionOptions) -> Path | None:
     if o.calib_dir:
         path = folder / f"{calibration_key(model, o)}.json"
         return path if path.is_file() else None
-    found = sorted(folder.glob(f"{graph_key(model)}-{o.calib_method}-*.json"),
+    found = sorted(folder.glob(f"{graph_key(model)}-{o.calib_method}-{o.int8_target}-*.json"),
                    key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
 

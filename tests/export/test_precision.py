@@ -137,6 +137,9 @@ def test_calibration_cache_makes_a_reexport_skip_calibration(labels_onnx, int8_o
     fresh = convert_precision(labels_onnx, tmp_path / "c.onnx", PrecisionOptions(
         "int8", calib_dir=str(other), calib_cache=folder, min_agreement=0.1))
     assert not fresh.metadata["quantization"]["cache_hit"]  # another set, another key
+    with pytest.raises(SsrDeployError, match="needs calibration images"):  # the CPU form's
+        convert_precision(labels_onnx, tmp_path / "d.onnx", PrecisionOptions(  # ranges are
+            "int8", int8_target="cpu", calib_cache=folder))  # not symmetric: its own key
 
 
 def test_below_the_threshold_nothing_is_written_and_layers_are_named(labels_onnx, tmp_path):
