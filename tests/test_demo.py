@@ -61,19 +61,29 @@ def test_bad_output_folder_and_missing_gpu(tmp_path):
         assert result.exit_code == 1 and "with --device cpu" in result.output
 
 
-def test_precision_stage_writes_verified_fp16_and_int8(demo_dir):
+def test_precision_stage_writes_verified_fp16_and_both_int8_forms(demo_dir):
     text = (demo_dir / "report.md").read_text()
     assert "## 5. Precision in the graph" in text
-    for precision in ("fp16", "int8"):
-        path = demo_dir / f"model.{precision}.onnx"
+    for name, precision, target in (("fp16", "fp16", None), ("int8", "int8", "tensorrt"),
+                                    ("int8-cpu", "int8", "cpu")):
+        path = demo_dir / f"model.{name}.onnx"
         if path.is_file():
-            meta = json.loads((demo_dir / f"model.{precision}.onnx.json").read_text())
+            meta = json.loads((demo_dir / f"model.{name}.onnx.json").read_text())
             assert meta["precision"] == precision
             assert meta["precision_check"]["label_agreement"] >= meta["precision_check"][
                 "min_agreement"]
-            assert f"model.{precision}.onnx: labels agree with fp32" in text
+            assert f"- model.{name}.onnx, {precision}" in text
+            assert f"model.{name}.onnx, " in text and "labels agree with fp32" in text
+            if target:
+                assert meta["quantization"]["target"] == target
         else:  # below its threshold: said in the report, nothing half-written
-            assert f"- {precision}: not written: " in text
+            assert f"- model.{name}.onnx, {precision}" in text and "not written: " in text
+    for name in ("int8", "int8-cpu"):  # both forms through the automatic fallback
+        if (demo_dir / f"model.{name}.onnx").is_file():
+            meta = json.loads((demo_dir / f"model.{name}.onnx.json").read_text())
+            assert meta["quantization"]["fallback"]["mode"] == "auto"
+            assert "kept out of int8: " in text
+    assert "TensorRT form (symmetric int8" in text and "the one to run on a CPU" in text
 
 
 def test_the_tensorrt_stage_builds_a_real_engine(demo_dir):
