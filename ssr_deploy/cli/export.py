@@ -117,6 +117,7 @@ def export_onnx_cmd(ctx, source, out, weights, random_init, size, batch, dynamic
         export_onnx,
         format_report,
         load_source,
+        qat_record_of,
         summary_line,
     )
     from ssr_deploy.export.precision import PrecisionOptions
@@ -134,6 +135,11 @@ def export_onnx_cmd(ctx, source, out, weights, random_init, size, batch, dynamic
         outputs.append(("-o (its fp32 graph)", fp32_path_for(out, precision)))
     check_outputs_spare_inputs(outputs, [source, weights])
     net = load_source(source, weights, random_init)
+    qat = qat_record_of(source)
+    if qat and precision != "int8":
+        click.echo(f"note: {source} was fine-tuned for int8 (QAT); --precision {precision} "
+                   "exports its float weights without the learned ranges (add --precision "
+                   "int8 for the graph it was trained for)", err=True)
     label_dtype = label_dtype or ("int32" if net.num_classes > 256 else "uint8")
     io = IOFormat(input_format, output_format, label_dtype)
     options = OnnxOptions(size=size, batch=batch, dynamic_batch=dynamic_batch,
@@ -144,7 +150,8 @@ def export_onnx_cmd(ctx, source, out, weights, random_init, size, batch, dynamic
         converted = PrecisionOptions(
             precision=precision, fp32_layers=fp32_layers, calib_dir=calib_dir, calib_n=calib_n,
             calib_method=calib_method, calib_cache=calib_cache, int8_target=int8_target,
-            data=data, min_agreement=min_agreement, fallback=fallback)
+            data=data, min_agreement=min_agreement, fallback=fallback,
+            qat=qat if precision == "int8" else None)
     elif fp32_layers or calib_dir or data or min_agreement or fallback != "none":
         raise SsrDeployError("--fp32-layers, --calib, --data, --min-agreement and --fallback "
                              "apply to --precision fp16 or int8; add --precision or drop them")

@@ -50,6 +50,12 @@ RESUMED = ("data", "size", "epochs", "batch", "lr", "preset", "class_weights", "
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--weights", help="Start from this checkpoint's weights (same genotype). "
               "[default: from scratch, as the authors]")
+@click.option("--init-from", "init_from", type=click.Path(dir_okay=False),
+              help="Start from this checkpoint: its genotype, classes and weights.")
+@click.option("--qat", is_flag=True, help="Quantization-aware fine-tuning of --init-from's "
+              "network for int8 (TensorRT form, NVIDIA ModelOpt): `export onnx --precision "
+              "int8` of its best.pt then uses the learned ranges. Fine-tune at the size you "
+              "export. [default then: --epochs 2, --lr 1e-5]")
 @click.option("--init-from-search", "search_dir", type=click.Path(file_okay=False),
               help="Start from a search's genotype.json and its surviving weights (the "
               "authors retrain from scratch: --genotype DIR/genotype.json).")
@@ -58,7 +64,8 @@ RESUMED = ("data", "size", "epochs", "batch", "lr", "preset", "class_weights", "
               "where they differ from the run's (a longer --epochs re-spreads the schedule).")
 @click.pass_context
 def train(ctx, genotype, source, out, size, epochs, batch, lr, weight_decay, preset,
-          class_weights, workers, device, seed, weights, search_dir, resume, override) -> None:
+          class_weights, workers, device, seed, weights, init_from, qat, search_dir, resume,
+          override) -> None:
     """Retrain a genotype, the paper's recipe by default.
 
     Multi-GPU: torchrun --nproc_per_node 8 -m ssr_deploy train ... (DDP).
@@ -69,14 +76,28 @@ def train(ctx, genotype, source, out, size, epochs, batch, lr, weight_decay, pre
           --out runs/ssr --device cuda
       ssr-deploy train --genotype ssr-cityscapes --data synthetic:200 --out runs/synth \\
           --size 128x256 --epochs 5 --batch 4
+      ssr-deploy train --qat --init-from runs/ssr/best.pt --data cityscapes:/data/cityscapes \\
+          --out runs/qat          # then: export onnx runs/qat/best.pt --precision int8
     """
     from ssr_deploy.data import open_dataset
     from ssr_deploy.train.trainer import (
+        QatTrainer,
         TrainConfig,
         Trainer,
         check_training_memory,
         model_for_training,
     )
+
+    if qat and not init_from and not resume:
+        raise click.UsageError("--qat fine-tunes a trained network: give --init-from CKPT "
+                               "(e.g. runs/train/best.pt)")
+    if init_from and (genotype or weights or search_dir):
+        raise click.UsageError("--init-from takes the genotype and weights from its "
+                               "checkpoint: drop --genotype, --weights and --init-from-search")
+    if qat:  # a fine-tune: a few epochs at a small rate, unless said otherwise
+        default = click.core.ParameterSource.DEFAULT
+        epochs = 2 if ctx.get_parameter_source("epochs") == default else epochs
+        lr = 1e-5 if ctx.get_parameter_source("lr") == default else lr
 
     if device.startswith("cuda"):
         import torch
@@ -88,22 +109,26 @@ def train(ctx, genotype, source, out, size, epochs, batch, lr, weight_decay, pre
     config = TrainConfig(size=size, epochs=epochs, batch=batch, lr=lr, weight_decay=weight_decay,
                          preset=preset, class_weights=class_weights, workers=workers,
                          seed=seed, device=device, data=source,
-                         init_from=weights or search_dir or "")
+                         init_from=init_from or weights or search_dir or "")
     changes = []
     if resume:
         from ssr_deploy.model.checkpoint import read_checkpoint
 
-        saved = read_checkpoint(last).get("config", {})
+        raw = read_checkpoint(last)
+        saved, qat = raw.get("config", {}), qat or "qat" in raw  # a QAT run goes on as one
         config, changes = resume_settings(ctx, config, saved,
                                           TRAIN_PARAMS, override)
         config = dataclasses.replace(config, init_from=saved.get("init_from", ""))
     train_set = open_dataset(config.data, "train", config.size)
     val_set = open_dataset(config.data, "val", config.size)
-    net = model_for_training(genotype, weights, search_dir, train_set)
+    if init_from or (resume and qat):
+        net = checkpoint_for_training(config.init_from, train_set)
+    else:
+        net = model_for_training(genotype, weights, search_dir, train_set)
     net.genotype.check_input_size(*config.size)
     check_training_memory(net.genotype.stem_channels, net, config.batch, config.size,
                           config.device)
-    trainer = Trainer(net, train_set, val_set, out, config)
+    trainer = (QatTrainer if qat else Trainer)(net, train_set, val_set, out, config)
     if resume:
         trainer.resume(last)
         click.echo(f"resuming {out} after epoch {trainer.epoch}/{config.epochs}: "
@@ -117,6 +142,19 @@ def train(ctx, genotype, source, out, size, epochs, batch, lr, weight_decay, pre
     else:
         click.echo(f"{out} had already finished its {config.epochs} epochs; nothing to do "
                    "(add --epochs N --override to train on)")
+
+
+def checkpoint_for_training(path: str, dataset):
+    """--init-from: the checkpoint's network, which must predict the data's classes."""
+    from ssr_deploy.model.checkpoint import load_model
+
+    net = load_model(path)
+    if tuple(dataset.classes) != tuple(net.genotype.classes):
+        raise SsrDeployError(f"{path} predicts {net.num_classes} classes "
+                             f"({', '.join(net.genotype.classes[:3])}, ...), the data has "
+                             f"{len(dataset.classes)} ({', '.join(dataset.classes[:3])}, ...); "
+                             "fine-tune on data of its classes")
+    return net.train()
 
 
 @main.command("eval")

@@ -60,6 +60,22 @@ class OnnxOptions:
     min_label_agreement: float = MIN_LABEL_AGREEMENT
 
 
+def qat_record_of(source: str) -> dict[str, Any] | None:
+    """The QAT record (``train/qat.py``) of a checkpoint fine-tuned with ``train --qat``;
+    None for anything else."""
+    path = Path(source)
+    if path.suffix not in (".pt", ".pth") and not (path.is_file() and path.suffix != ".json"):
+        return None
+    from ssr_deploy.model.checkpoint import read_checkpoint
+
+    record = read_checkpoint(path).get("qat")
+    if record is None:
+        return None
+    from ssr_deploy.train.qat import check_record
+
+    return check_record(record, str(path))
+
+
 def load_source(source: str, weights: str | None = None, random_init: bool = False) -> SSRNet:
     """SOURCE is a checkpoint, or a genotype (zoo name / JSON) with ``weights`` or
     ``random_init``; returns the network in eval mode."""

@@ -63,6 +63,9 @@ class PrecisionOptions:
     #: int8: "auto" keeps the most sensitive genotype modules out of int8 (fp16 in the
     #: TensorRT form, fp32 in the CPU form), one at a time, until min_agreement holds
     fallback: str = "none"
+    #: int8: a QAT checkpoint's record (``train/qat.py``): its learned input ranges are used
+    #: instead of calibration images
+    qat: dict[str, Any] | None = None
 
     @property
     def threshold(self) -> float:
@@ -94,6 +97,13 @@ def check_options(o: PrecisionOptions) -> None:
                          "no int8 to fall back from: drop it, or use --precision int8")
     if not 0 < o.threshold <= 1:
         raise UsageError(f"--min-agreement {o.threshold}: give a fraction in (0, 1]")
+    if o.qat is not None:
+        if o.precision != "int8" or o.int8_target != "tensorrt":
+            raise UsageError("a QAT checkpoint learned int8 ranges in the TensorRT form: "
+                             "export it with --precision int8 --int8-target tensorrt")
+        if o.calib_dir or o.fallback != "none":
+            raise UsageError("a QAT checkpoint carries its learned ranges: drop --calib and "
+                             "--fallback (they apply to post-training quantization)")
     if o.data:
         find_images(o.data)
     if o.precision == "int8" and o.calib_dir:
@@ -101,7 +111,8 @@ def check_options(o: PrecisionOptions) -> None:
 
 
 def check_calibration(model: onnx.ModelProto, name: str, o: PrecisionOptions) -> None:
-    if o.precision == "int8" and not o.calib_dir and cached_ranges(model, o) is None:
+    if o.precision == "int8" and not o.calib_dir and o.qat is None \
+            and cached_ranges(model, o) is None:
         raise SsrDeployError("--precision int8 needs calibration images: --calib DIR with "
                          "representative frames (e.g. 100 from the training set); no "
                          f"calibration cache for {name} in {calibration_folder(o)}")
@@ -319,8 +330,39 @@ class _Reader:
         return len(self.batches)
 
 
+def learned_ranges(fp32: onnx.ModelProto, qat: dict[str, Any], path: Path) -> None:
+    """A QAT checkpoint's input ranges as onnxruntime's calibration cache at ``path``: each
+    convolution's input tensor (found by its weight, which keeps the module's name) gets
+    [-amax, amax]; a tensor read by two convolutions, the larger."""
+    from onnxruntime.quantization.calibrate import (
+        CalibrationMethod,
+        TensorData,
+        TensorsData,
+        save_tensors_data,
+    )
+
+    amax: dict[str, float] = {}
+    for node in fp32.graph.node:
+        if node.op_type != "Conv":
+            continue
+        module = node.input[1].removeprefix("net.").removesuffix(".weight")
+        if module not in qat["input_amax"]:
+            raise SsrDeployError(f"the QAT record has no range for {module}'s input: the "
+                                 "checkpoint and this ONNX hold different networks")
+        tensor = node.input[0]
+        amax[tensor] = max(amax.get(tensor, 0.0), qat["input_amax"][module])
+    data = {t: TensorData(lowest=np.float32(-a), highest=np.float32(a)) for t, a in amax.items()}
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), path)
+
+
 def quantization_settings(o: PrecisionOptions) -> dict[str, Any]:
     """What the int8 graph is, in words that go into the sidecar."""
+    if o.qat is not None:
+        return {"target": "tensorrt", "format": "QDQ", "method": "qat",
+                "weights": "int8 symmetric per-channel", "activations": "int8 symmetric "
+                "per-tensor, ranges learned by quantization-aware training", "zero_points": 0,
+                "ops": ["Conv"], "qat": {k: o.qat[k] for k in ("from", "from_sha256", "epochs",
+                                                               "library")}}
     if o.int8_target == "tensorrt":
         return {"target": "tensorrt", "format": "QDQ", "method": o.calib_method,
                 "weights": "int8 symmetric per-channel", "activations": "int8 symmetric "
@@ -348,7 +390,12 @@ def to_int8(fp32: onnx.ModelProto, meta: dict[str, Any], o: PrecisionOptions,
     method = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
               "minmax": CalibrationMethod.MinMax}[o.calib_method]
     tensorrt = o.int8_target == "tensorrt"
-    cache = cached_ranges(fp32, o)
+    scratch = tempfile.TemporaryDirectory(prefix="ssr-deploy-int8.")
+    if o.qat is not None:  # the learned ranges, as a cache the quantizer reads
+        method, cache = CalibrationMethod.MinMax, Path(scratch.name) / "learned.json"
+        learned_ranges(fp32, o.qat, cache)
+    else:
+        cache = cached_ranges(fp32, o)
     hit = cache is not None
     reader = None
     if not hit:
@@ -357,7 +404,6 @@ def to_int8(fp32: onnx.ModelProto, meta: dict[str, Any], o: PrecisionOptions,
         tensor = ModelSpec.from_dict(meta).input
         reader = _Reader(CalibrationBatches(o.calib_dir, tensor, tensor.size, batch, o.calib_n),
                          tensor.name)
-    scratch = tempfile.TemporaryDirectory(prefix="ssr-deploy-int8.")
     fresh = Path(scratch.name) / "ranges.json"  # published to the cache once complete
     kwargs: dict[str, Any] = {}
     if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
@@ -394,6 +440,8 @@ def to_int8(fp32: onnx.ModelProto, meta: dict[str, Any], o: PrecisionOptions,
         quantized = onnx.load(str(out))
         if fp16_modules:
             quantized = modules_to_fp16(quantized, set(fp16_modules))
+        if o.qat is not None:
+            return quantized, {}
         return quantized, {
             "cache": str(cache) if "calibration_cache_path" in kwargs else None,
             "cache_hit": hit}

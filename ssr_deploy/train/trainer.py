@@ -171,7 +171,7 @@ class Trainer:
             labels = labels.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, enabled=self.use_amp):
                 logits = self.model(images)
-                loss = F.cross_entropy(logits.float(), labels, self.weights, ignore_index=255)
+                loss = self.loss(images, logits.float(), labels)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -222,7 +222,8 @@ class Trainer:
             self.net, self.genotype, epoch=self.epoch, best_miou=self.best,
             optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
             scaler=self.scaler.state_dict(), class_weights=self.weights.cpu(),
-            rng=torch.get_rng_state(), config=jsonable(asdict(self.config)), **self.extra)
+            rng=torch.get_rng_state(), config=jsonable(asdict(self.config)),
+            **self.checkpoint_extra())
         rows, text = epoch_log(self.out / "log.jsonl", row)
         fig = curves_figure(rows)
         files = {self.out / "last.pt": write, **({self.out / "best.pt": write} if improved else {}),
@@ -231,13 +232,26 @@ class Trainer:
                  self.out / "curves.png": figure_writer(fig)}
         publish_files(files, fig)
 
+    def loss(self, images: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
+             ) -> torch.Tensor:
+        """The class-weighted cross-entropy against the labels (the authors')."""
+        return F.cross_entropy(logits, labels, self.weights, ignore_index=255)
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """What the checkpoints hold besides the run's state (a QAT run: its weights as the
+        plain network names them, and its ranges)."""
+        return self.extra
+
+    def load_net_state(self, state: dict[str, Any], path: str | Path) -> None:
+        load_weights(self.net, state["state_dict"], str(path))
+
     def resume(self, path: str | Path) -> None:
         """Continue from a ``last.pt``: same weights, optimiser, schedule, RNG, best score."""
         state = read_weights_for(self.genotype, path, self.device)
         if "optimizer" not in state:
             raise SsrDeployError(f"{path} has no optimiser state: resume from a last.pt "
                                  "written by `ssr-deploy train`")
-        load_weights(self.net, state["state_dict"], str(path))
+        self.load_net_state(state, path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -270,3 +284,60 @@ def curves_figure(rows: list[dict[str, Any]]):
     b.axhline(100 * best["val_miou"], color="gray", linestyle=":")
     fig.tight_layout()
     return fig
+
+
+class QatTrainer(Trainer):
+    """Quantization-aware fine-tuning of a trained network (``train --qat``): ModelOpt's
+    int8 fake quantization calibrated on the first training batches, then the run as any
+    other (validated through the fake quantization), distilling from the network it starts
+    from: the loss is the KL divergence of the quantized network's class distribution from
+    the fp32 network's, pixel by pixel, so it learns to give the fp32 network's labels in
+    int8 rather than to become another network. Checkpoints load as plain networks and
+    carry the learned ranges (``train/qat.py``)."""
+
+    def __init__(self, net: SSRNet, train_set, val_set, out: str | Path, config: TrainConfig
+                 ) -> None:
+        import copy
+
+        from ssr_deploy.train import qat
+
+        qat.import_modelopt()
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UsageError("--qat runs in one process; start it without torchrun")
+        if not config.init_from:
+            raise UsageError("--qat fine-tunes a trained network: give --init-from CKPT")
+        self.teacher = copy.deepcopy(net).eval().requires_grad_(False)
+        super().__init__(net, train_set, val_set, out, config)
+        self.teacher.to(self.device)
+        loader = DataLoader(self.train_data, config.batch, shuffle=True, drop_last=True,
+                            generator=torch.Generator().manual_seed(config.seed),
+                            num_workers=0)
+        batches = (images.to(self.device) for _, (images, _) in
+                   zip(range(qat.CALIBRATION_BATCHES), loader, strict=False))
+        self.net = self.model = qat.quantize_for_training(self.net, batches)
+
+    def loss(self, images: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
+             ) -> torch.Tensor:
+        """KL(fp32 network || quantized network) per pixel, averaged."""
+        with torch.no_grad():
+            target = F.log_softmax(self.teacher(images).float(), dim=1)
+        return F.kl_div(F.log_softmax(logits, dim=1), target, reduction="none",
+                        log_target=True).sum(1).mean()
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        from ssr_deploy.train import qat
+
+        return {**self.extra, "state_dict": qat.plain_state(self.net),
+                "qat": qat.qat_record(self.net, self.config.init_from, self.epoch)}
+
+    def load_net_state(self, state: dict[str, Any], path: str | Path) -> None:
+        """A QAT last.pt: the plain weights, then its ranges into the quantizers."""
+        from ssr_deploy.train import qat
+
+        record = qat.check_record(state.get("qat"), str(path))
+        missing, unexpected = self.net.load_state_dict(state["state_dict"], strict=False)
+        if unexpected or any("_quantizer." not in k for k in missing):
+            load_weights(self.net, state["state_dict"], str(path))  # names what differs
+        modules = dict(self.net.named_modules())
+        for name, amax in record["input_amax"].items():
+            modules[name].input_quantizer.amax = torch.tensor(amax, device=self.device)
