@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from ssr_deploy.spec import RUNTIME_IO
 from ssr_deploy.train.trainer import TrainConfig, Trainer
 
 SIZE = (512, 1024)
+QAT_BATCH, QAT_LR = 2, 1e-5
 
 
 def main() -> None:
@@ -40,6 +42,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--out", default="benchmarks/results/precision_cpu.json")
     parser.add_argument("--work", help="keep the trained network here; reuse it next time")
+    parser.add_argument("--qat-epochs", type=int, default=2)
     args = parser.parse_args()
 
     with contextlib.ExitStack() as stack:
@@ -70,6 +73,9 @@ def main() -> None:
                 rows[name]["fallback"] = result.metadata["quantization"]["fallback"]
             print(f"{name}: agreement {100 * check['label_agreement']:.2f}%, mIoU vs fp32 "
                   f"{100 * check['miou_vs_fp32']:.1f}")
+        rows["int8-tensorrt-qat"] = qat_row(tmp, fp32, held_out, args.qat_epochs)
+        print(f"int8-tensorrt-qat: agreement with the fp32 network "
+              f"{100 * rows['int8-tensorrt-qat']['label_agreement']:.2f}%")
 
         entries = [("fp32", Segmenter.load(fp32))] + [
             (name, Segmenter.load(row["path"])) for name, row in rows.items()]
@@ -93,6 +99,64 @@ def main() -> None:
             seg.close()
     atomic_write_text(args.out, dumps_compact(report) + "\n")
     print(f"wrote {args.out}")
+
+
+def qat_row(tmp: Path, fp32: Path, held_out: Path, epochs: int) -> dict:
+    """QAT from the trained network (train --qat's defaults but the epochs) at the export's
+    size on the 48 calibration scenes, its int8 ONNX, and its labels against the fp32
+    network it was fine-tuned from (model.onnx) on the same frames as the PTQ rows; beside
+    it, the same with ModelOpt's calibrated ranges before any fine-tuning, and the export's
+    own check (against the fine-tuned fp32 weights)."""
+    import json
+
+    import onnx
+
+    from ssr_deploy.export.metadata import read_sidecar
+    from ssr_deploy.export.onnx import qat_record_of
+    from ssr_deploy.export.precision import to_int8
+    from ssr_deploy.export.precision_check import Fp32Check
+    from ssr_deploy.model.checkpoint import load_model
+    from ssr_deploy.spec import ModelSpec
+    from ssr_deploy.train import qat
+    from ssr_deploy.train.trainer import QatTrainer
+
+    start = time.perf_counter()
+    out = tmp / "qat"
+    source = tmp / "train" / "best.pt"
+    if not (out / "done.json").is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        config = TrainConfig(size=SIZE, epochs=epochs, batch=QAT_BATCH, lr=QAT_LR,
+                             class_weights="none", workers=0, init_from=str(source))
+        data = f"cityscapes:{tmp / 'data'}"  # the calibration images, at the export's size
+        trainer = QatTrainer(load_model(source).train(), open_dataset(data, "train", SIZE),
+                             open_dataset(data, "val", SIZE), out, config)
+        calibrated = qat.input_ranges(trainer.net)
+        trainer.fit()
+        atomic_write_text(out / "done.json", json.dumps(
+            {"seconds": time.perf_counter() - start, "calibrated": calibrated}))
+    done = json.loads((out / "done.json").read_text())
+    record = qat_record_of(str(out / "best.pt"))
+    options = PrecisionOptions("int8", data=str(held_out), min_agreement=0.5, qat=record)
+    result = export_onnx(load_source(str(out / "best.pt")), tmp / "model.int8-qat.onnx",
+                         size=SIZE, dynamic_batch=True, io=RUNTIME_IO, precision=options)
+    fp32_graph, meta = onnx.load(str(fp32)), read_sidecar(fp32)
+    check = Fp32Check(fp32_graph, ModelSpec.from_dict(meta), 0.995, 8, str(held_out))
+    fine_tuned = check(onnx.load(str(result.path)), worst=False)
+    before, _ = to_int8(fp32_graph, meta, PrecisionOptions(
+        "int8", qat={**record, "input_amax": done["calibrated"]}), [])
+    calibrated = check(before, worst=False)
+    own = result.metadata["precision_check"]
+    return {"path": result.path, "label_agreement": fine_tuned["label_agreement"],
+            "miou_vs_fp32": fine_tuned["miou_vs_fp32"], "sources": fine_tuned["sources"],
+            "before_fine_tuning": {"label_agreement": calibrated["label_agreement"],
+                                   "miou_vs_fp32": calibrated["miou_vs_fp32"]},
+            "vs_its_own_fp32_weights": {"label_agreement": own["label_agreement"],
+                                        "miou_vs_fp32": own["miou_vs_fp32"]},
+            "qat": {"epochs": epochs, "size": "512x1024", "batch": QAT_BATCH, "lr": QAT_LR,
+                    "data": "the 48 calibration scenes", "loss": "distillation from fp32",
+                    "calibration": "ModelOpt max, 16 batches",
+                    "fine_tune_seconds": done["seconds"],
+                    "library": result.metadata["quantization"]["qat"]["library"]}}
 
 
 def train_once(tmp: Path, epochs: int) -> dict:
