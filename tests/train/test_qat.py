@@ -110,3 +110,25 @@ def test_a_qat_run_resumes_as_one(qat_run, tmp_path):
     after = read_checkpoint(run / "last.pt")
     assert after["epoch"] == 2 and after["qat"]["epochs"] == 2
     assert after["qat"]["input_amax"] == before  # the ranges it had, not calibrated anew
+
+
+def test_a_tampered_qat_record_and_a_missing_modelopt_are_one_line(qat_run, tmp_path,
+                                                                  monkeypatch):
+    state = read_checkpoint(qat_run / "best.pt")
+    state["qat"]["input_amax"]["stem.conv"] = -1.0
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    r = CliRunner().invoke(main, ["export", "onnx", str(bad), "-o", str(tmp_path / "m.onnx"),
+                                  "--precision", "int8", "--size", "32x64"])
+    assert r.exit_code == 1 and "its QAT record has no valid input ranges" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "m.onnx").exists()
+
+    import sys
+
+    from ssr_deploy import SsrDeployError
+    from ssr_deploy.train.qat import import_modelopt
+
+    monkeypatch.setitem(sys.modules, "modelopt.torch.quantization", None)
+    with pytest.raises(SsrDeployError, match=r"--qat needs NVIDIA ModelOpt .*pip install "
+                                             r"'ssr-deploy\[qat\]'"):
+        import_modelopt()
