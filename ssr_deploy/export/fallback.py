@@ -76,7 +76,7 @@ def select(fp32: onnx.ModelProto, quantize: Callable[[tuple[str, ...]], onnx.Mod
     base = trial(())
     record: dict[str, Any] = {"mode": "auto", "agreement_all_int8": base.agreement}
     if base.report["passed"]:
-        return base, {**record, "kept": [], "macs_out_of_int8": 0.0, "sensitivity": []}
+        return base, {**record, "kept": [], "macs_out_of_int8": share(()), "sensitivity": []}
     modules = candidate_modules(fp32, pinned)
     alone = {m: trial((m,)) for m in tqdm(modules, desc="sensitivity", leave=False,
                                           disable=None if progress else True)}

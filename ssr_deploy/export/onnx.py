@@ -60,11 +60,17 @@ class OnnxOptions:
     min_label_agreement: float = MIN_LABEL_AGREEMENT
 
 
+def is_checkpoint(source: str | Path) -> bool:
+    """Whether SOURCE names a checkpoint (else a genotype: a zoo name or JSON)."""
+    path = Path(source)
+    return path.suffix in (".pt", ".pth") or (path.is_file() and path.suffix != ".json")
+
+
 def qat_record_of(source: str) -> dict[str, Any] | None:
     """The QAT record (``train/qat.py``) of a checkpoint fine-tuned with ``train --qat``;
     None for anything else."""
     path = Path(source)
-    if path.suffix not in (".pt", ".pth") and not (path.is_file() and path.suffix != ".json"):
+    if not is_checkpoint(path):
         return None
     from ssr_deploy.model.checkpoint import read_checkpoint
 
@@ -80,7 +86,7 @@ def load_source(source: str, weights: str | None = None, random_init: bool = Fal
     """SOURCE is a checkpoint, or a genotype (zoo name / JSON) with ``weights`` or
     ``random_init``; returns the network in eval mode."""
     path = Path(source)
-    if path.suffix in (".pt", ".pth") or (path.is_file() and path.suffix != ".json"):
+    if is_checkpoint(path):
         if weights or random_init:
             raise UsageError(f"{source} is a checkpoint and carries its weights; drop "
                              "--weights / --random-init")

@@ -409,8 +409,9 @@ def to_int8(fp32: onnx.ModelProto, meta: dict[str, Any], o: PrecisionOptions,
     if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
         kwargs["calibration_cache_path"] = str(cache if hit else fresh)
     elif hit:  # an older onnxruntime cannot read the cache: calibrate again
-        raise SsrDeployError("this onnxruntime cannot reuse calibration caches (>= 1.32 can); "
-                         "pass --calib DIR")
+        raise SsrDeployError("this onnxruntime cannot read calibration caches (>= 1.32 can): "
+                         + ("upgrade it to export a QAT checkpoint" if o.qat is not None
+                            else "pass --calib DIR"))
     source, out = Path(scratch.name) / "fp32.onnx", Path(scratch.name) / "int8.onnx"
     onnx.save(fp32, str(source))  # given a ModelProto, quantize_static rewrites it in place
     # the quantizer's own pre-processing, which it asks for (in a WARNING line with a URL
@@ -449,25 +450,26 @@ def to_int8(fp32: onnx.ModelProto, meta: dict[str, Any], o: PrecisionOptions,
 
 def int8_with_fallback(fp32: onnx.ModelProto, meta: dict[str, Any], o: PrecisionOptions,
                        pinned: list[str], check: Fp32Check, progress: bool = False
-                       ) -> tuple[onnx.ModelProto, dict[str, Any]]:
+                       ) -> tuple[onnx.ModelProto, dict[str, Any], dict[str, Any]]:
     """``--fallback auto``: the int8 graph with the fewest modules kept out of int8 (fp16
     for TensorRT, fp32 for the CPU) that agrees with fp32 on ``o.threshold`` of the labels,
-    and its quantization record. Calibration runs once; every trial reuses its ranges."""
+    its quantization record and its check. Calibration runs once (the first trial's);
+    every later trial reuses its ranges."""
     from ssr_deploy.export.fallback import select
 
-    caches: list[dict[str, Any]] = []
+    calibration: dict[str, Any] = {}
 
     def quantize(kept: tuple[str, ...]) -> onnx.ModelProto:
         nodes = [n.name for n in fp32.graph.node if module_of_node(n.name) in kept]
         fp16 = frozenset(kept) if o.int8_target == "tensorrt" else frozenset()
         graph, cache = to_int8(fp32, meta, o, pinned + nodes, fp16)
-        caches.append(cache)
+        calibration.setdefault("cache", cache)
         return graph
 
     best, record = select(fp32, quantize, check, pinned, progress)
     record["kept_precision"] = "fp16" if o.int8_target == "tensorrt" else "fp32"
-    return best.graph, {**quantization_settings(o), "cache": caches[0]["cache"],
-                        "cache_hit": caches[0]["cache_hit"], "fallback": record}
+    return best.graph, {**quantization_settings(o), **calibration["cache"],
+                        "fallback": record}, best.report
 
 
 # ---- the whole step ------------------------------------------------------------------
@@ -483,17 +485,18 @@ def convert_model(fp32: onnx.ModelProto, meta: dict[str, Any], options: Precisio
     check = Fp32Check(fp32, ModelSpec.from_dict(meta), options.threshold, options.frames,
                       options.data)
     quantization: dict[str, Any] = {}
+    report = None
     if options.precision == "fp16":
         converted = to_fp16(fp32, options.fp32_layers)
-    elif options.fallback == "auto":
-        converted, quantization = int8_with_fallback(fp32, meta, options, keep, check,
-                                                     progress is not None)
+    elif options.fallback == "auto":  # checked on the way: it raises unless one passes
+        converted, quantization, report = int8_with_fallback(fp32, meta, options, keep, check,
+                                                             progress is not None)
     else:
         converted, cache = to_int8(fp32, meta, options, keep)
         quantization = {**quantization_settings(options), **cache}
     step("verify")
     onnx.checker.check_model(converted, full_check=True)
-    report = check(converted)
+    report = report or check(converted)
     if not report["passed"]:
         worst = ", ".join(f"{r['module']} ({r['relative_error']:.1e})"
                           for r in report["worst_layers"])

@@ -65,14 +65,6 @@ class Fp32Check:
         return report
 
 
-def compare_with_fp32(fp32: onnx.ModelProto, candidate: onnx.ModelProto, spec: ModelSpec,
-                      threshold: float, frames: int = 8, data: str | None = None
-                      ) -> dict[str, Any]:
-    """Label agreement and mIoU of the candidate's labels against the fp32 graph's, per
-    frame source; with the worst modules from a per-layer comparison if it fails."""
-    return Fp32Check(fp32, spec, threshold, frames, data)(candidate)
-
-
 def _probe(model: onnx.ModelProto, tensors: set[str], spec: ModelSpec
            ) -> dict[str, np.ndarray]:
     """The values of ``tensors`` (those the graph computes) on the first verification

@@ -100,18 +100,20 @@ def plain_state(net: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v for k, v in net.state_dict().items() if "_quantizer." not in k}
 
 
-def qat_record(net: nn.Module, init_from: str | Path, epochs: int) -> dict[str, Any]:
-    """What a QAT checkpoint says of itself."""
-    path = Path(init_from)
-    return {"format": QAT_FORMAT, "form": "tensorrt", "library": _library(),
-            "from": str(path), "from_sha256": file_sha256(path), "epochs": epochs,
-            "input_amax": input_ranges(net)}
-
-
-def _library() -> str:
+def qat_source(init_from: str | Path) -> dict[str, Any]:
+    """The part of a QAT record that does not change over the run: what it fine-tunes,
+    with what."""
     import modelopt
 
-    return f"nvidia-modelopt {modelopt.__version__}"
+    path = Path(init_from)
+    return {"format": QAT_FORMAT, "form": "tensorrt",
+            "library": f"nvidia-modelopt {modelopt.__version__}", "from": str(path),
+            "from_sha256": file_sha256(path)}
+
+
+def qat_record(net: nn.Module, source: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """What a QAT checkpoint says of itself: its source, epochs and learned ranges."""
+    return {**source, "epochs": epochs, "input_amax": input_ranges(net)}
 
 
 def check_record(record: Any, source: str) -> dict[str, Any]:

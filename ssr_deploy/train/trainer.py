@@ -315,6 +315,7 @@ class QatTrainer(Trainer):
         batches = (images.to(self.device) for _, (images, _) in
                    zip(range(qat.CALIBRATION_BATCHES), loader, strict=False))
         self.net = self.model = qat.quantize_for_training(self.net, batches)
+        self.source = qat.qat_source(config.init_from)
 
     def loss(self, images: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
              ) -> torch.Tensor:
@@ -328,7 +329,7 @@ class QatTrainer(Trainer):
         from ssr_deploy.train import qat
 
         return {**self.extra, "state_dict": qat.plain_state(self.net),
-                "qat": qat.qat_record(self.net, self.config.init_from, self.epoch)}
+                "qat": qat.qat_record(self.net, self.source, self.epoch)}
 
     def load_net_state(self, state: dict[str, Any], path: str | Path) -> None:
         """A QAT last.pt: the plain weights, then its ranges into the quantizers."""
