@@ -9,19 +9,22 @@ L0 penalty, as the paper proves). The SSR loss is the mean over decisions.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
 def normalise(alpha: Tensor, valid: Tensor, mode: str = "sigmoid") -> Tensor:
     """Architecture weights -> probabilities over the valid options (last dim), 0 elsewhere.
 
-    ``sigmoid``: sigmoid(alpha) / sum over valid options, as the authors' code; ``softmax``."""
+    ``sigmoid``: sigmoid(alpha) / sum over valid options, as the authors' code, computed in
+    log space: a decision whose weights have all drifted below float range (sigmoid(-40) is
+    4e-18) keeps probabilities that sum to 1 (a lone option: exactly 1) instead of ~0,
+    which would scale its layer's output down in the supernet; ``softmax``."""
     if mode == "sigmoid":
-        w = torch.sigmoid(alpha) * valid
-        return w / w.sum(-1, keepdim=True).clamp_min(1e-12)
-    if mode == "softmax":
-        return torch.softmax(alpha.masked_fill(~valid, float("-inf")), -1).nan_to_num(0.0)
-    raise ValueError(f"normalisation {mode!r}: use sigmoid or softmax")
+        alpha = F.logsigmoid(alpha)
+    elif mode != "softmax":
+        raise ValueError(f"normalisation {mode!r}: use sigmoid or softmax")
+    return torch.softmax(alpha.masked_fill(~valid, float("-inf")), -1).nan_to_num(0.0)
 
 
 def ssr_loss(probs: Tensor, valid: Tensor) -> Tensor:
