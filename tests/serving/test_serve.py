@@ -35,15 +35,19 @@ except SsrDeployError as e:  # the README's install has it; say why where it doe
     pytest.skip(str(e), allow_module_level=True)
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """A tiny network, batches 1 to 8, uint8 frames in, labels out."""
-    path = tmp_path_factory.mktemp("serve") / "m.onnx"
+def _export(folder, size):
+    """The tiny network, batches 1 to 8, uint8 frames in, labels out, at ``size``."""
+    path = folder / f"m{size[0]}.onnx"
     genotype = dataclasses.replace(random_genotype(7, max_stages=2, max_width=12),
                                    classes=classes.NAMES, palette=classes.PALETTE)
-    export_onnx(build_model(genotype).eval(), path, size=(32, 64), dynamic_batch=True,
+    export_onnx(build_model(genotype).eval(), path, size=size, dynamic_batch=True,
                 max_batch=8, simplify=False, io=IOFormat("uint8-nhwc-bgr", "labels"))
     return path
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return _export(tmp_path_factory.mktemp("serve"), (32, 64))
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +55,7 @@ def slow_model(tmp_path_factory):
     """The same network at 384x768: each batch takes tens of milliseconds in the server,
     far longer than a client spends between two requests, so requests are in flight at
     any moment of a run of them."""
-    path = tmp_path_factory.mktemp("serve") / "slow.onnx"
-    genotype = dataclasses.replace(random_genotype(7, max_stages=2, max_width=12),
-                                   classes=classes.NAMES, palette=classes.PALETTE)
-    export_onnx(build_model(genotype).eval(), path, size=(384, 768), dynamic_batch=True,
-                max_batch=8, simplify=False, io=IOFormat("uint8-nhwc-bgr", "labels"))
-    return path
+    return _export(tmp_path_factory.mktemp("serve"), (384, 768))
 
 
 def _ports():
