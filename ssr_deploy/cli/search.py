@@ -21,7 +21,8 @@ from ssr_deploy.errors import UsageError
 
 #: config field -> CLI parameter, for --resume
 SEARCH_PARAMS = {"size": "size", "epochs": "epochs", "warmup_epochs": "warmup", "batch": "batch",
-                 "tau": "tau", "shrink_every": "shrink_every", "target_ratio": "target_ratio",
+                 "tau": "tau", "settle": "settle", "shrink_every": "shrink_every",
+                 "target_ratio": "target_ratio",
                  "target_gmacs": "target_gmacs", "w_ce": "loss_weights",
                  "w_ssr_op": "loss_weights", "w_ssr_out": "loss_weights",
                  "w_ssr_mid": "loss_weights", "w_cost": "loss_weights", "arch_lr": "arch_lr",
@@ -48,6 +49,9 @@ RESUMED = ("data", "size", "epochs", "batch", "tau", "arch_lr", "seed")
 @click.option("--batch", type=click.IntRange(min=1), default=6, show_default=True)
 @click.option("--tau", type=FRACTION, default=0.1, show_default=True,
               help="Shrinking removes options <= tau x their decision's max.")
+@click.option("--settle", type=Number(0, 1, high_open=True), default=0.2, show_default=True,
+              help="Over this last fraction of the epochs tau rises to 1, so the search ends "
+              "with one option per decision (0: never; the authors').")
 @click.option("--shrink-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="Shrink every N steps (0: after each epoch).")
 @click.option("--target-ratio", type=Number(0, 1, low_open=True), default=0.6, show_default=True,
@@ -101,7 +105,7 @@ RESUMED = ("data", "size", "epochs", "batch", "tau", "arch_lr", "seed")
 @click.option("--override", is_flag=True, help="With --resume: use the settings given here "
               "where they differ from the run's.")
 @click.pass_context
-def search(ctx, source, out, space_file, size, epochs, warmup, batch, tau, shrink_every,
+def search(ctx, source, out, space_file, size, epochs, warmup, batch, tau, settle, shrink_every,
            target_ratio, target_gmacs, lut, target_ms, cost, cost_constraint, dual_lr,
            cost_band, class_weights, arch_data, weight_clip, ssr_width_mean, loss_weights, arch_lr,
            normalisation, device, seed, resume, override) -> None:
@@ -134,7 +138,7 @@ def search(ctx, source, out, space_file, size, epochs, warmup, batch, tau, shrin
     check_run_folder(out, resume, "search.pt")
     space = SearchSpace.load(space_file) if space_file else SearchSpace()
     config = SearchConfig(size=size, epochs=epochs, warmup_epochs=warmup, batch=batch, tau=tau,
-                          shrink_every=shrink_every, target_ratio=target_ratio,
+                          settle=settle, shrink_every=shrink_every, target_ratio=target_ratio,
                           target_gmacs=target_gmacs, lut=lut, target_ms=target_ms,
                           arch_lr=arch_lr, w_ce=w_ce,
                           w_ssr_op=w_op, w_ssr_out=w_out, w_ssr_mid=w_mid, w_cost=w_cost,
@@ -169,7 +173,11 @@ def search(ctx, source, out, space_file, size, epochs, warmup, batch, tau, shrin
     how = ("by argmax" if result["ended"] == "argmax" else
            f"to the most probable network within {config.cost_band:.0%} of the target (the "
            "argmax was not)")
-    state = "converged: every decision has one option" if result["converged"] else (
+    forced = result["forced"]
+    state = "converged: every decision has one option" + (
+        f" ({forced['decisions']} settled by the rising tau, losing {forced['mass']:.2f} of "
+        "their probability on average)" if forced["decisions"] else "") if result[
+        "converged"] else (
         f"stopped after {result['epochs']} epochs and discretised {how}; probability "
         f"mass discarded per decision: {result['discarded_mass']}")
     from ssr_deploy.model.complexity import count_macs

@@ -28,6 +28,14 @@ three places, SSR's terms untouched:
   most probable network in it (the supernet's masks then keep it alone, so the supernet
   still equals the extracted network).
 ``"off"`` is the authors' recipe exactly.
+
+Settling (``settle``, a fraction of the epochs; 0.2 by default, 0 is the authors'): over the
+last part of the search the shrinking threshold rises linearly from ``tau`` to 1, so a
+decision SSR has not driven one-hot by then (measured: two options saturated at 0.50/0.50
+after 40 epochs) loses its weaker options while the weights still train on what remains,
+instead of being cut by an argmax after the last step. What the rise removed that ``tau``
+would have kept is counted (``forced``: decisions, and the probability mass they lost), in
+the log and the result, so a search that needed it says so.
 """
 
 from __future__ import annotations
@@ -80,6 +88,7 @@ class SearchConfig:
     ssr_width_mean: str = "all"  # all (layer, op) rows, removed ones 0 | surviving rows
     cost: str = "backbone"  # the cost measure: backbone (+1x1 classifier) | network
     tau: float = 0.1
+    settle: float = 0.2  # the last fraction of the epochs over which tau rises to 1; 0: off
     shrink_every: int = 0  # steps; 0 = after each epoch
     w_ce: float = 100.0
     w_ssr_op: float = 30.0
@@ -115,6 +124,9 @@ def check_config(config: SearchConfig, space: SearchSpace) -> SearchConfig:
                                    ("dual", "off"))):
         if value not in allowed:
             raise SsrDeployError(f"{name} {value!r}: use one of {', '.join(allowed)}")
+    if not 0 <= config.settle < 1:
+        raise SsrDeployError(f"settle {config.settle}: use a fraction of the epochs in [0, 1) "
+                             "(0.2: tau rises to 1 over the last fifth; 0: never)")
     if not 0 < config.cost_band < 0.5:
         raise SsrDeployError(f"cost band {config.cost_band}: use a fraction of the target "
                              "between 0 and 0.5 (e.g. 0.03)")
@@ -137,7 +149,8 @@ def check_config(config: SearchConfig, space: SearchSpace) -> SearchConfig:
 
 #: what a search.pt written before these settings existed ran with
 LEGACY = {"arch_data": "split", "weight_clip": 5.0, "class_weights": "none",
-          "ssr_width_mean": "surviving", "cost": "network", "cost_constraint": "off"}
+          "ssr_width_mean": "surviving", "cost": "network", "cost_constraint": "off",
+          "settle": 0.0}
 
 
 def saved_config(out: str | Path) -> dict[str, Any]:
@@ -200,6 +213,8 @@ class Searcher:
         self.weight_opt = self._weight_optimizer()
         self.epoch, self.step = 0, 0
         self.multiplier = 0.0  # the cost constraint's lambda (dual ascent)
+        #: what settling removed that tau alone would have kept
+        self.forced = {"decisions": 0, "mass": 0.0}
 
     def _masks(self) -> tuple[np.ndarray, ...]:
         n = self.net
@@ -260,9 +275,10 @@ class Searcher:
             group["lr"] = c.weight_lr * (1 - self.epoch / c.epochs) ** 0.9
         sums: dict[str, list[float]] = {"ce": [], "arch": [], "ssr_op": [], "cost": []}
         self.net.train()
-        for (x, y), (xa, ya) in tqdm(zip(*loaders, strict=False), total=len(loaders[0]),
+        steps = len(loaders[0])
+        for i, ((x, y), (xa, ya)) in enumerate(tqdm(zip(*loaders, strict=False), total=steps,
                                      desc=f"search {self.epoch + 1}/{c.epochs}", leave=False,
-                                     disable=None):
+                                     disable=None)):
             x, y, xa, ya = (t.to(self.device) for t in (x, y, xa, ya))
             ce = self._ce(x, y)
             self.weight_opt.zero_grad(set_to_none=True)
@@ -278,9 +294,11 @@ class Searcher:
             self.step += 1
             if c.shrink_every and self.step % c.shrink_every == 0 and \
                     self.epoch >= c.warmup_epochs:
-                self.shrink()
-        if not c.shrink_every and self.epoch >= c.warmup_epochs:
-            self.shrink()
+                self.shrink(self.epoch + (i + 1) / steps)
+        settles_now = c.settle and self.epoch + 1 == c.epochs  # tau reaches 1 at the end
+        if self.epoch >= c.warmup_epochs and (
+                not c.shrink_every or settles_now and self.step % c.shrink_every):
+            self.shrink(self.epoch + 1)
         return {k: float(np.mean(v)) if v else float("nan") for k, v in sums.items()}
 
     def arch_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -328,21 +346,35 @@ class Searcher:
         """bfloat16 autocast on CUDA (no loss scaling needed); a no-op on CPU."""
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
+    def tau_at(self, epochs_done: float) -> float:
+        """The shrinking threshold after ``epochs_done`` (fractional) epochs: ``tau``, rising
+        linearly to 1 over the last ``settle`` of the epochs (1 keeps one option each)."""
+        c = self.config
+        start = c.epochs * (1 - c.settle)
+        if not c.settle or epochs_done <= start:
+            return c.tau
+        return c.tau + (1 - c.tau) * min(1.0, (epochs_done - start) / (c.epochs - start))
+
     @torch.no_grad()
-    def shrink(self) -> None:
-        """Op level first (a removed op takes its widths along), then the widths; with the
-        cost held (``dual``), less any removal that would leave no network in the band."""
-        net, tau = self.net, self.config.tau
-        op_p, mid_p, out_p = net.probs()
-        op = shrink_mask(op_p, net.op_valid, tau)
-        proposed = [op]
-        for valid, probs in ((net.mid_valid, mid_p), (net.out_valid, out_p)):
-            valid = valid & op[..., None]
-            proposed.append(shrink_mask(probs, valid, tau) & valid.any(-1, keepdim=True))
-        proposed = tuple(m.cpu().numpy() for m in proposed)
+    def shrink(self, epochs_done: float | None = None) -> None:
+        """Op level first (a removed op takes its widths along), then the widths, at the
+        threshold of this point of the search (``tau_at``); with the cost held (``dual``),
+        less any removal that would leave no network in the band."""
+        net = self.net
+        tau = self.config.tau if epochs_done is None else self.tau_at(epochs_done)
+        probs = net.probs()
+        before = self._masks()
+        proposed = _proposal(probs, (net.op_valid, net.mid_valid, net.out_valid), tau)
         if self.budget:
-            confidence = tuple(p.max(-1).values.cpu().numpy() for p in (op_p, mid_p, out_p))
-            proposed = self.budget.hold(self._masks(), proposed, confidence)
+            confidence = tuple(p.max(-1).values.cpu().numpy() for p in probs)
+            proposed = self.budget.hold(before, proposed, confidence)
+        if tau > self.config.tau:  # what the rise removed that tau alone would have kept
+            kept = _proposal(probs, (net.op_valid, net.mid_valid, net.out_valid),
+                             self.config.tau)
+            decisions, mass = _forced(before, proposed, kept, probs)
+            n = self.forced["decisions"] + decisions
+            self.forced = {"decisions": n, "mass": (self.forced["mass"] * self.forced[
+                "decisions"] + mass * decisions) / n if n else 0.0}
         self._set_masks(proposed)
 
     def options_left(self) -> dict[str, int]:
@@ -374,7 +406,8 @@ class Searcher:
                 expected = float(self.expected_cost()) / scale
                 mean_max_prob = self.mean_max_prob()
             row = {"epoch": self.epoch, **losses, f"expected_{unit.lower()}": expected,
-                   "multiplier": self.multiplier,
+                   "multiplier": self.multiplier, "tau": self.tau_at(self.epoch),
+                   "forced": dict(self.forced),
                    "options_left": self.options_left(), "mean_max_prob": mean_max_prob,
                    "seconds": time.perf_counter() - start}
             self.save(row)
@@ -405,7 +438,8 @@ class Searcher:
         genotype.save(self.out / "genotype.json")
         save_checkpoint(self.out / "discrete.pt", discrete, genotype, source="ssr-deploy search")
         return {"genotype": genotype, "converged": converged, "epochs": self.epoch,
-                "discarded_mass": gap, "ended": ended, "mean_max_prob": settled}
+                "discarded_mass": gap, "ended": ended, "mean_max_prob": settled,
+                "forced": dict(self.forced)}
 
     @torch.no_grad()
     def discrete_model(self):
@@ -445,7 +479,7 @@ class Searcher:
         state = {"epoch": self.epoch, "step": self.step, "net": self.net.state_dict(),
                  "weight_opt": self.weight_opt.state_dict(),
                  "arch_opt": self.arch_opt.state_dict(), "rng": torch.get_rng_state(),
-                 "multiplier": self.multiplier,
+                 "multiplier": self.multiplier, "forced": self.forced,
                  "space": self.space.to_dict(), "config": jsonable(asdict(self.config))}
         rows, text = epoch_log(self.out / "search_log.jsonl", row)
         m = self.measure
@@ -472,6 +506,32 @@ class Searcher:
         torch.set_rng_state(state["rng"])
         self.epoch, self.step = state["epoch"], state["step"]
         self.multiplier = float(state.get("multiplier", 0.0))
+        self.forced = dict(state.get("forced", {"decisions": 0, "mass": 0.0}))
+
+
+def _proposal(probs, valids, tau: float) -> tuple[np.ndarray, ...]:
+    """Shrinking's masks at threshold ``tau``: ops first, then the widths of the ops kept."""
+    op = shrink_mask(probs[0], valids[0], tau)
+    masks = [op]
+    for p, valid in zip(probs[1:], valids[1:], strict=True):
+        valid = valid & op[..., None]
+        masks.append(shrink_mask(p, valid, tau) & valid.any(-1, keepdim=True))
+    return tuple(m.cpu().numpy() for m in masks)
+
+
+def _forced(before, after, kept, probs) -> tuple[int, float]:
+    """Decisions that lost an option ``kept`` would not have removed, and the mean
+    probability mass they lost; width decisions only of the ops still there (an op removed
+    takes its widths along, one decision, not many)."""
+    decisions, mass = 0, 0.0
+    for level, (b, a, k, p) in enumerate(zip(before, after, kept, probs, strict=True)):
+        lost = b & ~a & k
+        if level:
+            lost &= after[0][..., None]
+        rows = lost.any(-1)
+        decisions += int(rows.sum())
+        mass += float((p.cpu().numpy() * lost).sum())
+    return decisions, mass / decisions if decisions else 0.0
 
 
 def _rows(probs: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -85,8 +85,9 @@ def test_unreachable_target_and_bad_space(tmp_path):
 def test_tiny_search_ends_one_hot_and_on_its_target(tmp_path):
     """The paper's space at 64x128 on synthetic scenes, the authors' recipe (both batches from
     the whole set, weighted CE, backbone cost) with the cost held as a constraint (the
-    default): the search shrinks the space by most of its options, ends converged (or with
-    mean max probability >= 0.98), and the found network's backbone cost is within 5% of the
+    default) and settling over the last fifth (the default): the search shrinks the space by
+    most of its options, ends converged (or, where the band holds options open, with mean
+    max probability >= 0.99), and the found network's backbone cost is within 5% of the
     target. The trajectory depends on the machine's float reductions; the constraint makes
     where it ends not depend on them."""
     out = tmp_path / "tiny"
@@ -97,10 +98,10 @@ def test_tiny_search_ends_one_hot_and_on_its_target(tmp_path):
     rows = [json.loads(r) for r in (out / "search_log.jsonl").read_text().splitlines()]
     first, last = rows[0]["options_left"]["op"], rows[-1]["options_left"]["op"]
     assert last <= 0.25 * first, (first, last)
-    if not result.output.startswith("converged"):  # the band holds some options open to the
-        # end: 0.987 on one thread, where the issue asks 0.99 (open, README); the network is
-        # then the most probable one in the band, which the supernet's masks keep alone
-        assert rows[-1]["mean_max_prob"] >= 0.98, result.output
+    if not result.output.startswith("converged"):  # the band held some options open to the
+        # end; the network is then the most probable one in it, kept alone by the masks
+        assert rows[-1]["mean_max_prob"] >= 0.99, result.output
+    assert rows[-1]["tau"] == 1.0 and rows[0]["tau"] == 0.1
     genotype = Genotype.load(out / "genotype.json")
     config = json.loads((out / "config.json").read_text())
     assert config["cost_measure"] == "backbone" and config["data_split"] == "full"
@@ -187,6 +188,7 @@ def test_search_cli_refusals(tmp_path):
                                 (["--size", "64x120"], 1, "multiples of 16"),
                                 (["--loss-weights", "1,2"], 2, "five finite numbers"),
                                 (["--cost-band", "0.6"], 2, "--cost-band"),
+                                (["--settle", "1"], 2, "--settle"),
                                 (["--target-ms", "5"], 2, "--target-ms needs --lut")):
         args = ["--data", "synthetic:8", *args] if args[0] != "--data" else args
         bad = runner.invoke(main, ["search", *args, "--out", str(tmp_path / "o")])
@@ -198,8 +200,8 @@ def test_a_search_cut_short_ends_in_the_band_and_its_supernet_is_the_network(tmp
     the band (or the argmax, if that is in it), and the supernet keeps it alone."""
     from ssr_deploy.search.supernet import decode
 
-    for ratio in (0.7, 0.95):
-        s = _searcher(tmp_path / str(ratio), 1, target_ratio=ratio)
+    for ratio in (0.7, 0.95):  # no settling: the epochs run out with decisions open
+        s = _searcher(tmp_path / str(ratio), 1, target_ratio=ratio, settle=0.0)
         result = s.run()
         assert not result["converged"] and result["ended"] in ("argmax", "in band")
         found = s.found_cost(result["genotype"])
@@ -207,6 +209,25 @@ def test_a_search_cut_short_ends_in_the_band_and_its_supernet_is_the_network(tmp
         assert s.discrete() and decode(s.net).stages == result["genotype"].stages
         with torch.no_grad():
             assert float(s.expected_cost()) == pytest.approx(found)
+
+
+def test_settling_ends_a_short_search_with_one_option_per_decision(tmp_path):
+    """Three epochs are far too few for SSR alone; with tau rising to 1 over the last half
+    every decision is down to one option by the end, what the rise removed is counted, and
+    a resumed search holds the count."""
+    s = _searcher(tmp_path / "off", 3, settle=0.5, cost_constraint="off")
+    result = s.run()
+    rows = [json.loads(r) for r in (tmp_path / "off" / "search_log.jsonl").read_text()
+            .splitlines()]
+    assert [r["tau"] for r in rows] == pytest.approx([0.1, 0.4, 1.0])
+    assert result["converged"] and s.mean_max_prob() == pytest.approx(1.0)
+    assert result["forced"]["decisions"] > 0 and 0 < result["forced"]["mass"] < 1
+    assert rows[-1]["forced"] == result["forced"]
+    unsettled = _searcher(tmp_path / "none", 3, settle=0.0, cost_constraint="off").run()
+    assert not unsettled["converged"] and unsettled["forced"]["decisions"] == 0
+    resumed = _searcher(tmp_path / "off", 3, settle=0.5, cost_constraint="off")
+    resumed.resume()
+    assert resumed.forced == result["forced"]
 
 
 def test_discretisation_gap_is_measured_and_zero_once_one_hot(tmp_path):
