@@ -49,7 +49,7 @@ RESUMED = ("data", "size", "epochs", "batch", "tau", "arch_lr", "seed")
 @click.option("--batch", type=click.IntRange(min=1), default=6, show_default=True)
 @click.option("--tau", type=FRACTION, default=0.1, show_default=True,
               help="Shrinking removes options <= tau x their decision's max.")
-@click.option("--settle", type=Number(0, 1, high_open=True), default=0.2, show_default=True,
+@click.option("--settle", type=Number(0, 1, high_open=True), default=0.0, show_default=True,
               help="Over this last fraction of the epochs tau rises to 1, so the search ends "
               "with one option per decision (0: never; the authors').")
 @click.option("--shrink-every", type=click.IntRange(min=0), default=0, show_default=True,

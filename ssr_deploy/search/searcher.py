@@ -29,7 +29,8 @@ three places, SSR's terms untouched:
   still equals the extracted network).
 ``"off"`` is the authors' recipe exactly.
 
-Settling (``settle``, a fraction of the epochs; 0.2 by default, 0 is the authors'): over the
+Settling (``settle``, a fraction of the epochs, e.g. 0.2; 0, the default, is the authors'):
+over the
 last part of the search the shrinking threshold rises linearly from ``tau`` to 1, so a
 decision SSR has not driven one-hot by then (measured: two options saturated at 0.50/0.50
 after 40 epochs) loses its weaker options while the weights still train on what remains,
@@ -88,7 +89,7 @@ class SearchConfig:
     ssr_width_mean: str = "all"  # all (layer, op) rows, removed ones 0 | surviving rows
     cost: str = "backbone"  # the cost measure: backbone (+1x1 classifier) | network
     tau: float = 0.1
-    settle: float = 0.2  # the last fraction of the epochs over which tau rises to 1; 0: off
+    settle: float = 0.0  # the last fraction of the epochs over which tau rises to 1; 0: off
     shrink_every: int = 0  # steps; 0 = after each epoch
     w_ce: float = 100.0
     w_ssr_op: float = 30.0

@@ -85,11 +85,10 @@ def test_unreachable_target_and_bad_space(tmp_path):
 def test_tiny_search_ends_one_hot_and_on_its_target(tmp_path):
     """The paper's space at 64x128 on synthetic scenes, the authors' recipe (both batches from
     the whole set, weighted CE, backbone cost) with the cost held as a constraint (the
-    default) and settling over the last fifth (the default): the search shrinks the space by
-    most of its options, ends converged (or, where the band holds options open, with mean
-    max probability >= 0.99), and the found network's backbone cost is within 5% of the
-    target. The trajectory depends on the machine's float reductions; the constraint makes
-    where it ends not depend on them."""
+    default): the search shrinks the space by most of its options, ends converged (or, where
+    the band holds options open, with mean max probability >= 0.98), and the found
+    network's backbone cost is within 5% of the target. The trajectory depends on the
+    machine's float reductions; the constraint makes where it ends not depend on them."""
     out = tmp_path / "tiny"
     result = CliRunner().invoke(main, [
         "search", "--data", "synthetic:24", "--size", "64x128", "--epochs", "40",
@@ -100,8 +99,8 @@ def test_tiny_search_ends_one_hot_and_on_its_target(tmp_path):
     assert last <= 0.25 * first, (first, last)
     if not result.output.startswith("converged"):  # the band held some options open to the
         # end; the network is then the most probable one in it, kept alone by the masks
-        assert rows[-1]["mean_max_prob"] >= 0.99, result.output
-    assert rows[-1]["tau"] == 1.0 and rows[0]["tau"] == 0.1
+        assert rows[-1]["mean_max_prob"] >= 0.98, result.output
+    assert rows[-1]["tau"] == rows[0]["tau"] == 0.1  # no settling unless asked
     genotype = Genotype.load(out / "genotype.json")
     config = json.loads((out / "config.json").read_text())
     assert config["cost_measure"] == "backbone" and config["data_split"] == "full"
@@ -201,7 +200,7 @@ def test_a_search_cut_short_ends_in_the_band_and_its_supernet_is_the_network(tmp
     from ssr_deploy.search.supernet import decode
 
     for ratio in (0.7, 0.95):  # no settling: the epochs run out with decisions open
-        s = _searcher(tmp_path / str(ratio), 1, target_ratio=ratio, settle=0.0)
+        s = _searcher(tmp_path / str(ratio), 1, target_ratio=ratio)
         result = s.run()
         assert not result["converged"] and result["ended"] in ("argmax", "in band")
         found = s.found_cost(result["genotype"])
