@@ -1,8 +1,8 @@
 """Does the search land on the target it is given? The paper's space at 64x128 on synthetic
 scenes, as `ssr-deploy demo` searches (40 epochs, shrink every 3 steps, batch 4, arch lr
 0.3): MACs targets from 0.4 to 0.9 of the full backbone (x the --seeds), and 2 latency
-targets on a table built on this machine, each with the defaults (the cost held as a
-constraint by dual ascent, the search settling over its last fifth: `--settle 0.2`) and
+targets on a table built on this machine, each with the cost held as a constraint (the
+default, dual ascent) and the search settling over its last fifth (`--settle 0.2`), and
 with the authors' recipe (`--cost-constraint off --settle 0`: the fixed weight alone), side
 by side: target, found (in the target's measure), error, epochs, converged (else how it was
 discretised: argmax, or the most probable network in the band), the decisions settling
