@@ -1,13 +1,14 @@
 """The cost constraint's discrete side: what every choice of a layer costs, as tables, and,
 exactly from those (dynamic programming over the width each layer hands the next), the
 cheapest and the dearest network left in a partly shrunk space and the most probable
-network whose cost lies in a band around the target.
+network whose cost lies in a band around the target: the **anchor**.
 
 Why: the cost term steers the probabilities, but shrinking cannot be undone, so a search
 whose expected cost sits on its target can still freeze a space in which every network
-misses it (measured: +40% at 0.4 of the full backbone). With these the searcher holds back
-any removal that would leave no network in the band, and, should the epochs run out first,
-discretises to the most probable network inside it rather than to the plain argmax.
+misses it (measured: +40% at 0.4 of the full backbone). The searcher therefore never removes
+an option of the anchor: a network in the band is always left, exactly (a witness, not an
+estimate from the cheapest and dearest networks, between which the band can fall in a gap),
+and settling, or the epochs running out, ends on it.
 
 A network's cost is ``const + down[s][width into stage s] + blocks + head[w first, w last]``,
 widths as indices into a stage's options (widest first; a stage starts at its widest).
@@ -215,37 +216,20 @@ class Budget:
         self.tables, self.target, self.band = tables, target, band
         self.low, self.high = target * (1 - band), target * (1 + band)
 
-    def reachable(self, valid) -> bool:
-        cheapest, dearest = bounds(self.tables, valid)
-        return cheapest <= self.high and dearest >= self.low
-
-    def hold(self, current, proposed, confidence) -> tuple:
-        """``proposed`` (a shrinking step's masks), less the removals that would leave the
-        band out of reach: removals are taken op decisions first, then widths, each level
-        most confident first, and the longest run of them that keeps the band reachable is
-        applied (the rest wait for a later step). ``confidence``: the (op, mid, out) largest
-        probabilities per decision. A space already out of reach takes ``proposed``."""
-        if self.reachable(proposed) or not self.reachable(current):
-            return proposed
-        changes = _changes(current, proposed, confidence)
-        low, high = 0, len(changes)  # apply(low) reachable, apply(high) not
-        while high - low > 1:
-            mid = (low + high) // 2
-            if self.reachable(_apply(current, proposed, changes[:mid])):
-                low = mid
-            else:
-                high = mid
-        return _apply(current, proposed, changes[:low])
-
-    def pick(self, valid, logp) -> Pick:
-        """The network of the space to end on: the argmax network where its cost is in the
-        band; else the most probable network found in it by a Lagrangian search (the best
-        of score - mu * cost / target, mu bisected), then by changing one layer of the
-        closest network found; else that closest one."""
-        best = self.argmax(valid, logp)
-        if self._inside(best):
+    def pick(self, valid, logp, known: Pick | None = None) -> Pick:
+        """The network of the space to end on, the anchor: the argmax network where its cost
+        is in the band; else the most probable network found in it by a Lagrangian search
+        (the best of score - mu * cost / target, mu bisected), then by changing one layer of
+        the closest network found; else that closest one. ``known``: a network found in the
+        band before (the last anchor), a candidate where it is still in the space, so the
+        anchor never leaves the band once it has been in it."""
+        best = argmax(self.tables, valid, logp)
+        if self.inside(best):
             return best
         seen = [best]
+        if known is not None and self.inside(known) and self.allows(valid, known):
+            seen.append(Pick(known.choices, known.cost,
+                             _score(known.choices, logp, self.tables.skip)))
 
         def run(mu: float) -> Pick:
             seen.append(solve(self.tables, valid, logp, alpha=1.0, beta=mu / self.target))
@@ -262,13 +246,19 @@ class Budget:
                 far = mid
             else:
                 near = mid
-        inside = [p for p in seen if self._inside(p)]
+        inside = [p for p in seen if self.inside(p)]
         if inside:
             return max(inside, key=lambda p: p.score)
         closest = min(seen, key=lambda p: abs(p.cost - self.target))
         return self._one_change(closest, valid, logp) or closest
 
-    def _inside(self, p: Pick) -> bool:
+    def allows(self, valid, pick: Pick) -> bool:
+        """Every choice of ``pick`` is still an option of the (masked) space."""
+        op, mid, out = self.masks_of(pick, valid)
+        return bool((op <= valid[0]).all() and (mid <= valid[1]).all()
+                    and (out <= valid[2]).all())
+
+    def inside(self, p: Pick) -> bool:
         return self.low <= p.cost <= self.high
 
     def _past(self, p: Pick, sign: float) -> bool:  # reached the band or moved beyond it
@@ -287,25 +277,11 @@ class Budget:
             for c in options:
                 choices = [*base.choices[:li], c, *base.choices[li + 1:]]
                 p = Pick(choices, self.tables.cost(choices), 0.0)
-                if self._inside(p):
+                if self.inside(p):
                     p = Pick(choices, p.cost, _score(choices, logp, self.tables.skip))
                     if found is None or p.score > found.score:
                         found = p
         return found
-
-    def argmax(self, valid, logp) -> Pick:
-        """The network ``decode`` gives: each layer's likeliest op, then its likeliest
-        widths."""
-        op_valid, mid_valid, out_valid = valid
-        choices = []
-        for li in range(len(self.tables.stage_of)):
-            i = int(np.where(op_valid[li], logp[0][li], NEG).argmax())
-            if i == self.tables.skip:
-                choices.append(None)
-                continue
-            choices.append((i, int(np.where(mid_valid[li, i], logp[1][li, i], NEG).argmax()),
-                            int(np.where(out_valid[li, i], logp[2][li, i], NEG).argmax())))
-        return Pick(choices, self.tables.cost(choices), _score(choices, logp, self.tables.skip))
 
     def masks_of(self, pick: Pick, like) -> tuple:
         """One-hot (op, mid, out) masks of a picked network, shaped as ``like``."""
@@ -318,30 +294,15 @@ class Budget:
         return op, mid, out
 
 
-def _changes(current, proposed, confidence) -> list[tuple]:
-    """The removals from ``current`` to ``proposed``: ("op", layer) then ("width", kind,
-    layer, op), each level most confident decision first."""
-    (op_c, mid_c, out_c), (op_p, mid_p, out_p) = current, proposed
-    op_conf, mid_conf, out_conf = confidence
-    ops = [("op", li) for li in np.flatnonzero((op_c != op_p).any(-1))]
-    ops.sort(key=lambda c: -op_conf[c[1]])
-    widths = []
-    for kind, (cur, new, conf) in enumerate(((mid_c, mid_p, mid_conf), (out_c, out_p, out_conf))):
-        for li, i in zip(*np.nonzero((cur != new).any(-1) & op_p), strict=True):
-            widths.append(("width", kind, int(li), int(i), float(conf[li, i])))
-    widths.sort(key=lambda c: -c[4])
-    return ops + widths
-
-
-def _apply(current, proposed, changes) -> tuple:
-    op, mid, out = (m.copy() for m in current)
-    for c in changes:
-        if c[0] == "op":
-            li = c[1]
-            op[li] = proposed[0][li]
-            mid[li] &= op[li][:, None]
-            out[li] &= op[li][:, None]
-        else:
-            _, kind, li, i, _ = c
-            (mid, out)[kind][li, i] = proposed[1 + kind][li, i]
-    return op, mid, out
+def argmax(t: CostTables, valid, logp) -> Pick:
+    """The network ``decode`` gives: each layer's likeliest op, then its likeliest widths."""
+    op_valid, mid_valid, out_valid = valid
+    choices = []
+    for li in range(len(t.stage_of)):
+        i = int(np.where(op_valid[li], logp[0][li], NEG).argmax())
+        if i == t.skip:
+            choices.append(None)
+            continue
+        choices.append((i, int(np.where(mid_valid[li, i], logp[1][li, i], NEG).argmax()),
+                        int(np.where(out_valid[li, i], logp[2][li, i], NEG).argmax())))
+    return Pick(choices, t.cost(choices), _score(choices, logp, t.skip))

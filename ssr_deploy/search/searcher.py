@@ -21,22 +21,22 @@ three places, SSR's terms untouched:
   lambda += dual_lr * (E[cost] - target) / target, restarting from that step when the
   violation changes sign (no wind-up: a lambda grown while the cost was low does not keep
   pushing it up once it is high). The CE alone outvotes the authors' weight of 1.
-- shrinking removes nothing whose removal would leave no network of the space within
-  ``cost_band`` of the target (``search.budget``): what the probabilities have not settled
-  yet cannot be frozen off target. A search that converges ends in the band.
-- where the epochs run out first, the network is the argmax if it is in the band, else the
-  most probable network in it (the supernet's masks then keep it alone, so the supernet
-  still equals the extracted network).
-``"off"`` is the authors' recipe exactly.
-
-Settling (``settle``, a fraction of the epochs, e.g. 0.2; 0, the default, is the authors'):
-over the
-last part of the search the shrinking threshold rises linearly from ``tau`` to 1, so a
-decision SSR has not driven one-hot by then (measured: two options saturated at 0.50/0.50
-after 40 epochs) loses its weaker options while the weights still train on what remains,
-instead of being cut by an argmax after the last step. What the rise removed that ``tau``
-would have kept is counted (``forced``: decisions, and the probability mass they lost), in
-the log and the result, so a search that needed it says so.
+- shrinking never removes an option of the **anchor**, the most probable network whose
+  cost lies within ``cost_band`` of the target (``search.budget``, exact, recomputed at every
+  shrinking step): a network in the band is always left, and a search that converges ends
+  on one.
+- settling (``settle``, a fraction of the epochs; by default 0.2 with the constraint, 0
+  without): over the last part of the search the shrinking threshold rises linearly from
+  ``tau`` to 1, and at 1 the anchor alone is left. SSR leaves some decisions open for good
+  (measured: two dilations saturated at 0.50/0.50 after 40 epochs, where its gradient is
+  0); the rise takes their weaker options while the weights still train on what remains,
+  instead of an argmax after the last step. What it removed that ``tau`` would have kept is
+  counted (``forced``: decisions, and the probability mass they lost), in the log and the
+  result, and the search then ends ``settled`` rather than ``converged``.
+Where the epochs run out first (no settling), the network is the anchor: the argmax if it is
+in the band, else the most probable network in it (the supernet's masks then keep it alone,
+so the supernet still equals the extracted network). ``"off"`` is the authors' recipe
+exactly.
 """
 
 from __future__ import annotations
@@ -63,11 +63,11 @@ from ssr_deploy.io import atomic_write_text, jsonable
 from ssr_deploy.media import figure_writer
 from ssr_deploy.model.checkpoint import save_checkpoint
 from ssr_deploy.runs import epoch_log, publish_files, run_config_text, run_lock
-from ssr_deploy.search.budget import Budget, bounds
+from ssr_deploy.search.budget import Budget, Pick, argmax, bounds
 from ssr_deploy.search.extract import extract_discrete
 from ssr_deploy.search.losses import cost_loss, ssr_loss
 from ssr_deploy.search.measure import cost_measure, target_of
-from ssr_deploy.search.shrink import is_discrete, shrink_mask
+from ssr_deploy.search.shrink import forced_removals, is_discrete, proposal
 from ssr_deploy.search.space import SearchSpace
 from ssr_deploy.search.supernet import SuperNet
 
@@ -214,6 +214,7 @@ class Searcher:
         self.weight_opt = self._weight_optimizer()
         self.epoch, self.step = 0, 0
         self.multiplier = 0.0  # the cost constraint's lambda (dual ascent)
+        self.anchor: Pick | None = None  # the most probable network in the band, last found
         #: what settling removed that tau alone would have kept
         self.forced = {"decisions": 0, "mass": 0.0}
 
@@ -354,25 +355,28 @@ class Searcher:
         start = c.epochs * (1 - c.settle)
         if not c.settle or epochs_done <= start:
             return c.tau
-        return c.tau + (1 - c.tau) * min(1.0, (epochs_done - start) / (c.epochs - start))
+        done = (epochs_done - start) / (c.epochs - start)
+        return 1.0 if done >= 1 else c.tau + (1 - c.tau) * done
 
     @torch.no_grad()
     def shrink(self, epochs_done: float | None = None) -> None:
         """Op level first (a removed op takes its widths along), then the widths, at the
-        threshold of this point of the search (``tau_at``); with the cost held (``dual``),
-        less any removal that would leave no network in the band."""
+        threshold of this point of the search (``tau_at``). With the cost held (``dual``)
+        the anchor's options stay, and where tau has reached 1 the anchor alone is left."""
         net = self.net
         tau = self.config.tau if epochs_done is None else self.tau_at(epochs_done)
         probs = net.probs()
+        valids = (net.op_valid, net.mid_valid, net.out_valid)
         before = self._masks()
-        proposed = _proposal(probs, (net.op_valid, net.mid_valid, net.out_valid), tau)
         if self.budget:
-            confidence = tuple(p.max(-1).values.cpu().numpy() for p in probs)
-            proposed = self.budget.hold(before, proposed, confidence)
+            self.anchor = self.budget.pick(before, _log(probs), self.anchor)
+            keep = self.budget.masks_of(self.anchor, before)
+            proposed = keep if tau >= 1 else proposal(probs, valids, tau, keep)
+        else:
+            proposed = proposal(probs, valids, tau)
         if tau > self.config.tau:  # what the rise removed that tau alone would have kept
-            kept = _proposal(probs, (net.op_valid, net.mid_valid, net.out_valid),
-                             self.config.tau)
-            decisions, mass = _forced(before, proposed, kept, probs)
+            kept = proposal(probs, valids, self.config.tau)
+            decisions, mass = forced_removals(before, proposed, kept, probs)
             n = self.forced["decisions"] + decisions
             self.forced = {"decisions": n, "mass": (self.forced["mass"] * self.forced[
                 "decisions"] + mass * decisions) / n if n else 0.0}
@@ -416,24 +420,25 @@ class Searcher:
 
     @torch.no_grad()
     def finish(self) -> dict[str, Any]:
-        """Discretise where the epochs ran out (the argmax; with the cost held, the most
-        probable network in the band, which the supernet's masks then keep alone), write
-        genotype.json + discrete.pt. ``mean_max_prob``: as the search left it, before."""
-        op_p, mid_p, out_p = self.net.probs()
-        gap = {"op": _mass_discarded(op_p, self.net.op_valid),
-               "mid": _mass_discarded(mid_p, self.net.mid_valid),
-               "out": _mass_discarded(out_p, self.net.out_valid)}
-        converged, ended, settled = self.discrete(), "converged", self.mean_max_prob()
+        """Discretise where the epochs ran out (the argmax; with the cost held, the anchor,
+        which the supernet's masks then keep alone), write genotype.json + discrete.pt.
+        ``ended``: converged (SSR and tau alone), settled (settling removed options tau
+        would have kept), argmax, or in band (the anchor, where the argmax was not in it);
+        ``mean_max_prob``: as the search left it, before."""
+        probs = self.net.probs()
+        gap = {k: _mass_discarded(p, v) for k, p, v in zip(
+            ("op", "mid", "out"), probs, (self.net.op_valid, self.net.mid_valid,
+                                          self.net.out_valid), strict=True)}
+        converged, settled = self.discrete(), self.mean_max_prob()
+        ended = "settled" if self.forced["decisions"] else "converged"
         if not converged:
             ended = "argmax"
             if self.budget:
-                logp = tuple(p.clamp_min(1e-30).log().double().cpu().numpy()
-                             for p in (op_p, mid_p, out_p))
-                masks = self._masks()
-                pick = self.budget.pick(masks, logp)
-                if pick.choices != self.budget.argmax(masks, logp).choices:
+                masks, logp = self._masks(), _log(probs)
+                self.anchor = self.budget.pick(masks, logp, self.anchor)
+                if self.anchor.choices != argmax(self.tables, masks, logp).choices:
                     ended = "in band"
-                self._set_masks(self.budget.masks_of(pick, masks))
+                self._set_masks(self.budget.masks_of(self.anchor, masks))
         discrete = self.discrete_model()
         genotype = discrete.genotype
         genotype.save(self.out / "genotype.json")
@@ -481,6 +486,7 @@ class Searcher:
                  "weight_opt": self.weight_opt.state_dict(),
                  "arch_opt": self.arch_opt.state_dict(), "rng": torch.get_rng_state(),
                  "multiplier": self.multiplier, "forced": self.forced,
+                 "anchor": None if self.anchor is None else self.anchor.choices,
                  "space": self.space.to_dict(), "config": jsonable(asdict(self.config))}
         rows, text = epoch_log(self.out / "search_log.jsonl", row)
         m = self.measure
@@ -508,31 +514,14 @@ class Searcher:
         self.epoch, self.step = state["epoch"], state["step"]
         self.multiplier = float(state.get("multiplier", 0.0))
         self.forced = dict(state.get("forced", {"decisions": 0, "mass": 0.0}))
+        if state.get("anchor") is not None:  # the cost is the tables', the score the pick's
+            choices = [None if c is None else tuple(c) for c in state["anchor"]]
+            self.anchor = Pick(choices, self.tables.cost(choices), 0.0)
 
 
-def _proposal(probs, valids, tau: float) -> tuple[np.ndarray, ...]:
-    """Shrinking's masks at threshold ``tau``: ops first, then the widths of the ops kept."""
-    op = shrink_mask(probs[0], valids[0], tau)
-    masks = [op]
-    for p, valid in zip(probs[1:], valids[1:], strict=True):
-        valid = valid & op[..., None]
-        masks.append(shrink_mask(p, valid, tau) & valid.any(-1, keepdim=True))
-    return tuple(m.cpu().numpy() for m in masks)
-
-
-def _forced(before, after, kept, probs) -> tuple[int, float]:
-    """Decisions that lost an option ``kept`` would not have removed, and the mean
-    probability mass they lost; width decisions only of the ops still there (an op removed
-    takes its widths along, one decision, not many)."""
-    decisions, mass = 0, 0.0
-    for level, (b, a, k, p) in enumerate(zip(before, after, kept, probs, strict=True)):
-        lost = b & ~a & k
-        if level:
-            lost &= after[0][..., None]
-        rows = lost.any(-1)
-        decisions += int(rows.sum())
-        mass += float((p.cpu().numpy() * lost).sum())
-    return decisions, mass / decisions if decisions else 0.0
+def _log(probs) -> tuple[np.ndarray, ...]:
+    """Log probabilities as the budget's exact solver takes them (float64, numpy)."""
+    return tuple(p.clamp_min(1e-30).log().double().cpu().numpy() for p in probs)
 
 
 def _rows(probs: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,6 @@
 """The cost constraint's discrete side: tables that cost networks as the search measures
-them, exact cheapest/dearest networks of a shrunk space, shrinking that never leaves the
-band out of reach, and the most probable network in the band."""
+them, exact cheapest/dearest networks of a shrunk space, the most probable network in the
+band (the anchor), and shrinking that never removes it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssr_deploy.search.budget import Budget, bounds, latency_tables, macs_tables
+from ssr_deploy.search.budget import Budget, Pick, argmax, bounds, latency_tables, macs_tables
 from ssr_deploy.search.cost import expected_macs, genotype_cost
 from ssr_deploy.search.space import SearchSpace, StageSpace
 from ssr_deploy.search.supernet import SuperNet, decode
@@ -39,11 +39,10 @@ def _random_state(net: SuperNet, seed: int, keep: float = 0.5):
 def test_the_tables_cost_a_network_as_the_search_measures_it(measure):
     space = SearchSpace()
     net, tables = SuperNet(space, 19), macs_tables(space, (64, 128), measure, 19)
-    budget = Budget(tables, 1e8, 0.03)
     for seed in range(4):
         masks, logp = _random_state(net, seed)
-        argmax = budget.argmax(masks, logp)
-        assert argmax.cost == genotype_cost(decode(net), (64, 128), measure)
+        assert argmax(tables, masks, logp).cost == genotype_cost(decode(net), (64, 128),
+                                                                 measure)
     full = float(expected_macs(SuperNet(space, 19), (64, 128), True, measure))
     everything = tuple(np.ones_like(m) for m in masks)
     assert bounds(tables, everything)[1] == pytest.approx(full)
@@ -52,11 +51,11 @@ def test_the_tables_cost_a_network_as_the_search_measures_it(measure):
 def test_latency_tables_cost_a_network_as_the_table_predicts_it():
     space = SearchSpace()
     table = synthetic_table(space, multilinear, grid=3)
-    net, budget = SuperNet(space, 19), Budget(latency_tables(table), 30.0, 0.03)
+    net, tables = SuperNet(space, 19), latency_tables(table)
     for seed in range(3):
         masks, logp = _random_state(net, seed)
         predicted = table.predict(decode(net, classes=None))["latency_ms"]
-        assert budget.argmax(masks, logp).cost == pytest.approx(predicted, rel=1e-9)
+        assert argmax(tables, masks, logp).cost == pytest.approx(predicted, rel=1e-9)
 
 
 def _every_network(space, masks):
@@ -87,25 +86,38 @@ def test_cheapest_dearest_and_pick_are_exact_on_a_space_small_enough_to_enumerat
     assert (op.sum(-1) == 1).all() and (op <= masks[0]).all()
 
 
-def test_shrinking_is_held_where_it_would_leave_the_band_out_of_reach():
-    space = SearchSpace()
-    net, tables = SuperNet(space, 19), macs_tables(space, (64, 128), "backbone", 19)
-    masks, logp = _random_state(net, 3, keep=1.0)
+def test_the_anchor_stays_in_the_band_where_the_cheapest_and_dearest_straddle_a_gap():
+    """Cheapest below the band and dearest above it do not make a network in it: with two
+    layers left whose options jump in cost, the band can fall in a gap. The anchor is a
+    network, so it is in the band exactly when one exists; a known anchor is kept where the
+    Lagrangian search alone would miss it."""
+    net, tables = SuperNet(MICRO, 5), macs_tables(MICRO, SIZE, "backbone", 5)
+    _, logp = _random_state(net, 4)
+    op, mid, out = (np.zeros(m.shape, dtype=bool) for m in (net.op_valid, net.mid_valid,
+                                                               net.out_valid))
+    op[:, 0] = op[:, 1] = True  # skip or a full-resolution block, at its widest, per layer
+    mid[:, 1, 0] = out[:, 1, 0] = True
+    masks = op, mid, out
+    costs = sorted({round(tables.cost(c)) for c in _every_network(MICRO, masks)})
+    gaps = [(b - a) / a for a, b in zip(costs, costs[1:], strict=False)]
+    i = int(np.argmax(gaps))
+    assert gaps[i] > 0.1, gaps  # a gap wider than the band
+    in_gap = Budget(tables, (costs[i] + costs[i + 1]) / 2, 0.03)
     cheapest, dearest = bounds(tables, masks)
-    budget = Budget(tables, cheapest + 0.1 * (dearest - cheapest), 0.03)
-    # a step that would keep only the widest widths and no skip: every network too dear
-    proposed = (masks[0].copy(), np.zeros_like(masks[1]), np.zeros_like(masks[2]))
-    proposed[0][:, 0] = False
-    proposed[1][..., 0] = proposed[2][..., 0] = True
-    proposed = (proposed[0], proposed[1] & proposed[0][..., None],
-                proposed[2] & proposed[0][..., None])
-    assert not budget.reachable(proposed)
-    confidence = tuple(np.exp(p).max(-1) for p in logp)
-    held = budget.hold(masks, proposed, confidence)
-    assert budget.reachable(held)
-    for kept, now, wanted in zip(held, masks, proposed, strict=True):
-        assert (kept <= now).all() and (kept >= wanted).all()  # only removals held back
-    assert sum(int(m.sum()) for m in held) < sum(int(m.sum()) for m in masks)  # some went
-    # a reachable step is taken whole
-    assert all((a == b).all() for a, b in zip(budget.hold(masks, masks, confidence), masks,
-                                              strict=True))
+    assert cheapest < in_gap.low and dearest > in_gap.high  # what an interval test accepts
+    assert not in_gap.inside(in_gap.pick(masks, logp))  # and no network is in the band
+    for target in costs[::3]:
+        budget = Budget(tables, target, 0.03)
+        pick = budget.pick(masks, logp)
+        assert budget.inside(pick) and budget.allows(masks, pick)
+        least = min((c for c in _every_network(MICRO, masks)
+                     if budget.inside(Pick(c, tables.cost(c), 0.0))),
+                    key=lambda c: _score(c, logp))  # the least probable network in the band
+        known = Pick(least, tables.cost(least), 0.0)
+        assert budget.pick(masks, logp, known).score >= pick.score  # known is a candidate
+
+
+def _score(choices, logp):
+    from ssr_deploy.search.budget import _score
+
+    return _score(choices, logp, 0)
