@@ -115,6 +115,7 @@ class Demo:
         g = result["genotype"]
         first, last = rows[0], rows[-1]
         return {"epochs": result["epochs"], "converged": result["converged"],
+                "ended": result["ended"], "forced": result["forced"],
                 "options_first": first["options_left"], "options_last": last["options_left"],
                 "epoch_seconds_first": first["seconds"], "epoch_seconds_last": last["seconds"],
                 "depth": [st.depth for st in g.stages],
@@ -299,7 +300,7 @@ def report(f: dict[str, Any], out: Path, quick: bool) -> str:
         f"Options left: op {se['options_first']['op']} -> {se['options_last']['op']}, "
         f"mid width {se['options_first']['mid']} -> {se['options_last']['mid']}, out width "
         f"{se['options_first']['out']} -> {se['options_last']['out']} in {se['epochs']} "
-        f"epochs ({'converged' if se['converged'] else 'stopped; argmax for the rest'}); "
+        f"epochs ({_search_ending(se)}); "
         f"epoch time {se['epoch_seconds_first']:.1f} s -> {se['epoch_seconds_last']:.1f} s. "
         f"Found depth {' + '.join(map(str, se['depth']))}: {se['cost_measure']} cost "
         f"{se['found_gmacs']:.3f} GMACs against the target {se['target_gmacs']:.3f} "
@@ -381,3 +382,14 @@ def precision_lines(p: dict[str, Any]) -> list[str]:
                  "int8 through separate quantize/dequantize steps, slower than fp32 here; "
                  "TensorRT fuses them into int8 kernels on the GPU.")
     return lines
+
+
+def _search_ending(se: dict[str, Any]) -> str:
+    """How the demo's search ended, in a few words (older demo.json files lack ``ended``)."""
+    ended = se.get("ended", "converged" if se["converged"] else "argmax")
+    if ended == "settled":
+        f = se["forced"]
+        return (f"settled: {f['decisions']} decisions taken by the rising threshold, "
+                f"{f['mass']:.2f} of their probability each")
+    return {"converged": "converged", "argmax": "stopped; argmax for the rest",
+            "in band": "stopped; the most probable network in the band"}[ended]

@@ -49,9 +49,10 @@ RESUMED = ("data", "size", "epochs", "batch", "tau", "arch_lr", "seed")
 @click.option("--batch", type=click.IntRange(min=1), default=6, show_default=True)
 @click.option("--tau", type=FRACTION, default=0.1, show_default=True,
               help="Shrinking removes options <= tau x their decision's max.")
-@click.option("--settle", type=Number(0, 1, high_open=True), default=0.0, show_default=True,
+@click.option("--settle", type=Number(0, 1, high_open=True),
               help="Over this last fraction of the epochs tau rises to 1, so the search ends "
-              "with one option per decision (0: never; the authors').")
+              "with one option per decision, the anchor's with the cost held (0: never, the "
+              "authors'). [default: 0.2 with --cost-constraint dual, 0 with off]")
 @click.option("--shrink-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="Shrink every N steps (0: after each epoch).")
 @click.option("--target-ratio", type=Number(0, 1, low_open=True), default=0.6, show_default=True,
@@ -69,10 +70,10 @@ RESUMED = ("data", "size", "epochs", "batch", "tau", "arch_lr", "seed")
 @click.option("--cost-constraint", type=click.Choice(["dual", "off"]), default="dual",
               show_default=True,
               help="dual: the target is a constraint: a multiplier on the cost that grows while "
-              "the cost is off target (dual ascent), shrinking that never leaves the band out "
-              "of reach, and, should the epochs run out, the most probable network in the "
-              "band; off: the fixed cost weight alone (the authors'; with --lut weight 200 "
-              "unless --loss-weights says otherwise).")
+              "the cost is off target (dual ascent), shrinking that never removes the most "
+              "probable network in the band (the anchor), and settling that ends on it; "
+              "off: the fixed cost weight alone, no settling (the authors'; with --lut weight "
+              "200 unless --loss-weights says otherwise).")
 @click.option("--cost-band", type=Number(0, 0.5, low_open=True, high_open=True), default=0.03,
               show_default=True, help="With --cost-constraint dual: the found network's cost "
               "lies within target x (1 +- this).")
@@ -170,19 +171,26 @@ def search(ctx, source, out, space_file, size, epochs, warmup, batch, tau, settl
                        f"; changed: {'; '.join(changes)}" if changes else ""), err=True)
     result = searcher.run()
     g = result["genotype"]
-    how = ("by argmax" if result["ended"] == "argmax" else
-           f"to the most probable network within {config.cost_band:.0%} of the target (the "
-           "argmax was not)")
-    forced = result["forced"]
-    state = "converged: every decision has one option" + (
-        f" ({forced['decisions']} settled by the rising tau, losing {forced['mass']:.2f} of "
-        "their probability on average)" if forced["decisions"] else "") if result[
-        "converged"] else (
-        f"stopped after {result['epochs']} epochs and discretised {how}; probability "
-        f"mass discarded per decision: {result['discarded_mass']}")
+    click.echo(_ending(result, config.cost_band))
     from ssr_deploy.model.complexity import count_macs
 
     cost = searcher.measure.line(searcher.found_cost(g), searcher.target)
-    click.echo(f"{state}\ndepth {' + '.join(str(s.depth) for s in g.stages)}; {cost}; whole "
+    click.echo(f"depth {' + '.join(str(s.depth) for s in g.stages)}; {cost}; whole "
                f"network {count_macs(g, size)[0] / 1e9:.3f} GMACs at {size[0]}x{size[1]}; "
                f"wrote {out}/genotype.json, discrete.pt and config.json")
+
+
+def _ending(result: dict, band: float) -> str:
+    """How the search ended, in one line."""
+    forced = result["forced"]
+    if result["ended"] == "converged":
+        return "converged: every decision has one option"
+    if result["ended"] == "settled":
+        return (f"settled: every decision has one option, {forced['decisions']} of them "
+                f"settled by the rising tau, losing {forced['mass']:.2f} of their probability "
+                "on average")
+    how = ("by argmax" if result["ended"] == "argmax" else
+           f"to the most probable network within {band:.0%} of the target (the argmax was "
+           "not)")
+    return (f"stopped after {result['epochs']} epochs and discretised {how}; probability "
+            f"mass discarded per decision: {result['discarded_mass']}")

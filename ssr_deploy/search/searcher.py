@@ -89,7 +89,8 @@ class SearchConfig:
     ssr_width_mean: str = "all"  # all (layer, op) rows, removed ones 0 | surviving rows
     cost: str = "backbone"  # the cost measure: backbone (+1x1 classifier) | network
     tau: float = 0.1
-    settle: float = 0.0  # the last fraction of the epochs over which tau rises to 1; 0: off
+    settle: float | None = None  # the last fraction of the epochs over which tau rises to 1
+    # (0: never); None: 0.2 with the constraint held, 0 (the authors') without
     shrink_every: int = 0  # steps; 0 = after each epoch
     w_ce: float = 100.0
     w_ssr_op: float = 30.0
@@ -125,6 +126,9 @@ def check_config(config: SearchConfig, space: SearchSpace) -> SearchConfig:
                                    ("dual", "off"))):
         if value not in allowed:
             raise SsrDeployError(f"{name} {value!r}: use one of {', '.join(allowed)}")
+    if config.settle is None:
+        config = dataclasses.replace(config, settle=SETTLE if config.cost_constraint == "dual"
+                                     else 0.0)
     if not 0 <= config.settle < 1:
         raise SsrDeployError(f"settle {config.settle}: use a fraction of the epochs in [0, 1) "
                              "(0.2: tau rises to 1 over the last fifth; 0: never)")
@@ -147,6 +151,9 @@ def check_config(config: SearchConfig, space: SearchSpace) -> SearchConfig:
         config = dataclasses.replace(config, w_cost=LATENCY_COST_WEIGHT if latency_off else 1.0)
     return config
 
+
+#: the fraction of the epochs settling takes with the constraint held (benchmarks/search_target.py)
+SETTLE = 0.2
 
 #: what a search.pt written before these settings existed ran with
 LEGACY = {"arch_data": "split", "weight_clip": 5.0, "class_weights": "none",

@@ -240,6 +240,7 @@ def test_a_search_against_a_latency_target_logs_and_records_it(tmp_path):
         assert float(table.expected_ms(searcher.net)) == pytest.approx(found)
     assert abs(found / target - 1) <= config.cost_band
     for bad, match in (({"target_ms": high * 2}, "outside what this space can reach"),
+                       ({"target_ms": low / 2}, rf"\({low:.2f} to {high:.2f} ms"),
                        ({"lut": ""}, "needs --lut")):
         with pytest.raises(SsrDeployError, match=match):
             Searcher(TINY, data, tmp_path / "bad", SearchConfig(**{**config.__dict__, **bad}))
