@@ -389,6 +389,17 @@ class Searcher:
                 "decisions"] + mass * decisions) / n if n else 0.0}
         self._set_masks(proposed)
 
+    @torch.no_grad()
+    def network_cost(self) -> float:
+        """The cost of the network the search would end on, in the target's measure: the
+        anchor of the last shrinking step (with the cost held), else the argmax now."""
+        if self.budget and self.anchor is not None:
+            return self.anchor.cost
+        masks, logp = self._masks(), _log(self.net.probs())
+        if self.budget:
+            return self.budget.pick(masks, logp).cost
+        return argmax(self.tables, masks, logp).cost
+
     def options_left(self) -> dict[str, int]:
         return {"op": int(self.net.op_valid.sum()), "mid": int(self.net.mid_valid.sum()),
                 "out": int(self.net.out_valid.sum())}
@@ -418,6 +429,7 @@ class Searcher:
                 expected = float(self.expected_cost()) / scale
                 mean_max_prob = self.mean_max_prob()
             row = {"epoch": self.epoch, **losses, f"expected_{unit.lower()}": expected,
+                   f"network_{unit.lower()}": self.network_cost() / scale,
                    "multiplier": self.multiplier, "tau": self.tau_at(self.epoch),
                    "forced": dict(self.forced),
                    "options_left": self.options_left(), "mean_max_prob": mean_max_prob,
@@ -545,8 +557,9 @@ def _mass_discarded(probs: torch.Tensor, valid: torch.Tensor) -> float:
 
 def search_figure(rows: list[dict[str, Any]], target: float | None = None,
                   unit: str = "GMACs", measure: str | None = None):
-    """Options left and expected cost per epoch, one figure; the cost and its target in one
-    measure (``measure``: e.g. "backbone GMACs", "ms on onnxruntime cpu")."""
+    """Options left, the expected cost and the cost of the network the search would end on,
+    per epoch, one figure; the costs and their target in one measure (``measure``: e.g.
+    "backbone GMACs", "ms on onnxruntime cpu")."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -560,9 +573,12 @@ def search_figure(rows: list[dict[str, Any]], target: float | None = None,
     a.legend()
     b.plot(epochs, [r[f"expected_{unit.lower()}"] for r in rows], marker="o", color="C3",
            label="expected")
+    if all(f"network_{unit.lower()}" in r for r in rows):  # logs from before lack it
+        b.plot(epochs, [r[f"network_{unit.lower()}"] for r in rows], color="C2",
+               drawstyle="steps-post", label="the network it would end on")
     if target:
         b.axhline(target, color="gray", linestyle="--", label=f"target {target:.3g}")
-    b.set(xlabel="epoch", ylabel=f"expected {measure or unit}", title="cost vs target")
+    b.set(xlabel="epoch", ylabel=measure or unit, title="cost vs target")
     b.legend()
     fig.tight_layout()
     return fig

@@ -116,6 +116,7 @@ def test_tiny_search_ends_one_hot_and_on_its_target(tmp_path):
     assert abs(cost / (0.6 * full) - 1) <= 0.05, (cost, 0.6 * full)
     assert config["cost_constraint"] == "dual" and config["cost_band"] == 0.03
     assert config["settle"] == 0.2
+    assert rows[-1]["network_gmacs"] == pytest.approx(cost / 1e9)  # the network it ended on
     assert all("multiplier" in r for r in rows)
     line = result.output.strip().splitlines()[-1]  # target and found in one measure
     assert f"backbone cost {cost / 1e9:.3f} GMACs, target {0.6 * full / 1e9:.3f} (" in line
