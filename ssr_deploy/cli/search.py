@@ -77,7 +77,7 @@ RESUMED = ("data", "size", "epochs", "batch", "tau", "arch_lr", "seed")
 @click.option("--cost-band", type=Number(0, 0.5, low_open=True, high_open=True), default=0.03,
               show_default=True, help="With --cost-constraint dual: the found network's cost "
               "lies within target x (1 +- this).")
-@click.option("--dual-lr", type=POSITIVE, default=20.0, show_default=True,
+@click.option("--dual-lr", type=POSITIVE, default=5.0, show_default=True,
               help="With --cost-constraint dual: the multiplier's step per unit of relative "
               "violation, each arch step.")
 @click.option("--class-weights", type=click.Choice(CHOICES), default="auto", show_default=True,

@@ -98,7 +98,7 @@ class SearchConfig:
     w_ssr_mid: float = 15.0
     w_cost: float | None = None  # None: 1 (the authors'), 200 for --lut with the constraint off
     cost_constraint: str = "dual"  # dual: a multiplier that holds the target | off: authors'
-    dual_lr: float = 20.0  # the multiplier's step per unit of relative violation
+    dual_lr: float = 5.0  # the multiplier's step per unit of relative violation
     cost_band: float = 0.03  # dual: the found network's cost within target x (1 +- band)
     target_ratio: float = 0.6
     target_gmacs: float | None = None
