@@ -448,7 +448,7 @@ class Searcher:
         gap = {k: _mass_discarded(p, v) for k, p, v in zip(
             ("op", "mid", "out"), probs, (self.net.op_valid, self.net.mid_valid,
                                           self.net.out_valid), strict=True)}
-        converged, settled = self.discrete(), self.mean_max_prob()
+        converged, mean_max = self.discrete(), self.mean_max_prob()
         ended = "settled" if self.forced["decisions"] else "converged"
         if not converged:
             ended = "argmax"
@@ -463,7 +463,7 @@ class Searcher:
         genotype.save(self.out / "genotype.json")
         save_checkpoint(self.out / "discrete.pt", discrete, genotype, source="ssr-deploy search")
         return {"genotype": genotype, "converged": converged, "epochs": self.epoch,
-                "discarded_mass": gap, "ended": ended, "mean_max_prob": settled,
+                "discarded_mass": gap, "ended": ended, "mean_max_prob": mean_max,
                 "forced": dict(self.forced)}
 
     @torch.no_grad()
