@@ -229,7 +229,7 @@ def main() -> None:
         else "cpu", "torch": torch.__version__, "size": list(size), "iters": iters,
         "dry_run": args.dry_run, "profile": {}, "variants": {}}
 
-    from ssr_deploy.runtime.backends.torch import TorchBackend, TorchOptions
+    from ssr_deploy.backends.torch import TorchBackend, TorchOptions
     modules = {n for n, _ in net.named_modules()
                if n in ("stem", "head.psp", "head.low", "head.fuse", "head.classifier")
                or n.startswith("stages.") and (n.endswith(".down") or n.count(".") == 3)}

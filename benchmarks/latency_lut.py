@@ -239,14 +239,13 @@ def drift_probe(space: SearchSpace, table: LatencyTable, options: LutOptions):
     rng = random.Random(1)
     parts = {p.key: p for p in lut.probes(space, options)}
     keys = rng.sample(sorted(k for k in table.entries if k in parts and k != lut.IO_KEY), 24)
-    timer = lut.TIMERS[options.backend](options)
-    models = {k: lut.export_part(parts[k]) if timer.exports else None for k in keys}
+    clock = lut.Clock(options)
     state = {"next": 0}
 
     def probe() -> float:
         key = keys[state["next"] % len(keys)]
         state["next"] += 1
-        return timer.time(parts[key], models[key]) / table.entries[key]
+        return clock.time(parts[key]) / table.entries[key]
 
     return probe
 

@@ -22,6 +22,7 @@ import cv2
 import torch
 
 from ssr_deploy import build_model
+from ssr_deploy.backends.tensorrt.library import load_tensorrt
 from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.export.metadata import read_sidecar
 from ssr_deploy.export.onnx import export_onnx
@@ -30,7 +31,6 @@ from ssr_deploy.export.tensorrt import EngineOptions, build_engine
 from ssr_deploy.io import atomic_write_text, dumps_compact
 from ssr_deploy.model.net import with_trained_margins
 from ssr_deploy.runtime.bench import machine_info
-from ssr_deploy.runtime.tensorrt_library import load_tensorrt
 from ssr_deploy.spec import RUNTIME_IO
 
 CASES = [("fp32", None), ("fp16", None), ("int8", None), ("fp16", "7.5,8.6,8.9,12.0")]

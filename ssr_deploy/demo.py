@@ -242,10 +242,10 @@ class Demo:
         """An fp16 engine of model.onnx, built by full TensorRT where it is installed, else by
         TensorRT-RTX (on any machine, no GPU needed); benchmarked where this machine's GPU
         can run it, else the runtime's one line on what it needs."""
+        from ssr_deploy.backends.tensorrt.library import engine_targets, load_tensorrt
         from ssr_deploy.export.tensorrt import EngineOptions, build_engine
         from ssr_deploy.runtime import bench
         from ssr_deploy.runtime.segmenter import Segmenter
-        from ssr_deploy.runtime.tensorrt_library import engine_targets, load_tensorrt
 
         try:
             library = load_tensorrt()

@@ -173,6 +173,19 @@ class Genotype:
         canonical = json.dumps(arch, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
+    def modules(self) -> dict[str, str]:
+        """The network's modules, named as ``SSRNet`` names them (and exported nodes carry
+        them), each with its op in words: ``{"stem": "downsampler", "stages.0.layers.1":
+        "fr d=2 r=1", ..., "head.classifier": "classifier"}``."""
+        ops = {"stem": "downsampler"}
+        for i, stage in enumerate(self.stages):
+            ops[f"stages.{i}.down"] = "downsampler"
+            for j, layer in enumerate(stage.layers):
+                ops[f"stages.{i}.layers.{j}"] = layer.describe()
+        ops.update({"head.psp": "psp", "head.low": "low-level conv3x3", "head.fuse": "fusion",
+                    "head.classifier": "classifier"})
+        return ops
+
     # ---- JSON ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "name": self.name, "description": self.description,

@@ -281,8 +281,8 @@ def test_a_failed_profile_leaves_no_trace_file(small_onnx, monkeypatch):
     import glob
     import tempfile
 
+    from ssr_deploy.backends.onnxruntime import OnnxRuntimeBackend
     from ssr_deploy.runtime import profile as profile_module
-    from ssr_deploy.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
     before = set(glob.glob(str(Path(tempfile.gettempdir()) / "ssr-deploy-ort-profile-*")))
 
@@ -391,7 +391,7 @@ def test_onnxruntime_prints_no_log_line_before_ours(tmp_path):
     bad = tmp_path / "m.onnx"
     bad.write_bytes(b"\x08\x07" + b"garbage" * 20)
     proc = subprocess.run([sys.executable, "-c", "import sys\n"
-                           "from ssr_deploy.runtime.backends.onnxruntime import new_session\n"
+                           "from ssr_deploy.backends.onnxruntime import new_session\n"
                            "try:\n    new_session(sys.argv[1])\n"
                            "except Exception as e:\n    print('ours:', e, file=sys.stderr)",
                            str(bad)], capture_output=True, text=True, timeout=120)

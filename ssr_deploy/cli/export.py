@@ -232,7 +232,7 @@ def export_engine_cmd(onnx_path, out, precision, fp32_layers, calib_dir, calib_n
 
 def engine_summary(path: str | Path, meta: dict) -> str:
     """``wrote m.engine (8.5 MB, fp16, TensorRT-RTX 1.7.1.116, for sm_80/86/89/120) in 0.4 s``"""
-    from ssr_deploy.runtime.tensorrt_library import NAMES, engine_targets, sm
+    from ssr_deploy.backends.tensorrt.library import NAMES, engine_targets, sm
 
     built = meta["tensorrt"]
     size_mb = Path(path).stat().st_size / 1e6

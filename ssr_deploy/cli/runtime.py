@@ -15,7 +15,7 @@ def open_segmenter(path: str, backend: str | None, device: str | None,
                    size: tuple[int, int], letterbox: bool = False):
     """A Segmenter for ``path``: a checkpoint asked to run in another backend goes through
     its exported ONNX (cached by content, see export.cache); ``size`` is for checkpoints."""
-    from ssr_deploy.runtime.backends import BY_SUFFIX
+    from ssr_deploy.backends import BY_SUFFIX
     from ssr_deploy.runtime.segmenter import Segmenter
 
     if BY_SUFFIX.get(Path(path).suffix.lower()) == "torch":

@@ -56,8 +56,8 @@ def serve(model, name, http_port, grpc_port, metrics_port, max_batch, instances,
     """
     from pathlib import Path
 
+    from ssr_deploy.backends import BY_SUFFIX
     from ssr_deploy.io import check_input_file, check_outputs_spare_inputs
-    from ssr_deploy.runtime.backends import BY_SUFFIX
     from ssr_deploy.serving.triton import TritonServer
 
     check_input_file(model, "model file")

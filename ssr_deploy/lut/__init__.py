@@ -14,14 +14,15 @@ Every measured part is published to the output at once (temp file + rename): an 
 build loses at most the part it was measuring, and the same command continues it.
 
 ``options``: what to measure and how; ``parts``: the parts as modules and their ONNX;
-``timers``: one per backend; ``build``: the resumable build. The searcher reads the tables
+``clock``: each part timed through the backend's own part timer (``ssr_deploy.backends``);
+``build``: the resumable build. The searcher reads the tables
 through ``ssr_deploy.search.latency``; this package is the only one that measures them.
 """
 
 from ssr_deploy.lut.build import build_lut, interpolation_error
-from ssr_deploy.lut.options import BACKENDS, IO_KEY, LutOptions
+from ssr_deploy.lut.clock import Clock
+from ssr_deploy.lut.options import IO_KEY, LutOptions
 from ssr_deploy.lut.parts import Probe, export_part, probes
-from ssr_deploy.lut.timers import TIMERS
 
-__all__ = ["BACKENDS", "IO_KEY", "TIMERS", "LutOptions", "Probe", "build_lut", "export_part",
+__all__ = ["IO_KEY", "Clock", "LutOptions", "Probe", "build_lut", "export_part",
            "interpolation_error", "probes"]

@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.io import atomic_write_text, read_json
+from ssr_deploy.lut.clock import Clock
 from ssr_deploy.lut.options import BLOCK_KEY, SAME, LutOptions
-from ssr_deploy.lut.parts import export_part, probes
-from ssr_deploy.lut.timers import TIMERS
+from ssr_deploy.lut.parts import probes
 from ssr_deploy.runs import run_lock
 from ssr_deploy.search.latency import FORMAT, KIND, LatencyTable, one_hot
 from ssr_deploy.search.space import SearchSpace
@@ -23,16 +22,14 @@ from ssr_deploy.spec import runtime_io
 
 
 # ---- the build -------------------------------------------------------------------------
-def _header(space: SearchSpace, o: LutOptions, timer) -> dict[str, Any]:
+def _header(space: SearchSpace, o: LutOptions, clock: Clock) -> dict[str, Any]:
     from ssr_deploy.runtime.bench import machine_info
 
     machine = machine_info()
-    gpu = machine.get("gpu") or {}
-    if o.backend == "torch" and o.device.startswith("cuda"):
-        gpu = {"name": torch.cuda.get_device_name(torch.device(o.device))}
+    measured = clock.fingerprint()
+    gpu = measured.pop("device_name") or (machine.get("gpu") or {}).get("name")
     fingerprint = {"cpu": machine.get("cpu"), "cores": machine.get("cores"),
-                   "gpu": gpu.get("name") if o.device.startswith("cuda") else None,
-                   **timer.versions()}
+                   "gpu": gpu if o.device.startswith("cuda") else None, **measured}
     return {"kind": KIND, "format": FORMAT, "backend": o.backend, "device": o.device,
             "precision": o.precision, "size": list(o.size), "batch": o.batch,
             "num_classes": o.num_classes, "width_grid": list(o.width_grid),
@@ -69,8 +66,8 @@ def build_lut(space: SearchSpace, path: str | Path, o: LutOptions,
 
 def _build(space: SearchSpace, path: Path, o: LutOptions, progress: bool | None
            ) -> dict[str, Any]:
-    timer = TIMERS[o.backend](o)
-    header = _header(space, o, timer)
+    clock = Clock(o)
+    header = _header(space, o, clock)
     old = _resume(path, header)
     if old and old.get("complete"):
         return {**old, "already": True}
@@ -88,7 +85,6 @@ def _build(space: SearchSpace, path: Path, o: LutOptions, progress: bool | None
         atomic_write_text(path, json.dumps(data, indent=1) + "\n")
         return data
 
-    models: dict[str, bytes] = {}  # each part exported once, for every pass
     total = sum(p.key not in done for done in passes for p in every)
     bar = tqdm(total=total, desc="lut", unit="part", disable=None if progress is None
                else not progress)
@@ -97,9 +93,7 @@ def _build(space: SearchSpace, path: Path, o: LutOptions, progress: bool | None
             for probe in every if k % 2 == 0 else every[::-1]:  # later passes: other order
                 if probe.key in done:
                     continue
-                if timer.exports and probe.key not in models:
-                    models[probe.key] = export_part(probe)
-                done[probe.key] = timer.time(probe, models.get(probe.key))
+                done[probe.key] = clock.time(probe)
                 publish(False)
                 bar.update()
     # a part's time: the least of its passes' medians (a burst of other work on the machine

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from ssr_deploy.errors import UsageError
 from ssr_deploy.search.space import SearchSpace
 
-BACKENDS = ("onnxruntime", "tensorrt", "torch")
 IO_KEY = "io"  # on a GPU: a frame's copy in and its labels' copy out
 BLOCK_KEY = re.compile(r"stage(\d+)\.d(\d+)\.r([\d.]+)\.(\d+)-(\d+)-(\d+)")
 #: settings a build is continued under only when they are the same
@@ -23,7 +22,9 @@ class LutOptions:
     size: tuple[int, int] = (512, 1024)
     batch: int = 1
     num_classes: int = 19
-    precision: str = "fp32"  # tensorrt: fp32 | fp16; torch on cuda: fp16 autocast
+    #: fp16: the fp16 graph (tensorrt), fp16 autocast (torch on cuda); bf16: OpenVINO's
+    #: runtime precision on CPUs with bf16; each backend's timer says what it takes
+    precision: str = "fp32"
     width_grid: tuple[int, int, int] = (9, 3, 9)  # widths measured: in, mid, out
     every_dilation: bool = False
     repeats: int = 10
@@ -33,16 +34,10 @@ class LutOptions:
     seed: int = 0
 
     def validate(self, space: SearchSpace) -> None:
-        if self.backend not in BACKENDS:
-            raise UsageError(f"--backend {self.backend}: use one of {', '.join(BACKENDS)}")
-        if self.precision not in ("fp32", "fp16"):
-            raise UsageError(f"--precision {self.precision}: use fp32 or fp16")
-        if self.precision == "fp16" and not (self.backend == "tensorrt" or (
-                self.backend == "torch" and self.device.startswith("cuda"))):
-            raise UsageError("--precision fp16 is for --backend tensorrt, or torch with "
-                             "--device cuda; onnxruntime's CPU kernels run fp32")
-        if self.backend == "tensorrt" and not self.device.startswith("cuda"):
-            raise UsageError("--backend tensorrt runs on an NVIDIA GPU: add --device cuda")
+        from ssr_deploy.backends import parse_device, part_timer_class
+
+        parse_device(self.device)
+        part_timer_class(self.backend).check(self.backend, self.device, self.precision)
         if len(self.width_grid) != 3 or min(self.width_grid) < 2:
             raise UsageError(f"--width-grid {','.join(map(str, self.width_grid))}: give three "
                              "numbers (in, mid, out), each at least 2 (the widest and narrowest "

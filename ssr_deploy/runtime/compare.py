@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ssr_deploy.backends import open_backend
 from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.media import find_images, read_image
 from ssr_deploy.metrics import ConfusionMatrix
 from ssr_deploy.preprocess import frames_to_input, outputs_to_labels, resize_frames
-from ssr_deploy.runtime.backends import open_backend
 
 
 @dataclass
@@ -69,7 +69,7 @@ def backend_runner(backend) -> Runner:
 
 def onnx_session(model):
     """An onnxruntime CPU session of an in-memory ONNX graph (an ``onnx.ModelProto``)."""
-    from ssr_deploy.runtime.backends.onnxruntime import import_onnxruntime
+    from ssr_deploy.backends.onnxruntime import import_onnxruntime
 
     return import_onnxruntime().InferenceSession(model.SerializeToString(),
                                                  providers=["CPUExecutionProvider"])

@@ -17,9 +17,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ssr_deploy.backends import Backend, open_backend
 from ssr_deploy.errors import UsageError, UsageTypeError
 from ssr_deploy.preprocess import frames_to_input, label_dtype, outputs_to_labels
-from ssr_deploy.runtime.backends import Backend, open_backend
 
 
 def as_bgr(frame: Any) -> np.ndarray:

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from ssr_deploy import SsrDeployError, build_model
+from ssr_deploy.backends import open_backend
 from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.export.metadata import read_sidecar
 from ssr_deploy.export.onnx import export_onnx
 from ssr_deploy.export.tensorrt import EngineOptions, build_engine
 from ssr_deploy.preprocess import frames_to_input
-from ssr_deploy.runtime.backends import open_backend
 from ssr_deploy.runtime.compare import compare
 from ssr_deploy.spec import IOFormat, sidecar_path
 

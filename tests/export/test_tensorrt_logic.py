@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 
 from ssr_deploy import SsrDeployError
+from ssr_deploy.backends.tensorrt.build import onnx_for_tensorrt
+from ssr_deploy.backends.tensorrt.library import TensorRT, check_compatibility, check_version
+from ssr_deploy.backends.tensorrt.profiles import optimization_profile, parse_bhw
+from ssr_deploy.backends.tensorrt.runner import buffer_plan
 from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.export.calibration import CalibrationBatches
 from ssr_deploy.export.metadata import read_sidecar
-from ssr_deploy.export.tensorrt import EngineOptions, onnx_for_tensorrt, validate
-from ssr_deploy.export.trt_profiles import optimization_profile, parse_bhw
+from ssr_deploy.export.tensorrt import EngineOptions, validate
 from ssr_deploy.genotype import InputSpec
 from ssr_deploy.media import find_images
-from ssr_deploy.runtime.backends.tensorrt import buffer_plan
-from ssr_deploy.runtime.tensorrt_library import TensorRT, check_compatibility, check_version
 from ssr_deploy.spec import ModelSpec
 
 
@@ -245,7 +246,7 @@ def test_buffer_plan_from_profile(engine_spec):
 
 
 def test_engine_io_is_checked_against_the_sidecar(labels_onnx):
-    from ssr_deploy.runtime.backends.tensorrt import TensorIO, check_engine_io
+    from ssr_deploy.backends.tensorrt.runner import TensorIO, check_engine_io
 
     meta = read_sidecar(labels_onnx)
     meta["output"]["dtype"] = "int32"  # as onnx_for_tensorrt makes it

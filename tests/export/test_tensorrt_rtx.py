@@ -16,19 +16,14 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from ssr_deploy import Segmenter, SsrDeployError, build_model
+from ssr_deploy.backends.tensorrt.build import BuildSettings, build_network, check_uint8_inputs
+from ssr_deploy.backends.tensorrt.library import RTX_DEFAULT_TARGETS, load_tensorrt
+from ssr_deploy.backends.tensorrt.profiles import Profile
+from ssr_deploy.backends.tensorrt.runner import check_engine_io
 from ssr_deploy.cli import main
 from ssr_deploy.export.metadata import read_sidecar
 from ssr_deploy.export.onnx import export_onnx
-from ssr_deploy.export.tensorrt import (
-    BuildSettings,
-    EngineOptions,
-    build_engine,
-    build_network,
-    check_uint8_inputs,
-)
-from ssr_deploy.export.trt_profiles import Profile
-from ssr_deploy.runtime.backends.tensorrt import check_engine_io
-from ssr_deploy.runtime.tensorrt_library import RTX_DEFAULT_TARGETS, load_tensorrt
+from ssr_deploy.export.tensorrt import EngineOptions, build_engine
 from ssr_deploy.search.space import SearchSpace
 from ssr_deploy.spec import IOFormat, ModelSpec, file_sha256, sidecar_path
 from tests.export.conftest import confident_net
@@ -211,7 +206,7 @@ def rtx_engine(labels_onnx, tmp_path_factory):
 def test_loading_needs_an_rtx_gpu_in_one_line(rtx_engine):
     """This machine has no NVIDIA GPU: the line says what the engine needs and what is here."""
     pytest.importorskip("cuda.bindings", reason="cuda-python comes with the [rtx] extra")
-    from ssr_deploy.runtime import cuda
+    from ssr_deploy.backends.tensorrt import cuda
 
     if cuda.find_gpu()[0] is not None:
         pytest.skip("this machine has a GPU: the refusal is for machines without one")

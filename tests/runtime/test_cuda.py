@@ -12,7 +12,7 @@ def cuda_python():
 
 
 def test_host_device_round_trip_on_a_stream():
-    from ssr_deploy.runtime.cuda import DeviceBuffer, HostBuffer, Stream, gpu_info
+    from ssr_deploy.backends.tensorrt.cuda import DeviceBuffer, HostBuffer, Stream, gpu_info
 
     info = gpu_info()
     assert info["name"] and "." in info["compute_capability"]

@@ -52,15 +52,15 @@ def test_a_built_table_holds_every_part_measured_and_where(tiny_lut):
 def test_an_interrupted_build_keeps_its_parts_and_the_same_command_finishes_it(tmp_path,
                                                                                 monkeypatch):
     path = tmp_path / "lut.json"
-    real, calls = lut_module.timers.OnnxRuntimeTimer.time, []
+    real, calls = lut_module.Clock.time, []
 
-    def stop_after_five(self, probe, model):
+    def stop_after_five(self, probe):
         if len(calls) == 5:
             raise KeyboardInterrupt
         calls.append(probe.key)
-        return real(self, probe, model)
+        return real(self, probe)
 
-    monkeypatch.setattr(lut_module.timers.OnnxRuntimeTimer, "time", stop_after_five)
+    monkeypatch.setattr(lut_module.Clock, "time", stop_after_five)
     with pytest.raises(KeyboardInterrupt):
         build_lut(TINY, path, OPTIONS, progress=False)
     partial = json.loads(path.read_text())
@@ -69,9 +69,8 @@ def test_an_interrupted_build_keeps_its_parts_and_the_same_command_finishes_it(t
         LatencyTable.load(path)
 
     measured = []
-    monkeypatch.setattr(lut_module.timers.OnnxRuntimeTimer, "time",
-                        lambda self, probe, model: measured.append(probe.key) or real(
-                            self, probe, model))
+    monkeypatch.setattr(lut_module.Clock, "time",
+                        lambda self, probe: measured.append(probe.key) or real(self, probe))
     build_lut(TINY, path, OPTIONS, progress=False)
     table = LatencyTable.load(path)
     parts = lut_module.probes(TINY, OPTIONS)

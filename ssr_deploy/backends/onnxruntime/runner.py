@@ -1,15 +1,21 @@
-"""ONNX Runtime: CPU by default (the embedded default), CUDA / TensorRT providers on request."""
+"""ONNX Runtime: CPU by default (the embedded default), CUDA / TensorRT providers on request;
+its own per-node profiler mapped back to the genotype's modules."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ssr_deploy.backends.base import Backend, LayerTimes
 from ssr_deploy.errors import SsrDeployError, UsageError
-from ssr_deploy.runtime.backends.base import Backend
+from ssr_deploy.io import atomic_write
+from ssr_deploy.names import module_of_node
 from ssr_deploy.spec import ModelSpec
 
 PROVIDERS = {"cpu": ["CPUExecutionProvider"],
@@ -85,10 +91,12 @@ def new_session(model: str | Path | bytes, device: str = "cpu", index: int = 0,
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    Options = OnnxRuntimeOptions
 
     def __init__(self, path: str | Path, device: str = "cpu", index: int = 0,
                  options: OnnxRuntimeOptions | None = None) -> None:
         o = options or OnnxRuntimeOptions()
+        self.path = Path(path)
         self.spec = ModelSpec.load(path)
         self.profile_dir = None
         if o.profile:  # the profiler's file lives here, removed at close even after a failure
@@ -118,10 +126,57 @@ class OnnxRuntimeBackend(Backend):
         """Stop onnxruntime's profiler; the path of its JSON (Chrome trace format)."""
         return self.session.end_profiling()
 
+    def layer_times(self, batch: np.ndarray, iters: int, trace: Path | None = None
+                    ) -> LayerTimes:
+        """onnxruntime's own per-node profile (the backend opened with ``profile=True``)."""
+        if self.profile_dir is None:
+            raise UsageError("open the onnxruntime backend with profile=True to profile it")
+        for _ in range(iters):
+            self.infer(batch)
+        events = Path(self.end_profiling())
+        try:
+            try:
+                recorded = json.loads(events.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise SsrDeployError(f"onnxruntime's profile {events} is incomplete: its "
+                                     "folder's disk is full or the file exceeds the size "
+                                     "limit; free space or lower --iters") from None
+            if trace:  # onnxruntime writes the Chrome trace format already
+                atomic_write(trace, lambda t: shutil.copyfile(events, t))
+            times: dict[str, float] = defaultdict(float)
+            owner = tensor_modules(self.path)
+            for event in recorded:
+                if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+                    name = event["name"][: -len("_kernel_time")]
+                    times[node_row(name, owner)] += event["dur"] / 1e3
+        finally:
+            events.unlink(missing_ok=True)
+        return LayerTimes(dict(times))
+
     def close(self) -> None:
         self.session = None  # onnxruntime writes an unfinished profile as the session goes
         if getattr(self, "profile_dir", None) is not None:
-            import shutil
-
             shutil.rmtree(self.profile_dir, ignore_errors=True)
             self.profile_dir = None
+
+
+def tensor_modules(path: Path) -> dict[str, str]:
+    """Output tensor name -> module, from the module-prefixed node names of our export."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return {out: module_of_node(node.name) for node in graph.node
+            if module_of_node(node.name, None) for out in node.output}
+
+
+def node_row(name: str, owner: dict[str, str]) -> str:
+    """onnxruntime renames the nodes it fuses after their output tensor (``relu_29_nchwc``)
+    and adds layout reorders; give each a ``module/name`` row."""
+    if "/" in name:
+        return name
+    base = name.removesuffix("_nchwc")
+    while base:  # fused names add suffixes to a tensor name: add_2_mul_nchwc -> add_2
+        if base in owner:
+            return f"{owner[base]}/{name}"
+        base = base.rpartition("_")[0]
+    return f"{'layout-reorder' if name.startswith('Reorder') else 'other'}/{name}"

@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ssr_deploy.backends.base import Backend, LayerTimes
 from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.model.checkpoint import load_model
 from ssr_deploy.model.deploy import DeployModel
 from ssr_deploy.model.net import SSRNet
-from ssr_deploy.runtime.backends.base import Backend
 from ssr_deploy.spec import Dynamic, ModelSpec, build_metadata, runtime_io
 
 
@@ -39,14 +39,15 @@ class TorchOptions:
 
 class TorchBackend(Backend):
     name = "torch"
+    Options = TorchOptions
 
-    def __init__(self, model: str | Path | SSRNet, device: str = "cpu",
+    def __init__(self, model: str | Path | SSRNet, device: str = "cpu", index: int = 0,
                  options: TorchOptions | None = None) -> None:
         o = options or TorchOptions()
         size, fp16, channels_last = tuple(o.size), o.fp16, o.channels_last
         cuda_graphs, compile = o.cuda_graphs, o.compile
         net = model if isinstance(model, SSRNet) else load_model(model)
-        self.device = torch.device(device)
+        self.device = torch.device(device if device == "cpu" else f"cuda:{index}")
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise SsrDeployError("--device cuda: no CUDA GPU is visible to PyTorch here; use "
                                  "--device cpu")
@@ -114,6 +115,16 @@ class TorchBackend(Backend):
         static_in.copy_(x)
         graph.replay()
         return static_out
+
+    def layer_times(self, batch: np.ndarray, iters: int, trace: Path | None = None
+                    ) -> LayerTimes:
+        """torch.profiler: the kernels (ops on the CPU) in each genotype module's range, the
+        host time beside them, the top kernels and ops (``kernel_profile``)."""
+        p = self.kernel_profile(batch, iters, set(self.genotype.modules()), trace)
+        return LayerTimes({f"{name}/": ms for name, ms in p["device_ms"].items()},
+                          host_ms=p["host_ms"],
+                          details={k: p[k] for k in ("device", "time", "top_ops", "top_kernels",
+                                                     "device_total_ms")})
 
     def kernel_profile(self, batch: np.ndarray, iters: int, modules: set[str],
                        trace: Path | None = None, top: int = 15) -> dict[str, Any]:

@@ -19,6 +19,7 @@ its own whole-graph capture strategy.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,16 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from ssr_deploy.errors import SsrDeployError, UsageError
-from ssr_deploy.io import atomic_write_bytes, cache_root
-from ssr_deploy.runtime.backends.base import Backend
-from ssr_deploy.runtime.tensorrt_library import (
+from ssr_deploy.backends.base import Backend, LayerTimes, write_layer_trace
+from ssr_deploy.backends.tensorrt.library import (
     RTX_MAGIC,
     TensorRT,
     check_compatibility,
     check_engine_builder,
     load_tensorrt,
 )
+from ssr_deploy.errors import SsrDeployError, UsageError
+from ssr_deploy.io import atomic_write_bytes, cache_root
 from ssr_deploy.spec import ModelSpec, file_sha256
 
 DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8, "int32": np.int32,
@@ -182,12 +183,17 @@ class _Slot:
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    Options = TensorRTOptions
+    default_device = "cuda"
 
-    def __init__(self, path: str | Path, device: int = 0,
+    def __init__(self, path: str | Path, device: str = "cuda", index: int = 0,
                  options: TensorRTOptions | None = None) -> None:
-        from ssr_deploy.runtime import cuda
+        from ssr_deploy.backends.tensorrt import cuda
 
+        if device != "cuda":
+            raise UsageError("a TensorRT engine runs on a GPU: use --device cuda (or cuda:N)")
         self._cuda = cuda
+        device = index
         path = Path(path)
         self.spec = ModelSpec.load(path)
         if self.spec.profile is None:
@@ -199,7 +205,7 @@ class TensorRTBackend(Backend):
         self.library = load_tensorrt(builder)
         trt = self.library.module
         gpu, why = cuda.find_gpu(device)
-        self.warnings = check_compatibility(self.spec, self.library, gpu, path.name, why)
+        self.notes = check_compatibility(self.spec, self.library, gpu, path.name, why)
         cuda.set_device(device)
         self.device_name = gpu["name"]
         self._logger = trt.Logger(trt.Logger.WARNING)
@@ -319,6 +325,31 @@ class TensorRTBackend(Backend):
             pending.append((slot, shape))
         for slot, shape in pending:
             yield self._collect(slot, shape)
+
+    # ---- per-layer time ---------------------------------------------------------------
+    def layer_times(self, batch: np.ndarray, iters: int, trace: Path | None = None
+                    ) -> LayerTimes:
+        """TensorRT's IProfiler on the execution context (it reports after each synchronized
+        run); ``trace``: one average run, layer after layer."""
+        trt = self.library.module
+        times: dict[str, float] = defaultdict(float)
+        order: list[str] = []
+
+        class Recorder(trt.IProfiler):
+            def __init__(self) -> None:
+                trt.IProfiler.__init__(self)
+
+            def report_layer_time(self, layer_name: str, ms: float) -> None:
+                if layer_name not in times:
+                    order.append(layer_name)
+                times[layer_name] += ms
+
+        self.context.profiler = Recorder()
+        for _ in range(iters):
+            self.infer(batch)
+        if trace:
+            write_layer_trace(trace, [(name, times[name] / iters) for name in order])
+        return LayerTimes(dict(times))
 
     def close(self) -> None:
         for graph in getattr(self, "_graphs", {}).values():

@@ -1,0 +1,48 @@
+"""The table's clock: each part timed through the chosen backend's ``PartTimer`` (the backend
+runs it as it runs networks), exported once as ``export onnx`` writes a network (an fp16
+table times the fp16 graph, as an fp16 engine is built from one), on seeded inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ssr_deploy.backends import part_timer_class
+from ssr_deploy.backends.base import Part, PartTimer
+from ssr_deploy.lut.options import IO_KEY, LutOptions
+from ssr_deploy.lut.parts import Probe, example_input, export_part
+
+
+class Clock:
+    def __init__(self, o: LutOptions) -> None:
+        self.o = o
+        self.timer: PartTimer = part_timer_class(o.backend)(o.device, o.precision, o.repeats,
+                                                             o.threads)
+        self.rng = np.random.default_rng(o.seed)
+        self._parts: dict[str, Part] = {}
+
+    def time(self, probe: Probe) -> float:
+        """The part's median ms (a frame's copies in and out for the ``io`` part)."""
+        if probe.key == IO_KEY:
+            frame = example_input(*probe.inputs[0], self.rng)
+            return self.timer.time_copies(frame, frame.shape[:3])
+        inputs = [example_input(shape, dtype, self.rng) for shape, dtype in probe.inputs]
+        return self.timer.time(self.part(probe), inputs)
+
+    def part(self, probe: Probe) -> Part:
+        """What the timer runs: the part's ONNX, exported once, or its module."""
+        if not self.timer.exports:
+            return probe.module
+        if probe.key not in self._parts:
+            model = export_part(probe)
+            if self.o.precision == "fp16":
+                import onnx
+
+                from ssr_deploy.export.precision import to_fp16
+
+                model = to_fp16(onnx.load_from_string(model)).SerializeToString()
+            self._parts[probe.key] = model
+        return self._parts[probe.key]
+
+    def fingerprint(self) -> dict[str, str | None]:
+        """The accelerator (where there is one) and library versions the times depend on."""
+        return {"device_name": self.timer.device_label(), **self.timer.versions()}
