@@ -24,7 +24,7 @@ from ssr_deploy.names import NAME, TENSOR_NAME, name_problem
 SPEC_FORMAT = 1  # the sidecar layout ssr-deploy 0.1 wrote; still read and written as is
 DTYPES = ("uint8", "int32", "int64", "float16", "float32")
 LAYOUTS = {"NHWC": 4, "NCHW": 4, "NHW": 3}
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 INPUT_FORMATS = ("float-nchw", "uint8-nhwc-bgr", "uint8-nhwc-rgb")
@@ -265,6 +265,28 @@ class OutputTensor(TensorSpec):
 
 
 @dataclass(frozen=True)
+class OpenVinoIR:
+    """What an OpenVINO IR's sidecar says about it: the OpenVINO that wrote it, the float
+    precision it was verified at and runs at (``fp32`` | ``bf16``; an int8 IR's float parts),
+    and the sha256 of its weights file (``model.bin``, beside the .xml)."""
+
+    version: str
+    inference_precision: str
+    bin_sha256: str
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str) -> OpenVinoIR:
+        if not isinstance(d, dict):
+            raise SpecError(f"{source}: openvino is {str(d)[:40]}, not an object; export the "
+                            "model again")
+        where = f"{source}: openvino"
+        return cls(version=_need(d, "version", str, where),
+                   inference_precision=_choice(_need(d, "inference_precision", str, where),
+                                               ("fp32", "bf16"), f"{where}.inference_precision"),
+                   bin_sha256=_need(d, "bin_sha256", str, where))
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """An exported model, as every backend sees it."""
 
@@ -278,6 +300,7 @@ class ModelSpec:
     batch: tuple[int, int, int] | None = None  # dynamic (min, opt, max); None: fixed
     sizes: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None = None
     profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None  # engine
+    openvino: OpenVinoIR | None = None  # an OpenVINO IR's
     producer: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -387,6 +410,7 @@ class ModelSpec:
             if sizes else None,
             profile=tuple(tuple(profile[k]) for k in ("min", "opt", "max"))  # type: ignore
             if profile else None,
+            openvino=OpenVinoIR.from_dict(d["openvino"], source) if "openvino" in d else None,
             producer=dict(d.get("producer") or {}), raw=dict(d))
 
     def to_dict(self) -> dict[str, Any]:

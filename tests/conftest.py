@@ -63,6 +63,21 @@ def tiny_inputs(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def labels_onnx(tmp_path_factory):
+    """A uint8-in / labels-out ONNX of a confident network (``helpers.confident_net``) with
+    dynamic batch (1-16) and size (32x64 to 128x256), exported at 64x128 (read only)."""
+    from ssr_deploy.export.onnx import export_onnx
+    from ssr_deploy.spec import IOFormat
+    from tests.helpers import confident_net
+
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    export_onnx(confident_net(), path, size=(64, 128), batch=2,
+                dynamic_batch=True, max_batch=16, dynamic_size=True, min_size=(32, 64),
+                max_size=(128, 256), io=IOFormat("uint8-nhwc-bgr", "labels"))
+    return path
+
+
+@pytest.fixture(scope="session")
 def paper_uint8_onnx(tmp_path_factory):
     """The paper's network at 32x64 as m.onnx: uint8 BGR in, labels out, batch 1 to 8
     (read only: copy it to change it)."""

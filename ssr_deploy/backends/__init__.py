@@ -22,14 +22,15 @@ from ssr_deploy.io import check_input_file
 PACKAGES = {
     "onnxruntime": ("ssr_deploy.backends.onnxruntime", "OnnxRuntimeBackend",
                     "OnnxRuntimeTimer"),
+    "openvino": ("ssr_deploy.backends.openvino", "OpenVinoBackend", "OpenVinoTimer"),
     "tensorrt": ("ssr_deploy.backends.tensorrt", "TensorRTBackend", "TensorRTTimer"),
     "torch": ("ssr_deploy.backends.torch", "TorchBackend", "TorchTimer"),
 }
 BACKENDS = tuple(PACKAGES)
-BY_SUFFIX = {".onnx": "onnxruntime", ".engine": "tensorrt",
+BY_SUFFIX = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt",
              ".plan": "tensorrt", ".pt": "torch", ".pth": "torch"}
-#: what each backend opens besides its own files
-ALSO_OPENS = {"tensorrt": (), "onnxruntime": (), "torch": ()}
+#: what each backend opens besides its own files (OpenVINO also reads an fp32 ONNX)
+ALSO_OPENS = {"openvino": (".onnx",), "tensorrt": (), "onnxruntime": (), "torch": ()}
 
 __all__ = ["BACKENDS", "BY_SUFFIX", "Backend", "LayerTimes", "PartTimer", "backend_class",
            "backend_for", "open_backend", "parse_device", "part_timer_class"]
@@ -60,7 +61,7 @@ def backend_for(path: str | Path, backend: str | None = None) -> str:
         raise UsageError(f"backend {backend!r} is not known; use {', '.join(BACKENDS)}")
     name = backend or by_suffix
     if name is None:
-        raise UsageError(f"cannot tell how to run {path.name}: use a .onnx, "
+        raise UsageError(f"cannot tell how to run {path.name}: use a .onnx, .xml (OpenVINO), "
                          ".engine or .plan file, a .pt checkpoint, or name --backend "
                          f"{'|'.join(BACKENDS)}")
     if (by_suffix == "torch") != (name == "torch"):
@@ -103,7 +104,7 @@ def open_backend(path: str | Path, backend: str | None = None, device: str | Non
                  **options: Any) -> Backend:
     """Open ``path`` with ``backend`` (default: by file suffix) on ``device`` (default: the
     backend's, cuda for an engine, else cpu); ``options`` are that backend's (its ``Options``
-    dataclass: OnnxRuntimeOptions, TensorRTOptions, TorchOptions)."""
+    dataclass: OnnxRuntimeOptions, OpenVinoOptions, TensorRTOptions, TorchOptions)."""
     path = check_input_file(path, "model file")
     name = backend_for(path, backend)
     cls = backend_class(name)

@@ -44,6 +44,7 @@ class Backend(ABC):
     default_device: ClassVar[str] = "cpu"
     spec: ModelSpec
     device_name: str = "cpu"
+    on_gpu: bool = False
     #: after each ``infer`` on a GPU: {"compute_ms", "copy_ms"} from CUDA events, else None
     last_timing: dict[str, float] | None = None
     #: what the user should know about how it runs here (printed by the commands)

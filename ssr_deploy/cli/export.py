@@ -19,6 +19,7 @@ def export() -> None:
     ssr-deploy export onnx runs/train/best.pt -o model.onnx --input uint8-nhwc-bgr --output labels
     ssr-deploy export onnx runs/train/best.pt -o model.int8.onnx --precision int8 --calib frames/
     ssr-deploy export engine model.onnx -o model.engine            # fp16 by default
+    ssr-deploy export openvino model.onnx -o model.xml --precision int8 --calib frames/
     ssr-deploy export check model.engine --against model.onnx
     ssr-deploy export triton model.engine --repo triton/
     """
@@ -246,6 +247,50 @@ def engine_summary(path: str | Path, meta: dict) -> str:
     return (f"wrote {path} ({size_mb:.1f} MB, {meta['precision']}{agreement}, "
             f"{NAMES[built.get('builder', 'tensorrt')]} {built['version']}, {where}) in "
             f"{meta['build_seconds']:.1f} s")
+
+
+@export.command("openvino")
+@click.argument("source", metavar="MODEL")
+@click.option("-o", "--output-path", "out", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the IR's .xml (its .bin and a .json sidecar go beside it).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "int8"]), default="fp32",
+              show_default=True, help="bf16: computed in bf16 (CPUs with avx512_bf16 or AMX); "
+              "int8: int8 convolutions, the rest in bf16 where the CPU has it, else fp32.")
+@precision_options
+@click.option("--data", type=click.Path(), help="Also verify on these images.")
+@click.option("--size", type=SIZE, default="512x1024", show_default=True,
+              help="Input size when MODEL is a checkpoint (an ONNX keeps its own).")
+@click.option("--json", "as_json", is_flag=True, help="Print the verification as JSON.")
+def export_openvino_cmd(source, out, precision, fp32_layers, calib_dir, calib_n, calib_method,
+                        calib_cache, min_agreement, fallback, data, size, as_json) -> None:
+    """Write an OpenVINO IR of MODEL (an fp32 .onnx we exported, or a checkpoint), verified
+    against the fp32 graph by running the IR in OpenVINO on this CPU at its precision; below
+    --min-agreement nothing is written. The precision is recorded in the sidecar and is what
+    the IR runs at (OpenVINO's silent bf16 default is never used).
+
+    \b
+    Examples:
+      ssr-deploy export openvino model.onnx -o model.xml --precision bf16
+      ssr-deploy export openvino model.onnx -o model-int8.xml --precision int8 \\
+          --calib frames/ --fallback auto --min-agreement 0.995
+      ssr-deploy bench model-int8.xml --compare model.onnx
+    """
+    from ssr_deploy.export.openvino import STAGES, IROptions, export_openvino, summary_line
+    from ssr_deploy.export.precision_check import format_check
+
+    options = IROptions(precision=precision, calib_dir=calib_dir, calib_n=calib_n,
+                        calib_method=calib_method, calib_cache=calib_cache,
+                        fp32_layers=tuple(fp32_layers), fallback=fallback,
+                        min_agreement=min_agreement, data=data, size=tuple(size))
+    with stage_bar(STAGES, enabled=not as_json) as progress:
+        result = export_openvino(source, out, options, progress)
+    if as_json:
+        click.echo(json.dumps({"path": str(result.path), "sidecar": str(result.sidecar),
+                               "seconds": result.seconds, "verification": result.report},
+                              indent=2, default=str))
+        return
+    click.echo(format_check(result.report))
+    click.echo(summary_line(result))
 
 
 @export.command("check")

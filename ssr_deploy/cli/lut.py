@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ssr_deploy.backends import BACKENDS
 from ssr_deploy.cli.base import SIZE, main
 
 
@@ -23,7 +24,7 @@ def lut() -> None:
 @lut.command()
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="The table (JSON). An unfinished one from the same command is continued.")
-@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt", "torch"]),
+@click.option("--backend", type=click.Choice(BACKENDS),
               default="onnxruntime", show_default=True,
               help="The runtime backend to time through (as `bench` runs it).")
 @click.option("--device", default="cpu", show_default=True,
@@ -31,8 +32,9 @@ def lut() -> None:
 @click.option("--size", type=SIZE, default="512x1024", show_default=True,
               help="The input size the network will run at.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32",
-              show_default=True, help="fp16: tensorrt (the fp16 ONNX), torch on cuda.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
+              show_default=True, help="fp16: tensorrt (the fp16 ONNX), torch on cuda; bf16: "
+              "openvino on CPUs with bf16.")
 @click.option("--space", "space_file", type=click.Path(dir_okay=False),
               help="Search space JSON (as `search --space`). [default: the paper's]")
 @click.option("--classes", "num_classes", type=click.IntRange(1, 65536), default=19,
@@ -52,7 +54,7 @@ def lut() -> None:
               show_default=True, help="Random off-grid blocks measured to report the "
                                       "interpolation's error.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="onnxruntime intra-op threads. [default: onnxruntime's]")
+              help="onnxruntime / openvino inference threads. [default: the library's]")
 def build(out: str, backend: str, device: str, size: tuple, batch: int, precision: str,
           space_file: str | None, num_classes: int, width_grid: str, every_dilation: bool,
           repeats: int, passes: int, check_points: int, threads: int | None) -> None:
@@ -67,6 +69,7 @@ def build(out: str, backend: str, device: str, size: tuple, batch: int, precisio
     \b
     Examples:
       ssr-deploy lut build -o lut.json                            this CPU, onnxruntime
+      ssr-deploy lut build --backend openvino --precision bf16 -o ov.json     OpenVINO, bf16
       ssr-deploy lut build --backend tensorrt --device cuda --precision fp16 -o trt.json
       ssr-deploy lut build --backend torch --device cuda --size 1024x2048 -o torch.json
     """

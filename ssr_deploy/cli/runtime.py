@@ -12,26 +12,47 @@ from ssr_deploy.errors import SsrDeployError
 
 
 def open_segmenter(path: str, backend: str | None, device: str | None,
-                   size: tuple[int, int], letterbox: bool = False):
+                   size: tuple[int, int], letterbox: bool = False,
+                   precision: str | None = None):
     """A Segmenter for ``path``: a checkpoint asked to run in another backend goes through
-    its exported ONNX (cached by content, see export.cache); ``size`` is for checkpoints."""
-    from ssr_deploy.backends import BY_SUFFIX
+    its exported ONNX (cached by content, see export.cache); ``size`` is for checkpoints;
+    ``precision``: the float precision for a backend that chooses one at run time (OpenVINO).
+    What the backend says about how it runs here is printed."""
+    from ssr_deploy.backends import BY_SUFFIX, backend_for, takes_option
     from ssr_deploy.runtime.segmenter import Segmenter
 
+    options = {}
+    if precision:
+        name = backend_for(path, backend)
+        if not takes_option(name, "precision"):
+            raise SsrDeployError(f"--precision {precision} is a runtime precision of the "
+                                 f"openvino backend; {name} runs the precision its graph has "
+                                 "(export the precision you want)")
+        options["precision"] = precision
     if BY_SUFFIX.get(Path(path).suffix.lower()) == "torch":
         if backend in (None, "torch"):
-            return Segmenter.load(path, "torch", device, letterbox, size=size)
+            seg = Segmenter.load(path, "torch", device, letterbox, size=size)
+            return seg
         from ssr_deploy.export.cache import onnx_for_checkpoint
 
         path = str(onnx_for_checkpoint(path, size))
-    return Segmenter.load(path, backend, device, letterbox)
+    seg = Segmenter.load(path, backend, device, letterbox, **options)
+    for note in seg.backend.notes:
+        click.echo(f"note: {note}", err=True)
+    return seg
+
+
+BACKEND_HELP = "onnxruntime, openvino, tensorrt or torch. [default: by file type]"
+PRECISION_HELP = ("openvino: compute in fp32 or bf16. [default: the precision the IR was "
+                  "verified at; fp32 for an ONNX]")
 
 
 MAX_BATCH = 1024
 
 
 def _entries(model: str, backend: str | None, device: str | None, compare: str | None,
-             size: tuple[int, int]) -> list[tuple[str, object]]:
+             size: tuple[int, int], precision: str | None = None
+             ) -> list[tuple[str, object]]:
     """MODEL with its backend, then each --compare entry: a backend name (optionally
     ``name:device``) applied to MODEL, or another model file."""
 
@@ -44,8 +65,8 @@ def _entries(model: str, backend: str | None, device: str | None, compare: str |
             name, _, dev = item.partition(":")
             specs.append((model, name, dev or None))
     entries = []
-    for path, name, dev in specs:
-        seg = open_segmenter(path, name, dev, size)
+    for k, (path, name, dev) in enumerate(specs):
+        seg = open_segmenter(path, name, dev, size, precision=precision if k == 0 else None)
         label = seg.backend.name + (f":{dev}" if dev else "")
         if path != model:
             label += f" ({Path(path).name})"
@@ -55,7 +76,7 @@ def _entries(model: str, backend: str | None, device: str | None, compare: str |
 
 @main.command()
 @click.argument("model")
-@click.option("--backend", help="onnxruntime, tensorrt or torch. [default: by file type]")
+@click.option("--backend", help=BACKEND_HELP)
 @click.option("--device", help="cpu, cuda, cuda:1 ... [default: the backend's]")
 @click.option("--size", type=SIZE, default="512x1024", show_default=True,
               help="Model input size (for a .pt; exported files carry theirs).")
@@ -65,14 +86,15 @@ def _entries(model: str, backend: str | None, device: str | None, compare: str |
               help="Comma-separated batch sizes, e.g. 1,4,8.")
 @click.option("--iters", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
-@click.option("--compare", help="Comma-separated backends (torch, onnxruntime:cuda) or model "
-              "files to time side by side with MODEL.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), help=PRECISION_HELP)
+@click.option("--compare", help="Comma-separated backends (torch, openvino, onnxruntime:cuda) "
+              "or model files to time side by side with MODEL.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Write results, ratios and the machine to this JSON file.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Write a latency histogram PNG (with the paper's 175 FPS).")
-def bench(model, backend, device, size, frame_size, batches, iters, warmup, compare, json_path,
-          plot_path) -> None:
+def bench(model, backend, device, size, frame_size, batches, iters, warmup, precision, compare,
+          json_path, plot_path) -> None:
     """End-to-end FPS and latency (frames in, labels out) against the paper's 175 FPS.
 
     \b
@@ -97,7 +119,7 @@ def bench(model, backend, device, size, frame_size, batches, iters, warmup, comp
     for path in (json_path, plot_path):
         if path and not Path(path).resolve().parent.is_dir():
             raise SsrDeployError(f"cannot write {path}: its folder does not exist")
-    entries = _entries(model, backend, device, compare, size)
+    entries = _entries(model, backend, device, compare, size, precision)
     try:
         for label, seg in entries:
             b.check_batches(label, seg, batch_list, frame_size)
@@ -116,19 +138,21 @@ def bench(model, backend, device, size, frame_size, batches, iters, warmup, comp
 @click.option("--model", required=True, help="A .engine, .onnx or .pt.")
 @click.option("-o", "--output", "out", required=True,
               help="An .mp4/.avi file, or a folder for PNG frames.")
-@click.option("--backend", help="onnxruntime, tensorrt or torch. [default: by file type]")
+@click.option("--backend", help=BACKEND_HELP)
 @click.option("--device", help="cpu, cuda ... [default: the backend's]")
 @click.option("--size", type=SIZE, default="512x1024", show_default=True,
               help="Model input size (for a .pt).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
 @click.option("--alpha", type=Number(0, 1), default=0.5, show_default=True,
               help="Overlay opacity.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), help=PRECISION_HELP)
 @click.option("--letterbox", is_flag=True, help="Keep the aspect ratio (pad, do not stretch).")
 @click.option("--draw-fps", is_flag=True, help="Draw the live FPS on the frames.")
 @click.option("--show", is_flag=True, help="Show a window (needs a display); q or Esc quits.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty PNG folder -o (once the "
               "new frames are complete).")
-def video(source, model, out, backend, device, size, max_frames, alpha, letterbox, draw_fps,
+def video(source, model, out, backend, device, size, max_frames, alpha, precision, letterbox,
+          draw_fps,
           show, overwrite) -> None:
     """Segment a video file, camera index or image folder in real time.
 
@@ -155,7 +179,7 @@ def video(source, model, out, backend, device, size, max_frames, alpha, letterbo
 
     check_outputs_spare_inputs([("-o", out)], [source, model])
     _, _, total = open_source(source, max_frames)
-    with open_segmenter(model, backend, device, size, letterbox) as seg, \
+    with open_segmenter(model, backend, device, size, letterbox, precision) as seg, \
             tqdm(total=total, unit="frame", disable=None) as bar:
 
         def on_frame(done: int, fps: float) -> None:
@@ -174,22 +198,25 @@ def video(source, model, out, backend, device, size, max_frames, alpha, letterbo
 
 @main.command("profile")
 @click.argument("model")
-@click.option("--backend", help="onnxruntime, tensorrt or torch. [default: by file type]")
+@click.option("--backend", help=BACKEND_HELP)
 @click.option("--size", type=SIZE, default="512x1024", show_default=True,
               help="Input size (for a .pt).")
 @click.option("--iters", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--top", type=click.IntRange(min=1), default=15, show_default=True)
 @click.option("--trace", type=click.Path(dir_okay=False), help="Write a Chrome trace JSON.")
 @click.option("--device", help="cpu, cuda or cuda:N. [default: the backend's]")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), help=PRECISION_HELP)
 @click.option("--json", "as_json", is_flag=True)
-def profile_cmd(model, backend, size, iters, top, trace, device, as_json) -> None:
+def profile_cmd(model, backend, size, iters, top, trace, device, precision, as_json) -> None:
     """Per-layer times mapped to genotype layers, slowest first: onnxruntime's profiler,
-    TensorRT's IProfiler, or torch.profiler (device time of the kernels each module launches
-    on a GPU, op time on the CPU, host time beside it, and the top kernels and ops).
+    OpenVINO's performance counters, TensorRT's IProfiler, or torch.profiler (device time of
+    the kernels each module launches on a GPU, op time on the CPU, host time beside it, and
+    the top kernels and ops).
 
     \b
     Examples:
       ssr-deploy profile model.onnx --trace ort_trace.json
+      ssr-deploy profile model.xml --top 20                 # an OpenVINO IR
       ssr-deploy profile model.engine --top 20
       ssr-deploy profile best.pt --backend torch --device cuda --trace torch_trace.json
     """
@@ -197,5 +224,5 @@ def profile_cmd(model, backend, size, iters, top, trace, device, as_json) -> Non
     from ssr_deploy.runtime.profile import format_profile, profile
 
     check_outputs_spare_inputs([("--trace", trace)], [model])
-    result = profile(model, backend, iters, trace, size, device)
+    result = profile(model, backend, iters, trace, size, device, precision)
     click.echo(json.dumps(result, indent=2) if as_json else format_profile(result, top))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ssr_deploy.backends import BACKENDS
 from ssr_deploy.cli.base import SIZE, main
 
 
@@ -19,9 +20,11 @@ from ssr_deploy.cli.base import SIZE, main
               help="Copies of the model, each in its own process.")
 @click.option("--queue-delay-us", type=click.IntRange(0, 10_000_000), default=500,
               show_default=True, help="How long a request may wait for others to batch with.")
-@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt", "torch"]),
+@click.option("--backend", type=click.Choice(BACKENDS),
               help="[default: by the model's suffix]")
 @click.option("--device", help="cpu, cuda or cuda:N. [default: the backend's]")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]),
+              help="openvino: compute in fp32 or bf16. [default: the IR's verified precision]")
 @click.option("--letterbox", is_flag=True, help="Keep each frame's aspect ratio (pad).")
 @click.option("--size", type=SIZE, help="Input size of a .pt checkpoint (exports fix their "
               "own). [default: 512x1024]")
@@ -39,9 +42,10 @@ from ssr_deploy.cli.base import SIZE, main
               help="Open one of Triton's APIs beyond inference, health and metadata "
               "(closed by default); repeatable.")
 def serve(model, name, http_port, grpc_port, metrics_port, max_batch, instances,
-          queue_delay_us, backend, device, letterbox, size, tritonserver, log, host,
+          queue_delay_us, backend, device, precision, letterbox, size, tritonserver, log, host,
           allow_api) -> None:
-    """Serve MODEL (.onnx, .engine or .pt) on a real Triton Inference Server.
+    """Serve MODEL (.onnx, .xml OpenVINO IR, .engine or .pt) on a real Triton Inference
+    Server.
 
     HTTP and gRPC (KServe v2): input `images` (batch, H, W, 3) uint8 BGR, output `labels`
     (batch, H, W) class ids, uint8 (int32 past 256 classes). Dynamic batching, readiness at
@@ -52,6 +56,7 @@ def serve(model, name, http_port, grpc_port, metrics_port, max_batch, instances,
     Examples:
       ssr-deploy serve model.onnx
       ssr-deploy serve model.engine --max-batch 16 --instances 2 --http-port 9000
+      ssr-deploy serve model-int8.xml                       # OpenVINO on this CPU
     For a Triton fleet, write a repository instead: ssr-deploy export triton MODEL --repo DIR
     """
     from pathlib import Path
@@ -67,8 +72,9 @@ def serve(model, name, http_port, grpc_port, metrics_port, max_batch, instances,
                                "size it was exported at); drop --size")
     server = TritonServer(model, name, http_port, grpc_port, metrics_port, max_batch,
                           instances, queue_delay_us, backend, device, letterbox, tritonserver,
-                          log, options={"size": size} if size else None, host=host,
-                          allow_api=allow_api)
+                          log, options={k: v for k, v in (("size", size),
+                                                          ("precision", precision)) if v},
+                          host=host, allow_api=allow_api)
 
     def started(_server) -> None:
         click.echo(f"serving {model} as {name!r} on Triton at {host}: HTTP :{http_port}, gRPC "

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-import torch
 
 from ssr_deploy.io import atomic_write_many
 from ssr_deploy.spec import ModelSpec, file_sha256, sidecar_path
@@ -32,7 +31,10 @@ class ExportResult:
 
 
 def build_metadata(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    """``spec.build_metadata`` with the versions of the exporting torch and onnx."""
+    """``spec.build_metadata`` with the versions of the exporting torch and onnx (torch is
+    imported here, by the exporter that needs it: converting an ONNX needs no torch)."""
+    import torch
+
     return _build_metadata(*args, producer={"torch": torch.__version__,
                                             "onnx": onnx.__version__}, **kwargs)
 

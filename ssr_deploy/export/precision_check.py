@@ -4,6 +4,7 @@ user's images; when it falls short, each genotype module's output error, to name
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,19 +30,31 @@ def verification_frames(spec: ModelSpec, frames: int, data: str | None = None
     return pairs
 
 
-def _runner(model: onnx.ModelProto, spec: ModelSpec):
+#: how a candidate graph is run for its check: ONNX graph -> (model input -> outputs)
+GraphRunner = Callable[[onnx.ModelProto], Callable[[np.ndarray], list[np.ndarray]]]
+
+
+def onnxruntime_graph(model: onnx.ModelProto) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """The graph in an onnxruntime CPU session (how fp16 and int8 ONNX are verified)."""
     session = onnx_session(model)
-    return spec_runner(spec, lambda x: session.run(None, {spec.input.name: x}))
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})
+
+
+def _runner(model: onnx.ModelProto, spec: ModelSpec, run: GraphRunner = onnxruntime_graph):
+    return spec_runner(spec, run(model))
 
 
 class Fp32Check:
     """Candidates (fp16, int8, int8 with modules kept out) against one fp32 graph on the
-    same frames: the fp32 labels are computed once, however many candidates are checked
-    (the automatic int8 fallback checks dozens)."""
+    same frames: the fp32 labels (onnxruntime's) are computed once, however many candidates
+    are checked (the automatic int8 fallback checks dozens). ``run``: how a candidate runs
+    (onnxruntime; OpenVINO at its precision for ``export openvino``)."""
 
     def __init__(self, fp32: onnx.ModelProto, spec: ModelSpec, threshold: float,
-                 frames: int = 8, data: str | None = None) -> None:
-        self.fp32, self.spec, self.threshold = fp32, spec, threshold
+                 frames: int = 8, data: str | None = None,
+                 run: GraphRunner = onnxruntime_graph) -> None:
+        self.fp32, self.spec, self.threshold, self.run = fp32, spec, threshold, run
         self.frames = verification_frames(spec, frames, data)
         reference = _runner(fp32, spec)
         self._labels = [reference(frame[None]) for _, frame in self.frames]
@@ -50,7 +63,8 @@ class Fp32Check:
         """Label agreement and mIoU of the candidate's labels against fp32's, per frame
         source; below the threshold (and ``worst``) the worst modules by output error."""
         recorded = iter(self._labels)
-        result = compare_runners(_runner(candidate, self.spec), lambda frames: next(recorded),
+        result = compare_runners(_runner(candidate, self.spec, self.run),
+                                 lambda frames: next(recorded),
                                  ((source, frame[None]) for source, frame in self.frames),
                                  self.spec.classes)
         sources = {source: {"frames": s["frames"], "label_agreement": s["label_agreement"],

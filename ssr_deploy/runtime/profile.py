@@ -40,9 +40,10 @@ def summarize(times_ms: dict[str, float], iters: int, genotype: Genotype | None
 
 def profile(model: str | Path, backend: str | None = None, iters: int = 20,
             trace: str | Path | None = None, size: tuple[int, int] = (512, 1024),
-            device: str | None = None) -> dict[str, Any]:
+            device: str | None = None, precision: str | None = None) -> dict[str, Any]:
     """Profile ``model`` through the same backend ``bench`` times (the same graph, with its
-    fused I/O); returns {"backend", "precision", "iters", "rows", "total_ms", "trace"}."""
+    fused I/O; ``precision``: a backend's runtime precision, OpenVINO's); returns
+    {"backend", "precision", "iters", "rows", "total_ms", "trace"}."""
     path = Path(model)
     kind = backend_for(path, backend)
     trace_path = Path(trace) if trace else None
@@ -50,6 +51,11 @@ def profile(model: str | Path, backend: str | None = None, iters: int = 20,
         raise UsageError(f"cannot write {trace}: its folder does not exist")
     options = {option: value for option, value in (("profile", True), ("size", size))
                if takes_option(kind, option)}
+    if precision:
+        if not takes_option(kind, "precision"):
+            raise UsageError(f"--precision {precision} is a runtime precision of the openvino "
+                             f"backend; {kind} runs the precision its graph has")
+        options["precision"] = precision
     with open_backend(path, kind, device, **options) as runner:
         spec = runner.spec
         h, w = spec.input.size

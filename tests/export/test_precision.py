@@ -81,7 +81,7 @@ def test_fp16_graph_keeps_io_index_arithmetic_and_pinned_modules(labels_onnx, tm
 
 def test_fp16_float_io_stays_float32(tmp_path):
     from ssr_deploy.export.onnx import export_onnx
-    from tests.export.conftest import confident_net
+    from tests.helpers import confident_net
 
     result = export_onnx(confident_net(), tmp_path / "m.fp16.onnx",
                          size=(32, 64), precision=PrecisionOptions("fp16"))

@@ -26,7 +26,7 @@ from ssr_deploy.export.onnx import export_onnx
 from ssr_deploy.export.tensorrt import EngineOptions, build_engine
 from ssr_deploy.search.space import SearchSpace
 from ssr_deploy.spec import IOFormat, ModelSpec, file_sha256, sidecar_path
-from tests.export.conftest import confident_net
+from tests.helpers import confident_net
 
 RTX = EngineOptions(builder="tensorrt-rtx")
 

@@ -111,6 +111,7 @@ class OnnxRuntimeBackend(Backend):
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.device_name = device if device == "cpu" else f"{device}:{index}"
+        self.on_gpu = device != "cpu"
         self.io_binding = device != "cpu" if o.io_binding is None else o.io_binding
 
     def infer(self, batch: np.ndarray) -> np.ndarray:

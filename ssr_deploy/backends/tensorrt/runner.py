@@ -185,6 +185,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     Options = TensorRTOptions
     default_device = "cuda"
+    on_gpu = True
 
     def __init__(self, path: str | Path, device: str = "cuda", index: int = 0,
                  options: TensorRTOptions | None = None) -> None:

@@ -69,8 +69,9 @@ class TorchBackend(Backend):
             self.model = torch.compile(self.model)
         self.cuda_graphs = cuda_graphs
         self._graphs: dict[tuple[int, ...], tuple] = {}
+        self.on_gpu = self.device.type == "cuda"
         self.device_name = (torch.cuda.get_device_name(self.device)
-                            if self.device.type == "cuda" else "cpu")
+                            if self.on_gpu else "cpu")
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.float16,
