@@ -3,9 +3,10 @@
 Stages (each writes its outputs, then ``.stages/<name>.json`` with its figures; a re-run
 skips finished stages, so an interrupted demo continues): synthetic scenes and a video ->
 a short SSR search -> brief retraining of the paper's network -> verified ONNX (uint8 in,
-labels out) -> onnxruntime vs torch benchmark -> segmented video and sample overlays ->
-an FP16 engine (full TensorRT, or TensorRT-RTX on any machine) and, where a GPU can run it,
-its benchmark -> ``report.md``.
+labels out) -> fp16 / int8 ONNX -> OpenVINO bf16 / int8 IRs -> every CPU path timed beside
+torch -> the video segmented by the fastest verified one, and sample overlays -> an FP16
+engine (full TensorRT, or TensorRT-RTX on any machine) and, where a GPU can run it, its
+benchmark -> ``report.md`` (``demo_report``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ssr_deploy.errors import PrecisionCheckError, SsrDeployError
+from ssr_deploy.demo_report import report
+from ssr_deploy.errors import PrecisionCheckError, SsrDeployError, UsageError
 from ssr_deploy.io import atomic_write_text
 from ssr_deploy.media import write_image
 from ssr_deploy.runs import run_lock
@@ -44,6 +46,13 @@ FULL = DemoSizes(scenes=200, scene_size=(256, 512), video_frames=90, search_imag
 QUICK = DemoSizes(scenes=24, scene_size=(64, 128), video_frames=12, search_images=8,
                   search_size=(32, 64), search_epochs=3, train_images=16, train_size=(32, 64),
                   train_epochs=1, model_size=(64, 128), bench_iters=3)
+
+
+#: the CPU paths the demo times, the embedded default first: (label, file)
+CPU_PATHS = (("onnxruntime fp32", "model.onnx"), ("onnxruntime int8", "model.int8-cpu.onnx"),
+             ("openvino bf16", "model.bf16.xml"), ("openvino int8", "model.int8.xml"))
+#: what the video may run: the fastest path whose labels agree with fp32 on this share
+CPU_GATE = 0.995
 
 
 def _sz(size: tuple[int, int]) -> str:
@@ -160,16 +169,21 @@ class Demo:
                            f"{self.out}/model.onnx --size {_sz(size)} --input uint8-nhwc-bgr "
                            "--output labels --dynamic-batch --max-batch 8"}
 
+    @property
+    def calib(self) -> Path:
+        return self.out / "data" / "leftImg8bit" / "train"
+
+    @property
+    def val(self) -> Path:
+        return self.out / "data" / "leftImg8bit" / "val"
+
     def precision(self) -> dict[str, Any]:
         """model.fp16.onnx; model.int8.onnx, the TensorRT form (what an int8 engine is built
-        from); model.int8-cpu.onnx, the CPU form, timed against fp32 (onnxruntime, side by
-        side); both int8 with --fallback auto. Each verified against fp32 on the CPU."""
+        from); model.int8-cpu.onnx, onnxruntime's CPU form; both int8 with --fallback auto.
+        Each verified against fp32 on the CPU (timed in the bench stage)."""
         from ssr_deploy.export.precision import PrecisionOptions, convert_precision
-        from ssr_deploy.runtime import bench
-        from ssr_deploy.runtime.segmenter import Segmenter
 
-        calib = self.out / "data" / "leftImg8bit" / "train"
-        val = self.out / "data" / "leftImg8bit" / "val"
+        calib, val = self.calib, self.val
         figures: dict[str, Any] = {}
         for name, precision, target, fallback in (("fp16", "fp16", "tensorrt", "none"),
                                                   ("int8", "int8", "tensorrt", "auto"),
@@ -189,35 +203,81 @@ class Demo:
                         "kept", "macs_out_of_int8", "agreement_all_int8")}
             except PrecisionCheckError as e:  # below the threshold: reported, nothing written
                 figures[name] = {"failed": str(e)}
-        if "failed" not in figures["int8-cpu"]:
-            entries = [(name, Segmenter.load(self.out / file)) for name, file in
-                       (("fp32", "model.onnx"), ("int8-cpu", "model.int8-cpu.onnx"))]
-            results = bench.run(entries, [1], self.s.bench_iters, warmup=3)
-            for _, seg in entries:
-                seg.close()
-            figures["int8-cpu"]["cpu_speedup"] = results[1].fps / results[0].fps
-            figures["fps"] = {r.backend: r.fps for r in results}
         figures["command"] = (f"ssr-deploy export onnx {self.out}/train/best.pt -o "
                               f"{self.out}/model.int8.onnx --precision int8 --fallback auto "
                               f"--calib {calib} --calib-n 32 --data {val} (and --precision "
                               "fp16; --int8-target cpu for the CPU form)")
         return figures
 
+    def openvino(self) -> dict[str, Any]:
+        """OpenVINO IRs of model.onnx, each verified in OpenVINO against fp32: model.bf16.xml
+        (on CPUs with bf16) and model.int8.xml (int8 convolutions, the float parts in bf16
+        where the CPU has it, --fallback auto at 99.5%)."""
+        from ssr_deploy.backends.openvino import library
+        from ssr_deploy.export.openvino import IROptions, describe, export_openvino
+
+        try:
+            library.import_openvino()
+        except SsrDeployError as e:
+            return {"skipped": str(e)}
+        figures: dict[str, Any] = {}
+        for name, options in (("bf16", IROptions("bf16", data=str(self.val))),
+                              ("int8", IROptions("int8", calib_dir=str(self.calib), calib_n=32,
+                                                 calib_cache=str(self.out / "calibration"),
+                                                 fallback="auto", min_agreement=CPU_GATE,
+                                                 data=str(self.val)))):
+            try:
+                result = export_openvino(self.out / "model.onnx",
+                                         self.out / f"model.{name}.xml", options)
+            except (PrecisionCheckError, UsageError) as e:  # below the gate, or no bf16
+                figures[name] = {"failed": str(e)}
+                continue
+            m = result.metadata
+            figures[name] = {
+                "precision": describe(m["precision"], m["openvino"]["inference_precision"]),
+                "label_agreement": m["precision_check"]["label_agreement"],
+                "miou_vs_fp32": m["precision_check"]["miou_vs_fp32"]}
+            if name == "int8":
+                kept = m["quantization"]["fallback"]
+                figures[name]["fallback"] = {k: kept[k] for k in (
+                    "kept", "macs_out_of_int8", "agreement_all_int8")}
+        figures["command"] = (f"ssr-deploy export openvino {self.out}/model.onnx -o "
+                              f"{self.out}/model.int8.xml --precision int8 --calib {self.calib} "
+                              f"--calib-n 32 --fallback auto --min-agreement {CPU_GATE} --data "
+                              f"{self.val} (and --precision bf16)")
+        return figures
+
     def bench(self) -> dict[str, Any]:
+        """Every verified CPU path side by side with torch, end to end; the fastest at
+        >= 99.5% of labels as fp32 is what the video runs."""
         from ssr_deploy.runtime import bench
         from ssr_deploy.runtime.segmenter import Segmenter
 
         size = self.s.model_size
-        entries = [("onnxruntime", Segmenter.load(self.out / "model.onnx")),
-                   ("torch", Segmenter.load(self.out / "train" / "best.pt", size=size,
-                                            device=self.device))]
-        results = bench.run(entries, [1], self.s.bench_iters, warmup=3)
-        bench.write_outputs(results, self.out / "bench.json", self.out / "bench.png")
-        return {"fps": {r.backend: r.fps for r in results},
-                "ratio": results[0].fps / results[1].fps, "size": _sz(size),
+        paths = [(label, file) for label, file in CPU_PATHS if (self.out / file).is_file()]
+        entries = [(label, Segmenter.load(self.out / file)) for label, file in paths]
+        entries.append(("torch", Segmenter.load(self.out / "train" / "best.pt", size=size,
+                                                device=self.device)))
+        agreement = {label: seg.spec.get("precision_check", {}).get("label_agreement", 1.0)
+                     for label, seg in entries}
+        try:
+            results = bench.run(entries, [1], self.s.bench_iters, warmup=3)
+            bench.write_outputs(results, self.out / "bench.json", self.out / "bench.png")
+        finally:
+            for _, seg in entries:
+                seg.close()
+        fps = {r.backend: r.fps for r in results}
+        fastest = max((label for label, _ in paths if agreement[label] >= CPU_GATE),
+                      key=fps.__getitem__)
+        files = " ".join(str(self.out / file) for _, file in paths[1:])
+        return {"fps": fps, "precision": {r.backend: r.precision for r in results},
+                "agreement": agreement, "fastest": fastest, "fastest_file": dict(paths)[fastest],
+                "speedup": fps[fastest] / fps["onnxruntime fp32"], "size": _sz(size),
+                "device": bench.machine_info()["cpu"],
                 "command": f"ssr-deploy bench {self.out}/model.onnx --compare "
-                           f"{self.out}/train/best.pt --iters {self.s.bench_iters} --json "
-                           f"{self.out}/bench.json --plot {self.out}/bench.png"}
+                           f"{','.join([*files.split(), str(self.out / 'train' / 'best.pt')])} "
+                           f"--iters {self.s.bench_iters} --json {self.out}/bench.json --plot "
+                           f"{self.out}/bench.png"}
 
     def video(self) -> dict[str, Any]:
         import cv2
@@ -225,7 +285,10 @@ class Demo:
         from ssr_deploy.runtime.segmenter import Segmenter
         from ssr_deploy.runtime.video import run_video
 
-        with Segmenter.load(self.out / "model.onnx") as seg:
+        model = self.out / json.loads((self.out / ".stages" / "bench.json").read_text())[
+            "fastest_file"]
+        with Segmenter.load(model) as seg:
+            precision = seg.backend.precision
             stats = run_video(seg, str(self.out / "drive.mp4"), str(self.out / "overlay.mp4"),
                               draw_fps=True)
             samples = self.out / "samples"
@@ -235,8 +298,9 @@ class Demo:
                 frame = cv2.imread(str(path))
                 write_image(samples / f"overlay_{i}.png", seg.overlay(frame))
         return {"frames": stats.frames, "fps": stats.fps, "samples": len(images),
-                "command": f"ssr-deploy video {self.out}/drive.mp4 --model "
-                           f"{self.out}/model.onnx -o {self.out}/overlay.mp4 --draw-fps"}
+                "model": model.name, "precision": precision,
+                "command": f"ssr-deploy video {self.out}/drive.mp4 --model {model} -o "
+                           f"{self.out}/overlay.mp4 --draw-fps"}
 
     def engine(self) -> dict[str, Any]:
         """An fp16 engine of model.onnx, built by full TensorRT where it is installed, else by
@@ -275,7 +339,8 @@ class Demo:
     def run(self) -> dict[str, Any]:
         from tqdm import tqdm
 
-        names = ("data", "search", "train", "export", "precision", "bench", "video", "engine")
+        names = ("data", "search", "train", "export", "precision", "openvino", "bench",
+                 "video", "engine")
         figures = {}
         with run_lock(self.out, "demo"), tqdm(names, desc="demo", unit="stage",
                                               disable=None) as bar:
@@ -284,112 +349,3 @@ class Demo:
                 figures[name] = self.stage(name, getattr(self, name))
         atomic_write_text(self.out / "report.md", report(figures, self.out, self.quick))
         return figures
-
-
-def report(f: dict[str, Any], out: Path, quick: bool) -> str:
-    se, tr, ex, be, vi, en = (f[k] for k in ("search", "train", "export", "bench", "video",
-                                             "engine"))
-    lines = [
-        "# ssr-deploy demo", "",
-        f"Everything below ran on this machine{' (--quick sizes)' if quick else ''}; each "
-        "figure is followed by the command that makes it.", "",
-        "## 1. Synthetic street scenes",
-        f"{f['data']['train']} train + {f['data']['val']} val scenes at {f['data']['size']}, "
-        f"and a {f['data']['video_frames']}-frame video.", f"`{f['data']['command']}`", "",
-        "## 2. SSR search (solution space shrinking)",
-        f"Options left: op {se['options_first']['op']} -> {se['options_last']['op']}, "
-        f"mid width {se['options_first']['mid']} -> {se['options_last']['mid']}, out width "
-        f"{se['options_first']['out']} -> {se['options_last']['out']} in {se['epochs']} "
-        f"epochs ({_search_ending(se)}); "
-        f"epoch time {se['epoch_seconds_first']:.1f} s -> {se['epoch_seconds_last']:.1f} s. "
-        f"Found depth {' + '.join(map(str, se['depth']))}: {se['cost_measure']} cost "
-        f"{se['found_gmacs']:.3f} GMACs against the target {se['target_gmacs']:.3f} "
-        f"({(se['found_gmacs'] - se['target_gmacs']) / se['target_gmacs']:+.1%}, the measure "
-        f"the target is in); the whole network {se['gmacs']:.3f} GMACs. Plot: search.png, "
-        "genotype: genotype.json.",
-        f"`{se['command']}`", "",
-        "## 3. Retraining the paper's network (ssr-cityscapes), briefly",
-        f"Val mIoU {100 * tr['val_miou']:.1f} after {tr['epochs']} epochs at {tr['size']} "
-        f"(best {100 * tr['best_miou']:.1f}).", f"`{tr['command']}`", "",
-        "## 4. Verified ONNX (uint8 BGR in, labels out)",
-        f"onnxruntime vs PyTorch: max abs diff {ex['max_abs_diff']:.1e}, label agreement "
-        f"{100 * ex['label_agreement']:.3f}% at {ex['size']}. File: model.onnx + "
-        "model.onnx.json.", f"`{ex['command']}`", "",
-        "## 5. Precision in the graph: fp16 and int8 ONNX, verified against fp32 on the CPU",
-        *precision_lines(f["precision"]), f"`{f['precision']['command']}`", "",
-        "## 6. Speed: onnxruntime vs torch, end to end",
-        f"onnxruntime {be['fps']['onnxruntime']:.1f} FPS, torch {be['fps']['torch']:.1f} FPS "
-        f"({be['ratio']:.2f}x) at {be['size']}, batch 1. bench.json, bench.png.",
-        f"`{be['command']}`", "",
-        "## 7. Video",
-        f"{vi['frames']} frames segmented at {vi['fps']:.1f} FPS into overlay.mp4; "
-        f"{vi['samples']} sample overlays in samples/.", f"`{vi['command']}`", "",
-        "## 8. TensorRT",
-        *engine_lines(en, out), "",
-    ]
-    return "\n".join(lines)
-
-
-def engine_lines(en: dict[str, Any], out: Path) -> list[str]:
-    if "skipped" in en:
-        return [f"Skipped: {en['skipped']}. Then: `ssr-deploy export engine {out}/model.onnx "
-                f"-o {out}/model.engine`."]
-    agreement = f", {100 * en['agreement']:.2f}% of labels as fp32" if en["agreement"] else ""
-    lines = [f"{en['precision']} engine {en['file']} ({en['size_mb']:.1f} MB{agreement}) "
-             f"built by {en['builder']} in {en['build_seconds']:.1f} s, for "
-             f"{', '.join('sm_' + cc.replace('.', '') for cc in en['targets'])}."]
-    if "fps" in en:
-        lines.append(f"{en['fps']:.1f} FPS here (paper: {en['paper_fps']:.0f} FPS at 512x1024 "
-                     "on an RTX 2080Ti); bench_engine.png.")
-    else:
-        lines.append(f"Not run here: {en['not_run']}.")
-        if en["builder"].startswith("TensorRT-RTX"):
-            lines.append("To run it, copy model.engine and its .json to a machine with an "
-                         "RTX GPU of those compute capabilities, `pip install "
-                         "'ssr-deploy[rtx]'` there, then `ssr-deploy bench model.engine` "
-                         "(Turing, the paper's 2080Ti: build with --compute-capability 7.5).")
-    return lines + [f"`{en['command']}`"]
-
-
-def precision_lines(p: dict[str, Any]) -> list[str]:
-    forms = {
-        "fp16": "fp16",
-        "int8": "int8, TensorRT form (symmetric int8 Q/DQ on convolution inputs, modules kept "
-                "in fp16 by --fallback auto): what an int8 engine is built from",
-        "int8-cpu": "int8, CPU form (uint8 activations, Q/DQ around each convolution, which "
-                    "onnxruntime fuses into its int8 kernels; modules kept in fp32 by "
-                    "--fallback auto): the one to run on a CPU",
-    }
-    lines = []
-    for name, form in forms.items():
-        r = p[name]
-        if "failed" in r:
-            lines.append(f"- model.{name}.onnx, {form}: not written: {r['failed']}")
-            continue
-        line = (f"- model.{name}.onnx, {form}: labels agree with fp32 on "
-                f"{100 * r['label_agreement']:.2f}% of pixels, mIoU vs fp32 "
-                f"{100 * r['miou_vs_fp32']:.1f}")
-        if "fallback" in r:
-            kept = r["fallback"]
-            line += (f"; all int8 it agreed on {100 * kept['agreement_all_int8']:.2f}%, kept "
-                     f"out of int8: {', '.join(kept['kept']) or 'nothing'} "
-                     f"({100 * kept['macs_out_of_int8']:.0f}% of the MACs)")
-        if "cpu_speedup" in r:
-            line += (f"; on this CPU (onnxruntime) {p['fps']['int8-cpu']:.1f} FPS vs fp32 "
-                     f"{p['fps']['fp32']:.1f} FPS = {r['cpu_speedup']:.2f}x")
-        lines.append(line)
-    lines.append("The TensorRT form is not timed on this CPU: onnxruntime runs its symmetric "
-                 "int8 through separate quantize/dequantize steps, slower than fp32 here; "
-                 "TensorRT fuses them into int8 kernels on the GPU.")
-    return lines
-
-
-def _search_ending(se: dict[str, Any]) -> str:
-    """How the demo's search ended, in a few words (older demo.json files lack ``ended``)."""
-    ended = se.get("ended", "converged" if se["converged"] else "argmax")
-    if ended == "settled":
-        f = se["forced"]
-        return (f"settled: {f['decisions']} decisions taken by the rising threshold, "
-                f"{f['mass']:.2f} of their probability each")
-    return {"converged": "converged", "argmax": "stopped; argmax for the rest",
-            "in band": "stopped; the most probable network in the band"}[ended]

@@ -102,5 +102,5 @@ def select(fp32: onnx.ModelProto, quantize: Callable[[tuple[str, ...]], onnx.Mod
             f"the best is {100 * best.agreement:.2f}% (all int8 "
             f"{100 * base.agreement:.2f}%) with {kept} kept out of int8 "
             f"({100 * share(best.kept):.0f}% of the MACs); nothing written. Lower "
-            "--min-agreement, or use --precision fp16")
+            "--min-agreement, or use a float precision (fp16; bf16 for OpenVINO)")
     return best, record

@@ -202,7 +202,8 @@ def report(results: list[BenchResult], machine: dict[str, Any]) -> dict[str, Any
     base = {r.batch: r.fps for r in results if r.backend == results[0].backend}
     return {
         "machine": machine, "paper_fps": PAPER_FPS,
-        "results": [{k: v for k, v in asdict(r).items() if k != "samples_ms"} for r in results],
+        "results": [{**{k: v for k, v in asdict(r).items() if k != "samples_ms"},
+                     "paper_comparable": r.paper_comparable} for r in results],
         "ratios": [{"backend": r.backend, "batch": r.batch, "vs": results[0].backend,
                     "fps_ratio": r.fps / base[r.batch]} for r in results],
     }

@@ -1,0 +1,156 @@
+"""``report.md``: the demo's figures, each with the command that makes it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def report(f: dict[str, Any], out: Path, quick: bool) -> str:
+    se, tr, ex, be, vi, en = (f[k] for k in ("search", "train", "export", "bench", "video",
+                                             "engine"))
+    lines = [
+        "# ssr-deploy demo", "",
+        f"Everything below ran on this machine{' (--quick sizes)' if quick else ''}; each "
+        "figure is followed by the command that makes it.", "",
+        "## 1. Synthetic street scenes",
+        f"{f['data']['train']} train + {f['data']['val']} val scenes at {f['data']['size']}, "
+        f"and a {f['data']['video_frames']}-frame video.", f"`{f['data']['command']}`", "",
+        "## 2. SSR search (solution space shrinking)",
+        f"Options left: op {se['options_first']['op']} -> {se['options_last']['op']}, "
+        f"mid width {se['options_first']['mid']} -> {se['options_last']['mid']}, out width "
+        f"{se['options_first']['out']} -> {se['options_last']['out']} in {se['epochs']} "
+        f"epochs ({_search_ending(se)}); "
+        f"epoch time {se['epoch_seconds_first']:.1f} s -> {se['epoch_seconds_last']:.1f} s. "
+        f"Found depth {' + '.join(map(str, se['depth']))}: {se['cost_measure']} cost "
+        f"{se['found_gmacs']:.3f} GMACs against the target {se['target_gmacs']:.3f} "
+        f"({(se['found_gmacs'] - se['target_gmacs']) / se['target_gmacs']:+.1%}, the measure "
+        f"the target is in); the whole network {se['gmacs']:.3f} GMACs. Plot: search.png, "
+        "genotype: genotype.json.",
+        f"`{se['command']}`", "",
+        "## 3. Retraining the paper's network (ssr-cityscapes), briefly",
+        f"Val mIoU {100 * tr['val_miou']:.1f} after {tr['epochs']} epochs at {tr['size']} "
+        f"(best {100 * tr['best_miou']:.1f}).", f"`{tr['command']}`", "",
+        "## 4. Verified ONNX (uint8 BGR in, labels out)",
+        f"onnxruntime vs PyTorch: max abs diff {ex['max_abs_diff']:.1e}, label agreement "
+        f"{100 * ex['label_agreement']:.3f}% at {ex['size']}. File: model.onnx + "
+        "model.onnx.json.", f"`{ex['command']}`", "",
+        "## 5. Precision in the graph: fp16 and int8 ONNX, verified against fp32 on the CPU",
+        *precision_lines(f["precision"]), f"`{f['precision']['command']}`", "",
+        "## 6. OpenVINO: bf16 and int8 IRs, verified in OpenVINO against fp32",
+        *openvino_lines(f["openvino"]), "",
+        "## 7. Speed on this CPU: every verified path, end to end",
+        *speed_lines(be), f"`{be['command']}`", "",
+        "## 8. Video",
+        f"{vi['frames']} frames segmented by {vi.get('model', 'model.onnx')} "
+        f"({vi.get('precision', 'fp32')}) at {vi['fps']:.1f} FPS into overlay.mp4, decode, "
+        f"inference and overlay + encode on three threads; {vi['samples']} sample overlays in "
+        "samples/.", f"`{vi['command']}`", "",
+        "## 9. TensorRT",
+        *engine_lines(en, out), "",
+    ]
+    return "\n".join(lines)
+
+
+def openvino_lines(ov: dict[str, Any]) -> list[str]:
+    if "skipped" in ov:
+        return [f"Skipped: {ov['skipped']}."]
+    lines = []
+    for name in ("bf16", "int8"):
+        r = ov[name]
+        if "failed" in r:
+            lines.append(f"- model.{name}.xml: not written: {r['failed']}")
+            continue
+        line = (f"- model.{name}.xml, {r['precision']}: labels agree with fp32 on "
+                f"{100 * r['label_agreement']:.2f}% of pixels (run in OpenVINO as the runtime "
+                f"runs it), mIoU vs fp32 {100 * r['miou_vs_fp32']:.1f}")
+        if "fallback" in r:
+            kept = r["fallback"]
+            line += (f"; all int8 it agreed on {100 * kept['agreement_all_int8']:.2f}%, kept "
+                     f"out of int8: {', '.join(kept['kept']) or 'nothing'} "
+                     f"({100 * kept['macs_out_of_int8']:.0f}% of the MACs)")
+        lines.append(line)
+    return [*lines, "The precision each runs at is in its sidecar and set explicitly at every "
+            "load (OpenVINO would otherwise compute an fp32 graph in bf16 on this CPU, "
+            "unasked).", f"`{ov['command']}`"]
+
+
+def speed_lines(be: dict[str, Any]) -> list[str]:
+    if "fastest" not in be:  # a demo folder from before the CPU paths were compared
+        return [f"onnxruntime {be['fps']['onnxruntime']:.1f} FPS, torch "
+                f"{be['fps']['torch']:.1f} FPS at {be['size']}, batch 1."]
+    base = be["fps"]["onnxruntime fp32"]
+    lines = [f"At {be['size']}, batch 1, frames in and labels out, on {be['device']} "
+             "(bench.json, bench.png):", "",
+             "| path | precision | labels as fp32 | FPS | vs onnxruntime fp32 |",
+             "|---|---|---|---|---|"]
+    for label, fps in be["fps"].items():
+        mark = " **(fastest verified: the video runs it)**" if label == be["fastest"] else ""
+        lines.append(f"| {label}{mark} | {be['precision'][label]} | "
+                     f"{100 * be['agreement'][label]:.2f}% | {fps:.1f} | {fps / base:.2f}x |")
+    return [*lines, "", "Labels as fp32: each file's verification against the fp32 graph "
+            "(onnxruntime fp32 and torch: the reference). The paper's 175 FPS is at 512x1024 "
+            "on a GPU, not a peer of these figures."]
+
+
+def engine_lines(en: dict[str, Any], out: Path) -> list[str]:
+    if "skipped" in en:
+        return [f"Skipped: {en['skipped']}. Then: `ssr-deploy export engine {out}/model.onnx "
+                f"-o {out}/model.engine`."]
+    agreement = f", {100 * en['agreement']:.2f}% of labels as fp32" if en["agreement"] else ""
+    lines = [f"{en['precision']} engine {en['file']} ({en['size_mb']:.1f} MB{agreement}) "
+             f"built by {en['builder']} in {en['build_seconds']:.1f} s, for "
+             f"{', '.join('sm_' + cc.replace('.', '') for cc in en['targets'])}."]
+    if "fps" in en:
+        lines.append(f"{en['fps']:.1f} FPS here (paper: {en['paper_fps']:.0f} FPS at 512x1024 "
+                     "on an RTX 2080Ti); bench_engine.png.")
+    else:
+        lines.append(f"Not run here: {en['not_run']}.")
+        if en["builder"].startswith("TensorRT-RTX"):
+            lines.append("To run it, copy model.engine and its .json to a machine with an "
+                         "RTX GPU of those compute capabilities, `pip install "
+                         "'ssr-deploy[rtx]'` there, then `ssr-deploy bench model.engine` "
+                         "(Turing, the paper's 2080Ti: build with --compute-capability 7.5).")
+    return lines + [f"`{en['command']}`"]
+
+
+def precision_lines(p: dict[str, Any]) -> list[str]:
+    forms = {
+        "fp16": "fp16",
+        "int8": "int8, TensorRT form (symmetric int8 Q/DQ on convolution inputs, modules kept "
+                "in fp16 by --fallback auto): what an int8 engine is built from",
+        "int8-cpu": "int8, CPU form (uint8 activations, Q/DQ around each convolution, which "
+                    "onnxruntime fuses into its int8 kernels; modules kept in fp32 by "
+                    "--fallback auto): the one to run on a CPU",
+    }
+    lines = []
+    for name, form in forms.items():
+        r = p[name]
+        if "failed" in r:
+            lines.append(f"- model.{name}.onnx, {form}: not written: {r['failed']}")
+            continue
+        line = (f"- model.{name}.onnx, {form}: labels agree with fp32 on "
+                f"{100 * r['label_agreement']:.2f}% of pixels, mIoU vs fp32 "
+                f"{100 * r['miou_vs_fp32']:.1f}")
+        if "fallback" in r:
+            kept = r["fallback"]
+            line += (f"; all int8 it agreed on {100 * kept['agreement_all_int8']:.2f}%, kept "
+                     f"out of int8: {', '.join(kept['kept']) or 'nothing'} "
+                     f"({100 * kept['macs_out_of_int8']:.0f}% of the MACs)")
+        lines.append(line)
+    lines.append("The TensorRT form is not timed here in onnxruntime, which runs its symmetric "
+                 "int8 through separate quantize/dequantize steps (slower than fp32); TensorRT "
+                 "fuses them into int8 kernels on the GPU, and OpenVINO on the CPU (section 6: "
+                 "the same form is OpenVINO's int8).")
+    return lines
+
+
+def _search_ending(se: dict[str, Any]) -> str:
+    """How the demo's search ended, in a few words (older demo.json files lack ``ended``)."""
+    ended = se.get("ended", "converged" if se["converged"] else "argmax")
+    if ended == "settled":
+        f = se["forced"]
+        return (f"settled: {f['decisions']} decisions taken by the rising threshold, "
+                f"{f['mass']:.2f} of their probability each")
+    return {"converged": "converged", "argmax": "stopped; argmax for the rest",
+            "in band": "stopped; the most probable network in the band"}[ended]
