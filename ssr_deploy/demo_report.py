@@ -52,24 +52,27 @@ def report(f: dict[str, Any], out: Path, quick: bool) -> str:
     return "\n".join(lines)
 
 
+def verified_line(file: str, form: str, r: dict[str, Any], how: str = "") -> str:
+    """``- model.int8.onnx, <form>: labels agree with fp32 on 99.60% ...`` (or why it was
+    not written), with what ``--fallback auto`` kept out of int8."""
+    if "failed" in r:
+        return f"- {file}, {form}: not written: {r['failed']}"
+    line = (f"- {file}, {form}: labels agree with fp32 on {100 * r['label_agreement']:.2f}% of "
+            f"pixels{how}, mIoU vs fp32 {100 * r['miou_vs_fp32']:.1f}")
+    if "fallback" in r:
+        kept = r["fallback"]
+        line += (f"; all int8 it agreed on {100 * kept['agreement_all_int8']:.2f}%, kept out of "
+                 f"int8: {', '.join(kept['kept']) or 'nothing'} "
+                 f"({100 * kept['macs_out_of_int8']:.0f}% of the MACs)")
+    return line
+
+
 def openvino_lines(ov: dict[str, Any]) -> list[str]:
     if "skipped" in ov:
         return [f"Skipped: {ov['skipped']}."]
-    lines = []
-    for name in ("bf16", "int8"):
-        r = ov[name]
-        if "failed" in r:
-            lines.append(f"- model.{name}.xml: not written: {r['failed']}")
-            continue
-        line = (f"- model.{name}.xml, {r['precision']}: labels agree with fp32 on "
-                f"{100 * r['label_agreement']:.2f}% of pixels (run in OpenVINO as the runtime "
-                f"runs it), mIoU vs fp32 {100 * r['miou_vs_fp32']:.1f}")
-        if "fallback" in r:
-            kept = r["fallback"]
-            line += (f"; all int8 it agreed on {100 * kept['agreement_all_int8']:.2f}%, kept "
-                     f"out of int8: {', '.join(kept['kept']) or 'nothing'} "
-                     f"({100 * kept['macs_out_of_int8']:.0f}% of the MACs)")
-        lines.append(line)
+    lines = [verified_line(f"model.{name}.xml", ov[name].get("precision", name), ov[name],
+                           " (run in OpenVINO as the runtime runs it)")
+             for name in ("bf16", "int8")]
     return [*lines, "The precision each runs at is in its sidecar and set explicitly at every "
             "load (OpenVINO would otherwise compute an fp32 graph in bf16 on this CPU, "
             "unasked).", f"`{ov['command']}`"]
@@ -123,21 +126,7 @@ def precision_lines(p: dict[str, Any]) -> list[str]:
                     "onnxruntime fuses into its int8 kernels; modules kept in fp32 by "
                     "--fallback auto): the one to run on a CPU",
     }
-    lines = []
-    for name, form in forms.items():
-        r = p[name]
-        if "failed" in r:
-            lines.append(f"- model.{name}.onnx, {form}: not written: {r['failed']}")
-            continue
-        line = (f"- model.{name}.onnx, {form}: labels agree with fp32 on "
-                f"{100 * r['label_agreement']:.2f}% of pixels, mIoU vs fp32 "
-                f"{100 * r['miou_vs_fp32']:.1f}")
-        if "fallback" in r:
-            kept = r["fallback"]
-            line += (f"; all int8 it agreed on {100 * kept['agreement_all_int8']:.2f}%, kept "
-                     f"out of int8: {', '.join(kept['kept']) or 'nothing'} "
-                     f"({100 * kept['macs_out_of_int8']:.0f}% of the MACs)")
-        lines.append(line)
+    lines = [verified_line(f"model.{name}.onnx", form, p[name]) for name, form in forms.items()]
     lines.append("The TensorRT form is not timed here in onnxruntime, which runs its symmetric "
                  "int8 through separate quantize/dequantize steps (slower than fp32); TensorRT "
                  "fuses them into int8 kernels on the GPU, and OpenVINO on the CPU (section 6: "
