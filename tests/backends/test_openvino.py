@@ -247,3 +247,15 @@ def test_a_checkpoint_exports_to_an_ir_through_a_verified_onnx(tiny_inputs, tmp_
     assert spec.input.size == (32, 64) and spec.input.dtype == "uint8"
     assert spec.output.kind == "labels" and spec.get("fp32_onnx") is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml", "m.xml.json"]
+
+
+def test_one_ir_from_several_threads_gives_each_its_own_labels(irs):
+    from concurrent.futures import ThreadPoolExecutor
+
+    frames = list(street_frames(6, 64, 128, seed=8))
+    with Segmenter.load(irs["fp32"]) as seg:
+        alone = [seg(f) for f in frames]
+        with ThreadPoolExecutor(4) as pool:
+            together = list(pool.map(seg, frames))
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,9 @@ def first_line(e: BaseException) -> str:
 class CompiledModels:
     """One model compiled for the CPU at ``precision`` (fp32 | bf16), once per input shape
     (static shapes), with an infer request each. ``profile``: OpenVINO's performance
-    counters on. ``threads``: inference threads (default: OpenVINO's, the cores)."""
+    counters on. ``threads``: inference threads (default: OpenVINO's, the cores). Calls from
+    several threads take turns (an infer request runs one inference at a time, on every
+    core)."""
 
     def __init__(self, model, precision: str, threads: int | None = None,
                  profile: bool = False) -> None:
@@ -130,6 +133,7 @@ class CompiledModels:
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = threads
         self._compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self._lock = threading.Lock()
 
     def request(self, shape: tuple[int, ...]):
         """The infer request for inputs of ``shape``, compiled on first use."""
@@ -155,9 +159,10 @@ class CompiledModels:
         return self._compiled[shape][1]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        request = self.request(tuple(batch.shape))
-        request.infer({0: np.ascontiguousarray(batch)}, share_inputs=True)
-        return request.get_output_tensor(0).data.copy()
+        with self._lock:
+            request = self.request(tuple(batch.shape))
+            request.infer({0: np.ascontiguousarray(batch)}, share_inputs=True)
+            return request.get_output_tensor(0).data.copy()
 
     def compiled(self, shape: tuple[int, ...]):
         return self._compiled[shape][0]
