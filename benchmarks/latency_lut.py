@@ -13,6 +13,8 @@
    measures it: ``target_error`` = |measured - target| / target.
 
     python benchmarks/latency_lut.py [--work DIR] [--networks 20] [--skip-search]
+    python benchmarks/latency_lut.py --backend openvino --precision bf16 \
+        --out benchmarks/results/latency_lut_openvino.json      (this CPU, OpenVINO bf16)
     python benchmarks/latency_lut.py --backend torch --device cuda --precision fp16 \
         --out benchmarks/results/latency_lut_gpu.json           (on an NVIDIA GPU)
     python benchmarks/latency_lut.py --backend tensorrt --device cuda --precision fp16 \
@@ -129,10 +131,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=6)
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--skip-search", action="store_true")
-    parser.add_argument("--backend", choices=("onnxruntime", "tensorrt", "torch"),
+    parser.add_argument("--backend", choices=("onnxruntime", "openvino", "tensorrt", "torch"),
                         default="onnxruntime")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
                                              "latency_lut.json"))
     args = parser.parse_args()
@@ -144,6 +146,8 @@ def main() -> None:
     elif args.backend == "torch":
         RUN.update(backend="torch", device=args.device, size=SIZE,
                    fp16=args.precision == "fp16")
+    elif args.backend == "openvino":  # the fp32 ONNX, computed at the table's precision
+        RUN.update(backend="openvino", precision=args.precision)
     elif args.device != "cpu":
         RUN.update(device=args.device)
     tag = "" if (args.backend, args.device) == ("onnxruntime", "cpu") else \
@@ -173,7 +177,7 @@ def main() -> None:
     print(f"exported {len(paths)} networks", flush=True)
     search = None
     if not args.skip_search:  # searched first, measured with the others in the same passes
-        search = target_search(work, table, lut_path, "cpu" if args.backend == "onnxruntime"
+        search = target_search(work, table, lut_path, "cpu" if args.device == "cpu"
                                else args.device)
         paths.append(export(search.pop("genotype"), work / f"searched-{lut_path.stem}{suffix}",
                             args.precision))
