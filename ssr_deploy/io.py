@@ -159,6 +159,37 @@ def atomic_write_many(writers: dict[str | Path, Callable[[Path], object]]) -> li
     return paths
 
 
+def open_in_place(path: str | Path, what: str) -> int:
+    """A file ssr-deploy writes in place (a run's lock, a server's log), opened for reading
+    and writing without following a link or blocking on a FIFO; refused in one line unless it
+    is a plain file with no other name (writes through a hard link land in the other file).
+    Returns the descriptor, blocking; the caller closes it."""
+    import stat
+
+    path = Path(path)
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise SsrDeployError(f"{what} {path} is a symbolic link: ssr-deploy writes it in "
+                                 "place and follows no link; remove it") from None
+        e.filename = str(path)
+        raise write_failed(path, e) from None
+    info = os.fstat(fd)
+    kind = None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "not a plain file"
+    elif info.st_nlink != 1:
+        kind = f"a hard link ({info.st_nlink} names for one file)"
+    if kind:
+        os.close(fd)
+        raise SsrDeployError(f"{what} {path} is {kind}: ssr-deploy writes it in place and "
+                             "would write into it; remove it (nothing was written)")
+    os.set_blocking(fd, True)
+    return fd
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from ssr_deploy.errors import SsrDeployError, UsageError
-from ssr_deploy.io import OutputError, atomic_write_many, jsonable, umask, write_failed
+from ssr_deploy.io import (
+    OutputError,
+    atomic_write_many,
+    jsonable,
+    open_in_place,
+    umask,
+    write_failed,
+)
 from ssr_deploy.version import __version__
 
 
@@ -86,11 +93,7 @@ def run_lock(folder: str | Path, command: str, option: str = "--out") -> Iterato
     folder = Path(folder)
     path = folder.parent / f".{folder.name}.lock"
     while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        except OSError as e:
-            e.filename = str(path)
-            raise write_failed(path, e) from None
+        fd = open_in_place(path, "the lock")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

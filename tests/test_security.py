@@ -22,7 +22,7 @@ from ssr_deploy.cli import main
 from ssr_deploy.errors import SpecError
 from ssr_deploy.io import atomic_write_text, read_json
 from ssr_deploy.runs import run_lock
-from ssr_deploy.spec import ModelSpec, file_sha256, sidecar_path
+from ssr_deploy.spec import RUNTIME_IO, ModelSpec, file_sha256, sidecar_path
 
 
 @pytest.fixture(scope="module")
@@ -411,3 +411,30 @@ def test_a_replaced_output_folder_leaves_no_predictable_name(tmp_path):
     with output_folder(out, overwrite=True) as folder:
         (folder / "new.png").write_bytes(b"new")
     assert sorted(p.name for p in out.iterdir()) == ["new.png"] and victim.is_dir()
+
+
+# ---- the third hostile round: security and data loss ---------------------------------
+def test_a_hard_link_or_fifo_at_a_lock_or_log_is_refused_and_the_other_file_untouched(
+        tmp_path):
+    """Locks and logs are written in place: a hard link would carry the writes into the
+    other file (and print its bytes in the take-over note), a FIFO would hang open()."""
+    import os
+
+    from ssr_deploy.serving.triton import open_log
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    os.link(victim, tmp_path / ".run.lock")
+    with pytest.raises(SsrDeployError, match=r"\.run\.lock is a hard link .*remove it"), \
+            run_lock(tmp_path / "run", "train"):
+        pass
+    os.link(victim, tmp_path / "serve.log")
+    with pytest.raises(SsrDeployError, match="serve.log is a hard link"):
+        open_log(tmp_path / "serve.log")
+    assert victim.read_text() == "precious\n"
+    for name in (".run2.lock", "fifo.log"):
+        os.mkfifo(tmp_path / name)
+    with pytest.raises(SsrDeployError, match="is a FIFO"), run_lock(tmp_path / "run2", "train"):
+        pass
+    with pytest.raises(SsrDeployError, match="fifo.log is a FIFO"):
+        open_log(tmp_path / "fifo.log")

@@ -31,6 +31,7 @@ from pathlib import Path
 import ssr_deploy
 from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.export.triton import valid_model_name
+from ssr_deploy.io import open_in_place
 
 MODEL_FILE = Path(__file__).with_name("triton_model.py")
 
@@ -330,11 +331,14 @@ class TritonServer:
 
 
 def open_log(path: Path):
-    """The server's log, opened for writing without following a symlink: one planted at the
-    name is replaced by the new file, never written through."""
+    """The server's log, opened for writing without following a symlink (one planted at the
+    name is replaced by the new file, never written through), and only where the name is a
+    plain file of its own (not a FIFO, not a hard link to another file); emptied once it is
+    known to be the log's own."""
     if path.is_symlink():
         path.unlink()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
+    fd = open_in_place(path, "--log")
+    os.ftruncate(fd, 0)
     return os.fdopen(fd, "wb")
 
 
