@@ -438,3 +438,58 @@ def test_a_hard_link_or_fifo_at_a_lock_or_log_is_refused_and_the_other_file_unto
         pass
     with pytest.raises(SsrDeployError, match="fifo.log is a FIFO"):
         open_log(tmp_path / "fifo.log")
+
+
+def test_the_checkpoint_export_cache_checks_what_it_finds(tiny_inputs, tmp_path, monkeypatch):
+    """One export per content, size and I/O, in the cache folder, found again by key, not by
+    time; an ONNX planted under the key (another network's, or this network with other
+    weights and a forged record) is exported again, never run."""
+    import shutil
+
+    import torch
+
+    import ssr_deploy.export.onnx as onnx_export
+    from ssr_deploy.export.cache import onnx_for_checkpoint
+    from ssr_deploy.model.checkpoint import load_model, save_checkpoint
+
+    real, exports = onnx_export.export_onnx, []
+
+    def counting(net, path, **kw):
+        exports.append(kw["size"])
+        return real(net, path, **kw)
+
+    monkeypatch.setattr(onnx_export, "export_onnx", counting)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    ckpt = tmp_path / "user" / "net.pt"
+    ckpt.parent.mkdir()
+    shutil.copyfile(tiny_inputs / "ck.pt", ckpt)
+    first = onnx_for_checkpoint(ckpt, (32, 64))
+    assert first.parent == tmp_path / "cache" / "ssr-deploy" / "onnx"
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["net.pt"]  # nothing beside it
+    ckpt.touch()  # a newer file, same content: the cached export is reused
+    assert onnx_for_checkpoint(ckpt, (32, 64)) == first and exports == [(32, 64)]
+    assert onnx_for_checkpoint(ckpt, (64, 128)) != first and len(exports) == 2
+
+    net = load_model(ckpt)  # the same genotype, other weights, under the right key
+    with torch.no_grad():
+        for param in net.parameters():
+            param.mul_(-1.0)
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    save_checkpoint(forged / "f.pt", net, net.genotype)
+    planted = real(net, forged / "f.onnx", size=(32, 64), dynamic_batch=True, max_batch=32,
+                   io=RUNTIME_IO).path
+    shutil.copyfile(planted, first)
+    shutil.copyfile(sidecar_path(planted), sidecar_path(first))
+    assert ModelSpec.load(first).genotype_hash == net.genotype.hash  # a consistent plant
+    assert onnx_for_checkpoint(ckpt, (32, 64)) == first and len(exports) == 3  # exported again
+    assert file_sha256(first) != file_sha256(planted)
+    other = tmp_path / "other"  # another network's export, its sidecar consistent
+    other.mkdir()
+    other_onnx = real(build_model("ssr-cityscapes"), other / "o.onnx", size=(32, 64),
+                      dynamic_batch=True, max_batch=32,
+                      io=RUNTIME_IO).path
+    shutil.copyfile(other_onnx, first)
+    shutil.copyfile(sidecar_path(other_onnx), sidecar_path(first))
+    assert onnx_for_checkpoint(ckpt, (32, 64)) == first and len(exports) == 4
+    assert ModelSpec.load(first).genotype_hash == load_model(ckpt).genotype.hash

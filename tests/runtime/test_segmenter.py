@@ -1,4 +1,3 @@
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,35 +196,3 @@ def test_an_engine_is_refused_on_the_cpu_before_tensorrt_is_needed(tmp_path):
         Segmenter.load(engine, device="cpu")
     with pytest.raises(TypeError, match="tensorrt backend takes no option 'threads'"):
         Segmenter.load(engine, threads=2)
-
-
-def test_checkpoint_exports_into_a_content_keyed_cache(models, tmp_path, monkeypatch):
-    """The cache logic (the export itself is tested in tests/export): one export per
-    content, size and I/O, in the cache folder, found again by key, not by time."""
-    import shutil
-
-    import ssr_deploy.export.onnx as onnx_export
-
-    exports = []
-
-    def fake_export(net, path, **kw):  # writes what a real export leaves: model + sidecar
-        exports.append((Path(path).name, kw["size"]))
-        Path(path).write_bytes(b"onnx")
-        Path(str(path) + ".json").write_text("{}")
-
-    monkeypatch.setattr(onnx_export, "export_onnx", fake_export)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    ckpt = tmp_path / "user" / "net.pt"
-    ckpt.parent.mkdir()
-    shutil.copyfile(models["pt"], ckpt)
-    first = onnx_for_checkpoint(ckpt, (64, 128))
-    assert first.parent == tmp_path / "cache" / "ssr-deploy" / "onnx"
-    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["net.pt"]  # nothing beside it
-    ckpt.touch()  # a newer file, same content: the cached export is reused
-    assert onnx_for_checkpoint(ckpt, (64, 128)) == first and len(exports) == 1
-    assert onnx_for_checkpoint(ckpt, (32, 64)) != first and len(exports) == 2
-    changed = tmp_path / "user" / "other.pt"
-    shutil.copyfile(models["pt"], changed)
-    with open(changed, "ab") as f:
-        f.write(b"\0")  # other content, other key (the fake export never reads it)
-    assert onnx_for_checkpoint(changed, (64, 128)) != first and len(exports) == 3
