@@ -59,6 +59,24 @@ def _sz(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
 
 
+def check_demo_folder(out: Path) -> None:
+    """``--out`` must be new, empty, or a demo's own (its ``.stages/``, which a re-run
+    continues): a demo writes report.md, model.onnx, train/ ... there, and would replace a
+    user's files of those names."""
+    try:
+        if out.is_symlink() or (out.exists() and not out.is_dir()):
+            raise SsrDeployError(f"--out {out} is not a folder; choose a new folder")
+        entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    except PermissionError:
+        raise SsrDeployError(f"cannot read {out}: permission denied; choose another --out"
+                             ) from None
+    if entries and not (out / ".stages").is_dir():
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise SsrDeployError(f"--out {out} holds files that are not a demo's ({shown}); a "
+                             "demo writes report.md, model.onnx, train/ and more there: "
+                             "choose a new or empty folder")
+
+
 class Demo:
     def __init__(self, out: str | Path, device: str = "cpu", quick: bool = False,
                  progress: Callable[[str], None] | None = None) -> None:
@@ -71,6 +89,7 @@ class Demo:
             if not torch.cuda.is_available():
                 raise SsrDeployError("--device cuda: no CUDA GPU is visible here; run the demo "
                                      "with --device cpu (the default)")
+        check_demo_folder(self.out)
         try:
             (self.out / ".stages").mkdir(parents=True, exist_ok=True)
             import tempfile

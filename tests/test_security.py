@@ -493,3 +493,17 @@ def test_the_checkpoint_export_cache_checks_what_it_finds(tiny_inputs, tmp_path,
     shutil.copyfile(sidecar_path(other_onnx), sidecar_path(first))
     assert onnx_for_checkpoint(ckpt, (32, 64)) == first and len(exports) == 4
     assert ModelSpec.load(first).genotype_hash == load_model(ckpt).genotype.hash
+
+
+def test_demo_refuses_a_folder_that_is_not_a_demos(tmp_path):
+    from ssr_deploy.demo import Demo
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine\n")
+    with pytest.raises(SsrDeployError, match=r"holds files that are not a demo's \(notes.txt\)"):
+        Demo(mine, quick=True)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    (tmp_path / "empty").mkdir()
+    Demo(tmp_path / "empty", quick=True)  # empty: fine; a demo's own folder: continued
+    Demo(tmp_path / "empty", quick=True)
