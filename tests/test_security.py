@@ -507,3 +507,40 @@ def test_demo_refuses_a_folder_that_is_not_a_demos(tmp_path):
     (tmp_path / "empty").mkdir()
     Demo(tmp_path / "empty", quick=True)  # empty: fine; a demo's own folder: continued
     Demo(tmp_path / "empty", quick=True)
+
+
+def test_an_export_never_replaces_a_users_file_with_its_companion(tmp_path, small_onnx):
+    """`export onnx -o d/x.fp16.onnx` writes the fp32 graph to d/x.onnx, `export engine`
+    its converted graph to eng/m.fp16.onnx: a file of the user's there is refused, before
+    any work; the companion of an earlier run of the same export is replaced."""
+    import shutil
+
+    from ssr_deploy.export.metadata import check_companion
+    from ssr_deploy.export.precision import PrecisionOptions, convert_precision
+
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "x.onnx").write_text("the user's own\n")
+    runner = CliRunner()
+    result = runner.invoke(main, ["export", "onnx", "ssr-cityscapes", "--random-init", "--size",
+                                  "32x64", "-o", str(d / "x.fp16.onnx"), "--precision", "fp16"])
+    assert "x.onnx exists and is not the fp32 graph of x.fp16.onnx" in _one_line(result)
+    assert sorted(p.name for p in d.iterdir()) == ["x.onnx"]
+    assert (d / "x.onnx").read_text() == "the user's own\n"
+
+    eng = tmp_path / "eng"
+    eng.mkdir()
+    shutil.copyfile(small_onnx, eng / "m.onnx")
+    shutil.copyfile(sidecar_path(small_onnx), sidecar_path(eng / "m.onnx"))
+    (eng / "m.fp16.onnx").write_text("the user's fp16 graph\n")
+    with pytest.raises(SsrDeployError, match="m.fp16.onnx exists and is not the fp16 graph"):
+        check_companion(eng / "m.fp16.onnx", "fp16 graph", eng / "m.engine",
+                        eng / "m.fp16.onnx", eng / "m.onnx")
+    result = runner.invoke(main, ["export", "engine", str(eng / "m.onnx"), "-o",
+                                  str(eng / "m.engine"), "--builder", "tensorrt-rtx"])
+    assert "m.fp16.onnx exists and is not the fp16 graph of m.engine" in _one_line(result)
+    assert (eng / "m.fp16.onnx").read_text() == "the user's fp16 graph\n"
+    (eng / "m.fp16.onnx").unlink()  # an earlier run's own companion is replaced
+    convert_precision(eng / "m.onnx", eng / "m.fp16.onnx", PrecisionOptions("fp16"))
+    check_companion(eng / "m.fp16.onnx", "fp16 graph", eng / "m.engine", eng / "m.fp16.onnx",
+                    eng / "m.onnx")

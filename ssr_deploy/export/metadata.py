@@ -11,6 +11,7 @@ from typing import Any
 
 import onnx
 
+from ssr_deploy.errors import UsageError
 from ssr_deploy.io import atomic_write_many
 from ssr_deploy.spec import ModelSpec, file_sha256, sidecar_path
 from ssr_deploy.spec import build_metadata as _build_metadata
@@ -79,3 +80,41 @@ def write_sidecar(model_path: str | Path, metadata: dict[str, Any]) -> Path:
 def read_sidecar(model_path: str | Path, verify_hash: bool = True) -> dict[str, Any]:
     """The sidecar of ``model_path`` as written, validated as a ModelSpec first."""
     return ModelSpec.load(model_path, verify_hash).to_dict()
+
+
+def check_companion(path: Path, role: str, beside: Path, converted: Path, fp32: Path,
+                    graph: onnx.ModelProto | None = None) -> None:
+    """``path`` is about to be written beside ``beside`` as its ``role`` (an export's fp32
+    graph, an engine build's converted graph). A file already there is replaced only if it
+    is that companion from an earlier run (``converted``'s sidecar names ``fp32`` by its
+    sha256) or, given the ``graph`` about to be written, the very same graph. Anything else
+    is refused in one line: nothing a user had is replaced unasked."""
+    if not path.exists() or _is_companion(converted, fp32):
+        return
+    if graph is not None:
+        try:
+            there = onnx.load(str(path), load_external_data=False).graph
+            if there.SerializeToString(deterministic=True) == graph.graph.SerializeToString(
+                    deterministic=True):
+                return
+        except Exception:  # noqa: BLE001 - unreadable: not ours to replace
+            pass
+    raise UsageError(f"{path} exists and is not the {role} of {beside.name} from an earlier "
+                     f"run; this command writes its {role} there: move it, or write to another "
+                     "folder (nothing was written)")
+
+
+def _is_companion(converted: Path, fp32: Path) -> bool:
+    try:
+        recorded = ModelSpec.load(converted, verify_hash=False).get("fp32_onnx_sha256")
+        return recorded is not None and fp32.is_file() and recorded == file_sha256(fp32)
+    except Exception:  # noqa: BLE001 - unreadable or foreign: not a companion
+        return False
+
+
+def maybe_same_network(path: Path, genotype_hash: str) -> bool:
+    """Whether ``path`` is an ONNX of ours of this genotype (worth comparing graphs with)."""
+    try:
+        return ModelSpec.load(path, verify_hash=False).genotype_hash == genotype_hash
+    except Exception:  # noqa: BLE001
+        return False

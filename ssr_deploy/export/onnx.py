@@ -17,7 +17,14 @@ import torch
 
 from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.export.fold import fold_batchnorm
-from ssr_deploy.export.metadata import ExportResult, build_metadata, publish_models, to_props
+from ssr_deploy.export.metadata import (
+    ExportResult,
+    build_metadata,
+    check_companion,
+    maybe_same_network,
+    publish_models,
+    to_props,
+)
 from ssr_deploy.export.precision import (
     PrecisionOptions,
     bytes_sha256,
@@ -206,8 +213,12 @@ def export_onnx(net: SSRNet, path: str | Path, options: OnnxOptions | None = Non
     if converting:
         check_options(precision)
     check_output_path(path)
-    model, metadata, report = _export_verified(net, o, step)
     fp32_path = fp32_path_for(path, precision.precision) if converting else path
+    if converting and not maybe_same_network(fp32_path, net.genotype.hash):
+        check_companion(fp32_path, "fp32 graph", path, path, fp32_path)  # refused before work
+    model, metadata, report = _export_verified(net, o, step)
+    if converting:  # the same graph again (a re-export of the same network) is no loss
+        check_companion(fp32_path, "fp32 graph", path, path, fp32_path, model)
     if converting:
         tag = precision.precision
         converted, converted_meta, check = convert_model(

@@ -34,7 +34,7 @@ from ssr_deploy.backends.tensorrt.profiles import Profile, optimization_profile
 from ssr_deploy.backends.tensorrt.runner import check_engine_io
 from ssr_deploy.errors import UsageError
 from ssr_deploy.export import precision as prec
-from ssr_deploy.export.metadata import publish_models, read_sidecar
+from ssr_deploy.export.metadata import check_companion, publish_models, read_sidecar
 from ssr_deploy.export.onnx_file import check_onnx_file
 from ssr_deploy.io import check_input_file
 from ssr_deploy.spec import ModelSpec
@@ -112,6 +112,7 @@ def validate(onnx_path: str | Path, engine_path: str | Path, o: EngineOptions) -
                              "fp32 ONNX (or drop --precision to build it as it is)")
         if wanted != "fp32":
             convert_to = engine_path.with_name(f"{onnx_path.stem}.{wanted}.onnx")
+            check_companion(convert_to, f"{wanted} graph", engine_path, convert_to, onnx_path)
             prec.validate(onnx_path, convert_to, o.precision_options(wanted))
     elif o.fp32_layers or o.calib_dir or o.fallback != "none":
         raise UsageError(f"{onnx_path.name} is already {has}: --fp32-layers, --calib and "
