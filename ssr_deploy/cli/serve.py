@@ -20,6 +20,9 @@ from ssr_deploy.cli.base import SIZE, main
               help="Copies of the model, each in its own process.")
 @click.option("--queue-delay-us", type=click.IntRange(0, 10_000_000), default=500,
               show_default=True, help="How long a request may wait for others to batch with.")
+@click.option("--max-request-mb", type=click.IntRange(1, 4096), default=256, show_default=True,
+              help="The largest request accepted; requests in flight together hold at most "
+              "twice this (larger ones wait). Each is checked against the model first.")
 @click.option("--backend", type=click.Choice(BACKENDS),
               help="[default: by the model's suffix]")
 @click.option("--device", help="cpu, cuda or cuda:N. [default: the backend's]")
@@ -42,8 +45,8 @@ from ssr_deploy.cli.base import SIZE, main
               help="Open one of Triton's APIs beyond inference, health and metadata "
               "(closed by default); repeatable.")
 def serve(model, name, http_port, grpc_port, metrics_port, max_batch, instances,
-          queue_delay_us, backend, device, precision, letterbox, size, tritonserver, log, host,
-          allow_api) -> None:
+          queue_delay_us, max_request_mb, backend, device, precision, letterbox, size,
+          tritonserver, log, host, allow_api) -> None:
     """Serve MODEL (.onnx, .xml OpenVINO IR, .engine or .pt) on a real Triton Inference
     Server.
 
@@ -74,7 +77,7 @@ def serve(model, name, http_port, grpc_port, metrics_port, max_batch, instances,
                           instances, queue_delay_us, backend, device, letterbox, tritonserver,
                           log, options={k: v for k, v in (("size", size),
                                                           ("precision", precision)) if v},
-                          host=host, allow_api=allow_api)
+                          host=host, allow_api=allow_api, max_request_mb=max_request_mb)
 
     def started(_server) -> None:
         click.echo(f"serving {model} as {name!r} on Triton at {host}: HTTP :{http_port}, gRPC "

@@ -5,12 +5,15 @@ environment variable, ``tritonserver`` on PATH, ``/opt/tritonserver`` (NVIDIA's 
 or the binary inside NVIDIA's PyTriton wheel (``pip install --no-deps nvidia-pytriton``:
 Triton 2.51 with its python backend; its own Python layer is not used). The model is a
 python-backend model (``triton_model.py``) with dynamic batching; the server speaks HTTP and
-gRPC (KServe v2) and exports Prometheus metrics. SIGTERM: Triton stops taking requests,
-finishes those it accepted, and exits 0.
+gRPC (KServe v2) and exports Prometheus metrics. Clients reach it only through ``guard.py``
+(Triton listens on loopback ports of its own): a request is bounded and checked against the
+model before Triton allocates for it. SIGTERM: Triton stops taking requests, finishes those it
+accepted, and exits 0.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
@@ -127,7 +130,7 @@ class TritonServer:
                  device: str | None = None, letterbox: bool = False,
                  tritonserver: str | Path | None = None, log: str | Path | None = None,
                  exit_timeout: int = 30, options: dict | None = None, host: str = "127.0.0.1",
-                 allow_api: tuple[str, ...] = ()) -> None:
+                 allow_api: tuple[str, ...] = (), max_request_mb: int = 256) -> None:
         unknown = sorted(set(allow_api) - set(RESTRICTED_APIS))
         if unknown:
             raise UsageError(f"--allow-api {unknown[0]}: use one of {', '.join(RESTRICTED_APIS)}")
@@ -148,6 +151,11 @@ class TritonServer:
         self.install = TritonInstall.find(tritonserver)
         self.log_path = Path(log) if log else None
         self.exit_timeout = exit_timeout
+        if not 1 <= max_request_mb <= 4096:
+            raise UsageError(f"--max-request-mb {max_request_mb}: give 1 to 4096")
+        self.max_request_bytes = max_request_mb << 20
+        self.guard = None
+        self.triton_http = self.triton_grpc = 0  # Triton's own ports, on loopback
         self.process: subprocess.Popen | None = None
         self.workdir: Path | None = None
         self._log = None
@@ -205,14 +213,15 @@ class TritonServer:
         restricted = [f"--http-restricted-api={','.join(closed)}:{secret}",
                       f"--grpc-restricted-protocol={','.join(closed)}:{secret}"] if closed else []
         return [str(self.install.server), f"--model-repository={repo}",
-                f"--backend-directory={backends}", f"--http-address={self.host}",
-                f"--grpc-address={self.host}", f"--metrics-address={self.host}",
-                f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
+                f"--backend-directory={backends}", "--http-address=127.0.0.1",
+                "--grpc-address=127.0.0.1", f"--metrics-address={self.host}",
+                f"--http-port={self.triton_http}", f"--grpc-port={self.triton_grpc}",
                 f"--metrics-port={self.metrics_port}", *restricted,
                 f"--exit-timeout-secs={self.exit_timeout}", "--strict-readiness=true",
                 "--log-verbose=0"]
 
     def start(self, timeout: float = 120.0) -> TritonServer:
+        self.triton_http, self.triton_grpc = free_port(), free_port()
         self.workdir = self._write_workdir()
         self.log_file = self.log_path or self.workdir / "triton.log"
         env = dict(os.environ)
@@ -234,13 +243,35 @@ class TritonServer:
                 reason = self._failure()
                 self.stop()
                 raise SsrDeployError(f"tritonserver stopped while starting: {reason}")
-            if self.ready():
+            if is_ready(self.triton_http):
+                self._open_guard()
                 return self
             time.sleep(0.2)
         self.stop()
         raise SsrDeployError(f"tritonserver was not ready after {timeout:.0f} s; " + (
             f"see its log, {self.log_path}" if self.log_path else
             "run with --log FILE to keep its log"))
+
+    def _open_guard(self) -> None:
+        """The front door on the user's ports (see guard.py); a port in use is one line."""
+        from ssr_deploy.serving.guard import Guard, Limits
+
+        limits = Limits(self.name, self.max_batch, max_request_bytes=self.max_request_bytes,
+                        inflight_bytes=2 * self.max_request_bytes)
+        self.guard = Guard(limits, self.host, self.http_port, self.grpc_port,
+                           self.triton_http, self.triton_grpc)
+        try:
+            self.guard.start()
+        except OSError as e:
+            self.guard.close()
+            self.guard = None
+            self.stop()
+            why = str(e.strerror or e)[:200]
+            if e.errno == errno.EADDRINUSE or "in use" in why.lower():
+                raise SsrDeployError(f"a port is in use ({why}); choose free ones with "
+                                     "--http-port and --grpc-port") from None
+            raise SsrDeployError(f"cannot listen on {self.host} ({why}): give an address of "
+                                 "this machine with --host (127.0.0.1, ::1, 0.0.0.0)") from None
 
     def _failure(self) -> str:
         """The first error line of the server's log, for the one-line message."""
@@ -304,6 +335,9 @@ class TritonServer:
         return code
 
     def _cleanup(self) -> None:
+        if self.guard is not None:
+            self.guard.close()
+            self.guard = None
         if self._log:
             self._log.close()
             self._log = None

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -131,10 +132,89 @@ def test_malformed_requests_get_errors_and_the_server_serves_on(server):
     with pytest.raises(InferenceServerException):
         raw.infer("ssrnet", [tensor])
     assert len(errors) + 2 == 10
-    assert "expects 'UINT8'" in errors[0] and "above 0" in errors[5]
+    assert "images are UINT8, not FP32" in errors[0] and "send (batch, H, W, 3)" in errors[2]
+    assert "H and W 1 to 8192, 3 channels" in errors[5] and "batch 1 to 8" in errors[7]
     with urllib.request.urlopen(f"http://{server.url}/v2/health/ready", timeout=5) as r:
         assert r.status == 200
     assert client.segment(good).shape == (1, 48, 80)
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_the_server_survives_hostile_requests_interleaved_with_normal_ones(server, model):
+    """A request declaring 30 GB with 3 values (it aborted Triton once), an 805 MB gRPC
+    message, malformed and normal requests, from four threads at once: every hostile one is
+    refused before Triton allocates, every normal one answered, the same tritonserver
+    process stays ready, and its memory stays bounded."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    pid, before = server.process.pid, _rss_mib(server.process.pid)
+    good = _frames(1)
+    with Segmenter.load(model) as seg:
+        expected = seg(good[0])
+
+    def huge_json() -> int:
+        body = json.dumps({"inputs": [{"name": "images", "shape": [1, 100000, 100000, 3],
+                                       "datatype": "UINT8", "data": [1, 2, 3]}]}).encode()
+        request = urllib.request.Request(f"http://{server.url}/v2/models/ssrnet/infer",
+                                         data=body, method="POST")
+        try:
+            urllib.request.urlopen(request, timeout=30)
+        except urllib.error.HTTPError as e:
+            return e.code
+        return 200
+
+    def huge_grpc() -> str:
+        channel = grpc.insecure_channel(server.grpc_url, options=[
+            ("grpc.max_send_message_length", -1)])
+        request = service_pb2.ModelInferRequest(model_name="ssrnet")
+        tensor = request.inputs.add(name="images", datatype="UINT8")
+        tensor.shape.extend([1, 16384, 16384, 3])
+        request.raw_input_contents.append(bytes(16384 * 16384 * 3))
+        try:
+            service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=60)
+        except grpc.RpcError as e:
+            return e.code().name
+        finally:
+            channel.close()
+        return "OK"
+
+    def normal() -> bool:
+        client = SegmentationClient(server.grpc_url, protocol="grpc")
+        try:
+            return bool(np.array_equal(client.segment(good)[0], expected))
+        finally:
+            client.close()
+
+    def malformed() -> bool:
+        client = SegmentationClient(server.url, protocol="http")
+        try:
+            client.segment(np.zeros((1, 0, 80, 3), np.uint8))
+        except InferenceServerException:
+            return True
+        finally:
+            client.close()
+        return False
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls = [huge_json, normal, malformed, normal, huge_grpc, normal, huge_json, malformed,
+             normal, normal] * 2
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda call: (call.__name__, call()), calls))
+    by = {}
+    for name, value in results:
+        by.setdefault(name, []).append(value)
+    assert set(by["huge_json"]) == {400} and set(by["huge_grpc"]) == {"RESOURCE_EXHAUSTED"}
+    assert all(by["normal"]) and all(by["malformed"])
+    assert server.process.poll() is None and server.process.pid == pid and server.ready()
+    assert _rss_mib(pid) - before < 512, (before, _rss_mib(pid))
 
 
 def test_sigterm_under_load_finishes_the_accepted_requests_and_exits_0(slow_model, tmp_path):
