@@ -109,11 +109,33 @@ class VideoOutput:
         return self.path
 
 
+#: the largest image side read (8K frames; the CLI's size limit): a file's header is read
+#: first, so a small file declaring a huge image is refused before it is decoded
+MAX_IMAGE_SIDE = 8192
+
+
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) from the file's header, without decoding it (None if unknown)."""
+    try:
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = None  # we bound the sides ourselves, below
+        with Image.open(path) as image:
+            return image.size
+    except Exception:  # noqa: BLE001 - Pillow absent or the format unknown to it
+        return None
+
+
 def read_image(path: str | Path, flags: int | None = None):
     """An image as OpenCV reads it (BGR uint8 by default); a clear error for a corrupt or
-    unreadable file."""
+    unreadable file, or one whose header declares a side over MAX_IMAGE_SIDE (refused
+    before decoding: a 389 KB PNG can declare 20000x20000, 1.2 GB of pixels)."""
     import cv2
 
+    size = image_size(path)
+    if size and max(size) > MAX_IMAGE_SIDE:
+        raise SsrDeployError(f"{path} is {size[0]}x{size[1]} pixels; images are read up to "
+                             f"{MAX_IMAGE_SIDE} a side: resize it first")
     data = cv2.imread(str(path), cv2.IMREAD_COLOR if flags is None else flags)
     if data is None:
         raise SsrDeployError(f"cannot read {path}: corrupt or not an image (remove or replace "

@@ -544,3 +544,32 @@ def test_an_export_never_replaces_a_users_file_with_its_companion(tmp_path, smal
     convert_precision(eng / "m.onnx", eng / "m.fp16.onnx", PrecisionOptions("fp16"))
     check_companion(eng / "m.fp16.onnx", "fp16 graph", eng / "m.engine", eng / "m.fp16.onnx",
                     eng / "m.onnx")
+
+
+def _png_declaring(path, width: int, height: int) -> None:
+    """A small PNG whose header declares ``width`` x ``height`` pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * (3 * width + 1) * 4))
+                     + chunk(b"IEND", b""))
+
+
+def test_an_image_declaring_a_huge_size_is_refused_before_it_is_decoded(tmp_path, small_onnx):
+    from ssr_deploy.media import read_image
+
+    huge = tmp_path / "huge.png"
+    _png_declaring(huge, 20000, 20000)
+    assert huge.stat().st_size < 1 << 20
+    with pytest.raises(SsrDeployError, match="is 20000x20000 pixels; images are read up to 8192"):
+        read_image(huge)
+    result = CliRunner().invoke(main, ["video", str(huge), "--model", str(small_onnx), "-o",
+                                       str(tmp_path / "o.mp4")])
+    assert "is 20000x20000 pixels; frames are read up to 8192" in _one_line(result)
+    assert "[ERROR" not in result.output

@@ -21,7 +21,14 @@ import numpy as np
 
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.io import check_input_file
-from ssr_deploy.media import IMAGE_SUFFIXES, VideoOutput, read_image, write_image_in
+from ssr_deploy.media import (
+    IMAGE_SUFFIXES,
+    MAX_IMAGE_SIDE,
+    VideoOutput,
+    image_size,
+    read_image,
+    write_image_in,
+)
 from ssr_deploy.runs import NewFolder
 from ssr_deploy.runtime.segmenter import Segmenter
 
@@ -62,10 +69,21 @@ def open_source(source: str, max_frames: int | None = None) -> tuple[Iterator[np
             raise SsrDeployError(f"camera {source} does not open (no such device, or in use)")
     else:
         check_input_file(path, "video source")
+        size = image_size(path)  # an image given as the source: its header, not its pixels
+        if size and max(size) > MAX_IMAGE_SIDE:
+            raise SsrDeployError(f"{source} is {size[0]}x{size[1]} pixels; frames are read up "
+                                 f"to {MAX_IMAGE_SIDE} a side: resize it first")
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our one line says it
         capture = cv2.VideoCapture(str(path))
         if not capture.isOpened():
             raise SsrDeployError(f"cannot read video {source}: OpenCV cannot decode it (corrupt, "
                                  "or a codec this OpenCV lacks)")
+    width, height = (int(capture.get(p)) for p in (cv2.CAP_PROP_FRAME_WIDTH,
+                                                    cv2.CAP_PROP_FRAME_HEIGHT))
+    if max(width, height) > MAX_IMAGE_SIDE:
+        capture.release()
+        raise SsrDeployError(f"{source} has {width}x{height} frames; frames are read up to "
+                             f"{MAX_IMAGE_SIDE} a side: resize it first")
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     if count and max_frames:
