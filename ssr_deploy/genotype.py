@@ -244,7 +244,7 @@ def default_palette(n: int) -> tuple[tuple[int, int, int], ...]:
 # ---- parsing with errors that name the field ------------------------------------------
 
 def _parse(data: Any, source: str) -> Genotype:
-    r = _Reader(source)
+    r = FieldReader(source)
     top = r.mapping(data, "", required=("format", "name", "stem", "stages", "head", "classes"),
                     optional=("description", "palette", "input", "bn_eps"))
     fmt = r.integer(top, "format", "format", minimum=1)
@@ -264,7 +264,7 @@ def _parse(data: Any, source: str) -> Genotype:
         stages.append(stage)
         channels, stride = stage.out_channels, stage.stride
 
-    head = _parse_head(r, top["head"])
+    head = parse_head(r, top["head"])
     classes = tuple(r.name(c, None, f"classes[{i}]")
                     for i, c in enumerate(r.sequence(top["classes"], "classes", min_len=1,
                                                      max_len=MAX_CLASSES)))
@@ -284,7 +284,7 @@ def _parse(data: Any, source: str) -> Genotype:
                     input=spec, bn_eps=bn_eps)
 
 
-def _parse_stage(r: _Reader, raw: Any, path: str, in_channels: int, stride: int) -> Stage:
+def _parse_stage(r: FieldReader, raw: Any, path: str, in_channels: int, stride: int) -> Stage:
     d = r.mapping(raw, path, required=("stride", "channels", "layers"), optional=("dropout",))
     got_stride = r.integer(d, "stride", f"{path}.stride")
     if got_stride != stride:
@@ -305,7 +305,7 @@ def _parse_stage(r: _Reader, raw: Any, path: str, in_channels: int, stride: int)
     return Stage(stride=stride, channels=channels, dropout=dropout, layers=tuple(layers))
 
 
-def _parse_layer(r: _Reader, raw: Any, path: str, in_channels: int) -> Layer:
+def _parse_layer(r: FieldReader, raw: Any, path: str, in_channels: int) -> Layer:
     d = r.mapping(raw, path, required=("op",),
                   optional=("dilation", "resolution", "in", "mid", "out"))
     op = d["op"]
@@ -328,7 +328,7 @@ def _parse_layer(r: _Reader, raw: Any, path: str, in_channels: int) -> Layer:
                  out_channels=r.integer(d, "out", f"{path}.out", maximum=MAX_CHANNELS))
 
 
-def _parse_head(r: _Reader, raw: Any) -> Head:
+def parse_head(r: FieldReader, raw: Any) -> Head:
     keys = ("psp_bins", "psp_width", "psp_out", "low_width", "fusion_width")
     d = r.mapping(raw, "head", required=keys, optional=("dropout",))
     bins = tuple(r.integer(b, None, f"head.psp_bins[{i}]", maximum=64)
@@ -345,7 +345,7 @@ def _parse_head(r: _Reader, raw: Any) -> Head:
                                      open_high=True))
 
 
-def _parse_palette(r: _Reader, raw: Any, n: int) -> tuple[tuple[int, int, int], ...]:
+def _parse_palette(r: FieldReader, raw: Any, n: int) -> tuple[tuple[int, int, int], ...]:
     if raw is None:
         return default_palette(n)
     colors = r.sequence(raw, "palette")
@@ -361,7 +361,7 @@ def _parse_palette(r: _Reader, raw: Any, n: int) -> tuple[tuple[int, int, int], 
     return tuple(out)
 
 
-def _parse_input(r: _Reader, raw: Any) -> InputSpec:
+def _parse_input(r: FieldReader, raw: Any) -> InputSpec:
     d = r.mapping(raw, "input", optional=("color", "mean", "std"))
     color = d.get("color", "rgb")
     if color not in COLORS:
@@ -376,7 +376,7 @@ def _parse_input(r: _Reader, raw: Any) -> InputSpec:
     return InputSpec(color=color, mean=triples["mean"], std=triples["std"])
 
 
-class _Reader:
+class FieldReader:
     """Typed field access that raises one GenotypeError line naming path, value and rule."""
 
     def __init__(self, source: str) -> None:

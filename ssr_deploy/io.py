@@ -218,6 +218,8 @@ def read_json(path: str | Path, what: str, error: type[SsrDeployError] = SsrDepl
         data, too_deep = None, True
     except UnicodeDecodeError:
         raise error(f"cannot read {what} {path}: it is not UTF-8 text") from None
+    except ValueError as e:  # e.g. an integer of over 4300 digits (Python's own limit)
+        raise error(f"{path} is not a {what} ssr-deploy wrote ({str(e)[:80]})") from None
     except OSError as e:
         e.filename = str(path)
         raise error(f"{what}: {describe_os_error(e, 'read')}") from None

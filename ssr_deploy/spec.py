@@ -9,6 +9,7 @@ runtime. Export writes it as the sidecar ``<model file>.json`` (and, for ONNX, a
 from __future__ import annotations
 
 import hashlib
+import math
 import platform
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -209,6 +210,36 @@ def _ranges(value: Any, where: str, source: str, limit: int, pair: bool | None =
     return value
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(
+        value)
+
+
+def _triple(value: Any, where: str, source: str, positive: bool = False
+            ) -> tuple[float, float, float]:
+    """Three finite numbers (per channel), above 0 where ``positive``."""
+    if not (isinstance(value, list) and len(value) == 3 and all(_finite(v) for v in value)
+            and (not positive or all(v > 0 for v in value))):
+        rule = "three finite numbers above 0" if positive else "three finite numbers"
+        raise SpecError(f"{source}: {where} is {str(value)[:40]}; it must be {rule}, one per "
+                        "channel: export the model again")
+    return tuple(float(v) for v in value)  # type: ignore[return-value]
+
+
+def _positive(value: Any, where: str, source: str) -> float:
+    if not (_finite(value) and value > 0):
+        raise SpecError(f"{source}: {where} is {str(value)[:40]}; it must be a finite number "
+                        "above 0: export the model again")
+    return float(value)
+
+
+def _bounded(value: int, where: str, low: int, high: int, source: str) -> int:
+    if not low <= value <= high:
+        raise SpecError(f"{source}: {where} is {value}; it must be {low} to {high}: export the "
+                        "model again")
+    return value
+
+
 def _check_shape_matches_size(inp: InputTensor, source: str) -> None:
     """The input's fixed dims must be its size (and 3 channels), as the export writes them."""
     h_at, w_at, c_at = (1, 2, 3) if inp.layout == "NHWC" else (2, 3, 1)
@@ -360,11 +391,16 @@ class ModelSpec:
             dtype=_choice(_need(i, "dtype", str, "input"), DTYPES, "input.dtype"),
             layout=in_layout, shape=_shape(i.get("shape"), LAYOUTS[in_layout], "input.shape"),
             color=_choice(_need(i, "color", str, "input"), ("bgr", "rgb"), "input.color"),
-            normalization=i.get("normalization", "in-graph"),
-            mean=tuple(_need(i, "mean", list, "input")), std=tuple(_need(i, "std", list, "input")),
-            scale=float(i.get("scale", 1 / 255)), size=size,  # type: ignore[arg-type]
-            size_multiple=_need(i, "size_multiple", int, "input"),
-            min_size=_need(i, "min_size", int, "input"))
+            normalization=_choice(i.get("normalization", "in-graph"), ("in-graph", "by-caller"),
+                                  "input.normalization"),
+            mean=_triple(i.get("mean"), "input.mean", source),
+            std=_triple(i.get("std"), "input.std", source, positive=True),
+            scale=_positive(i.get("scale", 1 / 255), "input.scale", source),
+            size=size,  # type: ignore[arg-type]
+            size_multiple=_bounded(_need(i, "size_multiple", int, "input"),
+                                   "input.size_multiple", 1, 1024, source),
+            min_size=_bounded(_need(i, "min_size", int, "input"), "input.min_size", 1,
+                              MAX_SIDE, source))
         kind = _choice(_need(o, "kind", str, "output"), ("labels", "logits"), "output.kind")
         out = OutputTensor(name=_need(o, "name", str, "output"),
                          dtype=_choice(_need(o, "dtype", str, "output"), DTYPES, "output.dtype"),
@@ -379,6 +415,14 @@ class ModelSpec:
                 isinstance(c, list) and len(c) == 3 and all(
                     isinstance(v, int) and 0 <= v <= 255 for v in c) for c in palette):
             raise SpecError("palette must hold an RGB triple of 0-255 for every class; export "
+                            "the model again")
+        if out.layout == "NCHW" and out.shape[1] not in (-1, len(classes)):
+            raise SpecError(f"{source}: the output has {out.shape[1]} channels and the sidecar "
+                            f"lists {len(classes)} classes; it belongs to another model: export "
+                            "again")
+        producer = d.get("producer") or {}
+        if not isinstance(producer, dict):
+            raise SpecError(f"{source}: producer is {str(producer)[:30]}, not an object; export "
                             "the model again")
         if kind == "labels" and out.dtype == "uint8" and len(classes) > 256:
             raise SpecError(f"{len(classes)} classes do not fit uint8 labels; export with "
@@ -411,7 +455,7 @@ class ModelSpec:
             profile=tuple(tuple(profile[k]) for k in ("min", "opt", "max"))  # type: ignore
             if profile else None,
             openvino=OpenVinoIR.from_dict(d["openvino"], source) if "openvino" in d else None,
-            producer=dict(d.get("producer") or {}), raw=dict(d))
+            producer={str(k): str(v) for k, v in producer.items()}, raw=dict(d))
 
     def to_dict(self) -> dict[str, Any]:
         """The sidecar content (the fields it was read from, as written)."""

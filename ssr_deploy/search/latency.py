@@ -18,6 +18,7 @@ records how far that interpolation is from direct measurements (``check``).
 from __future__ import annotations
 
 import hashlib
+import math
 import statistics
 from dataclasses import dataclass
 from functools import cached_property
@@ -92,6 +93,44 @@ def hat_weights(x: Tensor, points: list[int]) -> Tensor:
     return torch.stack(weights)
 
 
+MAX_MS = 1e6  # a part slower than 1000 s is not a measurement
+
+
+def _entries(raw: Any, path: Path) -> dict[str, float]:
+    """The table's part times: each a finite number of ms above 0 (a NaN, a negative or a
+    1e308 entry would make every prediction from it nonsense)."""
+    if not isinstance(raw, dict):
+        raise SsrDeployError(f"latency table {path}: entries is not an object; build it again")
+    for key, value in raw.items():
+        if (isinstance(value, bool) or not isinstance(value, int | float)
+                or not math.isfinite(value) or not 0 < value <= MAX_MS):
+            raise SsrDeployError(f"latency table {path}: part {str(key)[:60]} is "
+                                 f"{str(value)[:30]} ms; a part's time is a number of ms above "
+                                 f"0 and at most {MAX_MS:g}: build the table again")
+    return {str(k): float(v) for k, v in raw.items()}
+
+
+def _check_meta(meta: dict[str, Any], path: Path) -> None:
+    """The settings predictions read: classes, size, batch, grid, device (typed, bounded)."""
+    def whole(value: Any, high: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= high
+
+    grid = meta.get("width_grid")
+    problems = [
+        ("num_classes", not whole(meta.get("num_classes"), 65536)),
+        ("size", not (isinstance(meta.get("size"), list) and len(meta["size"]) == 2
+                      and all(whole(v, 8192) for v in meta["size"]))),
+        ("batch", not whole(meta.get("batch"), 1024)),
+        ("width_grid", not (whole(grid, 64) or isinstance(grid, list) and len(grid) == 3
+                            and all(whole(v, 64) for v in grid))),
+        ("device", not isinstance(meta.get("device"), str)),
+        ("backend", not isinstance(meta.get("backend"), str))]
+    bad = [name for name, wrong in problems if wrong]
+    if bad:
+        raise SsrDeployError(f"latency table {path}: {bad[0]} is {str(meta.get(bad[0]))[:40]}"
+                             "; build the table again")
+
+
 @dataclass
 class LatencyTable:
     """A measured table: ``meta`` (backend, device, size, space, machine ...) and ``entries``
@@ -118,14 +157,15 @@ class LatencyTable:
                                  "measured): run the same `ssr-deploy lut build` again to "
                                  "finish it")
         meta = {k: v for k, v in data.items() if k != "entries"}
-        table = cls(meta, {k: float(v) for k, v in data["entries"].items()}, str(path),
+        table = cls(meta, _entries(data.get("entries"), path), str(path),
                     hashlib.sha256(path.read_bytes()).hexdigest())
+        _check_meta(meta, path)
         table.check_entries()
         return table
 
     @cached_property
     def space(self) -> SearchSpace:
-        return SearchSpace.from_dict(self.meta["space"])
+        return SearchSpace.from_dict(self.meta["space"], f"latency table {self.path}: space")
 
     @property
     def num_classes(self) -> int:

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.genotype import Genotype, Head
+from ssr_deploy.genotype import MAX_CHANNELS, FieldReader, Genotype, Head, parse_head
 
 Op = tuple  # ("skip",) or (dilation, resolution)
+MAX_LAYERS = 64  # per stage: the paper's has 9; a supernet of thousands is a typo
 
 
 @dataclass(frozen=True)
@@ -127,24 +128,53 @@ class SearchSpace:
                 "bn_eps": self.bn_eps}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SearchSpace:
-        try:
-            head = d.get("head")
-            return cls(stem_channels=d.get("stem_channels", 16),
-                       stages=tuple(StageSpace(**st) for st in d["stages"]),
-                       dilations=tuple(d.get("dilations", (1, 2, 4, 8, 16))),
-                       resolutions=tuple(float(r) for r in d.get("resolutions", (1.0, 0.5))),
-                       skip=d.get("skip", True), width_step=d.get("width_step", 4),
-                       width_choices=d.get("width_choices", 9),
-                       head=Head(**{**head, "psp_bins": tuple(head["psp_bins"])}) if head
-                       else Genotype.load("ssr-cityscapes").head,
-                       bn_eps=d.get("bn_eps", 1e-3)).validate()
-        except (KeyError, TypeError) as e:
-            raise SsrDeployError(f"space file: {e} is missing or of the wrong type; see "
-                                 "`SearchSpace().to_dict()` for the fields") from None
+    def from_dict(cls, d: Any, source: str = "space file") -> SearchSpace:
+        """A space from JSON, every field typed and bounded, one line naming any that is not
+        (a stage of 10^6 layers or 10^5 channels would run for ever or ask for terabytes)."""
+        r = FieldReader(source)
+        d = r.mapping(d, "", required=("stages",), optional=(
+            "stem_channels", "dilations", "resolutions", "skip", "width_step",
+            "width_choices", "head", "bn_eps"))
+        stages = []
+        for i, raw in enumerate(r.sequence(d["stages"], "stages", min_len=1, max_len=6)):
+            st = r.mapping(raw, f"stages[{i}]", required=("stride", "channels", "max_layers",
+                                                          "dropout"))
+            stages.append(StageSpace(
+                stride=r.integer(st, "stride", f"stages[{i}].stride", maximum=256),
+                channels=r.integer(st, "channels", f"stages[{i}].channels",
+                                   maximum=MAX_CHANNELS),
+                max_layers=r.integer(st, "max_layers", f"stages[{i}].max_layers",
+                                     maximum=MAX_LAYERS),
+                dropout=r.number(st, "dropout", f"stages[{i}].dropout", low=0.0, high=1.0,
+                                 open_high=True)))
+        dilations = r.sequence(d.get("dilations", [1, 2, 4, 8, 16]), "dilations", min_len=1,
+                               max_len=5)
+        resolutions = r.sequence(d.get("resolutions", [1.0, 0.5]), "resolutions", min_len=1,
+                                 max_len=2)
+        skip = d.get("skip", True)
+        if not isinstance(skip, bool):
+            r.fail("skip", skip, "true or false")
+        space = cls(
+            stem_channels=r.integer(d, "stem_channels", "stem_channels", maximum=MAX_CHANNELS)
+            if "stem_channels" in d else 16,
+            stages=tuple(stages),
+            dilations=tuple(r.integer(v, None, f"dilations[{k}]", allowed=(1, 2, 4, 8, 16))
+                            for k, v in enumerate(dilations)),
+            resolutions=tuple(r.number(v, None, f"resolutions[{k}]", allowed=(1.0, 0.5))
+                              for k, v in enumerate(resolutions)),
+            skip=skip,
+            width_step=r.integer(d, "width_step", "width_step", maximum=256)
+            if "width_step" in d else 4,
+            width_choices=r.integer(d, "width_choices", "width_choices", maximum=32)
+            if "width_choices" in d else 9,
+            head=parse_head(r, d["head"]) if "head" in d else
+            Genotype.load("ssr-cityscapes").head,
+            bn_eps=r.number(d, "bn_eps", "bn_eps", low=0.0, high=1.0, default=1e-3,
+                            open_low=True, open_high=True))
+        return space.validate()
 
     @classmethod
     def load(cls, path: str | Path) -> SearchSpace:
         from ssr_deploy.io import read_json
 
-        return cls.from_dict(read_json(path, "space file"))
+        return cls.from_dict(read_json(path, "space file"), f"space file {Path(path).name}")
