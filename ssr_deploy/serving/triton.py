@@ -79,14 +79,23 @@ class TritonInstall:
                    tuple(p for p in (libs, root / "external_libs") if p.is_dir()))
 
 
-def _die_with_parent() -> None:
-    """In the server's process: get SIGTERM when the process that started it dies, however
-    it dies (no orphaned server holding the ports)."""
+def _die_with_parent(parent: int):
+    """For the server's process (run between fork and exec): SIGKILL when the process that
+    started it dies, however it dies. SIGTERM was used before, and a server stopping
+    gracefully could outlive `serve` by its exit timeout and more (a model mid-request, a
+    client's open connection): with `serve` gone its front door is gone, nothing can reach
+    the server, and only a kill frees its ports now. A parent that died before the signal
+    was armed (the race between fork and prctl) is seen, and the child ends at once."""
     import contextlib
     import ctypes
 
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    def arm() -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return arm
 
 
 def is_ready(http_port: int, host: str = "127.0.0.1") -> bool:
@@ -233,7 +242,7 @@ class TritonServer:
         self.process = subprocess.Popen(
             self.command(self.workdir / "repo", self.workdir / "backends"), env=env,
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_die_with_parent)
+            preexec_fn=_die_with_parent(os.getpid()))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.stopping:  # SIGTERM while starting

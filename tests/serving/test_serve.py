@@ -270,23 +270,53 @@ def test_sigterm_under_load_finishes_the_accepted_requests_and_exits_0(slow_mode
     assert any(o[0] == "ok" for o in in_flight), (term, in_flight)
 
 
+def _children(pid: int, name: str) -> list[int]:
+    """The processes called ``name`` whose parent is ``pid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)
+            comm, ppid = fields[0].split("(", 1)[1], int(fields[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and comm == name:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
 def test_a_killed_serve_leaves_no_server_behind(model):
     """SIGKILL gives `serve` no chance to stop its server: the server's parent-death signal
-    does, so nothing keeps the ports."""
-    http = free_port()
+    (SIGKILL: with `serve` gone nothing can reach it) ends it at once, mid-request or not,
+    so nothing keeps the ports."""
+    http, metrics = free_port(), free_port()
     proc = subprocess.Popen([sys.executable, "-m", "ssr_deploy", "serve", str(model),
                              "--http-port", str(http), "--grpc-port", str(free_port()),
-                             "--metrics-port", str(free_port())], stderr=subprocess.PIPE)
+                             "--metrics-port", str(metrics)], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not is_ready(http):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
         time.sleep(0.2)
+    servers = _children(proc.pid, "tritonserver")
+    assert len(servers) == 1
+    client = SegmentationClient(f"127.0.0.1:{http}", protocol="http")  # a connection open
+    client.segment(_frames(1))
     proc.kill()
     proc.wait()
-    deadline = time.monotonic() + 60
-    while is_ready(http):
+    deadline = time.monotonic() + 10
+    while _running(servers[0]):
         assert time.monotonic() < deadline, "the server outlived serve"
-        time.sleep(0.2)
+        time.sleep(0.1)
+    import socket
+
+    with socket.socket() as s:  # its metrics port is free again
+        s.bind(("127.0.0.1", metrics))
 
 
 def test_export_triton_repositories_load_in_the_real_server(model, tmp_path):
