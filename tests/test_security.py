@@ -573,3 +573,70 @@ def test_an_image_declaring_a_huge_size_is_refused_before_it_is_decoded(tmp_path
                                        str(tmp_path / "o.mp4")])
     assert "is 20000x20000 pixels; frames are read up to 8192" in _one_line(result)
     assert "[ERROR" not in result.output
+
+
+def _resaved(model, path):
+    """``model`` saved at ``path`` (its sidecar written by the caller)."""
+    import onnx
+
+    onnx.save(model, str(path))
+    return path
+
+
+def test_export_triton_and_engine_refuse_custom_ops_and_size_lies(small_onnx, tmp_path):
+    import onnx
+
+    from ssr_deploy.export.triton import write_repository
+
+    meta = json.loads(sidecar_path(small_onnx).read_text())
+    evil = onnx.load(str(small_onnx))
+    evil.graph.node.append(onnx.helper.make_node("EvilOp", [evil.graph.input[0].name],
+                                                 ["evil_out"], domain="com.evil"))
+    evil.opset_import.append(onnx.helper.make_opsetid("com.evil", 1))
+    custom = _resaved(evil, tmp_path / "custom.onnx")
+    ModelSpec.save(custom, {k: v for k, v in meta.items() if k not in ("file", "sha256")})
+    with pytest.raises(SsrDeployError, match="uses the operator com.evil:EvilOp"):
+        write_repository(custom, tmp_path / "repo")
+    result = CliRunner().invoke(main, ["export", "engine", str(custom), "-o",
+                                       str(tmp_path / "c.engine"), "--builder", "tensorrt-rtx"])
+    assert "uses the operator com.evil:EvilOp" in _one_line(result)
+
+    huge = onnx.load(str(small_onnx))
+    weight = onnx.TensorProto(name="huge", data_type=onnx.TensorProto.FLOAT,
+                              dims=[1 << 20, 1 << 20, 1024])
+    weight.data_location = onnx.TensorProto.EXTERNAL
+    weight.external_data.add(key="location", value="huge.bin")
+    (tmp_path / "huge.bin").write_bytes(b"\0" * 16)
+    huge.graph.initializer.append(weight)
+    lying = _resaved(huge, tmp_path / "huge.onnx")
+    ModelSpec.save(lying, {k: v for k, v in meta.items() if k not in ("file", "sha256")})
+    result = CliRunner().invoke(main, ["export", "engine", str(lying), "-o",
+                                       str(tmp_path / "h.engine"), "--builder", "tensorrt-rtx"])
+    assert "tensor 'huge' declares 4,503,599,627,370,496 bytes" in _one_line(result)
+    assert not (tmp_path / "repo").exists()
+
+
+def test_export_triton_refuses_external_data_named_as_the_model_and_a_busy_repo(
+        small_onnx, tmp_path):
+    import onnx
+
+    from ssr_deploy.export.triton import write_repository
+
+    meta = json.loads(sidecar_path(small_onnx).read_text())
+    folder = tmp_path / "src"
+    folder.mkdir()
+    onnx.save(onnx.load(str(small_onnx)), str(folder / "x.onnx"), save_as_external_data=True,
+              location="model.onnx", size_threshold=0)
+    ModelSpec.save(folder / "x.onnx", {k: v for k, v in meta.items()
+                                       if k not in ("file", "sha256")})
+    with pytest.raises(SsrDeployError, match="keeps its external data in a file named "
+                                             "model.onnx"):
+        write_repository(folder / "x.onnx", tmp_path / "repo")
+    (tmp_path / "repo2" / "ssrnet").mkdir(parents=True)
+    with run_lock(tmp_path / "repo2" / "ssrnet", "export triton", "--repo"), \
+            pytest.raises(SsrDeployError, match="is in use by `ssr-deploy export triton`"):
+        write_repository(small_onnx, tmp_path / "repo2")
+    (tmp_path / "repo3" / "ssrnet").mkdir(parents=True)
+    (tmp_path / "repo3" / "ssrnet" / "1").write_text("a file")
+    with pytest.raises(SsrDeployError, match="is a file where the repository needs a folder"):
+        write_repository(small_onnx, tmp_path / "repo3")

@@ -12,6 +12,7 @@ from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.export.onnx_file import check_onnx_file
 from ssr_deploy.io import atomic_write_many, check_input_file, check_outputs_spare_inputs
 from ssr_deploy.names import pbtxt_string
+from ssr_deploy.runs import run_lock
 from ssr_deploy.spec import ModelSpec, sidecar_path
 
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8",
@@ -83,7 +84,24 @@ def write_repository(model: str | Path, repo: str | Path, name: str = "ssrnet",
     folder = repo / name / str(version)
     target = folder / ("model.plan" if is_engine else "model.onnx")
     check_outputs_spare_inputs([("--repo", target)], [model])
+    names = {target, sidecar_path(target), repo / name / "config.pbtxt"}
+    for data in external:
+        if folder / data.relative_to(model.resolve().parent) in names:
+            raise SsrDeployError(f"{model.name} keeps its external data in a file named "
+                                 f"{data.name}, the name the repository gives the model or its "
+                                 "files; export it again (ssr-deploy keeps weights inside)")
+    for part in (repo, repo / name, folder):
+        if part.exists() and not part.is_dir():
+            raise SsrDeployError(f"--repo: {part} is a file where the repository needs a "
+                                 "folder; move it, or give another --repo or --name")
     folder.mkdir(parents=True, exist_ok=True)
+    with run_lock(repo / name, "export triton", "--repo"):  # one writer per model folder
+        _write(model, repo, name, folder, target, meta, text, external, is_engine)
+    return repo / name / "config.pbtxt"
+
+
+def _write(model: Path, repo: Path, name: str, folder: Path, target: Path, meta: dict,
+           text: str, external: list[Path], is_engine: bool) -> None:
     sidecar = ModelSpec.sidecar_text(target.name, meta["sha256"], meta)  # names the copy
     writers = {target: lambda tmp: shutil.copyfile(model, tmp),
                sidecar_path(target): lambda tmp: tmp.write_text(sidecar),
@@ -96,4 +114,3 @@ def write_repository(model: str | Path, repo: str | Path, name: str = "ssrnet",
     stale = folder / ("model.onnx" if is_engine else "model.plan")  # from an earlier export
     for path in (stale, sidecar_path(stale)):
         path.unlink(missing_ok=True)
-    return repo / name / "config.pbtxt"
