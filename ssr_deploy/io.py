@@ -99,6 +99,10 @@ def check_output_path(path: Path) -> None:
                           "choose another output path")
     if path.is_dir():
         raise OutputError(f"cannot write {path}: it is a folder; give a file path")
+    if path.exists() and not path.is_symlink() and not path.is_file():
+        # a device, FIFO or socket: renaming a file over it would replace it (/dev/null!)
+        raise OutputError(f"cannot write {path}: it is a device, FIFO or socket, not a file; "
+                          "give a file path (nothing was replaced)")
 
 
 def cache_root() -> Path:

@@ -78,7 +78,7 @@ def test_os_errors_are_one_line_with_the_path(tiny_inputs, tmp_path):
          "is a file, not a folder"),
         (["data", "synth", "--out", str(a_file / "d"), "--n", "1"], "parent folder"),
         (["bench", str(tiny_inputs / "m.onnx"), "--json", str(a_file / "b.json")],
-         "folder does not exist"),
+         "is a file, not a folder"),
         (["info", str(tmp_path)], "is a folder"),
         (["eval", "--weights", str(tmp_path), "--data", "synthetic:1"], "is a folder"),
         (["video", str(tmp_path / "none.mp4"), "--model", str(tiny_inputs / "m.onnx"), "-o",

@@ -640,3 +640,29 @@ def test_export_triton_refuses_external_data_named_as_the_model_and_a_busy_repo(
     (tmp_path / "repo3" / "ssrnet" / "1").write_text("a file")
     with pytest.raises(SsrDeployError, match="is a file where the repository needs a folder"):
         write_repository(small_onnx, tmp_path / "repo3")
+
+
+def test_a_device_fifo_or_socket_at_an_output_is_never_replaced(tmp_path, small_onnx,
+                                                                tiny_inputs):
+    """`-o /dev/null` once replaced the device with a regular file (the rename of a temp file
+    onto it): an output that exists and is not a file (or a link) is refused. Shown with a
+    FIFO here, never with /dev/null itself."""
+    import os
+    import stat
+
+    fifo = tmp_path / "out.onnx"
+    os.mkfifo(fifo)
+    runner = CliRunner()
+    for args in (["export", "onnx", "ssr-cityscapes", "--random-init", "--size", "32x64",
+                  "-o", str(fifo)],
+                 ["bench", str(small_onnx), "--iters", "1", "--warmup", "0", "--json",
+                  str(fifo)],
+                 ["video", str(tiny_inputs / "clip.avi"), "--model", str(small_onnx), "-o",
+                  str(fifo.with_suffix(".mp4")), "--max-frames", "2"]):
+        target = Path(args[args.index("-o") + 1] if "-o" in args else args[-1])
+        if not target.exists():
+            os.mkfifo(target)
+        result = runner.invoke(main, args)
+        assert "is a device, FIFO or socket, not a file" in _one_line(result), args
+        assert stat.S_ISFIFO(target.lstat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "out.onnx"]

@@ -116,9 +116,10 @@ def bench(model, backend, device, size, frame_size, batches, iters, warmup, prec
     check_outputs_spare_inputs([("--json", json_path), ("--plot", plot_path)],
                                [model, *(c for c in (compare or "").split(",")
                                          if Path(c.strip()).is_file())])
-    for path in (json_path, plot_path):
-        if path and not Path(path).resolve().parent.is_dir():
-            raise SsrDeployError(f"cannot write {path}: its folder does not exist")
+    from ssr_deploy.io import check_output_path
+
+    for path in filter(None, (json_path, plot_path)):  # before minutes of measuring
+        check_output_path(Path(path))
     entries = _entries(model, backend, device, compare, size, precision)
     try:
         for label, seg in entries:

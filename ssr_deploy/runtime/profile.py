@@ -47,8 +47,10 @@ def profile(model: str | Path, backend: str | None = None, iters: int = 20,
     path = Path(model)
     kind = backend_for(path, backend)
     trace_path = Path(trace) if trace else None
-    if trace_path and not trace_path.resolve().parent.is_dir():
-        raise UsageError(f"cannot write {trace}: its folder does not exist")
+    if trace_path:
+        from ssr_deploy.io import check_output_path
+
+        check_output_path(trace_path)
     options = {option: value for option, value in (("profile", True), ("size", size))
                if takes_option(kind, option)}
     if precision:

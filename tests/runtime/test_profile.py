@@ -77,7 +77,7 @@ def test_torch_profile(tmp_path):
 def test_profile_errors(tmp_path, onnx_path):
     with pytest.raises(SsrDeployError, match="does not exist"):
         profile(tmp_path / "x.onnx")
-    with pytest.raises(SsrDeployError, match="its folder does not exist"):
+    with pytest.raises(SsrDeployError, match="no does not exist; create it first"):
         profile(onnx_path, trace=tmp_path / "no" / "t.json")
     result = CliRunner().invoke(main, ["profile", str(onnx_path), "--iters", "1", "--json"])
     assert result.exit_code == 0, result.output
