@@ -69,6 +69,11 @@ def serve(model, name, http_port, grpc_port, metrics_port, max_batch, instances,
     from ssr_deploy.serving.triton import TritonServer
 
     check_input_file(model, "model file")
+    if host not in ("127.0.0.1", "::1", "localhost") and "shared-memory" in allow_api:
+        click.echo(f"warning: --allow-api shared-memory on --host {host}: any client that "
+                   "reaches this address can register this machine's shared memory with the "
+                   "server and have outputs written into it; Triton has no authentication, "
+                   "put it behind one", err=True)
     check_outputs_spare_inputs([("--log", log)], [model, tritonserver])
     if size and BY_SUFFIX.get(Path(model).suffix.lower()) != "torch":
         raise click.UsageError("--size applies to a .pt checkpoint only (an export keeps the "

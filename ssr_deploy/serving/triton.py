@@ -56,7 +56,12 @@ class TritonInstall:
             if not path.is_file() or not os.access(path, os.X_OK):
                 raise UsageError(f"tritonserver {path}: not an executable file; give the "
                                  "binary of a Triton install (bin/tritonserver)")
-            return cls(path, path.parent.parent / "backends", None, ())
+            backends = path.resolve().parent.parent / "backends"
+            if not (backends / "python").is_dir():
+                raise UsageError(f"tritonserver {path}: no python backend at {backends}/python, "
+                                 "where a Triton install keeps it; give the bin/tritonserver of "
+                                 "a Triton install, or pip install --no-deps nvidia-pytriton")
+            return cls(path, backends, None, ())
         if Path("/opt/tritonserver/bin/tritonserver").is_file():
             return cls.find("/opt/tritonserver/bin/tritonserver")
         return cls._from_pytriton()
@@ -192,6 +197,13 @@ class TritonServer:
     def _write_workdir(self) -> Path:
         sweep_stale_workdirs()
         work = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+        try:
+            return self._fill_workdir(work)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)  # no temp folder outlives its command
+            raise
+
+    def _fill_workdir(self, work: Path) -> Path:
         (work / "owner.pid").write_text(str(os.getpid()))
         python = work / "backends" / "python"
         python.mkdir(parents=True)

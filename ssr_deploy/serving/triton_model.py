@@ -16,8 +16,23 @@ _SETTINGS = json.loads((Path(__file__).parent / "serve.json").read_text())
 for _folder in _SETTINGS["site_dirs"]:  # the stub's Python sees only its stdlib
     site.addsitedir(_folder)
 
+import sys  # noqa: E402
+
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
+
+
+def _quiet_capsule_deleter(unraisable, default=sys.unraisablehook):
+    """The python backend's from_dlpack takes numpy 2's capsule and renames it in a way
+    numpy's capsule deleter does not expect: the deleter's harmless ValueError went into the
+    server's log as a traceback on every request. That one is dropped; any other is kept."""
+    error = unraisable.exc_value
+    if isinstance(error, ValueError) and "PyCapsule_GetPointer" in str(error):
+        return
+    default(unraisable)
+
+
+sys.unraisablehook = _quiet_capsule_deleter
 
 
 class TritonPythonModel:
@@ -61,3 +76,4 @@ class TritonPythonModel:
 
 def _error(message):
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
+
