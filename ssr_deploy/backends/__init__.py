@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,9 @@ def open_backend(path: str | Path, backend: str | None = None, device: str | Non
     """Open ``path`` with ``backend`` (default: by file suffix) on ``device`` (default: the
     backend's, cuda for an engine, else cpu); ``options`` are that backend's (its ``Options``
     dataclass: OnnxRuntimeOptions, OpenVinoOptions, TensorRTOptions, TorchOptions)."""
+    if not isinstance(path, str | os.PathLike):
+        raise UsageTypeError(f"a model is a file path (str or pathlib.Path), not "
+                             f"{type(path).__name__}; save it and give its path")
     path = check_input_file(path, "model file")
     name = backend_for(path, backend)
     cls = backend_class(name)

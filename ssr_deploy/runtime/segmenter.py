@@ -153,7 +153,18 @@ class Segmenter:
     # ---- visualisation ------------------------------------------------------------
     def colorize(self, labels: np.ndarray) -> np.ndarray:
         """(H, W) class ids -> (H, W, 3) uint8 BGR colours from the palette (ids past it: black)."""
-        return self._lut[labels]
+        return self._lut[self._check_labels(labels)]
+
+    def _check_labels(self, labels: Any) -> np.ndarray:
+        """Class ids as this model gives them: integers from 0 to the label dtype's largest."""
+        if not isinstance(labels, np.ndarray) or not np.issubdtype(labels.dtype, np.integer):
+            raise UsageTypeError(f"labels are class ids, an integer numpy array (as the "
+                                 f"Segmenter returns them), not "
+                                 f"{getattr(labels, 'dtype', type(labels).__name__)}")
+        if labels.size and (labels.min() < 0 or labels.max() >= len(self._lut)):
+            raise UsageError(f"labels hold {int(labels.min())} to {int(labels.max())}; class ids "
+                             f"of this model are 0 to {len(self.classes) - 1}")
+        return labels
 
     def overlay(self, frame: np.ndarray, labels: np.ndarray | None = None,
                 alpha: float = 0.5) -> np.ndarray:
@@ -161,7 +172,7 @@ class Segmenter:
         if not 0.0 <= alpha <= 1.0:
             raise UsageError(f"alpha={alpha}: the overlay's weight is between 0 and 1")
         frame = as_bgr(frame)
-        labels = self(frame) if labels is None else labels
+        labels = self(frame) if labels is None else self._check_labels(labels)
         if labels.shape != frame.shape[:2]:
             raise UsageError(f"labels {labels.shape} do not match the frame "
                                  f"{frame.shape[:2]}")
@@ -177,6 +188,18 @@ class Segmenter:
         if self.closed:
             raise UsageError("this Segmenter was closed; load the model again with "
                              "Segmenter.load(...) (or use it inside its `with` block)")
+
+    def __copy__(self) -> Segmenter:
+        raise UsageTypeError("a Segmenter holds a loaded model and is not copied: share it "
+                             "(it is safe across threads), or load another with "
+                             "Segmenter.load(...)")
+
+    def __deepcopy__(self, memo: dict) -> Segmenter:
+        return self.__copy__()
+
+    def __reduce__(self):
+        raise UsageTypeError("a Segmenter holds a loaded model and cannot be pickled: send the "
+                             "model's path and call Segmenter.load(...) where it is used")
 
     def __enter__(self) -> Segmenter:
         return self

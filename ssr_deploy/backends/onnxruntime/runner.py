@@ -108,6 +108,11 @@ class OnnxRuntimeBackend(Backend):
         except BaseException:
             self.close()
             raise
+        try:
+            check_session_io(self.session, self.spec, self.path.name)
+        except BaseException:
+            self.close()
+            raise
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.device_name = device if device == "cpu" else f"{device}:{index}"
@@ -159,6 +164,30 @@ class OnnxRuntimeBackend(Backend):
         if getattr(self, "profile_dir", None) is not None:
             shutil.rmtree(self.profile_dir, ignore_errors=True)
             self.profile_dir = None
+
+
+ORT_TYPES = {"tensor(uint8)": "uint8", "tensor(int32)": "int32", "tensor(int64)": "int64",
+             "tensor(float16)": "float16", "tensor(float)": "float32"}
+
+
+def check_session_io(session, spec: ModelSpec, name: str) -> None:
+    """The graph must take and return what its sidecar says (one input and one output, their
+    names, dtypes, ranks and fixed dimensions): a sidecar of another graph is one line here,
+    not onnxruntime's error at the first frame."""
+    for kind, ports, want in (("input", session.get_inputs(), spec.input),
+                              ("output", session.get_outputs(), spec.output)):
+        port = ports[0] if len(ports) == 1 else None
+        dims = list(port.shape) if port is not None else []
+        fixed_ok = port is not None and len(dims) == len(want.shape) and all(
+            not isinstance(d, int) or w == -1 or d == w for d, w in zip(dims, want.shape,
+                                                                       strict=True))
+        if port is None or port.name != want.name or ORT_TYPES.get(port.type) != want.dtype \
+                or not fixed_ok:
+            found = (f"{len(ports)} {kind}s" if port is None else
+                     f"{kind} {port.name!r} {ORT_TYPES.get(port.type, port.type)} {dims}")
+            raise SsrDeployError(f"{name} has {found}; its sidecar describes {want.name!r} "
+                                 f"{want.dtype} {list(want.shape)}: the sidecar belongs to "
+                                 "another graph; keep each model with its own, or export again")
 
 
 def tensor_modules(path: Path) -> dict[str, str]:
