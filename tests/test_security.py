@@ -666,3 +666,43 @@ def test_a_device_fifo_or_socket_at_an_output_is_never_replaced(tmp_path, small_
         assert "is a device, FIFO or socket, not a file" in _one_line(result), args
         assert stat.S_ISFIFO(target.lstat().st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "out.onnx"]
+
+
+def test_the_segmenter_says_what_is_wrong_in_one_line(small_onnx, tmp_path):
+    import copy
+    import pickle
+
+    from ssr_deploy.errors import UsageTypeError
+
+    for bad in (b"onnx bytes", None, 3):
+        with pytest.raises(UsageTypeError, match="a model is a file path"):
+            Segmenter.load(bad)
+    other = tmp_path / "m.onnx"  # its sidecar edited to describe another graph's output
+    other.write_bytes(small_onnx.read_bytes())
+    meta = json.loads(sidecar_path(small_onnx).read_text())
+    meta["output"]["dtype"] = "int32"
+    sidecar_path(other).write_text(json.dumps(meta))
+    with pytest.raises(SsrDeployError, match="the sidecar belongs to another graph"):
+        Segmenter.load(other)
+    with Segmenter.load(small_onnx) as seg:
+        frame = np.zeros((32, 64, 3), np.uint8)
+        with pytest.raises(UsageTypeError, match="labels are class ids, an integer"):
+            seg.overlay(frame, np.zeros((32, 64), np.float32))
+        with pytest.raises(SsrDeployError, match="labels hold 0 to 70000"):
+            seg.overlay(frame, np.full((32, 64), 70000, np.int32) * np.eye(32, 64, dtype=int))
+        with pytest.raises(UsageTypeError, match="not copied"):
+            copy.copy(seg)
+        with pytest.raises(UsageTypeError, match="cannot be pickled"):
+            pickle.dumps(seg)
+
+
+def test_serve_names_a_server_without_a_python_backend_and_leaves_no_temp(small_onnx,
+                                                                          monkeypatch):
+    import glob
+    import tempfile
+
+    before = set(glob.glob(str(Path(tempfile.gettempdir()) / "ssr-serve-*")))
+    monkeypatch.setenv("TRITONSERVER", "/bin/false")
+    result = CliRunner().invoke(main, ["serve", str(small_onnx)])
+    assert "no python backend at" in _one_line(result)
+    assert set(glob.glob(str(Path(tempfile.gettempdir()) / "ssr-serve-*"))) == before
