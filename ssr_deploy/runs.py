@@ -35,6 +35,11 @@ class NewFolder:
         path = self.path = Path(path)
         if path.exists() and not path.is_dir():
             raise UsageError(f"{option} {path} is a file; give a folder path")
+        here = Path.cwd().resolve()
+        if path.resolve() == here or path.resolve() in here.parents:
+            raise UsageError(f"{option} {path} is the folder you are in (or holds it): it is "
+                             "replaced whole when the new one is complete, which cannot be "
+                             "done to a working folder; give another folder")
         if path.is_dir() and any(path.iterdir()) and not overwrite:
             raise UsageError(f"{option} {path} already holds files; choose an empty or new "
                              "folder, or add --overwrite to replace it once the new one is "

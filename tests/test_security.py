@@ -706,3 +706,19 @@ def test_serve_names_a_server_without_a_python_backend_and_leaves_no_temp(small_
     result = CliRunner().invoke(main, ["serve", str(small_onnx)])
     assert "no python backend at" in _one_line(result)
     assert set(glob.glob(str(Path(tempfile.gettempdir()) / "ssr-serve-*"))) == before
+
+
+def test_an_output_folder_that_holds_the_working_folder_is_refused(tmp_path, small_onnx,
+                                                                   tiny_inputs, monkeypatch):
+    """`video ... -o . --overwrite` from inside the target: once "Device or resource busy"
+    and two temp folders left; now one line before anything is made."""
+    out = tmp_path / "frames"
+    out.mkdir()
+    (out / "old.png").write_bytes(b"x")
+    monkeypatch.chdir(out)
+    result = CliRunner().invoke(main, ["video", str(tiny_inputs / "clip.avi"), "--model",
+                                       str(small_onnx), "-o", ".", "--overwrite",
+                                       "--max-frames", "2"])
+    assert "is the folder you are in" in _one_line(result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]
+    assert sorted(p.name for p in out.iterdir()) == ["old.png"]

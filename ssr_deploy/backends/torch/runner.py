@@ -4,6 +4,8 @@ an exported graph has, so every backend takes and returns the same arrays."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,7 +164,8 @@ class TorchBackend(Backend):
         graphs, self.cuda_graphs = self.cuda_graphs, False
         try:
             self.infer(batch)  # warm-up: cuDNN's choices and allocations out of the profile
-            with torch.profiler.profile(activities=activities, record_shapes=True) as prof:
+            with _without_lines(b"USDT:"), torch.profiler.profile(
+                    activities=activities, record_shapes=True) as prof:
                 for _ in range(iters):
                     self.infer(batch)
                 if cuda:
@@ -212,3 +215,26 @@ class TorchBackend(Backend):
         self.model = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def _without_lines(prefix: bytes):
+    """stderr as it is, but for the lines starting with ``prefix``: torch's profiler (Kineto)
+    writes a ``USDT:`` line at each start and stop from C++, which no Python setting stops."""
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            for line in caught.read().splitlines(keepends=True):
+                if not line.startswith(prefix):
+                    os.write(2, line)
