@@ -681,7 +681,270 @@ def cases() -> list[Case]:
                     "model", ["export", "triton", m, "--repo", "{W}/trepo", "--max-batch", "0",
                               "--cpu"], expect="ok", before=_stale_plan,
                     check=lambda w, o: not (w / "trepo/ssrnet/1/model.plan").exists()))
+    return out + third_round()
+
+
+# ---- the third hostile run (issue 34): security, data loss, hangs, wrong results,
+# tracebacks, unclear errors; the cases a CLI run in-process can show (the server's are in
+# tests/serving/) ---------------------------------------------------------------------------
+
+def third_round() -> list[Case]:
+    I, D = "{W}/in", "{W}/disk"  # noqa: E741
+    ck, m, g = f"{I}/ck.pt", f"{I}/m.onnx", f"{I}/g.json"
+    train = ["train", "--genotype", g, "--data", "synthetic:4", "--size", "32x64", "--batch",
+             "2", "--workers", "0", "--epochs", "1"]
+    bench = ["bench", f"{I}/x.onnx", "--iters", "1", "--warmup", "0"]
+    out = [
+        Case("r3 security", "a hard link at a run's lock is not written through",
+             [*train, "--out", f"{D}/run"], words=("hard link",), keep=("disk/victim.txt",),
+             before=_hard_link_lock),
+        Case("r3 security", "an ONNX planted under a checkpoint's cache key is not run",
+             ["bench", ck, "--backend", "onnxruntime", "--size", "32x64", "--iters", "1",
+              "--warmup", "0"], expect="ok", before=_plant_cache, check=_cache_is_ck),
+        Case("r3 security", "a PNG declaring 20000x20000 is not decoded",
+             ["video", f"{I}/huge.png", "--model", m, "-o", f"{D}/v.mp4"],
+             words=("pixels",), before=_huge_png),
+        Case("r3 data lost", "demo --out a folder that is not a demo's",
+             ["demo", "--out", f"{D}/mine", "--quick"], words=("not a demo",),
+             keep=("disk/mine",), before=_users_folder),
+        Case("r3 data lost", "export engine over a user's m.fp16.onnx",
+             ["export", "engine", f"{D}/eng/m.onnx", "-o", f"{D}/eng/m.engine", "--builder",
+              "tensorrt-rtx"], words=("is not the fp16 graph",),
+             keep=("disk/eng/m.fp16.onnx",), before=_users_fp16),
+        Case("r3 data lost", "export onnx fp16 over an unrelated x.onnx",
+             ["export", "onnx", ck, "-o", f"{D}/d/x.fp16.onnx", "--size", "32x64",
+              "--precision", "fp16", "--min-agreement", "0.5"],
+             words=("is not the fp32 graph",), keep=("disk/d/x.onnx",), before=_users_fp32),
+        Case("r3 data lost", "export onnx -o a FIFO (as /dev/null)",
+             ["export", "onnx", ck, "-o", f"{D}/fifo.onnx", "--size", "32x64"],
+             words=("FIFO",), keep=("disk/fifo.onnx",), before=_fifo_output),
+        Case("r3 hangs", "a FIFO at a run's lock",
+             [*train, "--out", f"{D}/run2"], words=("FIFO",), before=_fifo_lock),
+        Case("r3 hangs", "search --space with a million layers",
+             ["search", "--data", "synthetic:4", "--space", f"{I}/space.json", "--out",
+              f"{D}/s3"], words=("max_layers",), before=_space({"max_layers": 10 ** 6})),
+        Case("r3 wrong results", "export triton: external data named model.onnx",
+             ["export", "triton", f"{I}/ext/x.onnx", "--repo", f"{D}/repo3", "--cpu",
+              "--max-batch", "0"],
+             words=("external data",), before=_external_named_model),
+        Case("r3 wrong results", "export triton: a custom operator",
+             ["export", "triton", f"{I}/x.onnx", "--repo", f"{D}/repo4", "--cpu",
+              "--max-batch", "0"],
+             words=("operator",), before=_custom_op),
+        Case("r3 wrong results", "a latency table with NaN entries",
+             ["info", "ssr-cityscapes", "--lut", f"{I}/lut.json"], words=("part",),
+             before=_nan_lut),
+    ]
+    for name, change, words in (
+            ("std [0, 0, 0]", ("input", "std", [0, 0, 0]), "input.std"),
+            ("a NaN mean", ("input", "mean", [float("nan"), 0, 0]), "input.mean"),
+            ("a one-element mean", ("input", "mean", [0.5]), "input.mean"),
+            ("size_multiple 0", ("input", "size_multiple", 0), "size_multiple"),
+            ("min_size -100", ("input", "min_size", -100), "min_size"),
+            ("3 classes for 19 channels", (None, "classes", ["a", "b", "c"]), "channels")):
+        out.append(Case("r3 wrong results", f"a sidecar with {name}", bench, words=(words,),
+                        before=_sidecar(change, logits=name.startswith("3 classes"))))
+    for name, change, words in (
+            ("input.scale 'abc'", ("input", "scale", "abc"), "input.scale"),
+            ("producer 5", (None, "producer", 5), "producer"),
+            ("a string mean", ("input", "mean", "abc"), "input.mean"),
+            ("another graph's output dtype", ("output", "dtype", "int32"), "another graph")):
+        out.append(Case("r3 tracebacks", f"a sidecar with {name}", bench, words=(words,),
+                        before=_sidecar(change)))
+    for name, change, words in (
+            ("resolutions ['abc']", {"resolutions": ["abc"]}, "resolutions"),
+            ("width_choices 0", {"width_choices": 0}, "width_choices"),
+            ("stages []", {"stages": []}, "stages"),
+            ("channels 100000", {"channels": 100000}, "channels"),
+            ("bn_eps -1", {"bn_eps": -1}, "bn_eps")):
+        out.append(Case("r3 tracebacks", f"search --space with {name}",
+                        ["search", "--data", "synthetic:4", "--space", f"{I}/space.json",
+                         "--out", f"{D}/s4"], words=(words,), before=_space(change)))
+    out += [
+        Case("r3 tracebacks", "a genotype with a 5000-digit integer", ["info", f"{I}/big.json"],
+             words=("not a",), before=_big_int),
+        Case("r3 tracebacks", "export engine of a custom operator",
+             ["export", "engine", f"{I}/x.onnx", "-o", f"{D}/x.engine", "--builder",
+              "tensorrt-rtx"], words=("operator",), before=_custom_op),
+        Case("r3 tracebacks", "export engine of a declared 4 TB initializer",
+             ["export", "engine", f"{I}/x.onnx", "-o", f"{D}/x.engine", "--builder",
+              "tensorrt-rtx"], words=("declares",), before=_huge_initializer),
+        Case("r3 unclear errors", "export triton --repo whose model folder is a file",
+             ["export", "triton", m, "--repo", f"{D}/repo5", "--cpu", "--max-batch", "0"],
+             words=("is a file",), before=_repo_version_file),
+        Case("r3 unclear errors", "serve with a tritonserver without a python backend",
+             ["serve", m, "--tritonserver", "/bin/false"], words=("python backend",)),
+    ]
     return out
+
+
+def _hard_link_lock(work, run):
+    (work / "disk" / "victim.txt").write_text("precious\n")
+    os.link(work / "disk" / "victim.txt", work / "disk" / ".run.lock")
+
+
+def _fifo_lock(work, run):
+    os.mkfifo(work / "disk" / ".run2.lock")
+
+
+def _fifo_output(work, run):
+    os.mkfifo(work / "disk" / "fifo.onnx")
+
+
+def _plant_cache(work, run):
+    """Another network's verified export under the key ``ck.pt`` has in the cache."""
+    from ssr_deploy.export.onnx import export_onnx
+    from ssr_deploy.model.net import build_model
+    from ssr_deploy.spec import RUNTIME_IO
+
+    digest = hashlib.sha256((work / "in" / "ck.pt").read_bytes()).hexdigest()
+    name = f"{digest[:16]}-32x64-uint8-nhwc-bgr-labels-uint8-b32.onnx"
+    folder = Path(os.environ["XDG_CACHE_HOME"]) / "ssr-deploy" / "onnx"
+    folder.mkdir(parents=True, exist_ok=True)
+    export_onnx(build_model("ssr-cityscapes"), folder / name, size=(32, 64),
+                dynamic_batch=True, max_batch=32, io=RUNTIME_IO)
+
+
+def _cache_is_ck(work, output) -> bool:
+    from ssr_deploy.genotype import Genotype
+    from ssr_deploy.spec import ModelSpec
+
+    folder = Path(os.environ["XDG_CACHE_HOME"]) / "ssr-deploy" / "onnx"
+    mine = Genotype.load(work / "in" / "g.json").hash
+    return all(ModelSpec.load(p).genotype_hash == mine for p in folder.glob("*32x64*.onnx"))
+
+
+def _huge_png(work, run):
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    (work / "in" / "huge.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 60001 * 4)) + chunk(b"IEND", b""))
+
+
+def _users_folder(work, run):
+    (work / "disk" / "mine").mkdir()
+    (work / "disk" / "mine" / "notes.txt").write_text("mine\n")
+
+
+def _users_fp16(work, run):
+    (work / "disk" / "eng").mkdir()
+    for name in ("m.onnx", "m.onnx.json"):
+        shutil.copyfile(work / "in" / name, work / "disk" / "eng" / name)
+    (work / "disk" / "eng" / "m.fp16.onnx").write_text("the user's fp16 graph\n")
+
+
+def _users_fp32(work, run):
+    (work / "disk" / "d").mkdir()
+    (work / "disk" / "d" / "x.onnx").write_text("the user's own\n")
+
+
+def _sidecar(change, logits: bool = False):
+    """``in/x.onnx``: m.onnx (or a logits export) with one sidecar field changed."""
+    def before(work, run):
+        source = work / "in" / "m.onnx"
+        if logits:
+            run(["export", "onnx", str(work / "in" / "ck.pt"), "-o", str(work / "in" / "l.onnx"),
+                 "--size", "32x64", "--no-simplify"])
+            source = work / "in" / "l.onnx"
+        shutil.copyfile(source, work / "in" / "x.onnx")
+        meta = json.loads(Path(f"{source}.json").read_text())
+        section, key, value = change
+        (meta[section] if section else meta)[key] = value
+        (work / "in" / "x.onnx.json").write_text(json.dumps(meta))
+    return before
+
+
+def _space(change):
+    def before(work, run):
+        from ssr_deploy.search.space import SearchSpace
+
+        space = SearchSpace().to_dict()
+        for key, value in change.items():
+            if key in ("max_layers", "channels"):
+                space["stages"][0][key] = value
+            else:
+                space[key] = value
+        (work / "in" / "space.json").write_text(json.dumps(space))
+    return before
+
+
+def _big_int(work, run):
+    (work / "in" / "big.json").write_text('{"format": ' + "9" * 5000 + "}")
+
+
+def _onnx_changed(work, edit) -> None:
+    """``in/x.onnx``: m.onnx edited by ``edit(model)``, with a sidecar that vouches for it."""
+    import onnx
+
+    from ssr_deploy.spec import ModelSpec
+
+    model = onnx.load(str(work / "in" / "m.onnx"))
+    edit(model)
+    onnx.save(model, str(work / "in" / "x.onnx"))
+    meta = json.loads((work / "in" / "m.onnx.json").read_text())
+    ModelSpec.save(work / "in" / "x.onnx", {k: v for k, v in meta.items()
+                                            if k not in ("file", "sha256")})
+
+
+def _custom_op(work, run):
+    import onnx
+
+    def edit(model):
+        model.graph.node.append(onnx.helper.make_node(
+            "EvilOp", [model.graph.input[0].name], ["evil"], domain="com.evil"))
+        model.opset_import.append(onnx.helper.make_opsetid("com.evil", 1))
+    _onnx_changed(work, edit)
+
+
+def _huge_initializer(work, run):
+    import onnx
+
+    def edit(model):
+        weight = onnx.TensorProto(name="huge", data_type=onnx.TensorProto.FLOAT,
+                                  dims=[1 << 20, 1 << 20, 1024])
+        weight.data_location = onnx.TensorProto.EXTERNAL
+        weight.external_data.add(key="location", value="huge.bin")
+        model.graph.initializer.append(weight)
+    (work / "in" / "huge.bin").write_bytes(b"\0" * 16)
+    _onnx_changed(work, edit)
+
+
+def _external_named_model(work, run):
+    import onnx
+
+    from ssr_deploy.spec import ModelSpec
+
+    (work / "in" / "ext").mkdir()
+    onnx.save(onnx.load(str(work / "in" / "m.onnx")), str(work / "in" / "ext" / "x.onnx"),
+              save_as_external_data=True, location="model.onnx", size_threshold=0)
+    meta = json.loads((work / "in" / "m.onnx.json").read_text())
+    ModelSpec.save(work / "in" / "ext" / "x.onnx", {k: v for k, v in meta.items()
+                                                    if k not in ("file", "sha256")})
+
+
+def _nan_lut(work, run):
+    space = {"stages": [{"stride": 4, "channels": 24, "max_layers": 2, "dropout": 0.0},
+                        {"stride": 8, "channels": 40, "max_layers": 2, "dropout": 0.0}],
+             "dilations": [1, 2], "width_choices": 3}
+    (work / "in" / "tiny_space.json").write_text(json.dumps(space))
+    run(["lut", "build", "--space", str(work / "in" / "tiny_space.json"), "--size", "32x64",
+         "--width-grid", "2,2,2", "--repeats", "1", "--passes", "1", "--check", "0", "-o",
+         str(work / "in" / "lut.json")])
+    data = json.loads((work / "in" / "lut.json").read_text())
+    data["entries"] = {k: float("nan") for k in data["entries"]}
+    (work / "in" / "lut.json").write_text(json.dumps(data))
+
+
+def _repo_version_file(work, run):
+    (work / "disk" / "repo5" / "ssrnet").mkdir(parents=True)
+    (work / "disk" / "repo5" / "ssrnet" / "1").write_text("a file")
 
 
 def _nan_checkpoint(work, run):
@@ -749,7 +1012,7 @@ def main_() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" /
                                              "hostile.json"))
-    parser.add_argument("--only", help="run cases whose name contains this")
+    parser.add_argument("--only", help="run cases whose name or class contains this")
     parser.add_argument("--merge", nargs=2, metavar=("BEFORE", "AFTER"),
                         help="write one document from two runs' JSON (another version's and "
                         "this one's), case by case")
@@ -761,6 +1024,7 @@ def main_() -> None:
 
     resource.setrlimit(resource.RLIMIT_AS, (16 << 30, resource.RLIM_INFINITY))
     work = Path(tempfile.mkdtemp(prefix="hostile-"))
+    os.environ["XDG_CACHE_HOME"] = str(work / "cache")  # planted files stay in this run
     mounted = []
     try:
         (work / "in").mkdir()
@@ -776,11 +1040,11 @@ def main_() -> None:
         # the good outputs that a full disk must not take away
         for case in cases():
             if case.disk == "full" and case.prefill and (not args.only or args.only in
-                                                          case.name):
+                                                          case.name + case.cls):
                 runner.invoke(main, [a.replace("{W}", str(work)) for a in case.args])
         results = []
         for case in cases():
-            if args.only and args.only not in case.name:
+            if args.only and args.only not in case.name + case.cls:
                 continue
             if case.disk == "full" and work / "disk" not in mounted:
                 continue
