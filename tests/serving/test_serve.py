@@ -315,8 +315,14 @@ def test_a_killed_serve_leaves_no_server_behind(model):
         time.sleep(0.1)
     import socket
 
-    with socket.socket() as s:  # its metrics port is free again
-        s.bind(("127.0.0.1", metrics))
+    while True:  # its metrics port is free again (its model's process lets go a moment later)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", metrics))
+                break
+            except OSError:
+                assert time.monotonic() < deadline + 10, "the server's port stayed taken"
+                time.sleep(0.2)
 
 
 def test_export_triton_repositories_load_in_the_real_server(model, tmp_path):
