@@ -348,9 +348,12 @@ class ModelSpec:
 
     @property
     def fixed_batch(self) -> int | None:
-        """The batch a static-batch model needs every input padded to, else None."""
+        """The batch a static-batch model needs every input padded to, else None: a graph
+        exported with a fixed batch, or an engine whose profile allows one batch only (an
+        engine built from a batch-4 ONNX takes 4 and nothing else)."""
         low, high = self.batch_range
-        return low if low == high and not self.profile and self.input.shape[0] > 0 else None
+        fixed = self.input.shape[0] > 0 or self.profile is not None
+        return low if low == high and fixed else None
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The output shape for an input shape."""
