@@ -81,7 +81,7 @@ def test_int8_engine_from_a_verified_qdq_onnx(tmp_path, trained_net):
                             calib_cache=str(tmp_path / "cache"))
     meta = build_engine(onnx_path, engine, options)
     assert meta["precision"] == "int8" and meta["tensorrt"]["strongly_typed"]
-    assert meta["quantization"]["target"] == "tensorrt" and meta["output"]["dtype"] == "int32"
+    assert meta["quantization"]["target"] == "tensorrt" and meta["output"]["dtype"] == "uint8"
     assert (tmp_path / "m.int8.onnx").is_file()  # the verified graph the engine holds
     again = build_engine(onnx_path, tmp_path / "again.engine", EngineOptions(
         precision="int8", calib_cache=str(tmp_path / "cache")))  # no images needed

@@ -73,7 +73,7 @@ def engine_spec(labels_onnx):
         "version": "10.3.0", "gpu": {"name": "NVIDIA A100-SXM4-80GB",
                                      "compute_capability": "8.0"}},
             "profile": {"min": [1, 32, 64, 3], "opt": [2, 64, 128, 3], "max": [8, 512, 1024, 3]}}
-    meta["output"] = {**meta["output"], "dtype": "int32"}
+    meta["output"] = {**meta["output"], "dtype": "uint8"}  # as the engine returns them
     return ModelSpec.from_dict(meta)
 
 
@@ -197,15 +197,16 @@ def test_tensorrt_older_than_10_3_is_one_line():
         check_version("tensorrt-rtx", "1.6.0")
 
 
-def test_tensorrt_gets_int32_labels(labels_onnx):
-    """ArgMax -> Cast(uint8) becomes Cast(int32) for TensorRT; the graph is otherwise the
-    same and gives the same labels (onnxruntime)."""
+def test_tensorrt_keeps_uint8_labels_and_can_fall_back_to_int32(labels_onnx):
+    """ArgMax -> Cast(uint8) is what TensorRT gets; the int32 fallback (Cast(int32)) is the
+    same graph otherwise and gives the same labels (onnxruntime)."""
     import onnx
     import onnxruntime as ort
 
     model = onnx.load(str(labels_onnx))
     meta = read_sidecar(labels_onnx)
-    rewritten, engine_meta = onnx_for_tensorrt(model, meta)
+    assert onnx_for_tensorrt(model, meta) == (model, meta)
+    rewritten, engine_meta = onnx_for_tensorrt(model, meta, int32_labels=True)
     assert engine_meta["output"]["dtype"] == "int32" and meta["output"]["dtype"] == "uint8"
     assert rewritten.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.INT32
     onnx.checker.check_model(rewritten, full_check=True)
@@ -241,7 +242,7 @@ def test_missing_tensorrt_is_one_clear_line(tmp_path, labels_onnx, monkeypatch):
 def test_buffer_plan_from_profile(engine_spec):
     inp, out = buffer_plan(engine_spec)
     assert inp.nbytes == 8 * 512 * 1024 * 3 and out.shape == (8, 512, 1024)
-    assert out.nbytes == 8 * 512 * 1024 * 4  # int32 labels: 16 MB, not 320 MB of logits
+    assert out.nbytes == 8 * 512 * 1024  # uint8 labels: 4 MB, not 320 MB of logits
     assert engine_spec.output_shape((2, 64, 128, 3)) == (2, 64, 128)
 
 
@@ -249,7 +250,7 @@ def test_engine_io_is_checked_against_the_sidecar(labels_onnx):
     from ssr_deploy.backends.tensorrt.runner import TensorIO, check_engine_io
 
     meta = read_sidecar(labels_onnx)
-    meta["output"]["dtype"] = "int32"  # as onnx_for_tensorrt makes it
+    meta["output"]["dtype"] = "int32"  # as the int32 fallback makes it
     meta = ModelSpec.from_dict(meta)
     good = [TensorIO("images", True, "uint8", (-1, -1, -1, 3)),
             TensorIO("labels", False, "int32", (-1, -1, -1))]

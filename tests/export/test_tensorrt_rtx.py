@@ -66,8 +66,8 @@ def test_every_io_form_builds(tmp_path, rtx, input_format, output_format):
     assert engine_matches_sidecar(rtx, engine) == meta
     assert meta["precision"] == "fp32" and meta["input"]["name"] == "images"
     assert meta["tensorrt"]["compute_capabilities"] == list(RTX_DEFAULT_TARGETS)
-    if output_format == "labels":
-        assert meta["output"]["dtype"] == "int32"  # the runtime narrows them
+    if output_format == "labels":  # TensorRT-RTX takes the Cast to uint8: 1/4 the download
+        assert meta["output"]["dtype"] == "uint8"
 
 
 def test_uint8_inputs_feed_only_casts_static_and_dynamic(labels_onnx, tmp_path):
@@ -237,7 +237,7 @@ def test_an_engine_and_a_sidecar_of_the_other_builder_are_refused(rtx_engine, tm
 
 def test_the_latency_tables_head_part_builds_as_export_engine_builds(rtx):
     """The LUT's TensorRT timer builds through build_network: the head part's uint8 labels
-    become int32 as in `export engine` (before, the timer parsed the part as it was)."""
+    stay uint8 as in `export engine`."""
     from ssr_deploy.lut import LutOptions, export_part, probes
     from tests.search.test_latency import TINY
 
@@ -246,5 +246,29 @@ def test_the_latency_tables_head_part_builds_as_export_engine_builds(rtx):
     built = build_network(rtx, onnx.load_from_string(export_part(head)), f"part {head.key}",
                           BuildSettings())
     outputs = [t for t in built.io if not t.is_input]
-    assert [t.dtype for t in outputs] == ["int32"] and built.engine[:4] == b"vtrt"
+    assert [t.dtype for t in outputs] == ["uint8"] and built.engine[:4] == b"vtrt"
     assert np.prod(outputs[0].shape) == 32 * 64
+
+
+def test_a_refused_uint8_output_is_rebuilt_with_int32_labels(rtx, labels_onnx, monkeypatch,
+                                                             capsys):
+    """Where a TensorRT refuses the Cast to uint8, the build is retried once with int32
+    labels (the runtime narrows them), said on stderr; the metadata follows."""
+    import ssr_deploy.backends.tensorrt.build as build
+
+    real, calls = build._build, []
+
+    def refuse_uint8(library, model, source, settings, profile, meta, progress, int32):
+        calls.append(int32)
+        if not int32:
+            raise SsrDeployError("Cast to UINT8 is not supported (as a stand-in refusal)")
+        return real(library, model, source, settings, profile, meta, progress, int32)
+
+    monkeypatch.setattr(build, "_build", refuse_uint8)
+    meta = read_sidecar(labels_onnx)
+    profile = Profile("images", (1, 64, 128, 3), (1, 64, 128, 3), (1, 64, 128, 3))
+    built = build.build_network(rtx, onnx.load(str(labels_onnx)), labels_onnx,
+                                BuildSettings(compute_capabilities=("8.6",)), profile, meta)
+    assert calls == [False, True] and built.meta["output"]["dtype"] == "int32"
+    assert [t.dtype for t in built.io if not t.is_input] == ["int32"]
+    assert "uint8 labels refused" in capsys.readouterr().err

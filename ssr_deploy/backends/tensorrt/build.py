@@ -16,7 +16,12 @@ from typing import Any
 
 import onnx
 
-from ssr_deploy.backends.tensorrt.library import RTX_DEFAULT_TARGETS, TensorRT, rtx_targets
+from ssr_deploy.backends.tensorrt.library import (
+    RTX_DEFAULT_TARGETS,
+    TensorRT,
+    rtx_targets,
+    shared_logger,
+)
 from ssr_deploy.backends.tensorrt.profiles import Profile
 from ssr_deploy.backends.tensorrt.runner import TensorIO, dtype_names
 from ssr_deploy.errors import SsrDeployError
@@ -36,18 +41,21 @@ def check_uint8_inputs(model: onnx.ModelProto) -> None:
                                      "refuses; export the ONNX again with this ssr-deploy")
 
 
-def onnx_for_tensorrt(model: onnx.ModelProto, meta: dict[str, Any] | None = None
+def onnx_for_tensorrt(model: onnx.ModelProto, meta: dict[str, Any] | None = None,
+                      int32_labels: bool = False
                       ) -> tuple[onnx.ModelProto, dict[str, Any] | None]:
     """The graph TensorRT parses, and the metadata the engine gets. uint8 label maps come
-    out of an ArgMax -> Cast(uint8); TensorRT's uint8 is meant for I/O of plain data, so the
-    engine returns int32 labels (the runtime narrows them) instead of trusting that cast.
-    A uint8 input must feed only Casts (TensorRT takes uint8 into nothing else): an ONNX
-    exported before that rule is refused in one line."""
+    out of an ArgMax -> Cast(uint8), which TensorRT's Cast takes (every conversion between
+    its types since 10.x; TensorRT-RTX 1.7 builds it, checked here): the engine returns uint8
+    labels, a quarter of int32's download. ``int32_labels``: the cast widened to int32
+    instead (the runtime narrows them), the fallback for a TensorRT that refuses it. A uint8
+    input must feed only Casts (TensorRT takes uint8 into nothing else): an ONNX exported
+    before that rule is refused in one line."""
     check_uint8_inputs(model)
     graph = model.graph
     narrowed = [o.name for o in graph.output
                 if o.type.tensor_type.elem_type == onnx.TensorProto.UINT8]
-    if not narrowed:
+    if not narrowed or not int32_labels:
         return model, meta
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
@@ -66,6 +74,10 @@ def onnx_for_tensorrt(model: onnx.ModelProto, meta: dict[str, Any] | None = None
     if meta is not None and meta["output"]["name"] in narrowed:
         meta = {**meta, "output": {**meta["output"], "dtype": "int32"}}
     return copy, meta
+
+
+def has_uint8_outputs(model: onnx.ModelProto) -> bool:
+    return any(o.type.tensor_type.elem_type == onnx.TensorProto.UINT8 for o in model.graph.output)
 
 
 @dataclass(frozen=True)
@@ -106,10 +118,26 @@ def build_network(library: TensorRT, model: onnx.ModelProto, source: str | Path,
                   progress: Callable[[str], None] | None = None) -> BuiltNetwork:
     """The one way an ONNX becomes an engine: the graph rewritten for TensorRT, parsed into a
     strongly typed network, built with ``settings`` and one optimisation ``profile`` (None
-    for a static graph). ``source``: the ONNX's path, for messages and external data."""
+    for a static graph). ``source``: the ONNX's path, for messages and external data. uint8
+    labels stay uint8; where the library refuses that, the build is retried once with int32
+    labels (said on stderr)."""
+    try:
+        return _build(library, model, source, settings, profile, meta, progress, False)
+    except SsrDeployError as e:
+        if not has_uint8_outputs(model):
+            raise
+        print(f"[{library.title}] uint8 labels refused ({str(e)[:120]}); building with int32 "
+              "labels, which the runtime narrows", file=sys.stderr)
+        return _build(library, model, source, settings, profile, meta, progress, True)
+
+
+def _build(library: TensorRT, model: onnx.ModelProto, source: str | Path,
+           settings: BuildSettings, profile: Profile | None, meta: dict[str, Any] | None,
+           progress: Callable[[str], None] | None, int32_labels: bool) -> BuiltNetwork:
     trt = library.module
-    model, meta = onnx_for_tensorrt(model, meta)
-    logger = _logger(library)
+    model, meta = onnx_for_tensorrt(model, meta, int32_labels)
+    logger = shared_logger(library)
+    logger.errors.clear()
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
@@ -146,28 +174,6 @@ def build_network(library: TensorRT, model: onnx.ModelProto, source: str | Path,
         data = bytes(timing_cache.serialize())
         atomic_write(settings.timing_cache, lambda tmp: tmp.write_bytes(data))
     return BuiltNetwork(bytes(serialized), network_io(trt, network), meta)
-
-
-def _logger(library: TensorRT):
-    """A TensorRT logger that prints warnings as TensorRT's own does and keeps the errors for
-    the one line that reports a failure. TensorRT-RTX on a machine with no GPU logs a CUDA
-    driver error while parsing that does not stop the build: it is left out."""
-    trt = library.module
-
-    class Log(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-
-        def log(self, severity, msg: str) -> None:
-            if library.is_rtx and "CUDA driver version is insufficient" in msg:
-                return
-            if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
-                self.errors.append(msg.split(" In ")[0].strip())
-            elif severity == trt.ILogger.Severity.WARNING:
-                print(f"[{library.title}] {msg}", file=sys.stderr)
-
-    return Log()
 
 
 def engine_metadata(onnx_meta: dict[str, Any], onnx_path: Path, library: TensorRT,

@@ -8,7 +8,9 @@ this machine's GPU can run an engine.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,3 +187,29 @@ def check_compatibility(spec: Any, library: TensorRT, gpu: dict[str, str] | None
         return [f"{engine_name} was tuned on {built_gpu.get('name')}, running on {gpu.get('name')}"
                 " (same compute capability): it runs, but rebuilding here may be faster"]
     return []
+
+
+def shared_logger(library: TensorRT):
+    """The process's one logger for ``library`` (TensorRT keeps the first logger it is given,
+    so every Builder and Runtime gets this one): it prints warnings as TensorRT's own does and
+    keeps the errors for the one line that reports a failure. TensorRT-RTX on a machine with
+    no GPU logs a CUDA driver error while parsing that does not stop the build: left out."""
+    return _loggers(library.builder, library.module, library.title, library.is_rtx)
+
+
+@functools.cache
+def _loggers(builder: str, trt, title: str, is_rtx: bool):
+    class Log(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity, msg: str) -> None:
+            if is_rtx and "CUDA driver version is insufficient" in msg:
+                return
+            if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
+                self.errors.append(msg.split(" In ")[0].strip())
+            elif severity == trt.ILogger.Severity.WARNING:
+                print(f"[{title}] {msg}", file=sys.stderr)
+
+    return Log()

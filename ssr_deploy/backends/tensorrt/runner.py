@@ -34,6 +34,7 @@ from ssr_deploy.backends.tensorrt.library import (
     check_compatibility,
     check_engine_builder,
     load_tensorrt,
+    shared_logger,
 )
 from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.io import atomic_write_bytes, cache_root
@@ -209,8 +210,7 @@ class TensorRTBackend(Backend):
         self.notes = check_compatibility(self.spec, self.library, gpu, path.name, why)
         cuda.set_device(device)
         self.device_name = gpu["name"]
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self.trt_runtime = trt.Runtime(self._logger)
+        self.trt_runtime = trt.Runtime(shared_logger(self.library))
         if self.library.is_rtx:
             check_rtx_validity(self.library, self.trt_runtime, data, path.name)
         self.engine = self.trt_runtime.deserialize_cuda_engine(data)

@@ -11,7 +11,7 @@ import onnx
 
 from ssr_deploy.backends.base import Part, PartTimer, median_ms
 from ssr_deploy.backends.tensorrt.build import BuildSettings, build_network
-from ssr_deploy.backends.tensorrt.library import load_tensorrt
+from ssr_deploy.backends.tensorrt.library import load_tensorrt, shared_logger
 from ssr_deploy.backends.tensorrt.runner import DTYPES, engine_io
 from ssr_deploy.errors import SsrDeployError
 
@@ -27,14 +27,13 @@ class TensorRTTimer(PartTimer):
         self.cuda, self.library = cuda, load_tensorrt()
         self.index = int(device.partition(":")[2] or 0)
         cuda.set_device(self.index)
-        trt = self.library.module
-        self.logger = trt.Logger(trt.Logger.WARNING)
 
     def time(self, part: Part, inputs: list[np.ndarray]) -> float:
-        trt, cuda = self.library.module, self.cuda
+        trt = self.library.module
+        cuda = self.cuda
         built = build_network(self.library, onnx.load_from_string(part), "a latency part",
                               BuildSettings())
-        engine = trt.Runtime(self.logger).deserialize_cuda_engine(built.engine)
+        engine = trt.Runtime(shared_logger(self.library)).deserialize_cuda_engine(built.engine)
         context = engine.create_execution_context() if engine is not None else None
         if context is None:
             raise SsrDeployError(f"{self.library.title} could not load a part's engine here "
