@@ -94,7 +94,7 @@ class Segmenter:
             chunk = frames[start:start + self.max_batch]
             batch, boxes = self._prepare(chunk)
             out = outputs_to_labels(self.backend.infer(batch), self.spec.output.kind,
-                                    len(self.classes))
+                                    len(self.classes))[:len(chunk)]  # less the padding
             labels += [self._unfit(lab, box, f.shape[:2])
                        for lab, box, f in zip(out, boxes, chunk, strict=True)]
         return labels
