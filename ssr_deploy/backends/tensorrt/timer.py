@@ -11,7 +11,7 @@ import onnx
 
 from ssr_deploy.backends.base import Part, PartTimer, median_ms
 from ssr_deploy.backends.tensorrt.build import BuildSettings, build_network
-from ssr_deploy.backends.tensorrt.library import load_tensorrt, shared_logger
+from ssr_deploy.backends.tensorrt.library import load_tensorrt, rtx_targets, shared_logger
 from ssr_deploy.backends.tensorrt.runner import DTYPES, engine_io
 from ssr_deploy.errors import SsrDeployError
 
@@ -26,13 +26,23 @@ class TensorRTTimer(PartTimer):
         super().__init__(device, precision, repeats, threads)
         self.cuda, self.library = cuda, load_tensorrt()
         self.index = int(device.partition(":")[2] or 0)
+        self.gpu = cuda.gpu_info(self.index)
+        cc = self.gpu["compute_capability"]
+        self.settings = BuildSettings()
+        if self.library.is_rtx:  # parts built for this GPU, which TensorRT-RTX must run on
+            if cc not in rtx_targets(self.library):
+                raise SsrDeployError(f"{self.library.title} does not run on {self.gpu['name']} "
+                                     f"(sm_{cc.replace('.', '')}): time parts with full "
+                                     "TensorRT there (pip install 'ssr-deploy[cu12]'), or "
+                                     "--backend torch")
+            self.settings = BuildSettings(compute_capabilities=(cc,))
         cuda.set_device(self.index)
 
     def time(self, part: Part, inputs: list[np.ndarray]) -> float:
         trt = self.library.module
         cuda = self.cuda
         built = build_network(self.library, onnx.load_from_string(part), "a latency part",
-                              BuildSettings())
+                              self.settings)
         engine = trt.Runtime(shared_logger(self.library)).deserialize_cuda_engine(built.engine)
         context = engine.create_execution_context() if engine is not None else None
         if context is None:
@@ -91,4 +101,4 @@ class TensorRTTimer(PartTimer):
         return {self.library.builder: self.library.version}
 
     def device_label(self) -> str | None:
-        return self.cuda.gpu_info(self.index)["name"]
+        return self.gpu["name"]
