@@ -126,18 +126,28 @@ class Graph:
             stream.handle, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
         try:
             enqueue(stream)
-        finally:
-            graph = check(cudart.cudaStreamEndCapture(stream.handle))
-        self.graph = graph
-        self.exec = check(cudart.cudaGraphInstantiate(graph, 0))
+        except BaseException:
+            # end the capture so the stream is usable again, but report what broke it (the
+            # end call's own error, an invalidated capture, would hide that)
+            cudart.cudaStreamEndCapture(stream.handle)
+            raise
+        self.graph, self.exec = check(cudart.cudaStreamEndCapture(stream.handle)), None
+        try:
+            self.exec = check(cudart.cudaGraphInstantiate(self.graph, 0))
+        except SsrDeployError:
+            self.destroy()
+            raise
 
     def launch(self, stream: Stream) -> None:
         check(_cudart().cudaGraphLaunch(self.exec, stream.handle))
 
     def destroy(self) -> None:
         cudart = _cudart()
-        check(cudart.cudaGraphExecDestroy(self.exec))
-        check(cudart.cudaGraphDestroy(self.graph))
+        graph_exec, graph, self.exec, self.graph = self.exec, self.graph, None, None
+        if graph_exec is not None:
+            check(cudart.cudaGraphExecDestroy(graph_exec))
+        if graph is not None:
+            check(cudart.cudaGraphDestroy(graph))
 
 
 class Stream:

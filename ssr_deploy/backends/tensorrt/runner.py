@@ -19,6 +19,8 @@ its own whole-graph capture strategy.
 
 from __future__ import annotations
 
+import threading
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -168,9 +170,17 @@ class _Slot:
     """Host and device buffers for one frame in flight, and the events that order it."""
 
     def __init__(self, cuda, plan: list[TensorIO]) -> None:
-        self.host = {t.name: cuda.HostBuffer(t.shape, DTYPES[t.dtype]) for t in plan}
-        self.device = {t.name: cuda.DeviceBuffer(t.nbytes) for t in plan}
-        self.copied_in, self.computed, self.copied_out = (cuda.Event() for _ in range(3))
+        self.host, self.device, self.events = {}, {}, []
+        try:  # one at a time, so an allocation that fails frees the ones before it
+            for t in plan:
+                self.host[t.name] = cuda.HostBuffer(t.shape, DTYPES[t.dtype])
+                self.device[t.name] = cuda.DeviceBuffer(t.nbytes)
+            for _ in range(3):
+                self.events.append(cuda.Event())
+        except BaseException:
+            self.free()
+            raise
+        self.copied_in, self.computed, self.copied_out = self.events
 
     def view(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         return self.host[name].array.reshape(-1)[:int(np.prod(shape))].reshape(shape)
@@ -178,7 +188,7 @@ class _Slot:
     def free(self) -> None:
         for buffer in (*self.host.values(), *self.device.values()):
             buffer.free()
-        for event in (self.copied_in, self.computed, self.copied_out):
+        for event in self.events:
             event.destroy()
 
 
@@ -187,6 +197,11 @@ class TensorRTBackend(Backend):
     Options = TensorRTOptions
     default_device = "cuda"
     on_gpu = True
+    # what close() frees: None/empty until made, so a half-finished open closes cleanly
+    engine = context = runtime_cache = start = None
+    compute = upload = download = None
+    slots: list = []
+    cuda_graph = False
 
     def __init__(self, path: str | Path, device: str = "cuda", index: int = 0,
                  options: TensorRTOptions | None = None) -> None:
@@ -195,8 +210,17 @@ class TensorRTBackend(Backend):
         if device != "cuda":
             raise UsageError("a TensorRT engine runs on a GPU: use --device cuda (or cuda:N)")
         self._cuda = cuda
-        device = index
-        path = Path(path)
+        self.index = device = index
+        self._threads: set[int] = set()  # threads whose current CUDA device is ours
+        self._graphs, self._contexts = {}, {}  # per captured shape, each its own context
+        try:
+            self._open(Path(path), device, options or TensorRTOptions())
+        except BaseException:  # what a half-finished open allocated is freed
+            self.close()
+            raise
+
+    def _open(self, path: Path, device: int, options: TensorRTOptions) -> None:
+        cuda = self._cuda
         self.spec = ModelSpec.load(path)
         if self.spec.profile is None:
             raise UsageError(f"{path.name}'s sidecar has no optimisation profile: it is not an "
@@ -208,7 +232,7 @@ class TensorRTBackend(Backend):
         trt = self.library.module
         gpu, why = cuda.find_gpu(device)
         self.notes = check_compatibility(self.spec, self.library, gpu, path.name, why)
-        cuda.set_device(device)
+        self._on_this_thread()
         self.device_name = gpu["name"]
         self.trt_runtime = trt.Runtime(shared_logger(self.library))
         if self.library.is_rtx:
@@ -218,20 +242,31 @@ class TensorRTBackend(Backend):
             raise SsrDeployError(f"{self.library.title} could not load {path}; rebuild it with "
                                  "`ssr-deploy export engine`")
         check_engine_io(self.spec, engine_io(trt, self.engine), path.name)
-        cuda_graph = (options or TensorRTOptions()).cuda_graph
+        cuda_graph = options.cuda_graph
         # the sidecar's sha256 was checked against the file when it loaded
         sha256 = self.spec.get("sha256") or file_sha256(path)
         self.runtime_cache = RtxRuntimeCache(self.library, self.engine, sha256, gpu, cuda_graph) \
             if self.library.is_rtx else None
         self.context = self._new_context()
         self.plan = buffer_plan(self.spec)
-        self.compute, self.upload, self.download = cuda.Stream(), cuda.Stream(), cuda.Stream()
-        self.slots = [_Slot(cuda, self.plan), _Slot(cuda, self.plan)]
+        self.compute = cuda.Stream()  # each kept as made: a failed open frees what it made
+        self.upload = cuda.Stream()
+        self.download = cuda.Stream()
+        self.slots = []
+        for _ in range(2):
+            self.slots.append(_Slot(cuda, self.plan))
         self.start = cuda.Event()
         # TensorRT-RTX captures and replays CUDA graphs itself (its runtime config)
         self.cuda_graph = cuda_graph and not self.library.is_rtx
-        self._graphs: dict[tuple[int, ...], Any] = {}
-        self._contexts: dict[tuple[int, ...], Any] = {}  # one per captured shape
+
+    def _on_this_thread(self) -> None:
+        """CUDA's current device is per thread: the thread that runs an inference (the
+        video's inference thread, Triton's model thread) is set to this engine's GPU once,
+        before its first call (else ``cuda:1``'s work would go to device 0's context)."""
+        thread = threading.get_ident()
+        if thread not in self._threads:
+            self._cuda.set_device(self.index)
+            self._threads.add(thread)
 
     def _new_context(self):
         if self.runtime_cache is not None:
@@ -286,18 +321,14 @@ class TensorRTBackend(Backend):
 
     # ---- one batch, synchronous ----------------------------------------------------
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        self._on_this_thread()
         slot = self.slots[0]
         shape = self._stage(slot, batch)
         stream = self.compute
         self.start.record(stream)
+        if self.cuda_graph and shape not in self._graphs:
+            self._capture(slot, shape, stream)
         if self.cuda_graph:
-            if shape not in self._graphs:
-                context = self._contexts[shape] = self._new_context()
-                self._bind(context, slot, shape)
-                self._enqueue(context, slot, shape, stream, stream, stream)  # sets up state
-                stream.synchronize()
-                self._graphs[shape] = self._cuda.Graph(stream, lambda s: self._enqueue(
-                    context, slot, shape, s, s, s))
             self._graphs[shape].launch(stream)
             slot.copied_out.record(stream)
         else:
@@ -311,10 +342,28 @@ class TensorRTBackend(Backend):
                 + slot.copied_out.ms_since(slot.computed)}
         return out
 
+    def _capture(self, slot: _Slot, shape: tuple[int, ...], stream) -> None:
+        """A CUDA graph of copy-in + enqueue + copy-out for ``shape``, on a context of its
+        own. A capture TensorRT or the driver refuses turns graphs off for this backend
+        (said in ``notes``): the frame runs as without them, never an error."""
+        context = self._contexts[shape] = self._new_context()
+        self._bind(context, slot, shape)
+        self._enqueue(context, slot, shape, stream, stream, stream)  # sets up its state
+        stream.synchronize()
+        try:
+            self._graphs[shape] = self._cuda.Graph(stream, lambda s: self._enqueue(
+                context, slot, shape, s, s, s))
+        except SsrDeployError as e:
+            self.cuda_graph = False
+            note = f"CUDA graph capture failed ({str(e)[:160]}); running without graphs"
+            self.notes = [*self.notes, note]
+            warnings.warn(note, RuntimeWarning, stacklevel=3)
+
     # ---- a stream of batches, double-buffered ---------------------------------------
     def infer_stream(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Outputs in order; batch i+1 is copied in (upload stream) while batch i computes
         and i-1 is copied out (download stream)."""
+        self._on_this_thread()
         pending: list[tuple[_Slot, tuple[int, ...]]] = []
         for i, batch in enumerate(batches):
             slot = self.slots[i % 2]
@@ -353,17 +402,35 @@ class TensorRTBackend(Backend):
         return LayerTimes(dict(times))
 
     def close(self) -> None:
-        for graph in getattr(self, "_graphs", {}).values():
-            graph.destroy()
-        for slot in getattr(self, "slots", []):
-            slot.free()
-        for stream in (getattr(self, name, None) for name in ("compute", "upload", "download")):
-            if stream is not None:
-                stream.destroy()
-        if getattr(self, "start", None) is not None:
-            self.start.destroy()
+        """Wait for the work queued on every stream, then free each resource once (a second
+        close frees nothing; a half-finished open frees what it made). A CUDA error on the
+        way is raised after everything else has been freed."""
+        errors: list[SsrDeployError] = []
+
+        def attempt(call) -> None:
+            try:
+                call()
+            except SsrDeployError as e:
+                errors.append(e)
+
+        streams = [s for s in (self.compute, self.upload, self.download) if s is not None]
+        for stream in streams:  # a copy still in flight must not meet freed memory
+            attempt(stream.synchronize)
+        graphs, self._graphs = self._graphs, {}
+        slots, self.slots = self.slots, ()
+        start, self.start = self.start, None
+        self.compute = self.upload = self.download = None
+        for graph in graphs.values():
+            attempt(graph.destroy)
+        for slot in slots:
+            attempt(slot.free)
+        for resource in (*streams, *([start] if start is not None else [])):
+            attempt(resource.destroy)
         self._contexts = {}
         self.context = None
-        if getattr(self, "runtime_cache", None) is not None:
-            self.runtime_cache.save()
+        cache, self.runtime_cache = self.runtime_cache, None
+        if cache is not None:
+            cache.save()
         self.engine = None
+        if errors:
+            raise errors[0]
