@@ -8,18 +8,36 @@
 #      by side -> benchmarks/results/gpu_perf.json (GPU_PERF=0 skips it; ONLY_PERF=1 runs
 #      it alone: the three together exceed one 10-minute device command).
 # TensorRT is not on that image: the `tensorrt` tests need a machine with TensorRT >= 10.3.
+# A step that fails is recorded and the next one still runs: every step's exit status and the
+# device go to $OUT/gpu_check_steps.json, and the script exits 1 if any step failed.
 #   bash benchmarks/gpu_check.sh            (from the repository root)
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-benchmarks/results}
 mkdir -p "$out"
 python=${PYTHON:-$(command -v python3 || command -v python)}
 "$python" -m pip install --quiet --no-deps --no-build-isolation -e . 2>/dev/null \
     || export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-if [ "${ONLY_PERF:-0}" != 1 ]; then
-timeout 300 "$python" -m pytest -q -m cuda -p no:cacheprovider tests/runtime 2>&1 \
-    | tee "$out/gpu_check_tests.txt" | tail -15
+device=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader \
+         2>/dev/null | head -1)
+device=${device:-none found by nvidia-smi}
+echo "$device"
+steps=()
+failed=0
+step() {  # step NAME COMMAND...: run it, keep its status, go on
+    local name=$1
+    shift
+    "$@"
+    local rc=$?
+    echo "== $name: exit $rc"
+    steps+=("\"$name\": $rc")
+    [ "$rc" = 0 ] || failed=1
+}
+cuda_tests() {
+    timeout 300 "$python" -m pytest -q -m cuda -p no:cacheprovider tests/runtime 2>&1 \
+        | tee "$out/gpu_check_tests.txt" | tail -15
+}
+torch_bench() {
 timeout 180 "$python" - "$out/gpu_check.json" <<'PY'
 import json, sys
 import torch
@@ -44,8 +62,20 @@ with tempfile.TemporaryDirectory() as tmp:
     json.dump(report, open(sys.argv[1], "w"), indent=1, default=str)
     print("wrote", sys.argv[1])
 PY
-fi
-if [ "${GPU_PERF:-1}" != 0 ]; then
+}
+gpu_perf() {
     timeout 480 "$python" benchmarks/gpu_perf.py --out "$out/gpu_perf.json" 2>&1 \
         | grep -v '^USDT' | tail -40
+}
+if [ "${ONLY_PERF:-0}" != 1 ]; then
+    step cuda-tests cuda_tests
+    step torch-bench torch_bench
 fi
+if [ "${GPU_PERF:-1}" != 0 ]; then
+    step gpu-perf gpu_perf
+fi
+summary=$(IFS=,; echo "${steps[*]}")
+printf '{"device": "%s", "steps": {%s}}\n' "${device//\"/}" "$summary" \
+    > "$out/gpu_check_steps.json"
+cat "$out/gpu_check_steps.json"
+exit "$failed"
