@@ -30,8 +30,9 @@ PACKAGES = {
 BACKENDS = tuple(PACKAGES)
 BY_SUFFIX = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt",
              ".plan": "tensorrt", ".pt": "torch", ".pth": "torch"}
-#: what each backend opens besides its own files (OpenVINO also reads an fp32 ONNX)
-ALSO_OPENS = {"openvino": (".onnx",), "tensorrt": (), "onnxruntime": (), "torch": ()}
+#: what each backend opens besides its own files (OpenVINO reads an fp32 ONNX; TensorRT builds
+#: an ONNX's engine on first use and caches it)
+ALSO_OPENS = {"openvino": (".onnx",), "tensorrt": (".onnx",), "onnxruntime": (), "torch": ()}
 
 __all__ = ["BACKENDS", "BY_SUFFIX", "Backend", "LayerTimes", "PartTimer", "backend_class",
            "backend_for", "open_backend", "parse_device", "part_timer_class"]

@@ -32,12 +32,12 @@ from ssr_deploy.backends.tensorrt.build import (
 from ssr_deploy.backends.tensorrt.library import load_tensorrt, parse_compute_capabilities
 from ssr_deploy.backends.tensorrt.profiles import Profile, optimization_profile
 from ssr_deploy.backends.tensorrt.runner import check_engine_io
-from ssr_deploy.errors import UsageError
+from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.export import precision as prec
 from ssr_deploy.export.metadata import check_companion, publish_models, read_sidecar
 from ssr_deploy.export.onnx_file import check_onnx_file
-from ssr_deploy.io import check_input_file
-from ssr_deploy.spec import ModelSpec
+from ssr_deploy.io import OutputError, check_input_file
+from ssr_deploy.spec import ModelSpec, file_sha256
 
 PRECISIONS = ("fp32", "fp16", "int8")
 STAGES = ("precision", "parse", "build", "write")
@@ -170,3 +170,64 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: Engine
     return read_sidecar(engine_path)
 
 
+
+
+def engine_for(onnx_path: str | Path, precision: str = "fp16", builder: str = "auto",
+               compute_capability: str | None = None, min_shape: str | None = None,
+               opt_shape: str | None = None, max_shape: str | None = None,
+               cache_dir: str | Path | None = None) -> Path:
+    """The TensorRT engine of ``onnx_path`` for this machine, built on first use and cached
+    (``backends/tensorrt/cache.py``: keyed by the graph's sha256, precision, profile, builder
+    and its version, and the GPU; rebuilt, with one line saying why, when any of them no longer
+    matches or the file is damaged). Ship the ONNX; call this at the application's first start.
+
+    An fp32 ONNX asked for ``precision="fp16"`` is converted and verified against fp32 first
+    (once: the fp16 graph is cached too); an int8 engine comes from an int8 ONNX (its
+    calibration frames are the exporter's). ``builder``: "auto" (full TensorRT where it
+    imports, else TensorRT-RTX), "tensorrt" or "tensorrt-rtx"; ``compute_capability``:
+    TensorRT-RTX's targets ("8.9" or "8.6,8.9"; None: this GPU's, or its defaults where there
+    is none); ``min/opt/max_shape``: the profile as BxHxW (default: the ONNX's ranges)."""
+    from ssr_deploy.backends.tensorrt.cache import cached_engine, engine_cache_folder
+
+    if precision not in PRECISIONS:
+        raise UsageError(f"precision {precision!r} is not known; use fp32, fp16 or int8")
+    if builder not in ("auto", "tensorrt", "tensorrt-rtx"):
+        raise UsageError(f"builder {builder!r} is not known; use auto, tensorrt or tensorrt-rtx")
+    onnx_path = check_input_file(onnx_path, "ONNX file")
+    _check_onnx_file(onnx_path)
+    spec = ModelSpec.load(onnx_path)
+    folder = Path(cache_dir) if cache_dir is not None else engine_cache_folder()
+    source = onnx_path
+    if spec.precision != precision:
+        if spec.precision != "fp32":
+            raise UsageError(f"{onnx_path.name} is {spec.precision}; an {precision} engine "
+                             "comes from the fp32 ONNX (or give the ONNX of that precision)")
+        if precision == "int8":
+            raise UsageError("an int8 engine needs calibration frames: make the int8 ONNX with "
+                             "`ssr-deploy export onnx ... --precision int8 --int8-target "
+                             "tensorrt --calib DIR` and give that one here")
+        source = _converted(onnx_path, spec, precision, folder)
+    return cached_engine(source, None if builder == "auto" else builder, compute_capability,
+                         shapes=(min_shape, opt_shape, max_shape), folder=folder)
+
+
+def _converted(onnx_path: Path, spec: ModelSpec, precision: str, folder: Path) -> Path:
+    """The ``precision`` graph of the fp32 ``onnx_path``, converted and verified once, kept
+    beside the engines (found again by the fp32 graph's sha256 its sidecar records)."""
+    from ssr_deploy.backends.tensorrt.cache import say, scratch_folder
+
+    sha = spec.get("sha256") or file_sha256(onnx_path)
+    path = folder / f"{onnx_path.stem}-{sha[:16]}.{precision}.onnx"
+    try:
+        cached = ModelSpec.load(path)
+        if cached.get("fp32_onnx_sha256") == sha and cached.precision == precision:
+            return path
+    except SsrDeployError:
+        pass
+    say(f"converting {onnx_path.name} to {precision} (verified against fp32; once)")
+    options = prec.PrecisionOptions(precision)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return prec.convert_precision(onnx_path, path, options).path
+    except (OSError, OutputError):  # the engine's step says the cache will not be kept
+        return prec.convert_precision(onnx_path, scratch_folder() / path.name, options).path

@@ -57,6 +57,10 @@ try:
               standalone_mode=False)
 except SystemExit as e:
     assert not e.code, e.code
+from ssr_deploy.export import engine_for
+cached = [engine_for(model, builder="tensorrt-rtx", compute_capability="8.9",
+                     cache_dir=out + ".cache") for _ in range(2)]
+assert cached[0] == cached[1] and cached[0].stat().st_size > 0, cached
 assert "torch" not in sys.modules
 print("ENGINE OK")
 """
@@ -81,8 +85,8 @@ def test_runtime_runs_where_torch_is_not_installed(tmp_path):
 
 
 def test_an_engine_builds_from_an_onnx_where_torch_is_not_installed(tmp_path):
-    """`export engine` on a runtime-only install with TensorRT-RTX ([cpu,rtx]): the fp16 ONNX
-    is made and verified, then built, with no torch."""
+    """`export engine` and `engine_for` on a runtime-only install with TensorRT-RTX
+    ([cpu,rtx]): the fp16 ONNX is made and verified, then built (and cached), with no torch."""
     pytest.importorskip("tensorrt_rtx", reason="needs pip install 'ssr-deploy[rtx]'")
     model = export_onnx(build_model("ssr-cityscapes"), tmp_path / "m.onnx", size=(32, 64),
                         io=IOFormat("uint8-nhwc-bgr", "labels")).path

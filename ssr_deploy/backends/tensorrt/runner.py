@@ -49,9 +49,13 @@ DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8, "int3
 @dataclass(frozen=True)
 class TensorRTOptions:
     """``cuda_graph``: capture copy-in + execute + copy-out once per input shape and replay
-    it with one launch."""
+    it with one launch. For an ONNX (its engine built on first use and cached, see
+    ``cache.cached_engine``): ``builder`` "tensorrt" or "tensorrt-rtx" (None: full TensorRT
+    where it imports), ``engine_cache`` the folder (None: ``~/.cache/ssr-deploy/engines``)."""
 
     cuda_graph: bool = False
+    builder: str | None = None
+    engine_cache: str | None = None
 
 
 @dataclass(frozen=True)
@@ -221,6 +225,21 @@ class TensorRTBackend(Backend):
 
     def _open(self, path: Path, device: int, options: TensorRTOptions) -> None:
         cuda = self._cuda
+        notes = []
+        if path.suffix.lower() == ".onnx":
+            from ssr_deploy.backends.tensorrt.cache import cached_engine
+
+            onnx_spec = ModelSpec.load(path)
+            if onnx_spec.precision == "fp32":
+                notes.append(f"{path.name} is fp32, and so is its engine: for fp16, give the "
+                             "fp16 ONNX (ssr-deploy export onnx --precision fp16, or "
+                             "ssr_deploy.export.engine_for)")
+            path = cached_engine(path, options.builder, device=device,
+                                 folder=options.engine_cache, to_run=True)
+        elif options.builder or options.engine_cache:
+            raise UsageError("builder and engine_cache are for an .onnx (its engine is built "
+                             f"on first use); {path.name} is built already")
+        self.path = path
         self.spec = ModelSpec.load(path)
         if self.spec.profile is None:
             raise UsageError(f"{path.name}'s sidecar has no optimisation profile: it is not an "
@@ -231,7 +250,7 @@ class TensorRTBackend(Backend):
         self.library = load_tensorrt(builder)
         trt = self.library.module
         gpu, why = cuda.find_gpu(device)
-        self.notes = check_compatibility(self.spec, self.library, gpu, path.name, why)
+        self.notes = notes + check_compatibility(self.spec, self.library, gpu, path.name, why)
         self._on_this_thread()
         self.device_name = gpu["name"]
         self.trt_runtime = trt.Runtime(shared_logger(self.library))
