@@ -2,8 +2,12 @@
 feed ...), a worker thread segments them, results go to a callback, shutdown is clean.
 
     python examples/embed_app.py --model model.onnx [--video drive.mp4] [--frames 100]
+    python examples/embed_app.py --model model.fp16.onnx --backend tensorrt
 
-Without --video it feeds synthetic street frames. Works with .engine, .onnx or .pt.
+Without --video it feeds synthetic street frames. Works with .engine, .onnx or .pt. Ship the
+ONNX: with --backend tensorrt its engine is built for the user's GPU at the first start and
+found in the engine cache afterwards (rebuilt, with a line saying why, when the GPU or the
+TensorRT release changes).
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--video")
     parser.add_argument("--frames", type=int, default=50)
+    parser.add_argument("--backend", help="tensorrt: build (once) and run the ONNX's engine")
     args = parser.parse_args()
 
     shares: dict[int, np.ndarray] = {}
@@ -74,7 +79,7 @@ def main() -> None:
     def on_result(frame_id: int, labels: np.ndarray) -> None:  # your app's logic goes here
         shares[frame_id] = np.bincount(labels.ravel(), minlength=256)[:19] / labels.size
 
-    with Segmenter.load(args.model) as seg:
+    with Segmenter.load(args.model, backend=args.backend) as seg:
         inbox: queue.Queue = queue.Queue(maxsize=8)  # bounded: a slow model slows the feed
         worker = SegmentationWorker(seg, inbox, on_result)
         worker.start()
