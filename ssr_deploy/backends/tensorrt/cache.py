@@ -51,6 +51,7 @@ from ssr_deploy.backends.tensorrt.library import (
     sm,
 )
 from ssr_deploy.backends.tensorrt.profiles import optimization_profile
+from ssr_deploy.backends.tensorrt.runner import rtx_invalidity
 from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.io import (
     OutputError,
@@ -246,13 +247,9 @@ def _problem(path: Path, key: dict[str, Any], library: TensorRT, gpu: dict | Non
         differs = sorted(k for k in key if cached.get(k) != key[k])
         return f"does not match its name ({', '.join(differs)} differ)"
     if library.is_rtx and gpu is not None:  # its own verdict needs the GPU that runs it
-        trt = library.module
-        validity, diagnostics = trt.Runtime(shared_logger(library)).get_engine_validity(data)
-        if validity == trt.EngineValidity.INVALID:
-            reasons = [n.lower().replace("_", " ") for n, flag
-                       in trt.EngineInvalidityDiagnostics.__members__.items()
-                       if int(diagnostics) & int(flag)]
-            return f"is invalid here ({', '.join(reasons) or 'no reason given'})"
+        why = rtx_invalidity(library, library.module.Runtime(shared_logger(library)), data)
+        if why is not None:
+            return f"is invalid here ({why})"
     return None
 
 

@@ -128,18 +128,25 @@ def check_in_profile(spec: ModelSpec, shape: tuple[int, ...]) -> None:
                              f"{tuple(lo)} to {tuple(hi)}")
 
 
-def check_rtx_validity(library: TensorRT, trt_runtime, data: bytes, engine_name: str) -> None:
-    """TensorRT-RTX's own verdict on the engine's header, before deserialising it."""
+def rtx_invalidity(library: TensorRT, trt_runtime, data: bytes) -> str | None:
+    """TensorRT-RTX's own verdict on an engine's header: None where it may run here, else
+    its reasons ("unsupported cc", ...)."""
     trt = library.module
     validity, diagnostics = trt_runtime.get_engine_validity(data)
     if validity != trt.EngineValidity.INVALID:
-        return
+        return None
     reasons = [name.lower().replace("_", " ") for name, flag
                in trt.EngineInvalidityDiagnostics.__members__.items()
                if int(diagnostics) & int(flag)]
-    raise SsrDeployError(f"{library.title} cannot run {engine_name} here "
-                         f"({', '.join(reasons) or 'no reason given'}); build it again with "
-                         "`ssr-deploy export engine --builder tensorrt-rtx`")
+    return ", ".join(reasons) or "no reason given"
+
+
+def check_rtx_validity(library: TensorRT, trt_runtime, data: bytes, engine_name: str) -> None:
+    """Refuse, in one line, an engine TensorRT-RTX says it cannot run here."""
+    why = rtx_invalidity(library, trt_runtime, data)
+    if why is not None:
+        raise SsrDeployError(f"{library.title} cannot run {engine_name} here ({why}); build it "
+                             "again with `ssr-deploy export engine --builder tensorrt-rtx`")
 
 
 class RtxRuntimeCache:
