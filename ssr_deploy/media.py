@@ -18,6 +18,7 @@ from ssr_deploy.io import (
     temp_beside,
     write_failed,
 )
+from ssr_deploy.limits import MAX_SIDE
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -109,9 +110,6 @@ class VideoOutput:
         return self.path
 
 
-#: the largest image side read (8K frames; the CLI's size limit): a file's header is read
-#: first, so a small file declaring a huge image is refused before it is decoded
-MAX_IMAGE_SIDE = 8192
 
 
 def image_size(path: str | Path) -> tuple[int, int] | None:
@@ -128,14 +126,14 @@ def image_size(path: str | Path) -> tuple[int, int] | None:
 
 def read_image(path: str | Path, flags: int | None = None):
     """An image as OpenCV reads it (BGR uint8 by default); a clear error for a corrupt or
-    unreadable file, or one whose header declares a side over MAX_IMAGE_SIDE (refused
+    unreadable file, or one whose header declares a side over MAX_SIDE (refused
     before decoding: a 389 KB PNG can declare 20000x20000, 1.2 GB of pixels)."""
     import cv2
 
     size = image_size(path)
-    if size and max(size) > MAX_IMAGE_SIDE:
+    if size and max(size) > MAX_SIDE:
         raise SsrDeployError(f"{path} is {size[0]}x{size[1]} pixels; images are read up to "
-                             f"{MAX_IMAGE_SIDE} a side: resize it first")
+                             f"{MAX_SIDE} a side: resize it first")
     data = cv2.imread(str(path), cv2.IMREAD_COLOR if flags is None else flags)
     if data is None:
         raise SsrDeployError(f"cannot read {path}: corrupt or not an image (remove or replace "

@@ -20,12 +20,19 @@ import ssr_deploy
 from ssr_deploy.errors import SpecError, SsrDeployError, UsageError
 from ssr_deploy.genotype import Genotype, default_palette
 from ssr_deploy.io import atomic_write_text, dumps_compact, read_json
+from ssr_deploy.limits import MAX_BATCH, MAX_SIDE
 from ssr_deploy.names import NAME, TENSOR_NAME, name_problem
 
 SPEC_FORMAT = 1  # the sidecar layout ssr-deploy 0.1 wrote; still read and written as is
 DTYPES = ("uint8", "int32", "int64", "float16", "float32")
 LAYOUTS = {"NHWC": 4, "NCHW": 4, "NHW": 3}
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+#: an ONNX graph's, and so a TensorRT engine's (built in its ONNX's precision)
+ONNX_PRECISIONS = ("fp32", "fp16", "int8")
+#: an OpenVINO IR's
+IR_PRECISIONS = ("fp32", "bf16", "int8")
+#: what OpenVINO computes in (its INFERENCE_PRECISION_HINT)
+HINT_PRECISIONS = ("fp32", "bf16")
 
 
 INPUT_FORMATS = ("float-nchw", "uint8-nhwc-bgr", "uint8-nhwc-rgb")
@@ -185,10 +192,6 @@ def _choice(value: Any, allowed: tuple[str, ...] | dict, where: str) -> str:
     return value
 
 
-MAX_BATCH = 4096
-MAX_SIDE = 65536
-
-
 def _ranges(value: Any, where: str, source: str, limit: int, pair: bool | None = False
             ) -> dict | None:
     """``{"min", "opt", "max"}`` of ints (``pair``: [h, w]; None: a shape of any rank),
@@ -313,7 +316,7 @@ class OpenVinoIR:
         where = f"{source}: openvino"
         return cls(version=_need(d, "version", str, where),
                    inference_precision=_choice(_need(d, "inference_precision", str, where),
-                                               ("fp32", "bf16"), f"{where}.inference_precision"),
+                                               HINT_PRECISIONS, f"{where}.inference_precision"),
                    bin_sha256=_need(d, "bin_sha256", str, where))
 
 

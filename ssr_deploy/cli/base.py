@@ -12,11 +12,9 @@ import sys
 import click
 
 from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.limits import MAX_SIDE
 
 PAPER_SIZES = ((512, 1024), (768, 1536), (1024, 2048))
-
-
-MAX_SIDE = 8192  # pixels: 8K frames; a larger side is a typo (and tens of GB of activations)
 
 
 class Size(click.ParamType):

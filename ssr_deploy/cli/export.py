@@ -9,6 +9,7 @@ import click
 
 from ssr_deploy.cli.base import POSITIVE, SIZE, main, refuse_without, stage_bar
 from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.spec import IR_PRECISIONS, ONNX_PRECISIONS
 
 
 @main.group()
@@ -81,7 +82,7 @@ def precision_options(f):
 @click.option("--simplify/--no-simplify", default=True, show_default=True,
               help="Simplify the graph with onnxslim.")
 @click.option("--precision", default="fp32", show_default=True,
-              type=click.Choice(["fp32", "fp16", "int8"]),
+              type=click.Choice(ONNX_PRECISIONS),
               help="fp16/int8: also write the converted graph, verified against fp32.")
 @click.option("--int8-target", default="tensorrt", show_default=True,
               type=click.Choice(["tensorrt", "cpu"]),
@@ -173,7 +174,7 @@ def export_onnx_cmd(ctx, source, out, weights, random_init, size, batch, dynamic
 @click.argument("onnx_path", metavar="MODEL.onnx")
 @click.option("-o", "--output-path", "out", required=True, type=click.Path(dir_okay=False),
               help="Where to write the engine (a .json sidecar is written beside it).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]),
+@click.option("--precision", type=click.Choice(ONNX_PRECISIONS),
               help="The engine's precision. An fp32 ONNX is converted first (and verified); "
               "an fp16/int8 ONNX builds as it is. [default: fp16, or the ONNX's own]")
 @precision_options
@@ -253,7 +254,7 @@ def engine_summary(path: str | Path, meta: dict) -> str:
 @click.argument("source", metavar="MODEL")
 @click.option("-o", "--output-path", "out", required=True, type=click.Path(dir_okay=False),
               help="Where to write the IR's .xml (its .bin and a .json sidecar go beside it).")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "int8"]), default="fp32",
+@click.option("--precision", type=click.Choice(IR_PRECISIONS), default="fp32",
               show_default=True, help="bf16: computed in bf16 (CPUs with avx512_bf16 or AMX); "
               "int8: int8 convolutions, the rest in bf16 where the CPU has it, else fp32.")
 @precision_options

@@ -9,6 +9,8 @@ import click
 
 from ssr_deploy.cli.base import SIZE, Number, main
 from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.limits import MAX_BATCH
+from ssr_deploy.spec import HINT_PRECISIONS
 
 
 def open_segmenter(path: str, backend: str | None, device: str | None,
@@ -47,7 +49,6 @@ PRECISION_HELP = ("openvino: compute in fp32 or bf16. [default: the precision th
                   "verified at; fp32 for an ONNX]")
 
 
-MAX_BATCH = 1024
 
 
 def _entries(model: str, backend: str | None, device: str | None, compare: str | None,
@@ -86,7 +87,7 @@ def _entries(model: str, backend: str | None, device: str | None, compare: str |
               help="Comma-separated batch sizes, e.g. 1,4,8.")
 @click.option("--iters", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), help=PRECISION_HELP)
+@click.option("--precision", type=click.Choice(HINT_PRECISIONS), help=PRECISION_HELP)
 @click.option("--compare", help="Comma-separated backends (torch, openvino, onnxruntime:cuda) "
               "or model files to time side by side with MODEL.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
@@ -146,7 +147,7 @@ def bench(model, backend, device, size, frame_size, batches, iters, warmup, prec
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
 @click.option("--alpha", type=Number(0, 1), default=0.5, show_default=True,
               help="Overlay opacity.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), help=PRECISION_HELP)
+@click.option("--precision", type=click.Choice(HINT_PRECISIONS), help=PRECISION_HELP)
 @click.option("--letterbox", is_flag=True, help="Keep the aspect ratio (pad, do not stretch).")
 @click.option("--draw-fps", is_flag=True, help="Draw the live FPS on the frames.")
 @click.option("--show", is_flag=True, help="Show a window (needs a display); q or Esc quits.")
@@ -206,7 +207,7 @@ def video(source, model, out, backend, device, size, max_frames, alpha, precisio
 @click.option("--top", type=click.IntRange(min=1), default=15, show_default=True)
 @click.option("--trace", type=click.Path(dir_okay=False), help="Write a Chrome trace JSON.")
 @click.option("--device", help="cpu, cuda or cuda:N. [default: the backend's]")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), help=PRECISION_HELP)
+@click.option("--precision", type=click.Choice(HINT_PRECISIONS), help=PRECISION_HELP)
 @click.option("--json", "as_json", is_flag=True)
 def profile_cmd(model, backend, size, iters, top, trace, device, precision, as_json) -> None:
     """Per-layer times mapped to genotype layers, slowest first: onnxruntime's profiler,

@@ -6,6 +6,7 @@ import click
 
 from ssr_deploy.backends import BACKENDS
 from ssr_deploy.cli.base import SIZE, main
+from ssr_deploy.spec import HINT_PRECISIONS
 
 
 @main.command()
@@ -26,7 +27,7 @@ from ssr_deploy.cli.base import SIZE, main
 @click.option("--backend", type=click.Choice(BACKENDS),
               help="[default: by the model's suffix]")
 @click.option("--device", help="cpu, cuda or cuda:N. [default: the backend's]")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]),
+@click.option("--precision", type=click.Choice(HINT_PRECISIONS),
               help="openvino: compute in fp32 or bf16. [default: the IR's verified precision]")
 @click.option("--letterbox", is_flag=True, help="Keep each frame's aspect ratio (pad).")
 @click.option("--size", type=SIZE, help="Input size of a .pt checkpoint (exports fix their "

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as _LABELS
 
-IGNORE = 255
+from ssr_deploy.metrics import IGNORE
+
 _TRAIN = sorted((label for label in _LABELS if 0 <= label.trainId < IGNORE),
                 key=lambda label: label.trainId)
 NAMES: tuple[str, ...] = tuple(label.name for label in _TRAIN)

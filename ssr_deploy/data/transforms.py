@@ -10,7 +10,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-IGNORE = 255
+from ssr_deploy.metrics import IGNORE
+
 Pair = tuple[np.ndarray, np.ndarray]
 Transform = Callable[[np.ndarray, np.ndarray, np.random.Generator], Pair]
 

@@ -37,9 +37,8 @@ from ssr_deploy.export.precision import (
 )
 from ssr_deploy.export.precision_check import Fp32Check
 from ssr_deploy.io import atomic_write_many, check_input_file, check_outputs_spare_inputs
-from ssr_deploy.spec import ModelSpec, file_sha256, sidecar_path
+from ssr_deploy.spec import IR_PRECISIONS, ModelSpec, file_sha256, sidecar_path
 
-PRECISIONS = ("fp32", "bf16", "int8")
 STAGES = ("read", "convert", "verify", "write")
 
 
@@ -79,7 +78,7 @@ class IROptions:
 
 def check(source: str | Path, out: Path, o: IROptions) -> str:
     """Every check before any work; the float precision the IR will compute in."""
-    if o.precision not in PRECISIONS:
+    if o.precision not in IR_PRECISIONS:
         raise UsageError(f"--precision {o.precision!r}: use fp32, bf16 or int8")
     if out.suffix.lower() != ".xml":
         raise UsageError(f"-o {out}: an OpenVINO IR is an .xml file (its weights go beside it "

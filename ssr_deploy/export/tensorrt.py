@@ -37,9 +37,8 @@ from ssr_deploy.export import precision as prec
 from ssr_deploy.export.metadata import check_companion, publish_models, read_sidecar
 from ssr_deploy.export.onnx_file import check_onnx_file
 from ssr_deploy.io import OutputError, check_input_file
-from ssr_deploy.spec import ModelSpec, file_sha256
+from ssr_deploy.spec import ONNX_PRECISIONS, ModelSpec, file_sha256
 
-PRECISIONS = ("fp32", "fp16", "int8")
 STAGES = ("precision", "parse", "build", "write")
 
 
@@ -85,7 +84,7 @@ class EnginePlan:
 def validate(onnx_path: str | Path, engine_path: str | Path, o: EngineOptions) -> EnginePlan:
     """Every check that needs no TensorRT, before any work."""
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    if o.precision is not None and o.precision not in PRECISIONS:
+    if o.precision is not None and o.precision not in ONNX_PRECISIONS:
         raise UsageError(f"precision {o.precision!r} is not known; use fp32, fp16 or int8")
     check_input_file(onnx_path, "ONNX file")
     if not engine_path.parent.is_dir():
@@ -189,7 +188,7 @@ def engine_for(onnx_path: str | Path, precision: str = "fp16", builder: str = "a
     is none); ``min/opt/max_shape``: the profile as BxHxW (default: the ONNX's ranges)."""
     from ssr_deploy.backends.tensorrt.cache import cached_engine, engine_cache_folder
 
-    if precision not in PRECISIONS:
+    if precision not in ONNX_PRECISIONS:
         raise UsageError(f"precision {precision!r} is not known; use fp32, fp16 or int8")
     if builder not in ("auto", "tensorrt", "tensorrt-rtx"):
         raise UsageError(f"builder {builder!r} is not known; use auto, tensorrt or tensorrt-rtx")

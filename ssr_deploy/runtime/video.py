@@ -21,9 +21,9 @@ import numpy as np
 
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.io import check_input_file
+from ssr_deploy.limits import MAX_SIDE
 from ssr_deploy.media import (
     IMAGE_SUFFIXES,
-    MAX_IMAGE_SIDE,
     VideoOutput,
     image_size,
     read_image,
@@ -70,9 +70,9 @@ def open_source(source: str, max_frames: int | None = None) -> tuple[Iterator[np
     else:
         check_input_file(path, "video source")
         size = image_size(path)  # an image given as the source: its header, not its pixels
-        if size and max(size) > MAX_IMAGE_SIDE:
+        if size and max(size) > MAX_SIDE:
             raise SsrDeployError(f"{source} is {size[0]}x{size[1]} pixels; frames are read up "
-                                 f"to {MAX_IMAGE_SIDE} a side: resize it first")
+                                 f"to {MAX_SIDE} a side: resize it first")
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our one line says it
         capture = cv2.VideoCapture(str(path))
         if not capture.isOpened():
@@ -80,10 +80,10 @@ def open_source(source: str, max_frames: int | None = None) -> tuple[Iterator[np
                                  "or a codec this OpenCV lacks)")
     width, height = (int(capture.get(p)) for p in (cv2.CAP_PROP_FRAME_WIDTH,
                                                     cv2.CAP_PROP_FRAME_HEIGHT))
-    if max(width, height) > MAX_IMAGE_SIDE:
+    if max(width, height) > MAX_SIDE:
         capture.release()
         raise SsrDeployError(f"{source} has {width}x{height} frames; frames are read up to "
-                             f"{MAX_IMAGE_SIDE} a side: resize it first")
+                             f"{MAX_SIDE} a side: resize it first")
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     if count and max_frames:
