@@ -8,46 +8,21 @@ from pathlib import Path
 
 import click
 
-from ssr_deploy.cli.base import (
-    NON_NEGATIVE,
-    POSITIVE,
-    SIZE,
-    check_run_folder,
-    describe_settings,
-    main,
-    resume_settings,
-)
-from ssr_deploy.data.weights import CHOICES
+from ssr_deploy.cli.group import main
+from ssr_deploy.cli.options import given
+from ssr_deploy.cli.resume import check_run_folder, describe_settings, resume_settings
 from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.settings import SIZE, config_from, options, parameters
+from ssr_deploy.train.config import TrainConfig
 
-#: config field -> CLI parameter, for --resume
-TRAIN_PARAMS = {"size": "size", "epochs": "epochs", "batch": "batch", "lr": "lr",
-                "weight_decay": "weight_decay", "preset": "preset",
-                "class_weights": "class_weights", "seed": "seed", "data": "source"}
 RESUMED = ("data", "size", "epochs", "batch", "lr", "preset", "class_weights", "seed")
 
 
 @main.command()
 @click.option("--genotype", help="Zoo name or genotype JSON (or take --init-from-search's).")
-@click.option("--data", "source", required=True,
-              help="cityscapes:DIR, folder:DIR or synthetic[:N].")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Run folder: last.pt, best.pt, log.jsonl, curves.png.")
-@click.option("--size", type=SIZE, default="512x1024", show_default=True)
-@click.option("--epochs", type=click.IntRange(min=1), default=300, show_default=True)
-@click.option("--batch", type=click.IntRange(min=1), default=6, show_default=True)
-@click.option("--lr", type=POSITIVE, default=5e-4, show_default=True)
-@click.option("--weight-decay", type=NON_NEGATIVE, default=1e-4, show_default=True)
-@click.option("--preset", type=click.Choice(["paper", "modern"]), default="paper",
-              show_default=True, help="paper: resize, flip, 0-2 px shift; modern: scale "
-              "0.5-2, crop, flip, colour jitter.")
-@click.option("--class-weights", type=click.Choice(CHOICES), default="auto", show_default=True,
-              help="paper: the authors' Cityscapes table; erfnet: its formula 1/ln(1.20+p) on "
-              "your data; enet: 1/ln(1.02+p); none. auto: paper for cityscapes: data, erfnet "
-              "otherwise.")
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda (AMP on cuda).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@options(TrainConfig)
 @click.option("--weights", help="Start from this checkpoint's weights (same genotype). "
               "[default: from scratch, as the authors]")
 @click.option("--init-from", "init_from", type=click.Path(dir_okay=False),
@@ -63,9 +38,8 @@ RESUMED = ("data", "size", "epochs", "batch", "lr", "preset", "class_weights", "
 @click.option("--override", is_flag=True, help="With --resume: use the settings given here "
               "where they differ from the run's (a longer --epochs re-spreads the schedule).")
 @click.pass_context
-def train(ctx, genotype, source, out, size, epochs, batch, lr, weight_decay, preset,
-          class_weights, workers, device, seed, weights, init_from, qat, search_dir, resume,
-          override) -> None:
+def train(ctx, genotype, out, weights, init_from, qat, search_dir, resume, override,
+          **settings) -> None:
     """Retrain a genotype, the paper's recipe by default.
 
     Multi-GPU: torchrun --nproc_per_node 8 -m ssr_deploy train ... (DDP).
@@ -82,7 +56,6 @@ def train(ctx, genotype, source, out, size, epochs, batch, lr, weight_decay, pre
     from ssr_deploy.data import open_dataset
     from ssr_deploy.train.trainer import (
         QatTrainer,
-        TrainConfig,
         Trainer,
         check_training_memory,
         model_for_training,
@@ -94,21 +67,16 @@ def train(ctx, genotype, source, out, size, epochs, batch, lr, weight_decay, pre
     if init_from and (genotype or weights or search_dir):
         raise click.UsageError("--init-from takes the genotype and weights from its "
                                "checkpoint: drop --genotype, --weights and --init-from-search")
-    if qat:  # a fine-tune: a few epochs at a small rate, unless said otherwise
-        default = click.core.ParameterSource.DEFAULT
-        epochs = 2 if ctx.get_parameter_source("epochs") == default else epochs
-        lr = 1e-5 if ctx.get_parameter_source("lr") == default else lr
-
-    if device.startswith("cuda"):
+    fine_tune = {name: value for name, value in (("epochs", 2), ("lr", 1e-5))
+                 if qat and not given(ctx, name)}  # a few epochs at a small rate
+    if settings["device"].startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise SsrDeployError("--device cuda: no CUDA GPU is visible here; use --device cpu")
     last = Path(out) / "last.pt"
     check_run_folder(out, resume, "last.pt")
-    config = TrainConfig(size=size, epochs=epochs, batch=batch, lr=lr, weight_decay=weight_decay,
-                         preset=preset, class_weights=class_weights, workers=workers,
-                         seed=seed, device=device, data=source,
+    config = config_from(TrainConfig, ctx, **fine_tune,
                          init_from=init_from or weights or search_dir or "")
     changes = []
     if resume:
@@ -116,8 +84,8 @@ def train(ctx, genotype, source, out, size, epochs, batch, lr, weight_decay, pre
 
         raw = read_checkpoint(last)
         saved, qat = raw.get("config", {}), qat or "qat" in raw  # a QAT run goes on as one
-        config, changes = resume_settings(ctx, config, saved,
-                                          TRAIN_PARAMS, override)
+        config, changes = resume_settings(ctx, config, saved, parameters(TrainConfig),
+                                          override)
         config = dataclasses.replace(config, init_from=saved.get("init_from", ""))
     train_set = open_dataset(config.data, "train", config.size)
     val_set = open_dataset(config.data, "val", config.size)

@@ -15,7 +15,7 @@ import dataclasses
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,25 +36,8 @@ from ssr_deploy.media import figure_writer
 from ssr_deploy.model.checkpoint import checkpoint_writer, load_weights, read_weights_for
 from ssr_deploy.model.net import SSRNet, build_model
 from ssr_deploy.runs import epoch_log, publish_files, run_config_text, run_lock
+from ssr_deploy.train.config import TrainConfig
 from ssr_deploy.train.evaluate import evaluate
-
-
-@dataclass
-class TrainConfig:
-    size: tuple[int, int] = (512, 1024)
-    epochs: int = 300
-    batch: int = 6
-    lr: float = 5e-4
-    weight_decay: float = 1e-4
-    poly_power: float = 0.9
-    preset: str = "paper"
-    class_weights: str = "auto"  # auto | paper | erfnet | enet | none (data/weights.py)
-    workers: int = 2
-    seed: int = 0
-    device: str = "cpu"
-    amp: bool = True  # used on CUDA only
-    data: str = ""  # the --data source, recorded so --resume can hold to it
-    init_from: str = ""  # the weights the run started from; "": from scratch (authors')
 
 
 def model_for_training(genotype: str | None, weights: str | None, search_dir: str | None,

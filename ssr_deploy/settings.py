@@ -1,0 +1,195 @@
+"""Settings declared once. A run's config is a dataclass; each field a user may set carries
+its command-line flag, type and help (``setting``), and the command's options are generated
+from the fields (``options``), read back into the config (``config_from``) and mapped for
+``--resume`` (``parameters``). Adding a search or train option is one field.
+
+Fields that share a flag form one comma-separated option (``--loss-weights 100,30,15,15,1``
+sets five weights). The value types (``SIZE``, ``POSITIVE``, ...) refuse NaN, inf and sizes
+past ``limits.MAX_SIDE`` in one line."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from ssr_deploy.limits import MAX_SIDE
+
+
+class Size(click.ParamType):
+    """``HxW`` in pixels, e.g. ``512x1024``; each side 1 to MAX_SIDE."""
+
+    name = "HxW"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(value))
+        if not match or 0 in (h := int(match[1]), w := int(match[2])):
+            self.fail(f"{value!r} is not a size; write HEIGHTxWIDTH, e.g. 512x1024", param, ctx)
+        if max(h, w) > MAX_SIDE:
+            self.fail(f"{value!r}: a side above {MAX_SIDE} pixels is not supported; give a size "
+                      "like 512x1024 (frames are resized to it)", param, ctx)
+        return h, w
+
+
+class Number(click.ParamType):
+    """A finite float within bounds (click.FloatRange lets NaN and inf through)."""
+
+    name = "number"
+
+    def __init__(self, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False) -> None:
+        self.low, self.high, self.low_open, self.high_open = low, high, low_open, high_open
+
+    def convert(self, value, param, ctx):
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        below = self.low is not None and (x < self.low or (self.low_open and x == self.low))
+        above = self.high is not None and (x > self.high or (self.high_open and x == self.high))
+        if not math.isfinite(x) or below or above:
+            self.fail(f"{value!r} is not {self.rule()}", param, ctx)
+        return x
+
+    def rule(self) -> str:
+        lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
+        hi = "" if self.high is None else f"{'<' if self.high_open else '<='} {self.high:g}"
+        return "a finite number" + (f" {lo}" if lo else "") + (" and" if lo and hi else "") + (
+            f" {hi}" if hi else "")
+
+
+SIZE = Size()
+POSITIVE = Number(0, low_open=True)
+NON_NEGATIVE = Number(0)
+FRACTION = Number(0, 1, low_open=True, high_open=True)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How a config field is given on the command line. ``type``: a click type (None: the
+    default's own); ``shown``: the default as help shows it where the field's own default
+    (None) is resolved later; ``part``: the field's name in a shared flag's list; ``kept``:
+    a resumed run holds to the run's value (False: a setting of the machine, such as the
+    device, free to change)."""
+
+    name: str
+    help: str = ""
+    type: Any = None
+    required: bool = False
+    shown: str | None = None
+    part: str | None = None
+    kept: bool = True
+
+
+def setting(default: Any, flag: str, help: str = "", **how: Any) -> Any:
+    """A config field that ``flag`` sets: ``lr: float = setting(5e-4, "--lr", type=POSITIVE)``."""
+    return dataclasses.field(default=default, metadata={"flag": Flag(flag, help, **how)})
+
+
+def _flags(config: type) -> dict[str, list[dataclasses.Field]]:
+    """Flag name -> the fields it sets, in the config's field order."""
+    out: dict[str, list[dataclasses.Field]] = {}
+    for f in dataclasses.fields(config):
+        if "flag" in f.metadata:
+            out.setdefault(f.metadata["flag"].name, []).append(f)
+    return out
+
+
+def _param(flag: str, fields: list[dataclasses.Field]) -> str:
+    return fields[0].name if len(fields) == 1 else flag.lstrip("-").replace("-", "_")
+
+
+def _shown(f: dataclasses.Field) -> str | None:
+    """The default as help shows it; None or "": not shown."""
+    flag = f.metadata["flag"]
+    if flag.shown is not None or f.default is None or f.default == "":
+        return flag.shown
+    if isinstance(flag.type, Size):
+        return "{}x{}".format(*f.default)
+    return f"{f.default:g}" if isinstance(f.default, float) else str(f.default)
+
+
+class _Parts(click.ParamType):
+    """One flag for several fields: comma-separated values, each of the item type."""
+
+    def __init__(self, item: click.ParamType, labels: list[str], example: str) -> None:
+        self.item, self.labels, self.example = item, labels, example
+        self.name = ",".join(labels)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        parts = str(value).split(",")
+        try:
+            if len(parts) != len(self.labels):
+                raise ValueError
+            return tuple(self.item.convert(v.strip(), None, None) for v in parts)
+        except (ValueError, click.BadParameter):
+            count = _COUNTS.get(len(self.labels), str(len(self.labels)))
+            rule = (self.item.rule().replace("a finite number", f"{count} finite numbers")
+                    if isinstance(self.item, Number) else f"{count} values")
+            self.fail(f"{value!r}: give {rule}, separated by commas, e.g. {self.example}",
+                      param, ctx)
+
+
+_COUNTS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+
+
+def options(config: type) -> Callable:
+    """A decorator adding a click option for each flag of ``config``, in field order."""
+    def decorate(command: Callable) -> Callable:
+        for flag, fields in reversed(_flags(config).items()):
+            first = fields[0].metadata["flag"]
+            if len(fields) > 1:
+                example = ",".join(_shown(f) for f in fields)
+                labels = [f.metadata["flag"].part for f in fields]
+                option = click.option(flag, _param(flag, fields), help=first.help,
+                                      default=example, show_default=True,
+                                      type=_Parts(first.type, labels, example))
+            elif isinstance(fields[0].default, bool):
+                option = click.option(flag, fields[0].name, is_flag=True, help=first.help)
+            else:
+                f, shown = fields[0], _shown(fields[0])
+                option = click.option(
+                    flag, f.name, type=first.type, required=first.required, help=first.help,
+                    default=None if first.required else shown if shown else f.default,
+                    show_default=bool(shown) and not first.required)
+            command = option(command)
+        return command
+    return decorate
+
+
+def config_from(config: type, ctx: click.Context, **fixed: Any) -> Any:
+    """The config the command's parsed options give; a shared flag not given leaves its
+    fields at their defaults; ``fixed``: fields the command sets itself."""
+    from click.core import ParameterSource
+
+    kwargs: dict[str, Any] = {}
+    for flag, fields in _flags(config).items():
+        param = _param(flag, fields)
+        value = ctx.params[param]
+        if len(fields) == 1:
+            kwargs[fields[0].name] = value
+        elif ctx.get_parameter_source(param) is not ParameterSource.DEFAULT:
+            kwargs.update({f.name: v for f, v in zip(fields, value, strict=True)})
+    return config(**{**kwargs, **fixed})
+
+
+def parameters(config: type) -> dict[str, str]:
+    """Config field -> the click parameter that sets it, for the settings a resumed run
+    holds to (``--resume``)."""
+    return {f.name: _param(flag, fields) for flag, fields in _flags(config).items()
+            for f in fields if f.metadata["flag"].kept}
+
+
+def flag_of(config: type, field: str) -> str:
+    """The flag that sets ``field``, for messages."""
+    return next(flag for flag, fields in _flags(config).items()
+                if any(f.name == field for f in fields))
