@@ -1,50 +1,24 @@
 """The bi-level SSR search, readable top to bottom: a weight step on one batch, an arch step
-on another (first order), shrinking after each epoch or every N steps, a checkpoint after
-every epoch, and outputs a later ``train`` can start from.
-
-Defaults are the authors' (Search and Retrain/main_search3.py): both batches drawn from the
-whole training set, one arch step per weight step; the class-weighted CE (``paper`` table on
-Cityscapes) in both steps; arch gradients clipped at 5, weight gradients not; the arch
-objective
-    100 CE + 30 SSR(op) + 15 SSR(out width) + 15 SSR(mid width) + 1 cost,
-with each width term averaged over every (layer, op) row (a removed op's rows count 0) and
-cost = (E[MACs] / full - target / full)^2 on the backbone + a 1x1 classifier, target =
-0.6 x full unless given. With a latency table (``lut``) the cost is the expected latency on
-the table's device instead: (E[ms] / full - target_ms / full)^2, E[ms] per decision the
-probability-weighted latency of its options. Our earlier choices stay as options
-(``arch_data="split"``, ``weight_clip``, ``ssr_width_mean="surviving"``, ``cost="network"``).
-
-The target is a constraint, not a wish (``cost_constraint="dual"``, the default), held in
-three places, SSR's terms untouched:
-- the objective carries lambda * E[cost] / target beside the authors' fixed-weight term, and
-  after every arch step lambda moves by dual ascent on the relative violation,
-  lambda += dual_lr * (E[cost] - target) / target, restarting from that step when the
-  violation changes sign (no wind-up: a lambda grown while the cost was low does not keep
-  pushing it up once it is high). The CE alone outvotes the authors' weight of 1.
-- shrinking never removes an option of the **anchor**, the most probable network whose
-  cost lies within ``cost_band`` of the target (``search.budget``, exact, recomputed at every
-  shrinking step): a network in the band is always left, and a search that converges ends
-  on one.
-- settling (``settle``, a fraction of the epochs; by default 0.2 with the constraint, 0
-  without): over the last part of the search the shrinking threshold rises linearly from
-  ``tau`` to 1, and at 1 the anchor alone is left. SSR leaves some decisions open for good
-  (measured: two dilations saturated at 0.50/0.50 after 40 epochs, where its gradient is
-  0); the rise takes their weaker options while the weights still train on what remains,
-  instead of an argmax after the last step. What it removed that ``tau`` would have kept is
-  counted (``forced``: decisions, and the probability mass they lost), in the log and the
-  result, and the search then ends ``settled`` rather than ``converged``.
-Where the epochs run out first (no settling), the network is the anchor: the argmax if it is
-in the band, else the most probable network in it (the supernet's masks then keep it alone,
-so the supernet still equals the extracted network). ``"off"`` is the authors' recipe
-exactly.
+on another (first order), shrinking after each epoch or every N steps, the state saved after
+every epoch (``run_folder``), and a discrete network a later ``train`` starts from. Defaults
+are the authors' (Search and Retrain/main_search3.py): both batches from the whole set, the
+class-weighted CE in both steps, the arch objective 100 CE + 30 SSR(op) + 15 SSR(out) + 15
+SSR(mid) + 1 cost with cost = (E[cost] - target)^2 / full^2 in MACs (or, with a latency
+table, expected ms on its device); ``cost_constraint="off"`` is their recipe exactly. By
+default the target is held as a constraint, SSR's terms untouched: a multiplier on E[cost] /
+target moves by dual ascent after every arch step (restarting when the violation changes
+sign), shrinking never removes an option of the anchor (the most probable network within
+``cost_band`` of the target, ``search.budget``), and over the last ``settle`` of the epochs
+the shrinking threshold rises from ``tau`` to 1 so the search ends on the anchor (what that
+removed beyond ``tau`` is counted as ``forced``); where epochs run out first, the anchor is
+the network. README's "How the search holds its target" has the measurements.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import pickle
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -57,124 +31,21 @@ from tqdm import tqdm
 from ssr_deploy.data import transforms as T
 from ssr_deploy.data import weights as class_weights
 from ssr_deploy.data.augmented import AugmentedDataset, quiet_worker
-from ssr_deploy.errors import SsrDeployError, UsageError
+from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.genotype import InputSpec
-from ssr_deploy.io import atomic_write_text, jsonable
-from ssr_deploy.media import figure_writer
-from ssr_deploy.model.checkpoint import save_checkpoint
-from ssr_deploy.runs import epoch_log, publish_files, run_config_text, run_lock
+from ssr_deploy.io import jsonable
+from ssr_deploy.runs import run_config_text
 from ssr_deploy.search.budget import Budget, Pick, argmax, bounds
+from ssr_deploy.search.config import SearchConfig, check_config
 from ssr_deploy.search.extract import extract_discrete
 from ssr_deploy.search.losses import cost_loss, ssr_loss
 from ssr_deploy.search.measure import cost_measure, target_of
+from ssr_deploy.search.run_folder import STATE, SearchFolder
 from ssr_deploy.search.shrink import forced_removals, is_discrete, proposal
 from ssr_deploy.search.space import SearchSpace
 from ssr_deploy.search.supernet import SuperNet
 
-
-@dataclass
-class SearchConfig:
-    size: tuple[int, int] = (512, 1024)
-    epochs: int = 200
-    warmup_epochs: int = 0
-    batch: int = 6
-    weight_lr: float = 3e-4
-    weight_decay: float = 1e-4
-    arch_lr: float = 2e-3
-    arch_decay: float = 1e-3
-    arch_clip: float = 5.0  # max norm of the arch gradients
-    weight_clip: float = 0.0  # max norm of the weight gradients; 0: not clipped (authors')
-    arch_data: str = "full"  # full: both batches from the whole set | split: 50/50 halves
-    class_weights: str = "auto"  # see ssr_deploy.data.weights; resolved when the search starts
-    ssr_width_mean: str = "all"  # all (layer, op) rows, removed ones 0 | surviving rows
-    cost: str = "backbone"  # the cost measure: backbone (+1x1 classifier) | network
-    tau: float = 0.1
-    settle: float | None = None  # the last fraction of the epochs over which tau rises to 1
-    # (0: never); None: 0.2 with the constraint held, 0 (the authors') without
-    shrink_every: int = 0  # steps; 0 = after each epoch
-    w_ce: float = 100.0
-    w_ssr_op: float = 30.0
-    w_ssr_out: float = 15.0
-    w_ssr_mid: float = 15.0
-    w_cost: float | None = None  # None: 1 (the authors'), 200 for --lut with the constraint off
-    cost_constraint: str = "dual"  # dual: a multiplier that holds the target | off: authors'
-    dual_lr: float = 5.0  # the multiplier's step per unit of relative violation
-    cost_band: float = 0.03  # dual: the found network's cost within target x (1 +- band)
-    target_ratio: float = 0.6
-    target_gmacs: float | None = None
-    lut: str = ""  # a latency table: the cost is expected latency (ms) on its device
-    target_ms: float | None = None
-    normalisation: str = "sigmoid"
-    workers: int = 0
-    seed: int = 0
-    device: str = "cpu"
-    data: str = ""  # the --data source, recorded so --resume can hold to it
-
-
-#: the cost weight of a latency target with the constraint off: with the authors' 1 the CE
-#: outvotes it (measured: benchmarks/latency_lut.py, README)
-LATENCY_COST_WEIGHT = 200.0
-
-
-def check_config(config: SearchConfig, space: SearchSpace) -> SearchConfig:
-    """Refuse what cannot run, before any work; resolve what depends on other settings
-    (the cost weight). Returns the resolved config."""
-    for name, value, allowed in (("arch_data", config.arch_data, ("full", "split")),
-                                  ("ssr_width_mean", config.ssr_width_mean,
-                                   ("all", "surviving")),
-                                  ("cost_constraint", config.cost_constraint,
-                                   ("dual", "off"))):
-        if value not in allowed:
-            raise SsrDeployError(f"{name} {value!r}: use one of {', '.join(allowed)}")
-    if config.settle is None:
-        config = dataclasses.replace(config, settle=SETTLE if config.cost_constraint == "dual"
-                                     else 0.0)
-    if not 0 <= config.settle < 1:
-        raise SsrDeployError(f"settle {config.settle}: use a fraction of the epochs in [0, 1) "
-                             "(0.2: tau rises to 1 over the last fifth; 0: never)")
-    if not 0 < config.cost_band < 0.5:
-        raise SsrDeployError(f"cost band {config.cost_band}: use a fraction of the target "
-                             "between 0 and 0.5 (e.g. 0.03)")
-    if config.target_ms and not config.lut:
-        raise UsageError("--target-ms needs --lut (a latency table from `ssr-deploy lut "
-                             "build` on the target device)")
-    if config.lut and config.target_gmacs:
-        raise UsageError("--target-gmacs and --lut: the cost is either MACs or latency; "
-                             "give --target-ms with --lut")
-    multiple = space.stages[-1].stride * 2
-    h, w = config.size
-    if h % multiple or w % multiple:
-        raise SsrDeployError(f"--size {h}x{w}: the search needs multiples of {multiple} "
-                             "(half-resolution ops at the last stage)")
-    if config.w_cost is None:
-        latency_off = config.lut and config.cost_constraint == "off"
-        config = dataclasses.replace(config, w_cost=LATENCY_COST_WEIGHT if latency_off else 1.0)
-    return config
-
-
-#: the fraction of the epochs settling takes with the constraint held (benchmarks/search_target.py)
-SETTLE = 0.2
-
-#: what a search.pt written before these settings existed ran with
-LEGACY = {"arch_data": "split", "weight_clip": 5.0, "class_weights": "none",
-          "ssr_width_mean": "surviving", "cost": "network", "cost_constraint": "off",
-          "settle": 0.0}
-
-
-def saved_config(out: str | Path) -> dict[str, Any]:
-    """The settings a search in ``out`` ran with (from its search.pt)."""
-    state = _load_state(Path(out) / "search.pt", "cpu")
-    return {**LEGACY, **state.get("config", {})} if "config" in state else {}
-
-
-def _load_state(path: Path, device) -> dict[str, Any]:
-    if not path.is_file():
-        raise SsrDeployError(f"--resume: {path} does not exist; run without --resume first")
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
-        raise SsrDeployError(f"cannot read {path}: {str(e).splitlines()[0][:120]} (a damaged "
-                             "search state; start again with a new --out)") from None
+__all__ = ["SearchConfig", "Searcher"]
 
 
 class Searcher:
@@ -183,8 +54,7 @@ class Searcher:
         config = check_config(config, space)
         name, weights = class_weights.resolve(config.class_weights, config.data, dataset)
         config = dataclasses.replace(config, class_weights=name)
-        self.space, self.config, self.out = space, config, Path(out)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.space, self.config, self.folder = space, config, SearchFolder(out)
         self.device = torch.device(config.device)
         self.class_weights = weights.to(self.device)
         torch.manual_seed(config.seed)
@@ -413,13 +283,13 @@ class Searcher:
     def run(self, stop_after: int | None = None) -> dict[str, Any]:
         """Search until converged or out of epochs (or, with ``stop_after``, until that
         epoch: the state is saved as after an interruption); one run per output folder."""
-        with run_lock(self.out, "search"):
+        with self.folder.lock():
             return self._run(stop_after)
 
     def _run(self, stop_after: int | None) -> dict[str, Any]:
         last = min(self.config.epochs, stop_after or self.config.epochs)
         if self.epoch == 0:  # a new search says how it runs from the start
-            atomic_write_text(self.out / "config.json", self.settings())
+            self.folder.start(self.settings())
         while self.epoch < last and not self.discrete():
             start = time.perf_counter()
             losses = self.search_one_epoch()
@@ -460,8 +330,7 @@ class Searcher:
                 self._set_masks(self.budget.masks_of(self.anchor, masks))
         discrete = self.discrete_model()
         genotype = discrete.genotype
-        genotype.save(self.out / "genotype.json")
-        save_checkpoint(self.out / "discrete.pt", discrete, genotype, source="ssr-deploy search")
+        self.folder.finish(discrete, genotype)
         return {"genotype": genotype, "converged": converged, "epochs": self.epoch,
                 "discarded_mass": gap, "ended": ended, "mean_max_prob": mean_max,
                 "forced": dict(self.forced)}
@@ -498,28 +367,30 @@ class Searcher:
                                                   (out_p, self.net.out_valid))]
         return float(torch.cat([r.max(-1).values for r in rows]).mean())
 
+    # ---- the state, saved after each epoch --------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next epoch depends on: weights, masks, optimisers, the RNG, the
+        multiplier, the anchor, the space and the settings."""
+        return {"epoch": self.epoch, "step": self.step, "net": self.net.state_dict(),
+                "weight_opt": self.weight_opt.state_dict(),
+                "arch_opt": self.arch_opt.state_dict(), "rng": torch.get_rng_state(),
+                "multiplier": self.multiplier, "forced": self.forced,
+                "anchor": None if self.anchor is None else self.anchor.choices,
+                "space": self.space.to_dict(), "config": jsonable(asdict(self.config))}
+
     def save(self, row: dict[str, Any]) -> None:
-        """search.pt, search_log.jsonl, search.png and config.json of this epoch, all or
-        none."""
-        state = {"epoch": self.epoch, "step": self.step, "net": self.net.state_dict(),
-                 "weight_opt": self.weight_opt.state_dict(),
-                 "arch_opt": self.arch_opt.state_dict(), "rng": torch.get_rng_state(),
-                 "multiplier": self.multiplier, "forced": self.forced,
-                 "anchor": None if self.anchor is None else self.anchor.choices,
-                 "space": self.space.to_dict(), "config": jsonable(asdict(self.config))}
-        rows, text = epoch_log(self.out / "search_log.jsonl", row)
         m = self.measure
-        fig = search_figure(rows, self.target / m.scale, m.unit, m.describe())
-        publish_files({self.out / "search.pt": lambda tmp: torch.save(state, tmp),
-                       self.out / "search_log.jsonl": lambda tmp: tmp.write_text(text),
-                       self.out / "config.json": lambda tmp: tmp.write_text(self.settings()),
-                       self.out / "search.png": figure_writer(fig)}, fig)
+        self.folder.save(self.state_dict(), row, self.settings(), self.target / m.scale,
+                         m.unit, m.describe())
 
     def resume(self) -> None:
-        path = self.out / "search.pt"
-        state = _load_state(path, self.device)
+        """Continue the search its folder's search.pt saved, exactly."""
+        self.load_state_dict(self.folder.load(self.device))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["space"] != self.space.to_dict():
-            raise SsrDeployError(f"{path} was searched in another space; use the same --space")
+            raise SsrDeployError(f"{self.folder.path / STATE} was searched in another space; "
+                                 "use the same --space")
         for name in ("op_valid", "mid_valid", "out_valid"):
             getattr(self.net, name).copy_(state["net"][name])
         self.net.drop_pruned_ops()
@@ -553,32 +424,3 @@ def _mass_discarded(probs: torch.Tensor, valid: torch.Tensor) -> float:
     """Mean probability mass an argmax discards per decision (0 once converged)."""
     probs, valid = _rows(probs, valid)
     return float((1 - probs.max(-1).values).mean()) if len(probs) else 0.0
-
-
-def search_figure(rows: list[dict[str, Any]], target: float | None = None,
-                  unit: str = "GMACs", measure: str | None = None):
-    """Options left, the expected cost and the cost of the network the search would end on,
-    per epoch, one figure; the costs and their target in one measure (``measure``: e.g.
-    "backbone GMACs", "ms on onnxruntime cpu")."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5), dpi=100)
-    for key in ("op", "mid", "out"):
-        a.plot(epochs, [r["options_left"][key] for r in rows], marker="o", label=key)
-    a.set(xlabel="epoch", ylabel="options left", title="solution space", yscale="log")
-    a.legend()
-    b.plot(epochs, [r[f"expected_{unit.lower()}"] for r in rows], marker="o", color="C3",
-           label="expected")
-    if all(f"network_{unit.lower()}" in r for r in rows):  # logs from before lack it
-        b.plot(epochs, [r[f"network_{unit.lower()}"] for r in rows], color="C2",
-               drawstyle="steps-post", label="the network it would end on")
-    if target:
-        b.axhline(target, color="gray", linestyle="--", label=f"target {target:.3g}")
-    b.set(xlabel="epoch", ylabel=measure or unit, title="cost vs target")
-    b.legend()
-    fig.tight_layout()
-    return fig
