@@ -20,13 +20,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ssr_deploy.cli import main
-from ssr_deploy.cli.base import SIZE, Number
 from ssr_deploy.data import open_dataset
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.genotype import Genotype
 from ssr_deploy.model.checkpoint import load_model, save_checkpoint
 from ssr_deploy.model.net import build_model
 from ssr_deploy.runtime.segmenter import Segmenter
+from ssr_deploy.settings import SIZE, Number
 
 runner = CliRunner()
 

@@ -91,7 +91,7 @@ def test_the_config_writer_escapes_whatever_it_is_given(small_onnx):
     assert quoted == '"' + INJECTION.replace('"', '\\"') + '\\n\\001\\\\"'
     assert re.fullmatch(r'"(?:[^"\\\n]|\\.)*"', quoted)  # one string, nothing after it
     meta = json.loads(sidecar_path(small_onnx).read_text())
-    text = config_pbtxt(meta, "ssrnet", "onnxruntime_onnx", 4, 1, "KIND_CPU")
+    text = config_pbtxt(ModelSpec.from_dict(meta), "ssrnet", "onnxruntime_onnx", 4, 1, "KIND_CPU")
     assert 'name: "ssrnet"' in text and 'string_value: "ssr-cityscapes ' in text
 
 
@@ -323,9 +323,9 @@ def test_a_forked_child_keeps_sigterm_default():
     # must end it quietly, not raise Terminated there (a traceback in the run's stderr).
     script = """
 import os, signal, sys, time
-from ssr_deploy.cli import base
-base._CLI_PID = os.getpid()
-signal.signal(signal.SIGTERM, base._terminate)
+from ssr_deploy.cli import signals
+signals._CLI_PID = os.getpid()
+signal.signal(signal.SIGTERM, signals._terminate)
 child = os.fork()
 if child == 0:
     time.sleep(30)
@@ -347,10 +347,10 @@ def test_sigterm_that_lands_in_a_finalizer_is_delivered_again_to_the_run():
     # went on until the watchdog. Here it lands in a __del__, as deterministically.
     script = """
 import os, signal, sys, time
-from ssr_deploy.cli import base
-base._CLI_PID = os.getpid()
-signal.signal(signal.SIGTERM, base._terminate)
-sys.unraisablehook = base._unraisable
+from ssr_deploy.cli import signals
+signals._CLI_PID = os.getpid()
+signal.signal(signal.SIGTERM, signals._terminate)
+sys.unraisablehook = signals._unraisable
 class Finalised:
     def __del__(self):
         os.kill(os.getpid(), signal.SIGTERM)
@@ -360,7 +360,7 @@ try:
     for _ in range(300):  # the run's own code, for up to 3 s
         time.sleep(0.01)
     print("missed")
-except base.Terminated:
+except signals.Terminated:
     print("caught")
 class HalfBuilt:  # as a DataLoader iterator the interrupt stopped mid-start
     def __del__(self):

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from ssr_deploy.cli.base import SIZE, main
+from ssr_deploy.cli.group import main
 from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.settings import SIZE
 
 
 @main.group()

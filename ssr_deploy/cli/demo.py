@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ssr_deploy.cli.base import main
+from ssr_deploy.cli.group import main
 
 
 @main.command()

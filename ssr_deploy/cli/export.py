@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 
-from ssr_deploy.cli.base import POSITIVE, SIZE, main, refuse_without, stage_bar
+from ssr_deploy.cli.group import main
+from ssr_deploy.cli.options import refuse_without, stage_bar
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.spec import IR_PRECISIONS, ONNX_PRECISIONS
+from ssr_deploy.settings import POSITIVE, SIZE
+from ssr_deploy.spec import IR_PRECISIONS, ONNX_PRECISIONS, ModelSpec
 
 
 @main.group()
@@ -229,25 +231,24 @@ def export_engine_cmd(onnx_path, out, precision, fp32_layers, calib_dir, calib_n
                             compute_capabilities=compute_capabilities)
     with stage_bar(STAGES) as progress:
         meta = build_engine(onnx_path, out, options, progress=progress)
-    click.echo(engine_summary(out, meta))
+    click.echo(engine_summary(out, ModelSpec.from_dict(meta)))
 
 
-def engine_summary(path: str | Path, meta: dict) -> str:
+def engine_summary(path: str | Path, spec: ModelSpec) -> str:
     """``wrote m.engine (8.5 MB, fp16, TensorRT-RTX 1.7.1.116, for sm_80/86/89/120) in 0.4 s``"""
     from ssr_deploy.backends.tensorrt.library import NAMES, engine_targets, sm
 
-    built = meta["tensorrt"]
+    built = spec.engine
     size_mb = Path(path).stat().st_size / 1e6
-    check = meta.get("precision_check")
-    agreement = f", {100 * check['label_agreement']:.2f}% labels as fp32" if check else ""
-    if built.get("builder") == "tensorrt-rtx":
+    check = spec.precision_check
+    agreement = f", {100 * check.label_agreement:.2f}% labels as fp32" if check else ""
+    if built.builder == "tensorrt-rtx":
         targets = "/".join(cc.replace(".", "") for cc in engine_targets(built))
         where = f"for sm_{targets}: RTX GPUs"
     else:
-        where = f"{built['gpu']['name']} {sm(built['gpu']['compute_capability'])}"
-    return (f"wrote {path} ({size_mb:.1f} MB, {meta['precision']}{agreement}, "
-            f"{NAMES[built.get('builder', 'tensorrt')]} {built['version']}, {where}) in "
-            f"{meta['build_seconds']:.1f} s")
+        where = f"{built.gpu.name} {sm(built.gpu.compute_capability)}"
+    return (f"wrote {path} ({size_mb:.1f} MB, {spec.precision}{agreement}, "
+            f"{NAMES[built.builder]} {built.version}, {where}) in {spec.build_seconds:.1f} s")
 
 
 @export.command("openvino")

@@ -7,7 +7,8 @@ import sys
 import click
 
 from ssr_deploy.backends import BACKENDS
-from ssr_deploy.cli.base import SIZE, main
+from ssr_deploy.cli.group import main
+from ssr_deploy.settings import SIZE
 
 
 @main.group()
@@ -76,7 +77,7 @@ def build(out: str, backend: str, device: str, size: tuple, batch: int, precisio
     from pathlib import Path
 
     from ssr_deploy.io import check_output_path
-    from ssr_deploy.lut import LutOptions, build_lut
+    from ssr_deploy.latency import LutOptions, build_lut
     from ssr_deploy.search.space import SearchSpace
 
     try:

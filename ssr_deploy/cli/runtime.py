@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
-from ssr_deploy.cli.base import SIZE, Number, main
+from ssr_deploy.cli.group import main
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.limits import MAX_BATCH
+from ssr_deploy.settings import SIZE, Number
 from ssr_deploy.spec import HINT_PRECISIONS
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from ssr_deploy.backends import BACKENDS
-from ssr_deploy.cli.base import SIZE, main
+from ssr_deploy.cli.group import main
+from ssr_deploy.settings import SIZE
 from ssr_deploy.spec import HINT_PRECISIONS
 
 

@@ -1,0 +1,45 @@
+"""What commands share in reading their options: whether one was given, options that apply
+only with another, and a bar over a command's stages."""
+
+from __future__ import annotations
+
+import contextlib
+
+import click
+
+
+def given(ctx: click.Context, name: str) -> bool:
+    """Whether option ``name`` was given on the command line (not its default)."""
+    source = ctx.get_parameter_source(name)
+    return source not in (None, click.core.ParameterSource.DEFAULT)
+
+
+def refuse_without(ctx: click.Context, pairs: dict[str, tuple[str, bool]]) -> None:
+    """Refuse options that only apply with another: ``{"max_batch": ("--dynamic-batch",
+    dynamic_batch)}`` -> an error if --max-batch is given while --dynamic-batch is off."""
+    for name, (needed, on) in pairs.items():
+        if given(ctx, name) and not on:
+            flag = "--" + name.replace("_", "-")
+            raise click.UsageError(f"{flag} applies with {needed} only; add {needed} or drop "
+                                   f"{flag}")
+
+
+@contextlib.contextmanager
+def stage_bar(stages: tuple[str, ...], enabled: bool = True):
+    """A tqdm bar over named stages (on a terminal only); yields ``progress(stage)``."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(stages), disable=None if enabled else True, leave=False,
+               bar_format="{desc:<10} {bar} {n_fmt}/{total_fmt} [{elapsed}]")
+    seen = []
+
+    def progress(stage: str) -> None:
+        if seen:
+            bar.update(1)
+        seen.append(stage)
+        bar.set_description(stage)
+
+    try:
+        yield progress
+    finally:
+        bar.close()
