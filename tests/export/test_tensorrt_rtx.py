@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from ssr_deploy import Segmenter, SsrDeployError, build_model
 from ssr_deploy.backends.tensorrt.build import BuildSettings, build_network, check_uint8_inputs
+from ssr_deploy.backends.tensorrt.engine import check_engine_io
 from ssr_deploy.backends.tensorrt.library import RTX_DEFAULT_TARGETS, load_tensorrt
 from ssr_deploy.backends.tensorrt.profiles import Profile
-from ssr_deploy.backends.tensorrt.runner import check_engine_io
 from ssr_deploy.cli import main
 from ssr_deploy.export.metadata import read_sidecar
 from ssr_deploy.export.onnx import export_onnx
@@ -238,8 +238,8 @@ def test_an_engine_and_a_sidecar_of_the_other_builder_are_refused(rtx_engine, tm
 def test_the_latency_tables_head_part_builds_as_export_engine_builds(rtx):
     """The LUT's TensorRT timer builds through build_network: the head part's uint8 labels
     stay uint8 as in `export engine`."""
-    from ssr_deploy.lut import LutOptions, export_part, probes
-    from tests.search.test_latency import TINY
+    from ssr_deploy.latency import LutOptions, export_part, probes
+    from tests.latency.test_latency import TINY
 
     options = LutOptions(size=(32, 64), width_grid=(2, 2, 2), check_points=0)
     head = next(p for p in probes(TINY, options) if p.key.startswith("head"))

@@ -16,6 +16,7 @@ from typing import Any
 
 import onnx
 
+from ssr_deploy.backends.tensorrt.engine import TensorIO, dtype_names
 from ssr_deploy.backends.tensorrt.library import (
     RTX_DEFAULT_TARGETS,
     TensorRT,
@@ -23,7 +24,6 @@ from ssr_deploy.backends.tensorrt.library import (
     shared_logger,
 )
 from ssr_deploy.backends.tensorrt.profiles import Profile
-from ssr_deploy.backends.tensorrt.runner import TensorIO, dtype_names
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.io import atomic_write
 

@@ -39,6 +39,7 @@ from typing import Any
 import onnx
 
 from ssr_deploy.backends.tensorrt.build import BuildSettings, build_network, engine_metadata
+from ssr_deploy.backends.tensorrt.engine import rtx_invalidity
 from ssr_deploy.backends.tensorrt.library import (
     INSTALL,
     RTX_MAGIC,
@@ -51,7 +52,6 @@ from ssr_deploy.backends.tensorrt.library import (
     sm,
 )
 from ssr_deploy.backends.tensorrt.profiles import optimization_profile
-from ssr_deploy.backends.tensorrt.runner import rtx_invalidity
 from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.io import (
     OutputError,
@@ -98,7 +98,7 @@ def cached_engine(onnx_path: str | Path, builder: str | None = None,
         raise SsrDeployError(f"--backend tensorrt runs {onnx_path.name} on an NVIDIA GPU, and "
                              "this machine has no usable one: run it with --backend "
                              "onnxruntime (or openvino on an Intel CPU)")
-    profile = optimization_profile(spec.to_dict(), *shapes)
+    profile = optimization_profile(spec, *shapes)
     asked = {"onnx_sha256": spec.get("sha256") or file_sha256(onnx_path),
              "precision": spec.precision, "profile": profile.to_dict(),
              "builder": library.builder,

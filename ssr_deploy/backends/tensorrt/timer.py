@@ -11,8 +11,8 @@ import onnx
 
 from ssr_deploy.backends.base import Part, PartTimer, median_ms
 from ssr_deploy.backends.tensorrt.build import BuildSettings, build_network
+from ssr_deploy.backends.tensorrt.engine import DTYPES, engine_io
 from ssr_deploy.backends.tensorrt.library import load_tensorrt, rtx_targets, shared_logger
-from ssr_deploy.backends.tensorrt.runner import DTYPES, engine_io
 from ssr_deploy.errors import SsrDeployError
 
 
