@@ -23,6 +23,7 @@ from ssr_deploy.errors import PrecisionCheckError, SsrDeployError, UsageError
 from ssr_deploy.io import atomic_write_text
 from ssr_deploy.media import write_image
 from ssr_deploy.runs import run_lock
+from ssr_deploy.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -213,11 +214,11 @@ class Demo:
             try:
                 result = convert_precision(self.out / "model.onnx",
                                            self.out / f"model.{name}.onnx", options)
-                check = result.metadata["precision_check"]
-                figures[name] = {"label_agreement": check["label_agreement"],
-                                 "miou_vs_fp32": check["miou_vs_fp32"]}
+                spec = result.spec
+                figures[name] = {"label_agreement": spec.precision_check.label_agreement,
+                                 "miou_vs_fp32": spec.precision_check.miou_vs_fp32}
                 if fallback == "auto":
-                    kept = result.metadata["quantization"]["fallback"]
+                    kept = spec.quantization.fallback
                     figures[name]["fallback"] = {k: kept[k] for k in (
                         "kept", "macs_out_of_int8", "agreement_all_int8")}
             except PrecisionCheckError as e:  # below the threshold: reported, nothing written
@@ -251,13 +252,13 @@ class Demo:
             except (PrecisionCheckError, UsageError) as e:  # below the gate, or no bf16
                 figures[name] = {"failed": str(e)}
                 continue
-            m = result.metadata
+            spec = result.spec
             figures[name] = {
-                "precision": describe(m["precision"], m["openvino"]["inference_precision"]),
-                "label_agreement": m["precision_check"]["label_agreement"],
-                "miou_vs_fp32": m["precision_check"]["miou_vs_fp32"]}
+                "precision": describe(spec.precision, spec.openvino.inference_precision),
+                "label_agreement": spec.precision_check.label_agreement,
+                "miou_vs_fp32": spec.precision_check.miou_vs_fp32}
             if name == "int8":
-                kept = m["quantization"]["fallback"]
+                kept = spec.quantization.fallback
                 figures[name]["fallback"] = {k: kept[k] for k in (
                     "kept", "macs_out_of_int8", "agreement_all_int8")}
         figures["command"] = (f"ssr-deploy export openvino {self.out}/model.onnx -o "
@@ -277,7 +278,8 @@ class Demo:
         entries = [(label, Segmenter.load(self.out / file)) for label, file in paths]
         entries.append(("torch", Segmenter.load(self.out / "train" / "best.pt", size=size,
                                                 device=self.device)))
-        agreement = {label: seg.spec.get("precision_check", {}).get("label_agreement", 1.0)
+        agreement = {label: seg.spec.precision_check.label_agreement
+                     if seg.spec.precision_check else 1.0
                      for label, seg in entries}
         try:
             results = bench.run(entries, [1], self.s.bench_iters, warmup=3)
@@ -336,12 +338,13 @@ class Demo:
             return {"skipped": str(e)}
         path = self.out / "model.engine"
         # (model.onnx is fp32: the build converts it to fp16 first, verified on the CPU)
-        meta = build_engine(self.out / "model.onnx", path, EngineOptions(builder=library.builder))
-        check = meta.get("precision_check") or {}
+        spec = ModelSpec.from_dict(build_engine(self.out / "model.onnx", path,
+                                                EngineOptions(builder=library.builder)))
+        check = spec.precision_check
         built = {"file": path.name, "size_mb": path.stat().st_size / 1e6,
-                 "build_seconds": meta["build_seconds"], "builder": library.title,
-                 "precision": meta["precision"], "agreement": check.get("label_agreement"),
-                 "targets": list(engine_targets(meta["tensorrt"])),
+                 "build_seconds": spec.build_seconds, "builder": library.title,
+                 "precision": spec.precision, "agreement": check and check.label_agreement,
+                 "targets": list(engine_targets(spec.engine)),
                  "command": f"ssr-deploy export engine {self.out}/model.onnx -o {path}"
                             f"{' --builder tensorrt-rtx' if library.is_rtx else ''} && "
                             f"ssr-deploy bench {path}"}

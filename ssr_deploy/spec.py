@@ -307,6 +307,7 @@ class OpenVinoIR:
     version: str
     inference_precision: str
     bin_sha256: str
+    verified_on: str | None = None  # the CPU it was verified on
 
     @classmethod
     def from_dict(cls, d: Any, source: str) -> OpenVinoIR:
@@ -317,7 +318,82 @@ class OpenVinoIR:
         return cls(version=_need(d, "version", str, where),
                    inference_precision=_choice(_need(d, "inference_precision", str, where),
                                                HINT_PRECISIONS, f"{where}.inference_precision"),
-                   bin_sha256=_need(d, "bin_sha256", str, where))
+                   bin_sha256=_need(d, "bin_sha256", str, where),
+                   verified_on=_text(d.get("verified_on")))
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str | None = None
+    compute_capability: str | None = None  # "8.9"
+
+
+@dataclass(frozen=True)
+class EngineBuild:
+    """What a TensorRT engine's sidecar (``tensorrt``) says it is tied to: the library and
+    its version, and the GPU it was built on (full TensorRT) or the compute capabilities it
+    targets (TensorRT-RTX; () when built for the library's defaults)."""
+
+    builder: str = "tensorrt"  # tensorrt | tensorrt-rtx
+    version: str | None = None
+    gpu: Gpu | None = None
+    compute_capabilities: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str) -> EngineBuild:
+        if not isinstance(d, dict):
+            raise SpecError(f"{source}: tensorrt is {str(d)[:40]}, not an object; build the "
+                            "engine again")
+        gpu = d.get("gpu")
+        ccs = d.get("compute_capabilities") or ()
+        if not (gpu is None or isinstance(gpu, dict)) or not isinstance(ccs, (list, tuple)):
+            raise SpecError(f"{source}: tensorrt.gpu or .compute_capabilities is malformed; "
+                            "build the engine again")
+        version = d.get("version")
+        return cls(builder=_choice(d.get("builder", "tensorrt"), ("tensorrt", "tensorrt-rtx"),
+                                   f"{source}: tensorrt.builder"),
+                   version=None if version is None else str(version),
+                   gpu=None if gpu is None else Gpu(
+                       _text(gpu.get("name")), _text(gpu.get("compute_capability"))),
+                   compute_capabilities=tuple(str(c) for c in ccs)
+                   if not d.get("compute_capabilities_default") else ())
+
+
+@dataclass(frozen=True)
+class PrecisionCheck:
+    """A converted model's check against its fp32 graph (``precision_check``)."""
+
+    label_agreement: float
+    miou_vs_fp32: float | None = None
+    min_agreement: float | None = None
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str) -> PrecisionCheck:
+        if not isinstance(d, dict) or not _finite(d.get("label_agreement")):
+            raise SpecError(f"{source}: precision_check is malformed; export the model again")
+        miou, low = d.get("miou_vs_fp32"), d.get("min_agreement")
+        return cls(float(d["label_agreement"]), float(miou) if _finite(miou) else None,
+                   float(low) if _finite(low) else None)
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """An int8 model's record (``quantization``): the form it was made for (``tensorrt`` |
+    ``cpu`` | ``openvino``) and, with ``--fallback auto``, what was kept out of int8."""
+
+    target: str | None = None
+    method: str | None = None
+    fallback: dict[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str) -> Quantization:
+        if not isinstance(d, dict) or not isinstance(d.get("fallback") or {}, dict):
+            raise SpecError(f"{source}: quantization is malformed; export the model again")
+        return cls(_text(d.get("target")), _text(d.get("method")), d.get("fallback"))
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 @dataclass(frozen=True)
@@ -335,6 +411,16 @@ class ModelSpec:
     sizes: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None = None
     profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None  # engine
     openvino: OpenVinoIR | None = None  # an OpenVINO IR's
+    engine: EngineBuild | None = None  # a TensorRT engine's (the sidecar's ``tensorrt``)
+    precision_check: PrecisionCheck | None = None  # a converted model's
+    quantization: Quantization | None = None  # an int8 model's
+    file: str | None = None  # the model file the sidecar names, and its sha256
+    sha256: str | None = None
+    onnx: str | None = None  # an engine's ONNX, and its sha256
+    onnx_sha256: str | None = None
+    fp32_onnx: str | None = None  # a converted model's fp32 ONNX, and its sha256
+    fp32_onnx_sha256: str | None = None
+    build_seconds: float | None = None
     producer: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -371,11 +457,6 @@ class ModelSpec:
             return self.profile[2]
         h, w = self.sizes[2] if self.sizes else self.input.size
         return self.input.batch_shape(self.batch_range[1], h, w)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """A sidecar field the typed spec does not model (``tensorrt``, ``quantization``,
-        ``precision_check``, ...), as written."""
-        return self.raw.get(key, default)
 
     # ---- dict <-> spec -------------------------------------------------------------------
     @classmethod
@@ -461,6 +542,15 @@ class ModelSpec:
             profile=tuple(tuple(profile[k]) for k in ("min", "opt", "max"))  # type: ignore
             if profile else None,
             openvino=OpenVinoIR.from_dict(d["openvino"], source) if "openvino" in d else None,
+            engine=EngineBuild.from_dict(d["tensorrt"], source) if "tensorrt" in d else None,
+            precision_check=PrecisionCheck.from_dict(d["precision_check"], source)
+            if d.get("precision_check") else None,
+            quantization=Quantization.from_dict(d["quantization"], source)
+            if d.get("quantization") else None,
+            **{k: _text(d.get(k)) for k in ("file", "sha256", "onnx", "onnx_sha256",
+                                            "fp32_onnx", "fp32_onnx_sha256")},
+            build_seconds=float(d["build_seconds"]) if _finite(d.get("build_seconds"))
+            else None,
             producer={str(k): str(v) for k, v in producer.items()}, raw=dict(d))
 
     def to_dict(self) -> dict[str, Any]:

@@ -14,7 +14,6 @@ import onnx
 from ssr_deploy.errors import UsageError
 from ssr_deploy.io import atomic_write_many
 from ssr_deploy.spec import ModelSpec, file_sha256, sidecar_path
-from ssr_deploy.spec import build_metadata as _build_metadata
 
 PROP_PREFIX = "ssr_deploy."
 
@@ -30,14 +29,10 @@ class ExportResult:
     report: dict[str, Any]
     seconds: float
 
-
-def build_metadata(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    """``spec.build_metadata`` with the versions of the exporting torch and onnx (torch is
-    imported here, by the exporter that needs it: converting an ONNX needs no torch)."""
-    import torch
-
-    return _build_metadata(*args, producer={"torch": torch.__version__,
-                                            "onnx": onnx.__version__}, **kwargs)
+    @property
+    def spec(self) -> ModelSpec:
+        """The metadata, typed."""
+        return ModelSpec.from_dict(self.metadata, str(self.sidecar))
 
 
 def to_props(metadata: dict[str, Any]) -> dict[str, str]:
@@ -106,7 +101,7 @@ def check_companion(path: Path, role: str, beside: Path, converted: Path, fp32: 
 
 def _is_companion(converted: Path, fp32: Path) -> bool:
     try:
-        recorded = ModelSpec.load(converted, verify_hash=False).get("fp32_onnx_sha256")
+        recorded = ModelSpec.load(converted, verify_hash=False).fp32_onnx_sha256
         return recorded is not None and fp32.is_file() and recorded == file_sha256(fp32)
     except Exception:  # noqa: BLE001 - unreadable or foreign: not a companion
         return False

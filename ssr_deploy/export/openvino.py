@@ -15,6 +15,7 @@ the OpenVINO backend's (``ssr_deploy.backends.openvino``).
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import time
@@ -30,7 +31,6 @@ from ssr_deploy.errors import PrecisionCheckError, UsageError
 from ssr_deploy.export.metadata import ExportResult, read_sidecar
 from ssr_deploy.export.onnx_file import check_onnx_file
 from ssr_deploy.export.precision import (
-    MIN_AGREEMENT,
     PrecisionOptions,
     check_calibration,
     check_options,
@@ -43,37 +43,20 @@ STAGES = ("read", "convert", "verify", "write")
 
 
 @dataclass(frozen=True)
-class IROptions:
-    """What IR to write. ``precision``: fp32 | bf16 | int8. The int8 fields are
-    ``PrecisionOptions``' (calibration images, fallback, fp32 layers); ``min_agreement``:
-    label agreement with fp32 below which nothing is written (default 0.999 fp32, 0.995
-    bf16, 0.99 int8); ``data``: images to verify on besides street-like frames. ``size`` and
-    ``max_batch``: the ONNX a checkpoint is exported to first."""
+class IROptions(PrecisionOptions):
+    """What IR to write: ``precision`` fp32 | bf16 | int8, and ``PrecisionOptions``' fields
+    (int8: calibration images, fallback, fp32 layers; ``min_agreement``: label agreement with
+    fp32 below which nothing is written, default 0.999 fp32, 0.995 bf16, 0.99 int8; ``data``:
+    images to verify on besides street-like frames). ``size`` and ``max_batch``: the ONNX a
+    checkpoint is exported to first."""
 
     precision: str = "fp32"
-    calib_dir: str | None = None
-    calib_n: int = 100
-    calib_method: str = "entropy"
-    calib_cache: str | None = None
-    fp32_layers: tuple[str, ...] = ()
-    fallback: str = "none"
-    min_agreement: float | None = None
-    data: str | None = None
-    frames: int = 8
+    int8_target: str = "openvino"
     size: tuple[int, int] = (512, 1024)
     max_batch: int = 32
 
-    @property
-    def threshold(self) -> float:
-        return MIN_AGREEMENT[self.precision] if self.min_agreement is None else \
-            self.min_agreement
-
     def int8(self) -> PrecisionOptions:
-        return PrecisionOptions("int8", fp32_layers=self.fp32_layers, calib_dir=self.calib_dir,
-                                calib_n=self.calib_n, calib_method=self.calib_method,
-                                calib_cache=self.calib_cache, int8_target="openvino",
-                                data=self.data, frames=self.frames,
-                                min_agreement=self.min_agreement, fallback=self.fallback)
+        return dataclasses.replace(self, precision="int8")
 
 
 def check(source: str | Path, out: Path, o: IROptions) -> str:
@@ -180,7 +163,7 @@ def export_openvino(source: str | Path, out: str | Path, options: IROptions | No
         metadata.update({
             "precision": o.precision, "fp32_layers": list(o.fp32_layers),
             "fp32_onnx": fp32_path.name if fp32_path.parent != scratch else None,
-            "fp32_onnx_sha256": meta.get("sha256"),
+            "fp32_onnx_sha256": spec.sha256,
             "precision_check": {k: report[k] for k in ("label_agreement", "miou_vs_fp32",
                                                         "sources", "min_agreement")},
             "openvino": {"version": ov.version(), "inference_precision": float_precision,
@@ -210,11 +193,10 @@ def describe(precision: str, float_precision: str) -> str:
 def summary_line(result: ExportResult) -> str:
     """``wrote model.xml (+ model.bin, 1.1 MB) and model.xml.json: int8 + bf16, 99.61% of
     labels as fp32 in OpenVINO 2026.4.1 on <cpu>, in 12.3 s``"""
-    m = result.metadata
-    built = m["openvino"]
+    spec = result.spec
     weights = result.path.with_suffix(".bin")
-    check = m["precision_check"]
     return (f"wrote {result.path} (+ {weights.name}, {weights.stat().st_size / 1e6:.1f} MB) "
-            f"and {result.sidecar.name}: {describe(m['precision'], built['inference_precision'])}"
-            f", {100 * check['label_agreement']:.2f}% of labels as fp32 in OpenVINO "
-            f"{built['version']} on {built['verified_on']}, in {result.seconds:.1f} s")
+            f"and {result.sidecar.name}: "
+            f"{describe(spec.precision, spec.openvino.inference_precision)}, "
+            f"{100 * spec.precision_check.label_agreement:.2f}% of labels as fp32 in OpenVINO "
+            f"{spec.openvino.version} on {spec.openvino.verified_on}, in {result.seconds:.1f} s")

@@ -142,8 +142,8 @@ def validate(fp32_path: str | Path, out_path: str | Path, o: PrecisionOptions
         raise SsrDeployError(f"{out_path} is the input; write the {o.precision} graph elsewhere "
                          f"(e.g. {precision_path(fp32_path, o.precision)})")
     meta = read_sidecar(fp32_path)
-    if meta.get("precision", "fp32") != "fp32":
-        raise SsrDeployError(f"{fp32_path.name} is already {meta['precision']}; convert from the "
+    if (has := ModelSpec.from_dict(meta).precision) != "fp32":
+        raise SsrDeployError(f"{fp32_path.name} is already {has}; convert from the "
                          "fp32 ONNX that `ssr-deploy export onnx` wrote")
     model = onnx.load(str(fp32_path))
     matching_nodes(model, o.fp32_layers)
@@ -414,8 +414,8 @@ def to_int8(fp32: onnx.ModelProto, meta: dict[str, Any], o: PrecisionOptions,
     reader = None
     if not hit:
         cache = calibration_folder(o) / f"{calibration_key(fp32, o)}.json"
-        batch = meta["input"]["shape"][0] if meta["input"]["shape"][0] > 0 else 1
         tensor = ModelSpec.from_dict(meta).input
+        batch = max(tensor.shape[0], 1)  # a dynamic batch (-1): calibrate one at a time
         reader = _Reader(CalibrationBatches(o.calib_dir, tensor, tensor.size, batch, o.calib_n),
                          tensor.name)
     fresh = Path(scratch.name) / "ranges.json"  # published to the cache once complete
@@ -498,10 +498,11 @@ def convert_model(fp32: onnx.ModelProto, meta: dict[str, Any], options: Precisio
     metadata, the check against fp32, each candidate run by ``run``). Raises, naming the
     worst layers, below the threshold."""
     step = progress or (lambda stage: None)
-    check_calibration(fp32, meta.get("file", "the ONNX"), options)
+    spec = ModelSpec.from_dict(meta)
+    check_calibration(fp32, spec.file or "the ONNX", options)
     step("convert")
     keep = matching_nodes(fp32, options.fp32_layers)
-    check = Fp32Check(fp32, ModelSpec.from_dict(meta), options.threshold, options.frames,
+    check = Fp32Check(fp32, spec, options.threshold, options.frames,
                       options.data, run)
     quantization: dict[str, Any] = {}
     report = None
@@ -529,8 +530,8 @@ def convert_model(fp32: onnx.ModelProto, meta: dict[str, Any], options: Precisio
             f"errors: {worst}; {remedy}")
     metadata = {k: v for k, v in meta.items() if k not in ("file", "sha256")}
     metadata.update({
-        "precision": options.precision, "fp32_onnx": meta.get("file"),
-        "fp32_onnx_sha256": meta.get("sha256"), "fp32_layers": list(options.fp32_layers),
+        "precision": options.precision, "fp32_onnx": spec.file,
+        "fp32_onnx_sha256": spec.sha256, "fp32_layers": list(options.fp32_layers),
         "precision_check": {k: report[k] for k in ("label_agreement", "miou_vs_fp32",
                                                     "sources", "min_agreement")},
     })

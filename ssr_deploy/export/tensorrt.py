@@ -15,6 +15,7 @@ conversion, publishing); how an ONNX becomes an engine is the TensorRT backend's
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,9 +30,9 @@ from ssr_deploy.backends.tensorrt.build import (
     check_uint8_inputs,
     engine_metadata,
 )
+from ssr_deploy.backends.tensorrt.engine import check_engine_io
 from ssr_deploy.backends.tensorrt.library import load_tensorrt, parse_compute_capabilities
 from ssr_deploy.backends.tensorrt.profiles import Profile, optimization_profile
-from ssr_deploy.backends.tensorrt.runner import check_engine_io
 from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.export import precision as prec
 from ssr_deploy.export.metadata import check_companion, publish_models, read_sidecar
@@ -43,18 +44,12 @@ STAGES = ("precision", "parse", "build", "write")
 
 
 @dataclass(frozen=True)
-class EngineOptions:
-    """``precision`` None: fp16 from an fp32 ONNX, else the ONNX's own. The calibration and
-    ``fp32_layers`` fields only matter when an fp32 ONNX is converted first."""
+class EngineOptions(prec.PrecisionOptions):
+    """The precision fields (``PrecisionOptions``': calibration, ``fp32_layers``, fallback,
+    agreement; they matter when an fp32 ONNX is converted first), then the build's.
+    ``precision`` None: fp16 from an fp32 ONNX, else the ONNX's own."""
 
     precision: str | None = None
-    calib_dir: str | None = None
-    calib_n: int = 100
-    calib_method: str = "entropy"
-    calib_cache: str | None = None
-    fp32_layers: tuple[str, ...] = ()
-    min_agreement: float | None = None
-    fallback: str = "none"  # int8: "auto" keeps the most sensitive modules in fp16
     min_shape: str | None = None  # BxHxW
     opt_shape: str | None = None
     max_shape: str | None = None
@@ -65,10 +60,7 @@ class EngineOptions:
     compute_capabilities: str | None = None  # TensorRT-RTX targets, "7.5,8.6"
 
     def precision_options(self, precision: str) -> prec.PrecisionOptions:
-        return prec.PrecisionOptions(
-            precision=precision, fp32_layers=self.fp32_layers, calib_dir=self.calib_dir,
-            calib_n=self.calib_n, calib_method=self.calib_method, calib_cache=self.calib_cache,
-            int8_target="tensorrt", min_agreement=self.min_agreement, fallback=self.fallback)
+        return dataclasses.replace(self, precision=precision)
 
 
 @dataclass(frozen=True)
@@ -98,8 +90,8 @@ def validate(onnx_path: str | Path, engine_path: str | Path, o: EngineOptions) -
     if o.workspace_gib <= 0:
         raise UsageError(f"--workspace {o.workspace_gib}: give a size in GiB above 0")
     _check_onnx_file(onnx_path)
-    meta = read_sidecar(onnx_path)
-    has = meta.get("precision", "fp32")
+    spec = ModelSpec.load(onnx_path)
+    has = spec.precision
     wanted = o.precision or ("fp16" if has == "fp32" else has)
     if o.fallback != "none" and wanted != "int8":
         raise UsageError(f"--fallback {o.fallback} chooses what stays out of int8; an {wanted} "
@@ -116,12 +108,12 @@ def validate(onnx_path: str | Path, engine_path: str | Path, o: EngineOptions) -
     elif o.fp32_layers or o.calib_dir or o.fallback != "none":
         raise UsageError(f"{onnx_path.name} is already {has}: --fp32-layers, --calib and "
                          "--fallback apply when converting an fp32 ONNX; pass that one instead")
-    if has == "int8" and meta.get("quantization", {}).get("target") != "tensorrt":
+    if has == "int8" and (spec.quantization is None or spec.quantization.target != "tensorrt"):
         raise UsageError(f"{onnx_path.name} is quantized for onnxruntime on CPUs (uint8 "
                          "activations); TensorRT needs symmetric int8: export it again "
                          "with --precision int8 --int8-target tensorrt")
-    profile = optimization_profile(meta, o.min_shape, o.opt_shape, o.max_shape)
-    return EnginePlan(meta, wanted, convert_to, profile)
+    profile = optimization_profile(spec, o.min_shape, o.opt_shape, o.max_shape)
+    return EnginePlan(spec.to_dict(), wanted, convert_to, profile)
 
 
 def _check_onnx_file(path: Path) -> None:
@@ -215,11 +207,11 @@ def _converted(onnx_path: Path, spec: ModelSpec, precision: str, folder: Path) -
     beside the engines (found again by the fp32 graph's sha256 its sidecar records)."""
     from ssr_deploy.backends.tensorrt.cache import say, scratch_folder
 
-    sha = spec.get("sha256") or file_sha256(onnx_path)
+    sha = spec.sha256 or file_sha256(onnx_path)
     path = folder / f"{onnx_path.stem}-{sha[:16]}.{precision}.onnx"
     try:
         cached = ModelSpec.load(path)
-        if cached.get("fp32_onnx_sha256") == sha and cached.precision == precision:
+        if cached.fp32_onnx_sha256 == sha and cached.precision == precision:
             return path
     except SsrDeployError:
         pass

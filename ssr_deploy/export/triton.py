@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
-from typing import Any
 
 from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.export.onnx_file import check_onnx_file
@@ -24,27 +23,26 @@ def valid_model_name(name: str) -> bool:
     return bool(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", name)) and ".." not in name
 
 
-def config_pbtxt(meta: dict[str, Any], name: str, platform: str, max_batch: int,
+def config_pbtxt(spec: ModelSpec, name: str, platform: str, max_batch: int,
                  instances: int, kind: str = "KIND_GPU") -> str:
     """The config.pbtxt text. With ``max_batch`` > 0 Triton owns the batch dimension, so
     dims leave it out and dynamic batching is on; -1 marks dynamic height/width."""
-    low, high = ModelSpec.from_dict(meta).batch_range
+    low, high = spec.batch_range
     if max_batch > 0 and (low > 1 or high < max_batch):
         raise SsrDeployError(
             f"--max-batch {max_batch} needs a model taking batches 1 to {max_batch}, and this "
             f"one takes {low} to {high}; export with --dynamic-batch --max-batch {max_batch} "
             "(and build the engine's profile up to it), or use --max-batch 0")
 
-    def dims(shape: list[int]) -> str:
+    def dims(shape: tuple[int, ...]) -> str:
         return ", ".join(str(d) for d in (shape[1:] if max_batch > 0 else shape))
 
     lines = [f"name: {pbtxt_string(name)}", f'platform: "{platform}"',
              f"max_batch_size: {max_batch}"]
-    for key, word in (("input", "input"), ("output", "output")):
-        spec = meta[key]
-        lines += [f"{word} [", "  {", f"    name: {pbtxt_string(spec['name'])}",
-                  f"    data_type: {TRITON_TYPES[spec['dtype']]}",
-                  f"    dims: [ {dims(spec['shape'])} ]", "  }", "]"]
+    for word, tensor in (("input", spec.input), ("output", spec.output)):
+        lines += [f"{word} [", "  {", f"    name: {pbtxt_string(tensor.name)}",
+                  f"    data_type: {TRITON_TYPES[tensor.dtype]}",
+                  f"    dims: [ {dims(tensor.shape)} ]", "  }", "]"]
     if max_batch > 0:
         preferred = sorted({b for b in (1, 2, 4, 8, 16, 32, 64) if b <= max_batch} | {max_batch})
         lines += ["dynamic_batching {",
@@ -53,7 +51,7 @@ def config_pbtxt(meta: dict[str, Any], name: str, platform: str, max_batch: int,
     lines += ["instance_group [", "  {", f"    count: {instances}", f"    kind: {kind}", "  }",
               "]", "parameters {", '  key: "ssr_deploy_genotype"',
               f"  value: {{ string_value: "
-              f"{pbtxt_string(meta['genotype']['name'] + ' ' + meta['genotype']['hash'][:12])} }}",
+              f"{pbtxt_string(spec.genotype_name + ' ' + spec.genotype_hash[:12])} }}",
               "}"]
     return "\n".join(lines) + "\n"
 
@@ -72,14 +70,14 @@ def write_repository(model: str | Path, repo: str | Path, name: str = "ssrnet",
         raise SsrDeployError(f"{model.name}: Triton serves .onnx or .engine/.plan files here")
     # as `bench` would open it: its sidecar's sha256 matches, the ONNX reads, external data
     # stays inside its folder and is there (and is copied along)
-    meta = ModelSpec.load(model).to_dict()
+    spec = ModelSpec.load(model)
     external = [] if is_engine else check_onnx_file(model)[1]
     if is_engine and cpu:
         raise SsrDeployError("a TensorRT engine runs on a GPU only; drop --cpu")
     platform = "tensorrt_plan" if is_engine else "onnxruntime_onnx"
     if instances < 1:
         raise SsrDeployError(f"--instances {instances}: at least 1")
-    text = config_pbtxt(meta, name, platform, max_batch, instances,
+    text = config_pbtxt(spec, name, platform, max_batch, instances,
                         "KIND_CPU" if cpu else "KIND_GPU")
     folder = repo / name / str(version)
     target = folder / ("model.plan" if is_engine else "model.onnx")
@@ -96,13 +94,13 @@ def write_repository(model: str | Path, repo: str | Path, name: str = "ssrnet",
                                  "folder; move it, or give another --repo or --name")
     folder.mkdir(parents=True, exist_ok=True)
     with run_lock(repo / name, "export triton", "--repo"):  # one writer per model folder
-        _write(model, repo, name, folder, target, meta, text, external, is_engine)
+        _write(model, repo, name, folder, target, spec, text, external, is_engine)
     return repo / name / "config.pbtxt"
 
 
-def _write(model: Path, repo: Path, name: str, folder: Path, target: Path, meta: dict,
+def _write(model: Path, repo: Path, name: str, folder: Path, target: Path, spec: ModelSpec,
            text: str, external: list[Path], is_engine: bool) -> None:
-    sidecar = ModelSpec.sidecar_text(target.name, meta["sha256"], meta)  # names the copy
+    sidecar = ModelSpec.sidecar_text(target.name, spec.sha256, spec.to_dict())  # names the copy
     writers = {target: lambda tmp: shutil.copyfile(model, tmp),
                sidecar_path(target): lambda tmp: tmp.write_text(sidecar),
                repo / name / "config.pbtxt": lambda tmp: tmp.write_text(text)}

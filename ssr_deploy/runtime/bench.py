@@ -112,7 +112,7 @@ def run(entries: list[tuple[str, Segmenter]], batches: list[int], iters: int = 5
         for label, seg in entries:
             stats = latency_stats(samples[label])
             result = BenchResult(
-                backend=label, model=str(seg.spec.get("file", "")),
+                backend=label, model=seg.spec.file or "",
                 device=getattr(seg.backend, "device_name", "cpu"), batch=batch,
                 size=list(size), iters=iters, fps=batch * 1e3 / stats["mean"],
                 latency_ms=stats, precision=seg.backend.precision,

@@ -1,6 +1,5 @@
 """Everything of the TensorRT export that needs no TensorRT."""
 
-import copy
 import sys
 from types import SimpleNamespace
 
@@ -10,9 +9,9 @@ import pytest
 
 from ssr_deploy import SsrDeployError
 from ssr_deploy.backends.tensorrt.build import onnx_for_tensorrt
+from ssr_deploy.backends.tensorrt.engine import buffer_plan
 from ssr_deploy.backends.tensorrt.library import TensorRT, check_compatibility, check_version
 from ssr_deploy.backends.tensorrt.profiles import optimization_profile, parse_bhw
-from ssr_deploy.backends.tensorrt.runner import buffer_plan
 from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.export.calibration import CalibrationBatches
 from ssr_deploy.export.metadata import read_sidecar
@@ -24,7 +23,7 @@ from ssr_deploy.spec import ModelSpec
 
 def test_profile_from_onnx_ranges(labels_onnx):
     meta = read_sidecar(labels_onnx)
-    profile = optimization_profile(meta)
+    profile = optimization_profile(ModelSpec.from_dict(meta))
     assert profile.name == "images"
     assert (profile.min, profile.opt, profile.max) == ((1, 32, 64, 3), (2, 64, 128, 3),
                                                        (16, 128, 256, 3))
@@ -32,7 +31,7 @@ def test_profile_from_onnx_ranges(labels_onnx):
 
 def test_profile_narrowed_by_user(labels_onnx):
     meta = read_sidecar(labels_onnx)
-    profile = optimization_profile(meta, "1x64x128", "4x64x128", "8x128x256")
+    profile = optimization_profile(ModelSpec.from_dict(meta), "1x64x128", "4x64x128", "8x128x256")
     assert profile.to_dict() == {"input": "images", "min": [1, 64, 128, 3],
                                  "opt": [4, 64, 128, 3], "max": [8, 128, 256, 3]}
 
@@ -45,7 +44,7 @@ def test_profile_narrowed_by_user(labels_onnx):
 ])
 def test_profile_refusals(labels_onnx, shapes, message):
     with pytest.raises(SsrDeployError, match=message):
-        optimization_profile(read_sidecar(labels_onnx), *shapes)
+        optimization_profile(ModelSpec.load(labels_onnx), *shapes)
 
 
 def test_static_onnx_profile_is_its_shape(tmp_path):
@@ -54,10 +53,10 @@ def test_static_onnx_profile_is_its_shape(tmp_path):
 
     path = export_onnx(build_model("ssr-cityscapes"), tmp_path / "s.onnx", size=(32, 64)).path
     meta = read_sidecar(path)
-    profile = optimization_profile(meta)
+    profile = optimization_profile(ModelSpec.from_dict(meta))
     assert profile.min == profile.opt == profile.max == (1, 3, 32, 64)
     with pytest.raises(SsrDeployError, match=r"\(fixed: 1x32x64 to 1x32x64\)"):
-        optimization_profile(meta, max_shape="4x32x64")
+        optimization_profile(ModelSpec.from_dict(meta), max_shape="4x32x64")
 
 
 def test_parse_bhw():
@@ -100,7 +99,8 @@ def test_engine_on_other_gpu_is_refused_same_chip_warns(engine_spec):
     pcie = {"name": "NVIDIA A100-PCIE-40GB", "compute_capability": "8.0"}
     warnings = check_compatibility(engine_spec, full("10.3.0"), pcie)
     assert "rebuilding here may be faster" in warnings[0]
-    same = copy.deepcopy(engine_spec.get("tensorrt")["gpu"])
+    same = {"name": engine_spec.engine.gpu.name,
+            "compute_capability": engine_spec.engine.gpu.compute_capability}
     assert check_compatibility(engine_spec, full("10.3.0"), same) == []
     with pytest.raises(SsrDeployError, match="no usable NVIDIA GPU"):
         check_compatibility(engine_spec, full("10.3.0"), None)
@@ -247,7 +247,7 @@ def test_buffer_plan_from_profile(engine_spec):
 
 
 def test_engine_io_is_checked_against_the_sidecar(labels_onnx):
-    from ssr_deploy.backends.tensorrt.runner import TensorIO, check_engine_io
+    from ssr_deploy.backends.tensorrt.engine import TensorIO, check_engine_io
 
     meta = read_sidecar(labels_onnx)
     meta["output"]["dtype"] = "int32"  # as the int32 fallback makes it

@@ -9,6 +9,7 @@ from ssr_deploy.export.metadata import read_sidecar
 from ssr_deploy.export.onnx import export_onnx
 from ssr_deploy.export.triton import config_pbtxt, write_repository
 from ssr_deploy.runtime.compare import compare
+from ssr_deploy.spec import ModelSpec
 
 
 def test_triton_repository(tmp_path, labels_onnx):
@@ -26,8 +27,8 @@ def test_triton_repository(tmp_path, labels_onnx):
 
 def test_triton_engine_and_fixed_batch(tmp_path, labels_onnx):
     meta = read_sidecar(labels_onnx)
-    engine_meta = {**meta, "profile": {"min": [1, 64, 128, 3], "opt": [4, 64, 128, 3],
-                                       "max": [4, 64, 128, 3]}}
+    engine_meta = ModelSpec.from_dict({**meta, "profile": {
+        "min": [1, 64, 128, 3], "opt": [4, 64, 128, 3], "max": [4, 64, 128, 3]}})
     assert 'platform: "tensorrt_plan"' in config_pbtxt(engine_meta, "m", "tensorrt_plan", 4, 1)
     with pytest.raises(SsrDeployError, match="--max-batch 8 needs a model taking batches 1 to 8"):
         config_pbtxt(engine_meta, "m", "tensorrt_plan", 8, 1)

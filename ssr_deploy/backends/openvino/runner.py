@@ -123,7 +123,7 @@ def _check_files(path: Path, spec: ModelSpec) -> Path:
             raise UsageError(
                 f"{path.name} is an {spec.precision} graph verified in onnxruntime, not in "
                 f"OpenVINO: convert the fp32 ONNX with `ssr-deploy export openvino "
-                f"{spec.get('fp32_onnx') or 'model.onnx'} -o model.xml --precision "
+                f"{spec.fp32_onnx or 'model.onnx'} -o model.xml --precision "
                 f"{'int8' if spec.precision == 'int8' else 'bf16'}` (verified in OpenVINO), "
                 "or run it with --backend onnxruntime")
         return path

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ssr_deploy.errors import SsrDeployError, UsageError
+from ssr_deploy.spec import EngineBuild, Gpu, ModelSpec
 
 BUILDERS = ("tensorrt", "tensorrt-rtx")
 MODULES = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
@@ -118,12 +119,12 @@ def parse_compute_capabilities(text: str | None, library: TensorRT) -> tuple[str
     return wanted
 
 
-def engine_targets(spec_tensorrt: dict[str, Any]) -> tuple[str, ...]:
+def engine_targets(built: EngineBuild) -> tuple[str, ...]:
     """The compute capabilities an engine's sidecar says it runs on."""
-    if spec_tensorrt.get("builder", "tensorrt") == "tensorrt-rtx":
-        return tuple(spec_tensorrt.get("compute_capabilities") or RTX_DEFAULT_TARGETS)
-    gpu = spec_tensorrt.get("gpu") or {}
-    return (gpu["compute_capability"],) if gpu.get("compute_capability") else ()
+    if built.builder == "tensorrt-rtx":
+        return built.compute_capabilities or RTX_DEFAULT_TARGETS
+    cc = built.gpu.compute_capability if built.gpu else None
+    return (cc,) if cc else ()
 
 
 def sm(cc: str | None) -> str:
@@ -140,12 +141,12 @@ def check_engine_builder(engine_name: str, builder: str, header: bytes) -> None:
                              "it again with `ssr-deploy export engine`")
 
 
-def check_gpu_runs(engine_name: str, spec_tensorrt: dict[str, Any],
-                   gpu: dict[str, str] | None, gpu_error: str = "") -> None:
+def check_gpu_runs(engine_name: str, built: EngineBuild, gpu: dict[str, str] | None,
+                   gpu_error: str = "") -> None:
     """One line saying what the engine needs and what this machine has, when it cannot run
     here. ``gpu`` None: no usable NVIDIA GPU (``gpu_error`` says why)."""
-    builder = spec_tensorrt.get("builder", "tensorrt")
-    targets = engine_targets(spec_tensorrt)
+    builder = built.builder
+    targets = engine_targets(built)
     needs = (f"a {NAMES[builder]} engine for {', '.join(sm(cc) for cc in targets)}"
              if targets else f"a {NAMES[builder]} engine")
     if gpu is None:
@@ -162,14 +163,14 @@ def check_gpu_runs(engine_name: str, spec_tensorrt: dict[str, Any],
                              f"({sm(cc)}): {fix}")
 
 
-def check_compatibility(spec: Any, library: TensorRT, gpu: dict[str, str] | None,
+def check_compatibility(spec: ModelSpec, library: TensorRT, gpu: dict[str, str] | None,
                         engine_name: str = "the engine", gpu_error: str = "") -> list[str]:
     """Refuse an engine built with another release, or for a GPU other than this one (full
     TensorRT: its compute capability; TensorRT-RTX: not among its targets), with one line
     that says which and how to rebuild; return warnings (same chip, other board)."""
-    built = spec.get("tensorrt", {})
-    built_version = built.get("version")
-    rebuild = (f"rebuild it here: ssr-deploy export engine {spec.get('onnx', 'model.onnx')} -o "
+    built = spec.engine or EngineBuild()
+    built_version = built.version
+    rebuild = (f"rebuild it here: ssr-deploy export engine {spec.onnx or 'model.onnx'} -o "
                f"{engine_name}{' --builder tensorrt-rtx' if library.is_rtx else ''}")
     if built_version != library.version:
         raise SsrDeployError(f"{engine_name} was built with {NAMES[library.builder]} "
@@ -178,13 +179,13 @@ def check_compatibility(spec: Any, library: TensorRT, gpu: dict[str, str] | None
     check_gpu_runs(engine_name, built, gpu, gpu_error)
     if library.is_rtx:
         return []
-    built_gpu = built.get("gpu") or {}
-    if built_gpu.get("compute_capability") != gpu.get("compute_capability"):
-        raise SsrDeployError(f"{engine_name} was built for {built_gpu.get('name')} "
-                             f"({sm(built_gpu.get('compute_capability'))}), this GPU is "
+    built_gpu = built.gpu or Gpu()
+    if built_gpu.compute_capability != gpu.get("compute_capability"):
+        raise SsrDeployError(f"{engine_name} was built for {built_gpu.name} "
+                             f"({sm(built_gpu.compute_capability)}), this GPU is "
                              f"{gpu.get('name')} ({sm(gpu.get('compute_capability'))}); {rebuild}")
-    if built_gpu.get("name") != gpu.get("name"):
-        return [f"{engine_name} was tuned on {built_gpu.get('name')}, running on {gpu.get('name')}"
+    if built_gpu.name != gpu.get("name"):
+        return [f"{engine_name} was tuned on {built_gpu.name}, running on {gpu.get('name')}"
                 " (same compute capability): it runs, but rebuilding here may be faster"]
     return []
 

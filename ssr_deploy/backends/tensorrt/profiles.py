@@ -33,19 +33,18 @@ def parse_bhw(text: str) -> tuple[int, int, int]:
     return int(match[1]), int(match[2]), int(match[3])
 
 
-def _onnx_ranges(meta: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
+def _onnx_ranges(spec: ModelSpec) -> dict[str, tuple[int, int, int]]:
     """(batch, h, w) at min/opt/max as the ONNX export allows them."""
-    spec = ModelSpec.from_dict(meta)
     batch = spec.batch or (spec.batch_range[0],) * 3
     sizes = spec.sizes or (spec.input.size,) * 3
     return {k: (batch[i], *sizes[i]) for i, k in enumerate(("min", "opt", "max"))}
 
 
-def optimization_profile(meta: dict[str, Any], min_shape: str | None = None,
+def optimization_profile(spec: ModelSpec, min_shape: str | None = None,
                          opt_shape: str | None = None, max_shape: str | None = None) -> Profile:
-    """The profile for the ONNX described by ``meta``: its dynamic ranges, narrowed by the
+    """The profile for the ONNX described by ``spec``: its dynamic ranges, narrowed by the
     user's ``--min/--opt/--max`` (BxHxW). Anything outside what the ONNX allows is refused."""
-    allowed = _onnx_ranges(meta)
+    allowed = _onnx_ranges(spec)
     chosen = dict(allowed)
     for key, text in (("min", min_shape), ("opt", opt_shape), ("max", max_shape)):
         if text:
@@ -58,16 +57,16 @@ def optimization_profile(meta: dict[str, Any], min_shape: str | None = None,
                 f"--{key} {'x'.join(map(str, shape))} is outside what the ONNX allows "
                 f"({fixed}: {'x'.join(map(str, lo))} to {'x'.join(map(str, hi))}); re-export "
                 "the ONNX with --dynamic-batch / --dynamic-size and a wider range")
-        multiple = meta["input"]["size_multiple"]
+        multiple = spec.input.size_multiple
         if shape[1] % multiple or shape[2] % multiple:
             raise UsageError(f"--{key} {'x'.join(map(str, shape))}: height and width must be "
                              f"multiples of {multiple}")
     if not all(a <= b <= c for a, b, c in zip(chosen["min"], chosen["opt"], chosen["max"],
                                               strict=True)):
         raise UsageError("profile shapes must satisfy min <= opt <= max in every dimension")
-    nhwc = meta["input"]["layout"] == "NHWC"
+    nhwc = spec.input.layout == "NHWC"
 
     def layout(b: int, h: int, w: int) -> tuple[int, ...]:
         return (b, h, w, 3) if nhwc else (b, 3, h, w)
 
-    return Profile(meta["input"]["name"], *(layout(*chosen[k]) for k in ("min", "opt", "max")))
+    return Profile(spec.input.name, *(layout(*chosen[k]) for k in ("min", "opt", "max")))
