@@ -45,9 +45,9 @@ from ssr_deploy import build_model  # noqa: E402
 from ssr_deploy.export.onnx import export_onnx  # noqa: E402
 from ssr_deploy.genotype import Genotype  # noqa: E402
 from ssr_deploy.io import atomic_write_text  # noqa: E402
-from ssr_deploy.lut import LutOptions, build_lut  # noqa: E402
+from ssr_deploy.latency import LutOptions, build_lut  # noqa: E402
 from ssr_deploy.runtime.bench import machine_info  # noqa: E402
-from ssr_deploy.search.latency import LatencyTable  # noqa: E402
+from ssr_deploy.latency.table import LatencyTable  # noqa: E402
 from ssr_deploy.search.space import SearchSpace  # noqa: E402
 from ssr_deploy.spec import RUNTIME_IO  # noqa: E402
 
@@ -238,7 +238,7 @@ def main() -> None:
 def drift_probe(space: SearchSpace, table: LatencyTable, options: LutOptions):
     """A function that re-times the next of 24 of the table's parts (seeded) and returns
     its time over the table's."""
-    from ssr_deploy import lut
+    from ssr_deploy import latency as lut
 
     rng = random.Random(1)
     parts = {p.key: p for p in lut.probes(space, options)}

@@ -24,7 +24,7 @@ def genotype_summary(name_or_path: str, sizes: tuple[tuple[int, int], ...],
     genotype = Genotype.load(name_or_path)
     latency = None
     if lut:
-        from ssr_deploy.search.latency import LatencyTable
+        from ssr_deploy.latency.table import LatencyTable
 
         table = LatencyTable.load(lut)
         latency = table.predict(genotype, num_classes)

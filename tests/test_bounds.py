@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from ssr_deploy.cli import main
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.search.latency import LatencyTable
+from ssr_deploy.latency.table import LatencyTable
 from ssr_deploy.search.space import SearchSpace
 from ssr_deploy.spec import ModelSpec, sidecar_path
 
@@ -94,8 +94,8 @@ def test_a_search_space_is_typed_and_bounded_at_load(tmp_path, change, message):
 
 @pytest.fixture(scope="module")
 def tiny_table(tmp_path_factory):
-    from ssr_deploy.lut import LutOptions, build_lut
-    from tests.search.test_latency import TINY
+    from ssr_deploy.latency import LutOptions, build_lut
+    from tests.latency.test_latency import TINY
 
     path = tmp_path_factory.mktemp("lut") / "lut.json"
     build_lut(TINY, path, LutOptions(size=(32, 64), width_grid=(2, 2, 2), repeats=1, passes=1,

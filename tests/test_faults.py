@@ -257,8 +257,8 @@ def test_lut_build_keeps_what_it_measured_through_a_full_disk_and_a_kill(disk, t
     same command then finishes."""
     import json
 
-    from ssr_deploy.search.latency import LatencyTable
-    from tests.search.test_latency import TINY
+    from ssr_deploy.latency.table import LatencyTable
+    from tests.latency.test_latency import TINY
 
     space = tmp_path / "space.json"
     space.write_text(json.dumps(TINY.to_dict()))

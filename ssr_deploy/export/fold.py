@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssr_deploy.model.blocks import Downsampler
-from ssr_deploy.model.net import SSRNet
 
 
 class FoldedDownsampler(nn.Module):
@@ -37,15 +36,15 @@ class FoldedDownsampler(nn.Module):
         return F.relu(torch.cat([self.conv(x), pooled], 1))
 
 
-def fold_batchnorm(net: SSRNet) -> SSRNet:
-    """An eval-mode copy of ``net`` whose downsampler BNs are folded (the exporter folds
-    every conv -> BN pair itself)."""
+def fold_batchnorm(net: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``net`` (a network or one of its parts) whose downsampler BNs
+    are folded (the exporter folds every conv -> BN pair itself)."""
     net = copy.deepcopy(net).eval()
+    if isinstance(net, Downsampler):
+        return FoldedDownsampler(net)
     for name, module in list(net.named_modules()):
         if isinstance(module, Downsampler):
             parent_name, _, child = name.rpartition(".")
             parent = net.get_submodule(parent_name) if parent_name else net
             setattr(parent, child, FoldedDownsampler(module))
     return net
-
-

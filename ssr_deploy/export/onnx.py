@@ -4,6 +4,7 @@ and its sidecar. A failed verification leaves nothing at the final path."""
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import time
 import warnings
@@ -19,7 +20,6 @@ from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.export.fold import fold_batchnorm
 from ssr_deploy.export.metadata import (
     ExportResult,
-    build_metadata,
     check_companion,
     maybe_same_network,
     publish_models,
@@ -39,7 +39,7 @@ from ssr_deploy.model.checkpoint import load_model, load_weights, read_weights_f
 from ssr_deploy.model.deploy import DeployModel
 from ssr_deploy.model.net import SSRNet, build_model
 from ssr_deploy.names import node_name
-from ssr_deploy.spec import Dynamic, IOFormat, sidecar_path
+from ssr_deploy.spec import Dynamic, IOFormat, build_metadata, sidecar_path
 
 __all__ = ["ExportResult", "OnnxOptions", "export_onnx", "format_report", "fp32_path_for",
            "load_source", "summary_line"]
@@ -238,6 +238,36 @@ def _saver(model: onnx.ModelProto) -> Callable[[Path], None]:
     return lambda tmp: onnx.save(model, str(tmp))
 
 
+def to_onnx(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], opset: int,
+            simplify: bool = True, fast: bool = False, **names: Any) -> onnx.ModelProto:
+    """The one exporter: ``module`` (eval mode, BN folded by the caller) on ``inputs`` ->
+    an ONNX graph of ``opset``, simplified with onnxslim. ``names``: torch.onnx.export's
+    ``input_names``, ``output_names``, ``dynamic_shapes``. ``fast``: torch's TorchScript
+    exporter where this torch has it (the same ONNX ops as the dynamo export for our parts,
+    checked; 5-15x faster to make: the latency table's hundreds of parts), else dynamo."""
+    with quiet_exporter(), torch.no_grad():
+        model = None
+        if fast:
+            try:
+                buffer = io.BytesIO()
+                torch.onnx.export(module, inputs, buffer, dynamo=False, opset_version=opset)
+                model = onnx.load_from_string(buffer.getvalue())
+            except Exception:  # noqa: BLE001 - a torch without the TorchScript exporter
+                model = None
+        if model is None:
+            model = torch.onnx.export(module, inputs, dynamo=True, opset_version=opset,
+                                      verbose=False, **names).model_proto
+    written = next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
+    if written != opset:
+        raise UsageError(f"--opset {opset}: torch's exporter wrote opset {written} instead; "
+                         f"use --opset {written}")
+    if simplify:
+        import onnxslim
+
+        model = onnxslim.slim(model)
+    return model
+
+
 def _export_verified(net: SSRNet, o: OnnxOptions, step: Callable[[str], None]
                      ) -> tuple[onnx.ModelProto, dict[str, Any], dict[str, Any]]:
     """The fp32 graph in memory, with its metadata and its verification against PyTorch."""
@@ -246,17 +276,9 @@ def _export_verified(net: SSRNet, o: OnnxOptions, step: Callable[[str], None]
     step("export")
     deploy = DeployModel(fold_batchnorm(net), o.io).eval()
     example_batch = 2 if dynamic.batch and o.batch == 1 else o.batch  # 1 would be specialised
-    with quiet_exporter():
-        program = torch.onnx.export(
-            deploy, (_example(o.io, example_batch, o.size),), dynamo=True,
-            opset_version=o.opset, input_names=[o.io.input_name],
-            output_names=[o.io.output_name],
-            dynamic_shapes=_dynamic_shapes(genotype, o.io, dynamic), verbose=False)
-    model = program.model_proto
-    written = next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
-    if written != o.opset:
-        raise UsageError(f"--opset {o.opset}: torch's exporter wrote opset {written} instead; "
-                         f"use --opset {written}")
+    model = to_onnx(deploy, (_example(o.io, example_batch, o.size),), o.opset, simplify=False,
+                    input_names=[o.io.input_name], output_names=[o.io.output_name],
+                    dynamic_shapes=_dynamic_shapes(genotype, o.io, dynamic))
     name_nodes_by_module(model)
     step("simplify")
     if o.simplify:
@@ -264,7 +286,8 @@ def _export_verified(net: SSRNet, o: OnnxOptions, step: Callable[[str], None]
 
         model = onnxslim.slim(model)
     cast_uint8_inputs_first(model)
-    metadata = build_metadata(genotype, o.io, o.batch, o.size, net.num_classes, dynamic, o.opset)
+    metadata = build_metadata(genotype, o.io, o.batch, o.size, net.num_classes, dynamic, o.opset,
+                              producer={"torch": torch.__version__, "onnx": onnx.__version__})
     onnx.helper.set_model_props(model, to_props(metadata))
     model.producer_name, model.producer_version = "ssr-deploy", metadata["producer"]["ssr_deploy"]
 

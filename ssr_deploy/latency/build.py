@@ -12,11 +12,11 @@ from tqdm import tqdm
 
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.io import atomic_write_text, read_json
-from ssr_deploy.lut.clock import Clock
-from ssr_deploy.lut.options import BLOCK_KEY, SAME, LutOptions
-from ssr_deploy.lut.parts import probes
+from ssr_deploy.latency.clock import Clock
+from ssr_deploy.latency.options import BLOCK_KEY, SAME, LutOptions
+from ssr_deploy.latency.parts import probes
+from ssr_deploy.latency.table import FORMAT, KIND, LatencyTable, one_hot
 from ssr_deploy.runs import run_lock
-from ssr_deploy.search.latency import FORMAT, KIND, LatencyTable, one_hot
 from ssr_deploy.search.space import SearchSpace
 from ssr_deploy.spec import runtime_io
 

@@ -8,8 +8,8 @@ import numpy as np
 
 from ssr_deploy.backends import part_timer_class
 from ssr_deploy.backends.base import Part, PartTimer
-from ssr_deploy.lut.options import IO_KEY, LutOptions
-from ssr_deploy.lut.parts import Probe, example_input, export_part
+from ssr_deploy.latency.options import IO_KEY, LutOptions
+from ssr_deploy.latency.parts import Probe, example_input, export_part
 
 
 class Clock:

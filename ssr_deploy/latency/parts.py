@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ssr_deploy.lut.options import IO_KEY, LutOptions
-from ssr_deploy.search.latency import block_key, diagonal, down_key, grid_widths, head_key
+from ssr_deploy.latency.options import IO_KEY, LutOptions
+from ssr_deploy.latency.table import block_key, diagonal, down_key, grid_widths, head_key
 from ssr_deploy.search.space import SearchSpace
 from ssr_deploy.spec import runtime_io
 
@@ -51,12 +51,13 @@ class _Head(nn.Module):
 
 
 def probes(space: SearchSpace, o: LutOptions) -> list[Probe]:
-    """Every part the table needs, then the off-grid checks (keys ``check/<block>``)."""
-    from ssr_deploy.export.fold import FoldedDownsampler
-    from ssr_deploy.model.blocks import Downsampler, FactorisedResidual
+    """Every part the table needs, then the off-grid checks (keys ``check/<block>``). Each
+    part is made as the network and the supernet make it (``model.net``: ``stem_of``,
+    ``layer_of``, ``head_of``; the stage downsampler), so the table times what runs."""
+    from ssr_deploy.genotype import Layer
+    from ssr_deploy.model.blocks import Downsampler
     from ssr_deploy.model.deploy import DeployModel
-    from ssr_deploy.model.head import SegHead
-    from ssr_deploy.model.net import build_model
+    from ssr_deploy.model.net import build_model, head_of, layer_of, stem_of
     from ssr_deploy.search.supernet import SuperNet, decode
 
     eps, (h, w), b = space.bn_eps, o.size, o.batch
@@ -68,10 +69,12 @@ def probes(space: SearchSpace, o: LutOptions) -> list[Probe]:
         return (b, channels, h // stride, w // stride), "float32"
 
     def down(c_in: int, c_out: int) -> Callable[[], nn.Module]:
-        return lambda: FoldedDownsampler(Downsampler(c_in, c_out, eps).eval())
+        return lambda: Downsampler(c_in, c_out, eps)
 
-    out = [Probe("stem", lambda: _Stem(deploy, FoldedDownsampler(Downsampler(
-        3, space.stem_channels, eps).eval())), [((b, h, w, 3), "uint8")])]
+    def block(i, m, ot, d, r, st) -> Callable[[], nn.Module]:
+        return lambda: layer_of(Layer("fr", d, r, i, m, ot), st.dropout, eps)
+
+    out = [Probe("stem", lambda: _Stem(deploy, stem_of(space)), [((b, h, w, 3), "uint8")])]
     if o.device.startswith("cuda"):  # frames to the GPU and labels back, as the runtime does
         out.append(Probe(IO_KEY, nn.Identity, [((b, h, w, 3), "uint8")]))
     prev, prev_stride = [space.stem_channels], 2
@@ -82,25 +85,19 @@ def probes(space: SearchSpace, o: LutOptions) -> list[Probe]:
         out += [Probe(down_key(s, c), down(c, st.channels), [fmap(prev_stride, c)])
                 for c in prev]
         gi, gm, go = (grid_widths(space.widths(s), n) for n in o.width_grid)
-
-        def block(i, m, ot, d, r, st=st):
-            return lambda: FactorisedResidual(i, m, ot, d, r, st.dropout, eps).eval()
-
         for r in space.resolutions:
             for d in space.dilations:
                 corners = [(i, m, ot) for i in gi for m in gm for ot in go] \
                     if d in grid_dilations else diagonal(gi, gm, go)
-                blocks += [Probe(block_key(s, d, r, *c), block(*c, d, r), [fmap(st.stride,
-                                                                                 c[0])])
-                           for c in corners]
+                blocks += [Probe(block_key(s, d, r, *c), block(*c, d, r, st),
+                                 [fmap(st.stride, c[0])]) for c in corners]
         prev, prev_stride = go, st.stride
     out += blocks
     first, last = space.stages[0], space.stages[-1]
     for f in grid_widths(space.widths(0), o.width_grid[1]):
         for la in grid_widths(space.widths(len(space.stages) - 1), o.width_grid[1]):
             def head(f=f, la=la):
-                return _Head(deploy, SegHead(la, f, space.stem_channels, first.stride // 2,
-                                             space.head, o.num_classes, eps).eval(), (h, w))
+                return _Head(deploy, head_of(space, la, f, o.num_classes), (h, w))
 
             out.append(Probe(head_key(f, la), head, [fmap(last.stride, la),
                                                      fmap(first.stride, f),
@@ -117,7 +114,7 @@ def probes(space: SearchSpace, o: LutOptions) -> list[Probe]:
         if key in measured:
             continue
         measured.add(key)
-        out.append(Probe(f"check/{key}", block(*c, d, r, st=space.stages[s]),
+        out.append(Probe(f"check/{key}", block(*c, d, r, space.stages[s]),
                          [fmap(space.stages[s].stride, c[0])]))
     return out
 
@@ -130,25 +127,11 @@ def example_input(shape: tuple[int, ...], dtype: str, rng: np.random.Generator) 
 
 
 def export_part(probe: Probe, opset: int = 18) -> bytes:
-    """The part's ONNX: BN folded, simplified with onnxslim, as ``export onnx`` writes a
-    network. Exported with torch's TorchScript exporter where this torch has it: the same
-    ONNX ops as the dynamo export of the network (checked), 5-15x faster to make; the
-    dynamo exporter otherwise."""
-    import io
+    """The part's ONNX as ``export onnx`` writes a network: BN folded, through the one
+    exporter (its fast path: the parts are many), simplified with onnxslim."""
+    from ssr_deploy.export.fold import fold_batchnorm
+    from ssr_deploy.export.onnx import to_onnx
 
-    import onnx
-    import onnxslim
-
-    from ssr_deploy.export.onnx import quiet_exporter
-
-    module = probe.module().eval()
+    module = fold_batchnorm(probe.module())
     xs = tuple(torch.zeros(shape, dtype=getattr(torch, dtype)) for shape, dtype in probe.inputs)
-    with quiet_exporter(), torch.no_grad():
-        try:
-            buffer = io.BytesIO()
-            torch.onnx.export(module, xs, buffer, dynamo=False, opset_version=opset)
-            model = onnx.load_from_string(buffer.getvalue())
-        except Exception:  # noqa: BLE001 - a torch without the TorchScript exporter
-            model = torch.onnx.export(module, xs, dynamo=True, opset_version=opset,
-                                      verbose=False).model_proto
-    return onnxslim.slim(model).SerializeToString()
+    return to_onnx(module, xs, opset, fast=True).SerializeToString()

@@ -2,7 +2,7 @@
 device through one backend, and from it a network's predicted latency, exact for a
 genotype and differentiable for the supernet.
 
-Parts, each timed alone in the shapes it has in the network (``ssr_deploy.lut``
+Parts, each timed alone in the shapes it has in the network (``ssr_deploy.latency``
 measures them): ``io`` on a GPU (the frame's copy in, the labels' copy out), ``stem`` (with
 the fused input conversion), each stage's downsampler
 (``down{s}.{width in}``), every candidate block (``stage{s}.d{D}.r{R}.{in}-{mid}-{out}``)

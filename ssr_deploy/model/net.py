@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
-from ssr_deploy.genotype import Genotype, Stage
+from ssr_deploy.genotype import Genotype, Layer, Stage
 from ssr_deploy.model.blocks import Downsampler, FactorisedResidual
 from ssr_deploy.model.head import SegHead
+
+
+# ---- the parts, each made in one place: by the network, the supernet and the latency table
+def stem_of(arch: Genotype | Any) -> Downsampler:
+    """The stem of a genotype or a search space (both name ``stem_channels``, ``bn_eps``)."""
+    return Downsampler(3, arch.stem_channels, arch.bn_eps)
+
+
+def layer_of(layer: Layer, dropout: float, eps: float) -> nn.Module:
+    """A genotype layer's module: a factorised residual block, or an identity for ``skip``."""
+    if layer.is_skip:
+        return nn.Identity()
+    return FactorisedResidual(layer.in_channels, layer.mid_channels, layer.out_channels,
+                              layer.dilation, layer.resolution, dropout, eps)
+
+
+def head_of(arch: Genotype | Any, deep: int, shallow: int, num_classes: int) -> SegHead:
+    """The head of a genotype or a search space over ``deep`` channels from the last stage
+    and ``shallow`` from the first."""
+    first = arch.stages[0]
+    return SegHead(deep, shallow, arch.stem_channels, first.stride // 2, arch.head,
+                   num_classes, arch.bn_eps)
 
 
 class SSRStage(nn.Module):
@@ -17,11 +41,8 @@ class SSRStage(nn.Module):
     def __init__(self, in_channels: int, stage: Stage, eps: float) -> None:
         super().__init__()
         self.down = Downsampler(in_channels, stage.channels, eps)
-        self.layers = nn.Sequential(*(
-            nn.Identity() if layer.is_skip else FactorisedResidual(
-                layer.in_channels, layer.mid_channels, layer.out_channels, layer.dilation,
-                layer.resolution, stage.dropout, eps)
-            for layer in stage.layers))
+        self.layers = nn.Sequential(*(layer_of(layer, stage.dropout, eps)
+                                      for layer in stage.layers))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(self.down(x))
@@ -36,16 +57,13 @@ class SSRNet(nn.Module):
         super().__init__()
         self.genotype = genotype
         self.num_classes = num_classes
-        eps = genotype.bn_eps
-        self.stem = Downsampler(3, genotype.stem_channels, eps)
+        self.stem = stem_of(genotype)
         stages, channels = [], genotype.stem_channels
         for stage in genotype.stages:
-            stages.append(SSRStage(channels, stage, eps))
+            stages.append(SSRStage(channels, stage, genotype.bn_eps))
             channels = stage.out_channels
         self.stages = nn.ModuleList(stages)
-        first = genotype.stages[0]
-        self.head = SegHead(channels, first.out_channels, genotype.stem_channels,
-                            first.stride // 2, genotype.head, num_classes, eps)
+        self.head = head_of(genotype, channels, genotype.stages[0].out_channels, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         height, width = x.shape[-2:]

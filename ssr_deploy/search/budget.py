@@ -86,7 +86,7 @@ def macs_tables(space, size: tuple[int, int], measure: str, num_classes: int) ->
 
 
 def latency_tables(table) -> CostTables:
-    """ms of every choice, as a ``search.latency.LatencyTable`` predicts them."""
+    """ms of every choice, as a ``latency.table.LatencyTable`` predicts them."""
     space = table.space
     ops, stages = space.ops(), space.stages
     down = [np.array([float(table.down_ms(0, float(space.stem_channels)))])]

@@ -1,6 +1,6 @@
 """The search's cost measure, one object per kind, with everything the searcher asks of it:
 MACs of the backbone or the whole network (``search.cost``), or latency predicted by a
-table measured on the target device (``search.latency``). Each gives the differentiable
+table measured on the target device (``latency.table``). Each gives the differentiable
 expected cost of the supernet, the cost of a discrete network, the per-choice tables the
 constraint works on (``search.budget``), its unit, how it reads in a line and what
 config.json records of it."""
@@ -94,7 +94,7 @@ def cost_measure(config, space, num_classes: int) -> MacsMeasure | LatencyMeasur
     """The measure a search's config asks for: latency with a table (``lut``), else MACs."""
     if not config.lut:
         return MacsMeasure(space, config.size, config.cost, num_classes)
-    from ssr_deploy.search.latency import LatencyTable
+    from ssr_deploy.latency.table import LatencyTable
 
     table = LatencyTable.load(config.lut)
     if table.meta["space"] != space.to_dict():

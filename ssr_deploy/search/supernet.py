@@ -15,8 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssr_deploy.genotype import Genotype, Layer, Stage
-from ssr_deploy.model.blocks import Downsampler
-from ssr_deploy.model.head import SegHead
+from ssr_deploy.model.net import head_of, stem_of
 from ssr_deploy.search.losses import normalise
 from ssr_deploy.search.space import SearchSpace
 
@@ -81,7 +80,7 @@ class SuperNet(nn.Module):
         self.register_buffer("mid_valid", is_fr[None, :, None].expand(n_layers, n_ops, n_w)
                              .clone())
         self.register_buffer("out_valid", self.mid_valid.clone())
-        self.stem = Downsampler(3, space.stem_channels, eps)
+        self.stem = stem_of(space)
         downs, layers, c_prev, w_min = [], nn.ModuleList(), space.stem_channels, None
         for s, st in enumerate(space.stages):
             downs.append(StageDown(c_prev, st.channels, w_min or c_prev, eps))
@@ -92,9 +91,8 @@ class SuperNet(nn.Module):
             c_prev, w_min = st.channels, min(space.widths(s))
         self.downs = nn.ModuleList(downs)
         self.layers = layers
-        first, last = space.stages[0], space.stages[-1]
-        self.head = SegHead(last.channels, first.channels, space.stem_channels,
-                            first.stride // 2, space.head, num_classes, eps)
+        self.head = head_of(space, space.stages[-1].channels, space.stages[0].channels,
+                            num_classes)
         for s in range(len(space.stages)):
             self.register_buffer(f"masks_{s}", width_masks(space.widths(s), space.stages[s]
                                                            .channels))

@@ -224,8 +224,8 @@ def test_cli_export_bench_and_the_precision_each_prints(labels_onnx, tmp_path):
 
 
 def test_the_part_timer_times_parts_as_the_backend_compiles_them(tmp_path):
-    from ssr_deploy.lut import LutOptions, build_lut
-    from tests.search.test_latency import TINY
+    from ssr_deploy.latency import LutOptions, build_lut
+    from tests.latency.test_latency import TINY
 
     precision = "bf16" if NATIVE_BF16 else "fp32"
     options = LutOptions(backend="openvino", precision=precision, size=(32, 64),

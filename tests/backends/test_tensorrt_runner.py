@@ -247,8 +247,8 @@ def test_the_timer_says_when_a_parts_engine_does_not_load(monkeypatch):
     """A real part, really built for sm_89; this machine's TensorRT-RTX runtime cannot load
     it (no GPU): one line instead of an AttributeError on None."""
     from ssr_deploy.backends.tensorrt import timer
-    from ssr_deploy.lut import LutOptions, export_part, probes
-    from tests.search.test_latency import TINY
+    from ssr_deploy.latency import LutOptions, export_part, probes
+    from tests.latency.test_latency import TINY
 
     pytest.importorskip("tensorrt_rtx", reason="needs pip install 'ssr-deploy[rtx]'")
     ada = {"name": "NVIDIA GeForce RTX 4090", "compute_capability": "8.9", "driver": "13.0"}

@@ -12,11 +12,11 @@ import torch
 from click.testing import CliRunner
 
 from ssr_deploy import Genotype
-from ssr_deploy import lut as lut_module
+from ssr_deploy import latency as lut_module
 from ssr_deploy.cli import main
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.lut import LutOptions, build_lut
-from ssr_deploy.search.latency import LatencyTable, block_key, down_key, head_key, one_hot
+from ssr_deploy.latency import LutOptions, build_lut
+from ssr_deploy.latency.table import LatencyTable, block_key, down_key, head_key, one_hot
 from ssr_deploy.search.space import SearchSpace, StageSpace
 from ssr_deploy.search.supernet import SuperNet
 
@@ -130,7 +130,7 @@ def synthetic_table(space: SearchSpace, f, grid: int = 2) -> LatencyTable:
 def synthetic_file(path, space: SearchSpace = TINY) -> LatencyTable:
     """A synthetic table written as `lut build` writes one (deterministic: for the search's
     logic, where a measured table of microsecond parts would be noise)."""
-    from ssr_deploy.search.latency import FORMAT, KIND
+    from ssr_deploy.latency.table import FORMAT, KIND
 
     table = synthetic_table(space, multilinear)
     path.write_text(json.dumps({"kind": KIND, "format": FORMAT, "complete": True,

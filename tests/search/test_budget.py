@@ -14,7 +14,7 @@ from ssr_deploy.search.budget import Budget, Pick, argmax, bounds, latency_table
 from ssr_deploy.search.cost import expected_macs, genotype_cost
 from ssr_deploy.search.space import SearchSpace, StageSpace
 from ssr_deploy.search.supernet import SuperNet, decode
-from tests.search.test_latency import multilinear, synthetic_table
+from tests.latency.test_latency import multilinear, synthetic_table
 
 MICRO = SearchSpace(stem_channels=8, stages=(StageSpace(4, 16, 2, 0.0), StageSpace(8, 24, 2, 0.0)),
                     dilations=(1, 2), width_choices=2)
