@@ -57,7 +57,7 @@ def trained_checkpoint(demo: Path | None, work: Path) -> Path:
     stages run into ``work/demo`` (the network trained as the demo trains it)."""
     if demo is not None:
         return demo / "train" / "best.pt"
-    from ssr_deploy.demo import Demo
+    from ssr_deploy.app.demo import Demo
 
     runner = Demo(work / "demo", progress=print)
     runner.stage("data", runner.data)

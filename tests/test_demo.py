@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from ssr_deploy import Genotype, SsrDeployError
+from ssr_deploy.app.demo import Demo
 from ssr_deploy.cli import main
-from ssr_deploy.demo import Demo
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_report_names_every_figure_and_its_command(demo_dir):
 def test_the_video_runs_the_fastest_path_verified_at_the_gate(demo_dir):
     """The fastest CPU path at >= 99.5% of labels as fp32 runs the video; its precision is
     what report.md and the bench say; the paper's 175 FPS (512x1024, a GPU) is not drawn."""
-    from ssr_deploy.demo import CPU_GATE
+    from ssr_deploy.app.demo import CPU_GATE
 
     stages = demo_dir / ".stages"
     bench, video = (json.loads((stages / f"{s}.json").read_text()) for s in ("bench", "video"))

@@ -496,7 +496,7 @@ def test_the_checkpoint_export_cache_checks_what_it_finds(tiny_inputs, tmp_path,
 
 
 def test_demo_refuses_a_folder_that_is_not_a_demos(tmp_path):
-    from ssr_deploy.demo import Demo
+    from ssr_deploy.app.demo import Demo
 
     mine = tmp_path / "mine"
     mine.mkdir()

@@ -23,7 +23,7 @@ def demo(out, device, quick) -> None:
     Example:
       ssr-deploy demo --out ssr-demo && cat ssr-demo/report.md
     """
-    from ssr_deploy.demo import Demo
+    from ssr_deploy.app.demo import Demo
 
     figures = Demo(out, device, quick, progress=lambda text: click.echo(text, err=True)).run()
     se, be = figures["search"], figures["bench"]

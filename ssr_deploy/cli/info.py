@@ -38,7 +38,7 @@ def info(genotype: str | None, sizes: tuple, num_classes: int | None, list_zoo: 
       ssr-deploy info runs/search/genotype.json --lut lut.json
       ssr-deploy info --list
     """
-    from ssr_deploy import report
+    from ssr_deploy.app import report
 
     if list_zoo:
         rows = report.zoo_summary()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ssr_deploy.demo_report import report
+from ssr_deploy.app.demo_report import report
 from ssr_deploy.errors import PrecisionCheckError, SsrDeployError, UsageError
 from ssr_deploy.io import atomic_write_text
 from ssr_deploy.media import write_image
