@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,19 +33,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssr_deploy import build_model
 from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.io import atomic_write_text, dumps_compact
 from ssr_deploy.model.deploy import DeployModel
-from ssr_deploy.model.net import with_trained_margins
 from ssr_deploy.spec import runtime_io
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.nets
+from tests.nets import confident_net  # noqa: E402
 
 
 def paper_network() -> nn.Module:
     """The paper's network, its classifier scaled to a trained network's margins (so fp16
     flips few labels, as it would on a trained one)."""
-    torch.manual_seed(0)
-    return with_trained_margins(build_model("ssr-cityscapes"))
+    return confident_net()
 
 
 def fold_batchnorms(net: nn.Module) -> nn.Module:

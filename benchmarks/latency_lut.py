@@ -50,6 +50,7 @@ from ssr_deploy.latency.table import LatencyTable  # noqa: E402
 from ssr_deploy.runtime.bench import machine_info  # noqa: E402
 from ssr_deploy.search.space import SearchSpace  # noqa: E402
 from ssr_deploy.spec import RUNTIME_IO  # noqa: E402
+from tests.nets import smallest_ms  # noqa: E402
 
 SIZE = (512, 1024)
 IO = RUNTIME_IO
@@ -264,7 +265,7 @@ def target_search(work: Path, table: LatencyTable, lut_path: Path, device: str) 
 
     net = SuperNet(table.space, table.num_classes)
     full = float(table.expected_ms(net, full=True))
-    smallest = table.smallest_ms(net)
+    smallest = smallest_ms(table, net)
     target = round(smallest + 0.4 * (full - smallest), 1)
     out = work / f"search-{lut_path.stem}"
     if not (out / "genotype.json").exists():

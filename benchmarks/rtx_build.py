@@ -15,14 +15,13 @@ builder alone; the precision conversion and its verification on the CPU are time
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import cv2
-import torch
 
-from ssr_deploy import build_model
 from ssr_deploy.backends.tensorrt.library import load_tensorrt
 from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.export.metadata import read_sidecar
@@ -30,16 +29,17 @@ from ssr_deploy.export.onnx import export_onnx
 from ssr_deploy.export.precision import PrecisionOptions, convert_precision
 from ssr_deploy.export.tensorrt import EngineOptions, build_engine, engine_for
 from ssr_deploy.io import atomic_write_text, dumps_compact
-from ssr_deploy.model.net import with_trained_margins
 from ssr_deploy.runtime.bench import machine_info
 from ssr_deploy.spec import RUNTIME_IO
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.nets
+from tests.nets import confident_net  # noqa: E402
 
 CASES = [("fp32", None), ("fp16", None), ("int8", None), ("fp16", "7.5,8.6,8.9,12.0")]
 
 
 def confident_paper_net():
-    torch.manual_seed(0)
-    return with_trained_margins(build_model("ssr-cityscapes"))
+    return confident_net()
 
 
 def main() -> None:

@@ -421,6 +421,9 @@ class ModelSpec:
     fp32_onnx: str | None = None  # a converted model's fp32 ONNX, and its sha256
     fp32_onnx_sha256: str | None = None
     build_seconds: float | None = None
+    #: an engine the engine cache built: the key it was built for (``backends/tensorrt/
+    #: cache.py``), compared whole
+    cache: dict[str, Any] | None = None
     producer: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -551,6 +554,7 @@ class ModelSpec:
                                             "fp32_onnx", "fp32_onnx_sha256")},
             build_seconds=float(d["build_seconds"]) if _finite(d.get("build_seconds"))
             else None,
+            cache=dict(d["cache"]) if isinstance(d.get("cache"), dict) else None,
             producer={str(k): str(v) for k, v in producer.items()}, raw=dict(d))
 
     def to_dict(self) -> dict[str, Any]:

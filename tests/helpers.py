@@ -1,5 +1,5 @@
 """Reproducible random valid genotypes, for parametrised and hypothesis tests; a network
-with the label margins of a trained one, for precision tests."""
+with the label margins of a trained one, for precision tests (``tests.nets``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import random
 from hypothesis import strategies as st
 
 from ssr_deploy.genotype import DILATIONS, Genotype, Head, InputSpec, Layer, Stage
+from tests.nets import confident_net  # noqa: F401  (where the tests have always found it)
 
 
 def random_genotype(seed: int, max_stages: int = 3, max_width: int = 40) -> Genotype:
@@ -43,16 +44,3 @@ def random_genotype(seed: int, max_stages: int = 3, max_width: int = 40) -> Geno
 
 
 genotypes = st.integers(0, 2**32 - 1).map(random_genotype)
-
-
-
-def confident_net():
-    """An untrained SSRNet whose classifier is scaled up: its label maps have the margins of
-    a trained network's, so rounding (fp16, int8) flips few of them, as it would there."""
-    import torch
-
-    from ssr_deploy import build_model
-    from ssr_deploy.model.net import with_trained_margins
-
-    torch.manual_seed(0)
-    return with_trained_margins(build_model("ssr-cityscapes"))

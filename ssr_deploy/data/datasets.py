@@ -223,7 +223,7 @@ def open_dataset(source: str, split: str = "train", size: tuple[int, int] = (256
 def write_cityscapes_layout(out: str | Path, n: int, size: tuple[int, int], seed: int = 0,
                             val_fraction: float = 0.2, progress=None) -> dict[str, int]:
     """Write ``n`` synthetic scenes as a Cityscapes tree (leftImg8bit + gtFine labelIds), so
-    the real loader reads them, into ``out`` (a new folder: see io.output_folder). Returns
+    the real loader reads them, into ``out`` (a new folder: see runs.output_folder). Returns
     images per split."""
     from ssr_deploy.media import write_image_in
 

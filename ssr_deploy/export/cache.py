@@ -59,16 +59,14 @@ def _same_labels(target: Path, net, size: tuple[int, int], io: IOFormat) -> bool
     import numpy as np
     import torch
 
+    from ssr_deploy.backends.onnxruntime import new_session
     from ssr_deploy.data.synthetic import street_frames
     from ssr_deploy.export.verify import model_input
     from ssr_deploy.model.deploy import DeployModel
     from ssr_deploy.preprocess import outputs_to_labels
-    from ssr_deploy.runtime.compare import onnx_session
 
     try:
-        import onnx
-
-        session = onnx_session(onnx.load(str(target)))
+        session = new_session(target)
         x = model_input(street_frames(1, *size, seed=11), io, net.genotype.input)
         cached = session.run(None, {session.get_inputs()[0].name: x})[0]
     except Exception:  # noqa: BLE001 - an unreadable cache entry is exported again

@@ -40,11 +40,6 @@ def to_props(metadata: dict[str, Any]) -> dict[str, str]:
     return {PROP_PREFIX + k: json.dumps(v) for k, v in metadata.items()}
 
 
-def from_props(props: dict[str, str]) -> dict[str, Any]:
-    return {k[len(PROP_PREFIX):]: json.loads(v) for k, v in props.items()
-            if k.startswith(PROP_PREFIX)}
-
-
 def publish_models(models: list[tuple[str | Path, Callable[[Path], object], dict[str, Any]]]
                    ) -> None:
     """Write each (path, write(tmp), metadata): every model and its sidecar go to temp names
@@ -64,12 +59,6 @@ def publish_models(models: list[tuple[str | Path, Callable[[Path], object], dict
         writers[path] = model
         writers[sidecar_path(path)] = sidecar
     atomic_write_many(writers)
-
-
-def write_sidecar(model_path: str | Path, metadata: dict[str, Any]) -> Path:
-    """Write ``<model>.json``: the metadata, validated as a ModelSpec, with the model file's
-    name and sha256, atomically."""
-    return ModelSpec.save(model_path, metadata)
 
 
 def read_sidecar(model_path: str | Path, verify_hash: bool = True) -> dict[str, Any]:

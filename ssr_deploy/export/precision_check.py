@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ssr_deploy.backends.onnxruntime import new_session
 from ssr_deploy.media import read_image
 from ssr_deploy.names import module_of_node
 from ssr_deploy.preprocess import frames_to_input, resize_frames
-from ssr_deploy.runtime.compare import compare_runners, onnx_session, spec_runner
+from ssr_deploy.runtime.compare import compare_runners, spec_runner
 from ssr_deploy.spec import ModelSpec
 
 
@@ -36,7 +37,7 @@ GraphRunner = Callable[[onnx.ModelProto], Callable[[np.ndarray], list[np.ndarray
 
 def onnxruntime_graph(model: onnx.ModelProto) -> Callable[[np.ndarray], list[np.ndarray]]:
     """The graph in an onnxruntime CPU session (how fp16 and int8 ONNX are verified)."""
-    session = onnx_session(model)
+    session = new_session(model.SerializeToString())
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})
 
@@ -88,7 +89,7 @@ def _probe(model: onnx.ModelProto, tensors: set[str], spec: ModelSpec
     produced = {out for node in copy.graph.node for out in node.output}
     for tensor in sorted(tensors & produced):
         copy.graph.output.append(onnx.ValueInfoProto(name=tensor))
-    session = onnx_session(copy)
+    session = new_session(copy.SerializeToString())
     frame = resize_frames(verification_frames(spec, 1)[0][1][None], spec.input.size)
     x = frames_to_input(np.repeat(frame, spec.fixed_batch or 1, axis=0), spec.input)
     names = [out.name for out in session.get_outputs()]

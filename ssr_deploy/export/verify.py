@@ -9,12 +9,13 @@ import numpy as np
 import onnx
 import torch
 
+from ssr_deploy.backends.onnxruntime import new_session
 from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.genotype import InputSpec
 from ssr_deploy.model.deploy import DeployModel
 from ssr_deploy.preprocess import frames_to_input
-from ssr_deploy.runtime.compare import Runner, compare_runners, onnx_session
+from ssr_deploy.runtime.compare import Runner, compare_runners
 from ssr_deploy.spec import IOFormat
 
 MAX_ABS_DIFF = 1e-4
@@ -65,7 +66,7 @@ def verify_onnx(model: onnx.ModelProto, deploy: DeployModel, cases: list[tuple[i
         with torch.no_grad():
             return [reference(torch.from_numpy(x)).numpy()]
 
-    session = onnx_session(with_logits_output(model, io))
+    session = new_session(with_logits_output(model, io).SerializeToString())
     exported = Runner(prepare, lambda x: session.run(None, {io.input_name: x}), io.output,
                       len(classes), gives_logits=True)
     batches = []

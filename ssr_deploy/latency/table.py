@@ -374,10 +374,3 @@ class LatencyTable:
             outs.append(e_in)
             w_in = e_in
         return total + self.head_ms(outs[0], outs[-1])
-
-    def smallest_ms(self, net) -> float:
-        """The fastest network left in ``net``'s (masked) space, exactly (``search.budget``)."""
-        from ssr_deploy.search.budget import bounds, latency_tables
-
-        masks = tuple(m.cpu().numpy() for m in (net.op_valid, net.mid_valid, net.out_valid))
-        return bounds(latency_tables(self), masks)[0]

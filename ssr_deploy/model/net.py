@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from ssr_deploy.genotype import Genotype, Layer, Stage
@@ -84,14 +83,3 @@ def build_model(genotype: Genotype | str, num_classes: int | None = None) -> SSR
     if not isinstance(genotype, Genotype):
         genotype = Genotype.load(genotype)
     return SSRNet(genotype, num_classes or genotype.num_classes)
-
-
-def with_trained_margins(net: SSRNet, scale: float = 40.0) -> SSRNet:
-    """``net`` (in eval mode) with its classifier scaled up, so an untrained network's label
-    maps have a trained one's margins and rounding (fp16, int8) flips few of them, as it
-    would there: for benchmarks and tests of precision and engines without training."""
-    net.eval()
-    with torch.no_grad():
-        net.head.classifier.weight.mul_(scale)
-        net.head.classifier.bias.mul_(scale)
-    return net

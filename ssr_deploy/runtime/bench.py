@@ -20,7 +20,6 @@ from tqdm import tqdm
 
 from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.errors import UsageError
-from ssr_deploy.io import atomic_write_text
 from ssr_deploy.media import figure_writer, save_figure
 from ssr_deploy.runs import publish_files
 from ssr_deploy.runtime.segmenter import Segmenter
@@ -227,10 +226,6 @@ def format_results(results: list[BenchResult]) -> str:
                  f"{PAPER_FPS:.0f} FPS at 512x1024 on an RTX 2080Ti (set only against that "
                  "size on a GPU)")
     return "\n".join(lines)
-
-
-def write_json(doc: dict[str, Any], path: str | Path) -> Path:
-    return atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
 
 
 def write_outputs(results: list[BenchResult], json_path: str | Path | None = None,

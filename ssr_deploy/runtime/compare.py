@@ -67,14 +67,6 @@ def backend_runner(backend) -> Runner:
     return spec_runner(backend.spec, lambda x: [backend.infer(x)])
 
 
-def onnx_session(model):
-    """An onnxruntime CPU session of an in-memory ONNX graph (an ``onnx.ModelProto``)."""
-    from ssr_deploy.backends.onnxruntime import import_onnxruntime
-
-    return import_onnxruntime().InferenceSession(model.SerializeToString(),
-                                                 providers=["CPUExecutionProvider"])
-
-
 def compare_runners(candidate: Runner, reference: Runner,
                     batches: Iterable[tuple[str, np.ndarray]], classes: list[str] | tuple,
                     progress: bool = False, total: int | None = None) -> dict[str, Any]:

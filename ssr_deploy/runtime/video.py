@@ -103,8 +103,8 @@ def open_source(source: str, max_frames: int | None = None) -> tuple[Iterator[np
 
 
 class _Sink:
-    """An mp4/avi (io.VideoOutput: temp name, read back, then renamed) or a folder of numbered
-    PNGs (io.NewFolder: built beside it, swapped in whole)."""
+    """An mp4/avi (media.VideoOutput: temp name, read back, then renamed) or a folder of numbered
+    PNGs (runs.NewFolder: built beside it, swapped in whole)."""
 
     def __init__(self, output: str, fps: float, overwrite: bool = False) -> None:
         self.path = Path(output)

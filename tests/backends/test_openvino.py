@@ -60,7 +60,7 @@ def test_an_fp32_ir_runs_in_fp32_even_where_the_cpu_has_bf16(irs, labels_onnx):
     assert agreement > 0.999
     meta = ModelSpec.load(irs["fp32"])
     assert meta.openvino.inference_precision == "fp32" and meta.precision == "fp32"
-    assert meta.get("precision_check")["label_agreement"] >= 0.999
+    assert meta.precision_check.label_agreement >= 0.999
 
 
 def test_shapes_compile_once_each_and_give_the_same_labels(irs):
@@ -79,8 +79,8 @@ def test_shapes_compile_once_each_and_give_the_same_labels(irs):
 def test_a_bf16_ir_runs_in_bf16_and_records_its_agreement(irs):
     spec = ModelSpec.load(irs["bf16"])
     assert spec.precision == "bf16" and spec.openvino.inference_precision == "bf16"
-    check = spec.get("precision_check")
-    assert 0.995 <= check["label_agreement"] <= 1 and check["min_agreement"] == 0.995
+    check = spec.precision_check
+    assert 0.995 <= check.label_agreement <= 1 and check.min_agreement == 0.995
     with Segmenter.load(irs["bf16"]) as seg:
         assert seg.backend.precision == "bf16"
         seg(street_frames(1, 64, 128)[0])
@@ -93,7 +93,7 @@ def test_a_bf16_ir_runs_in_bf16_and_records_its_agreement(irs):
 
 def test_an_int8_ir_holds_int8_convolutions_and_its_float_parts_precision(irs):
     spec = ModelSpec.load(irs["int8"])
-    assert spec.precision == "int8" and spec.get("quantization")["target"] == "openvino"
+    assert spec.precision == "int8" and spec.quantization.target == "openvino"
     float_part = "bf16" if NATIVE_BF16 else "fp32"
     assert spec.openvino.inference_precision == float_part
     types = {op.get_type_name() for op in ov.read_model(irs["int8"]).get_ordered_ops()}
@@ -245,7 +245,7 @@ def test_a_checkpoint_exports_to_an_ir_through_a_verified_onnx(tiny_inputs, tmp_
     assert done.exit_code == 0, done.output
     spec = ModelSpec.load(out)
     assert spec.input.size == (32, 64) and spec.input.dtype == "uint8"
-    assert spec.output.kind == "labels" and spec.get("fp32_onnx") is None
+    assert spec.output.kind == "labels" and spec.fp32_onnx is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml", "m.xml.json"]
 
 

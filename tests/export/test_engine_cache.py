@@ -53,7 +53,7 @@ def test_built_once_then_found_again(small_onnx, tmp_path, capsys):
     key = meta["cache"]
     assert key["builder"] == "tensorrt-rtx" and key["compute_capabilities"] == ["8.9"]
     assert key["precision"] == "fp32" and key["version"] == meta["tensorrt"]["version"]
-    assert key["onnx_sha256"] == ModelSpec.load(small_onnx).get("sha256")
+    assert key["onnx_sha256"] == ModelSpec.load(small_onnx).sha256
     assert key["profile"]["max"] == [4, 32, 64, 3] and key["format"] == cache.ENGINE_FORMAT
     assert engine.read_bytes()[:4] == b"vtrt" and ModelSpec.load(engine).output.dtype == "uint8"
 
@@ -111,7 +111,7 @@ def test_a_cached_engine_that_no_longer_matches_is_rebuilt(small_onnx, tmp_path,
     assert engine_for(small_onnx, "fp32", cache_dir=tmp_path, **RTX) == engine
     out = lines(capsys)
     assert len(out) == 1 and why in out[0] and out[0].endswith("building it again"), out
-    assert ModelSpec.load(engine).get("cache")["version"] != "1.7.0.1"
+    assert ModelSpec.load(engine).cache["version"] != "1.7.0.1"
     assert len(engine.read_bytes()) > len(good) // 2  # whole again
 
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from ssr_deploy import SsrDeployError, build_model, save_checkpoint
 from ssr_deploy.cli import main
 from ssr_deploy.data.synthetic import street_frames
-from ssr_deploy.export.metadata import from_props, read_sidecar
+from ssr_deploy.export.metadata import PROP_PREFIX, read_sidecar
 from ssr_deploy.export.onnx import export_onnx, load_source
 from ssr_deploy.export.verify import model_input
 from ssr_deploy.spec import IOFormat
@@ -114,7 +114,8 @@ def test_metadata_in_sidecar_and_onnx_props_agree(tmp_path, net):
     io = IOFormat("uint8-nhwc-bgr", "labels")
     result = export_onnx(net, tmp_path / "m.onnx", size=(64, 128), io=io)
     sidecar = read_sidecar(result.path)
-    props = from_props({p.key: p.value for p in onnx.load(result.path).metadata_props})
+    props = {p.key[len(PROP_PREFIX):]: json.loads(p.value)
+             for p in onnx.load(result.path).metadata_props if p.key.startswith(PROP_PREFIX)}
     assert {k: v for k, v in sidecar.items() if k not in ("file", "sha256")} == props
     assert sidecar["genotype"] == {"name": "ssr-cityscapes", "hash": net.genotype.hash}
     assert sidecar["classes"][0] == "road" and len(sidecar["palette"]) == 19

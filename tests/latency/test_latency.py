@@ -19,6 +19,7 @@ from ssr_deploy.latency import LutOptions, build_lut
 from ssr_deploy.latency.table import LatencyTable, block_key, down_key, head_key, one_hot
 from ssr_deploy.search.space import SearchSpace, StageSpace
 from ssr_deploy.search.supernet import SuperNet
+from tests.nets import smallest_ms
 
 TINY = SearchSpace(stages=(StageSpace(4, 24, 2, 0.0), StageSpace(8, 40, 2, 0.0)),
                    dilations=(1, 2), width_choices=3)
@@ -194,7 +195,7 @@ def test_expected_latency_is_differentiable_and_moves_with_the_weights():
     expected.backward()
     grads = [p.grad for p in net.arch_parameters()]
     assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
-    smallest, full = table.smallest_ms(net), float(table.expected_ms(net, full=True))
+    smallest, full = smallest_ms(table, net), float(table.expected_ms(net, full=True))
     assert smallest < float(expected.detach()) < full
     with torch.no_grad():
         net.op_alpha.fill_(-20.0)
@@ -217,7 +218,7 @@ def test_a_search_against_a_latency_target_logs_and_records_it(tmp_path):
 
     tiny_lut = tmp_path / "lut.json"
     table = synthetic_file(tiny_lut)
-    low, high = table.smallest_ms(SuperNet(TINY, 19)), float(
+    low, high = smallest_ms(table, SuperNet(TINY, 19)), float(
         table.expected_ms(SuperNet(TINY, 19), full=True))
     target = (low + high) / 2
     data = open_dataset("synthetic:8", "train", (32, 64))
@@ -276,7 +277,7 @@ def test_the_cli_builds_predicts_and_refuses(tiny_lut, tmp_path):
     assert table.meta["passes"] == 1 and set(table.entries) == set(table.required())
     fixed_path = tmp_path / "fixed.json"
     fixed = synthetic_file(fixed_path)
-    target = (fixed.smallest_ms(SuperNet(TINY, 19)) + float(fixed.expected_ms(
+    target = (smallest_ms(fixed, SuperNet(TINY, 19)) + float(fixed.expected_ms(
         SuperNet(TINY, 19), full=True))) / 2
     r = runner.invoke(main, ["search", "--data", "synthetic:8", "--size", "32x64", "--space",
                              str(space), "--epochs", "1", "--batch", "4", "--out",

@@ -152,8 +152,8 @@ def test_onnxruntime_io_binding_gives_the_same_labels(models):
 def test_corrupt_or_changed_model_files(tmp_path, models):
     import shutil
 
-    from ssr_deploy.export.metadata import read_sidecar, write_sidecar
-    from ssr_deploy.spec import sidecar_path
+    from ssr_deploy.export.metadata import read_sidecar
+    from ssr_deploy.spec import ModelSpec, sidecar_path
 
     changed = tmp_path / "m.onnx"
     shutil.copyfile(models["labels"], changed)
@@ -163,7 +163,7 @@ def test_corrupt_or_changed_model_files(tmp_path, models):
         Segmenter.load(changed)
     meta = {k: v for k, v in read_sidecar(models["labels"]).items() if k not in ("file",
                                                                                   "sha256")}
-    write_sidecar(changed, meta)  # now the sidecar matches a truncated, corrupt model
+    ModelSpec.save(changed, meta)  # now the sidecar matches a truncated, corrupt model
     with pytest.raises(SsrDeployError, match="onnxruntime cannot load .*m.onnx"):
         Segmenter.load(changed)
 

@@ -99,7 +99,7 @@ def cached_engine(onnx_path: str | Path, builder: str | None = None,
                              "this machine has no usable one: run it with --backend "
                              "onnxruntime (or openvino on an Intel CPU)")
     profile = optimization_profile(spec, *shapes)
-    asked = {"onnx_sha256": spec.get("sha256") or file_sha256(onnx_path),
+    asked = {"onnx_sha256": spec.sha256 or file_sha256(onnx_path),
              "precision": spec.precision, "profile": profile.to_dict(),
              "builder": library.builder,
              "gpu": None if library.is_rtx else {k: gpu[k] for k in ("name",
@@ -236,7 +236,7 @@ def _problem(path: Path, key: dict[str, Any], library: TensorRT, gpu: dict | Non
         check_engine_builder(path.name, library.builder, data[:len(RTX_MAGIC)])
     except (SsrDeployError, OSError) as e:
         return f"is damaged or incomplete ({str(e)[:160]})"
-    cached = spec.get("cache") or {}
+    cached = spec.cache or {}
     if cached.get("format") != ENGINE_FORMAT:
         return (f"was built by an older ssr-deploy (engine format {cached.get('format')}, this "
                 f"one writes {ENGINE_FORMAT})")
