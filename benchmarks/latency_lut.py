@@ -48,7 +48,7 @@ from ssr_deploy.io import atomic_write_text  # noqa: E402
 from ssr_deploy.latency import LutOptions, build_lut  # noqa: E402
 from ssr_deploy.latency.table import LatencyTable  # noqa: E402
 from ssr_deploy.runtime.bench import machine_info  # noqa: E402
-from ssr_deploy.search.space import SearchSpace  # noqa: E402
+from ssr_deploy.space import SearchSpace  # noqa: E402
 from ssr_deploy.spec import RUNTIME_IO  # noqa: E402
 from tests.nets import smallest_ms  # noqa: E402
 

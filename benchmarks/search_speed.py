@@ -20,7 +20,7 @@ from ssr_deploy.data import open_dataset
 from ssr_deploy.io import atomic_write_text
 from ssr_deploy.runtime.bench import machine_info
 from ssr_deploy.search.searcher import SearchConfig, Searcher
-from ssr_deploy.search.space import SearchSpace
+from ssr_deploy.space import SearchSpace
 
 
 def state_mib(searcher: Searcher) -> float:

@@ -41,7 +41,7 @@ def run_one(job: tuple) -> dict:
     torch.set_num_threads(1)
     from ssr_deploy.data import open_dataset
     from ssr_deploy.search.searcher import SearchConfig, Searcher
-    from ssr_deploy.search.space import SearchSpace
+    from ssr_deploy.space import SearchSpace
     from ssr_deploy.train.evaluate import evaluate
 
     kind, ratio, seed, constraint, lut, work = job

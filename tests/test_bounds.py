@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from ssr_deploy.cli import main
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.latency.table import LatencyTable
-from ssr_deploy.search.space import SearchSpace
+from ssr_deploy.space import SearchSpace
 from ssr_deploy.spec import ModelSpec, sidecar_path
 
 

@@ -868,7 +868,7 @@ def _sidecar(change, logits: bool = False):
 
 def _space(change):
     def before(work, run):
-        from ssr_deploy.search.space import SearchSpace
+        from ssr_deploy.space import SearchSpace
 
         space = SearchSpace().to_dict()
         for key, value in change.items():

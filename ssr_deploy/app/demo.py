@@ -129,7 +129,7 @@ class Demo:
         from ssr_deploy.data import open_dataset
         from ssr_deploy.model.complexity import count_macs
         from ssr_deploy.search.searcher import SearchConfig, Searcher
-        from ssr_deploy.search.space import SearchSpace
+        from ssr_deploy.space import SearchSpace
 
         s = self.s
         config = SearchConfig(size=s.search_size, epochs=s.search_epochs, batch=4,

@@ -78,7 +78,7 @@ def build(out: str, backend: str, device: str, size: tuple, batch: int, precisio
 
     from ssr_deploy.io import check_output_path
     from ssr_deploy.latency import LutOptions, build_lut
-    from ssr_deploy.search.space import SearchSpace
+    from ssr_deploy.space import SearchSpace
 
     try:
         grid = tuple(int(v) for v in width_grid.split(","))

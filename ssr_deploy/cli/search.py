@@ -39,7 +39,7 @@ def search(ctx, out, space_file, resume, override, **settings) -> None:
     from ssr_deploy.data import open_dataset
     from ssr_deploy.search.config import check_config
     from ssr_deploy.search.searcher import Searcher
-    from ssr_deploy.search.space import SearchSpace
+    from ssr_deploy.space import SearchSpace
 
     check_run_folder(out, resume, "search.pt")
     space = SearchSpace.load(space_file) if space_file else SearchSpace()

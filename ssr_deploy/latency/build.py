@@ -17,7 +17,7 @@ from ssr_deploy.latency.options import BLOCK_KEY, SAME, LutOptions
 from ssr_deploy.latency.parts import probes
 from ssr_deploy.latency.table import FORMAT, KIND, LatencyTable, one_hot
 from ssr_deploy.runs import run_lock
-from ssr_deploy.search.space import SearchSpace
+from ssr_deploy.space import SearchSpace
 from ssr_deploy.spec import runtime_io
 
 

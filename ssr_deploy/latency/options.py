@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from ssr_deploy.errors import UsageError
-from ssr_deploy.search.space import SearchSpace
+from ssr_deploy.space import SearchSpace
 
 IO_KEY = "io"  # on a GPU: a frame's copy in and its labels' copy out
 BLOCK_KEY = re.compile(r"stage(\d+)\.d(\d+)\.r([\d.]+)\.(\d+)-(\d+)-(\d+)")

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from ssr_deploy.latency.options import IO_KEY, LutOptions
 from ssr_deploy.latency.table import block_key, diagonal, down_key, grid_widths, head_key
-from ssr_deploy.search.space import SearchSpace
+from ssr_deploy.space import SearchSpace
 from ssr_deploy.spec import runtime_io
 
 
@@ -58,10 +58,9 @@ def probes(space: SearchSpace, o: LutOptions) -> list[Probe]:
     from ssr_deploy.model.blocks import Downsampler
     from ssr_deploy.model.deploy import DeployModel
     from ssr_deploy.model.net import build_model, head_of, layer_of, stem_of
-    from ssr_deploy.search.supernet import SuperNet, decode
 
     eps, (h, w), b = space.bn_eps, o.size, o.batch
-    genotype = decode(SuperNet(space, o.num_classes))
+    genotype = space.sample(random.Random(0), o.num_classes)  # any network of the space:
     deploy = DeployModel(build_model(genotype, o.num_classes), runtime_io(o.num_classes)).eval()
     deploy.net = nn.Identity()  # its pre- and post-processing only
 

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.io import read_json
-from ssr_deploy.search.space import SearchSpace
+from ssr_deploy.space import SearchSpace
 
 FORMAT = 1
 KIND = "ssr-deploy latency table"

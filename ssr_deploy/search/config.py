@@ -15,7 +15,7 @@ from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.settings import FRACTION, NON_NEGATIVE, POSITIVE, SIZE, Number, setting
 
 if TYPE_CHECKING:
-    from ssr_deploy.search.space import SearchSpace
+    from ssr_deploy.space import SearchSpace
 
 #: the cost weight of a latency target with the constraint off: with the authors' 1 the CE
 #: outvotes it (measured: benchmarks/latency_lut.py, README)

@@ -42,8 +42,8 @@ from ssr_deploy.search.losses import cost_loss, ssr_loss
 from ssr_deploy.search.measure import cost_measure, target_of
 from ssr_deploy.search.run_folder import STATE, SearchFolder
 from ssr_deploy.search.shrink import forced_removals, is_discrete, proposal
-from ssr_deploy.search.space import SearchSpace
 from ssr_deploy.search.supernet import SuperNet
+from ssr_deploy.space import SearchSpace
 
 __all__ = ["SearchConfig", "Searcher"]
 

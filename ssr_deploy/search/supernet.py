@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ssr_deploy.genotype import Genotype, Layer, Stage
 from ssr_deploy.model.net import head_of, stem_of
 from ssr_deploy.search.losses import normalise
-from ssr_deploy.search.space import SearchSpace
+from ssr_deploy.space import SearchSpace
 
 
 def width_masks(widths: list[int], c_max: int) -> Tensor:

@@ -24,7 +24,7 @@ from ssr_deploy.cli import main
 from ssr_deploy.export.metadata import read_sidecar
 from ssr_deploy.export.onnx import export_onnx
 from ssr_deploy.export.tensorrt import EngineOptions, build_engine
-from ssr_deploy.search.space import SearchSpace
+from ssr_deploy.space import SearchSpace
 from ssr_deploy.spec import IOFormat, ModelSpec, file_sha256, sidecar_path
 from tests.helpers import confident_net
 

@@ -17,8 +17,8 @@ from ssr_deploy.cli import main
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.latency import LutOptions, build_lut
 from ssr_deploy.latency.table import LatencyTable, block_key, down_key, head_key, one_hot
-from ssr_deploy.search.space import SearchSpace, StageSpace
 from ssr_deploy.search.supernet import SuperNet
+from ssr_deploy.space import SearchSpace, StageSpace
 from tests.nets import smallest_ms
 
 TINY = SearchSpace(stages=(StageSpace(4, 24, 2, 0.0), StageSpace(8, 40, 2, 0.0)),

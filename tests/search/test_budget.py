@@ -12,8 +12,8 @@ import torch
 
 from ssr_deploy.search.budget import Budget, Pick, argmax, bounds, latency_tables, macs_tables
 from ssr_deploy.search.cost import expected_macs, genotype_cost
-from ssr_deploy.search.space import SearchSpace, StageSpace
 from ssr_deploy.search.supernet import SuperNet, decode
+from ssr_deploy.space import SearchSpace, StageSpace
 from tests.latency.test_latency import multilinear, synthetic_table
 
 MICRO = SearchSpace(stem_channels=8, stages=(StageSpace(4, 16, 2, 0.0), StageSpace(8, 24, 2, 0.0)),

@@ -10,7 +10,7 @@ from ssr_deploy.cli import main
 from ssr_deploy.data import open_dataset
 from ssr_deploy.search.losses import ssr_loss
 from ssr_deploy.search.searcher import SearchConfig, Searcher
-from ssr_deploy.search.space import SearchSpace, StageSpace
+from ssr_deploy.space import SearchSpace, StageSpace
 
 SMALL = SearchSpace(stem_channels=8, stages=(StageSpace(4, 24, 2, 0.0),
                                              StageSpace(8, 40, 3, 0.0)),

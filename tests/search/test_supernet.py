@@ -3,8 +3,8 @@ import torch
 
 from ssr_deploy import build_model
 from ssr_deploy.search.extract import extract_discrete
-from ssr_deploy.search.space import SearchSpace, StageSpace
 from ssr_deploy.search.supernet import SuperNet
+from ssr_deploy.space import SearchSpace, StageSpace
 
 SMALL = SearchSpace(stem_channels=8, stages=(StageSpace(4, 24, 3, 0.0),
                                              StageSpace(8, 40, 3, 0.0)),
