@@ -60,7 +60,8 @@ def branches_on_a_backend(source: str, where: str) -> list[str]:
 
 
 def test_the_code_above_the_backends_never_branches_on_a_backends_name():
-    files = [*sorted((PACKAGE / "runtime").glob("*.py")), *sorted((PACKAGE / "lut").glob("*.py"))]
+    files = [*sorted((PACKAGE / "runtime").glob("*.py")),
+             *sorted((PACKAGE / "latency").glob("*.py"))]
     assert {"profile.py", "segmenter.py", "build.py", "clock.py"} <= {f.name for f in files}
     assert [hit for f in files
             for hit in branches_on_a_backend(f.read_text(), f.name)] == []
