@@ -26,6 +26,7 @@ from ssr_deploy.backends.tensorrt.library import (
 from ssr_deploy.backends.tensorrt.profiles import Profile
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.io import atomic_write
+from ssr_deploy.spec import ModelSpec
 
 
 def check_uint8_inputs(model: onnx.ModelProto) -> None:
@@ -71,8 +72,8 @@ def onnx_for_tensorrt(model: onnx.ModelProto, meta: dict[str, Any] | None = None
         for output in copy.graph.output:
             if output.name == name:
                 output.type.tensor_type.elem_type = onnx.TensorProto.INT32
-    if meta is not None and meta["output"]["name"] in narrowed:
-        meta = {**meta, "output": {**meta["output"], "dtype": "int32"}}
+    if meta is not None and ModelSpec.from_dict(meta).output.name in narrowed:
+        meta = {**meta, "output": {**meta["output"], "dtype": "int32"}}  # the sidecar written
     return copy, meta
 
 
@@ -182,6 +183,7 @@ def engine_metadata(onnx_meta: dict[str, Any], onnx_path: Path, library: TensorR
     """The ONNX's metadata (minus its file facts) plus what the engine is tied to: the
     builder and its version, and the GPU it was built on (full TensorRT) or the compute
     capabilities it targets (TensorRT-RTX)."""
+    onnx_spec = ModelSpec.from_dict(onnx_meta)
     meta = {k: v for k, v in onnx_meta.items() if k not in ("file", "sha256")}
     built = {"builder": library.builder, "version": library.version, "gpu": gpu,
              "opt_level": settings.opt_level, "workspace_gib": settings.workspace_gib,
@@ -191,8 +193,8 @@ def engine_metadata(onnx_meta: dict[str, Any], onnx_path: Path, library: TensorR
         built["compute_capabilities"] = list(targets or RTX_DEFAULT_TARGETS)
         built["compute_capabilities_default"] = not targets
     meta.update({
-        "onnx": onnx_path.name, "onnx_sha256": onnx_meta.get("sha256"),
-        "precision": onnx_meta.get("precision", "fp32"), "profile": profile.to_dict(),
+        "onnx": onnx_path.name, "onnx_sha256": onnx_spec.sha256,
+        "precision": onnx_spec.precision, "profile": profile.to_dict(),
         "tensorrt": built, "build_seconds": round(build_seconds, 2),
     })
     return meta
