@@ -93,6 +93,25 @@ def setting(default: Any, flag: str, help: str = "", **how: Any) -> Any:
     return dataclasses.field(default=default, metadata={"flag": Flag(flag, help, **how)})
 
 
+#: ``--data`` wherever images are read for training, search or evaluation
+DATA_HELP = "cityscapes:DIR, folder:DIR or synthetic[:N]."
+
+
+def data_source() -> Any:
+    """``--data``, required."""
+    return setting("", "--data", DATA_HELP, required=True)
+
+
+def input_size(default: tuple[int, int] = (512, 1024)) -> Any:
+    """``--size HxW``: the network's input size."""
+    return setting(default, "--size", type=SIZE)
+
+
+def count(default: int, flag: str, help: str = "", low: int = 1) -> Any:
+    """A whole number from ``low`` up (epochs, batch, steps)."""
+    return setting(default, flag, help, type=click.IntRange(min=low))
+
+
 def _flags(config: type) -> dict[str, list[dataclasses.Field]]:
     """Flag name -> the fields it sets, in the config's field order."""
     out: dict[str, list[dataclasses.Field]] = {}

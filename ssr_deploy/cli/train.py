@@ -12,7 +12,7 @@ from ssr_deploy.cli.group import main
 from ssr_deploy.cli.options import given
 from ssr_deploy.cli.resume import check_run_folder, describe_settings, resume_settings
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.settings import SIZE, config_from, options, parameters
+from ssr_deploy.settings import DATA_HELP, SIZE, config_from, options, parameters
 from ssr_deploy.train.config import TrainConfig
 
 RESUMED = ("data", "size", "epochs", "batch", "lr", "preset", "class_weights", "seed")
@@ -127,8 +127,7 @@ def checkpoint_for_training(path: str, dataset):
 
 @main.command("eval")
 @click.option("--weights", required=True, help="A checkpoint (.pt).")
-@click.option("--data", "source", required=True,
-              help="cityscapes:DIR, folder:DIR or synthetic[:N].")
+@click.option("--data", "source", required=True, help=DATA_HELP)
 @click.option("--split", default="val", show_default=True)
 @click.option("--size", type=SIZE, default="512x1024", show_default=True,
               help="Network input size (labels are scored at their own size).")

@@ -12,7 +12,16 @@ import click
 
 from ssr_deploy.data.weights import CHOICES
 from ssr_deploy.errors import SsrDeployError, UsageError
-from ssr_deploy.settings import FRACTION, NON_NEGATIVE, POSITIVE, SIZE, Number, setting
+from ssr_deploy.settings import (
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    Number,
+    count,
+    data_source,
+    input_size,
+    setting,
+)
 
 if TYPE_CHECKING:
     from ssr_deploy.space import SearchSpace
@@ -30,13 +39,13 @@ _LOSS_HELP = ("Weights of the arch objective's terms. With --lut and --cost-cons
 
 @dataclass
 class SearchConfig:
-    data: str = setting("", "--data", "cityscapes:DIR, folder:DIR or synthetic[:N].",
-                        required=True)
-    size: tuple[int, int] = setting((512, 1024), "--size", type=SIZE)
-    epochs: int = setting(200, "--epochs", type=click.IntRange(min=1))
-    warmup_epochs: int = setting(0, "--warmup", "Epochs of weight steps only, before arch "
-                                 "steps and shrinking.", type=click.IntRange(min=0))
-    batch: int = setting(6, "--batch", type=click.IntRange(min=1))
+    data: str = data_source()
+    size: tuple[int, int] = input_size()
+    epochs: int = count(200, "--epochs")
+    warmup_epochs: int = count(0, "--warmup", "Epochs of weight steps only, before arch steps "
+                               "and shrinking.", low=0)
+    batch: int = count(6, "--batch", "The global batch (split over the processes under "
+                       "torchrun).")
     tau: float = setting(0.1, "--tau", "Shrinking removes options <= tau x their decision's "
                          "max.", type=FRACTION)
     #: None: SETTLE with the constraint held, 0 (the authors') without
@@ -45,8 +54,8 @@ class SearchConfig:
         "ends with one option per decision, the anchor's with the cost held (0: never, the "
         "authors'). [default: 0.2 with --cost-constraint dual, 0 with off]",
         type=Number(0, 1, high_open=True))
-    shrink_every: int = setting(0, "--shrink-every", "Shrink every N steps (0: after each "
-                                "epoch).", type=click.IntRange(min=0))
+    shrink_every: int = count(0, "--shrink-every", "Shrink every N steps (0: after each "
+                              "epoch).", low=0)
     target_ratio: float = setting(0.6, "--target-ratio", "Target cost as a fraction of the "
                                   "largest network in the space.", type=Number(0, 1, low_open=True))
     target_gmacs: float | None = setting(None, "--target-gmacs", "Target cost in GMACs, in the "

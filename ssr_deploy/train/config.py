@@ -8,16 +8,16 @@ from dataclasses import dataclass
 import click
 
 from ssr_deploy.data.weights import CHOICES
-from ssr_deploy.settings import NON_NEGATIVE, POSITIVE, SIZE, setting
+from ssr_deploy.settings import NON_NEGATIVE, POSITIVE, count, data_source, input_size, setting
 
 
 @dataclass
 class TrainConfig:
-    data: str = setting("", "--data", "cityscapes:DIR, folder:DIR or synthetic[:N].",
-                        required=True)
-    size: tuple[int, int] = setting((512, 1024), "--size", type=SIZE)
-    epochs: int = setting(300, "--epochs", type=click.IntRange(min=1))
-    batch: int = setting(6, "--batch", type=click.IntRange(min=1))
+    data: str = data_source()
+    size: tuple[int, int] = input_size()
+    epochs: int = count(300, "--epochs")
+    batch: int = count(6, "--batch", "Images per step of each process (under torchrun N "
+                       "processes step on N x this).")
     lr: float = setting(5e-4, "--lr", type=POSITIVE)
     weight_decay: float = setting(1e-4, "--weight-decay", type=NON_NEGATIVE)
     preset: str = setting("paper", "--preset", "paper: resize, flip, 0-2 px shift; modern: "
@@ -27,7 +27,7 @@ class TrainConfig:
         "auto", "--class-weights", "paper: the authors' Cityscapes table; erfnet: its formula "
         "1/ln(1.20+p) on your data; enet: 1/ln(1.02+p); none. auto: paper for cityscapes: "
         "data, erfnet otherwise.", type=click.Choice(CHOICES))
-    workers: int = setting(2, "--workers", type=click.IntRange(min=0), kept=False)
+    workers: int = setting(2, "--workers", type=click.IntRange(min=0), kept=False)  # per process
     device: str = setting("cpu", "--device", "cpu or cuda (AMP on cuda).",
                           kept=False)
     seed: int = setting(0, "--seed", type=int)
