@@ -392,6 +392,23 @@ class Quantization:
         return cls(_text(d.get("target")), _text(d.get("method")), d.get("fallback"))
 
 
+def _records(d: dict[str, Any], source: str) -> dict[str, Any]:
+    """What a sidecar records beside the tensors: the file facts, and each target's own
+    section (an IR's, an engine's, a converted or quantized model's), typed."""
+    return {
+        "openvino": OpenVinoIR.from_dict(d["openvino"], source) if "openvino" in d else None,
+        "engine": EngineBuild.from_dict(d["tensorrt"], source) if "tensorrt" in d else None,
+        "precision_check": PrecisionCheck.from_dict(d["precision_check"], source)
+        if d.get("precision_check") else None,
+        "quantization": Quantization.from_dict(d["quantization"], source)
+        if d.get("quantization") else None,
+        **{k: _text(d.get(k)) for k in ("file", "sha256", "onnx", "onnx_sha256", "fp32_onnx",
+                                        "fp32_onnx_sha256")},
+        "build_seconds": float(d["build_seconds"]) if _finite(d.get("build_seconds"))
+        else None,
+        "cache": dict(d["cache"]) if isinstance(d.get("cache"), dict) else None}
+
+
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -544,18 +561,8 @@ class ModelSpec:
             if sizes else None,
             profile=tuple(tuple(profile[k]) for k in ("min", "opt", "max"))  # type: ignore
             if profile else None,
-            openvino=OpenVinoIR.from_dict(d["openvino"], source) if "openvino" in d else None,
-            engine=EngineBuild.from_dict(d["tensorrt"], source) if "tensorrt" in d else None,
-            precision_check=PrecisionCheck.from_dict(d["precision_check"], source)
-            if d.get("precision_check") else None,
-            quantization=Quantization.from_dict(d["quantization"], source)
-            if d.get("quantization") else None,
-            **{k: _text(d.get(k)) for k in ("file", "sha256", "onnx", "onnx_sha256",
-                                            "fp32_onnx", "fp32_onnx_sha256")},
-            build_seconds=float(d["build_seconds"]) if _finite(d.get("build_seconds"))
-            else None,
-            cache=dict(d["cache"]) if isinstance(d.get("cache"), dict) else None,
-            producer={str(k): str(v) for k, v in producer.items()}, raw=dict(d))
+            producer={str(k): str(v) for k, v in producer.items()}, raw=dict(d),
+            **_records(d, source))
 
     def to_dict(self) -> dict[str, Any]:
         """The sidecar content (the fields it was read from, as written)."""
