@@ -37,6 +37,7 @@ def search(ctx, out, space_file, resume, override, **settings) -> None:
       ssr-deploy train --init-from-search runs/search --data cityscapes:/data/cityscapes ...
     """
     from ssr_deploy.data import open_dataset
+    from ssr_deploy.distributed import split_batch, world_size
     from ssr_deploy.search.config import check_config
     from ssr_deploy.search.searcher import Searcher
     from ssr_deploy.space import SearchSpace
@@ -54,18 +55,24 @@ def search(ctx, out, space_file, resume, override, **settings) -> None:
     except UsageError as e:  # options that do not go together: click's usage error
         raise click.UsageError(str(e)) from None
     size = config.size
+    share = split_batch(config.batch, world_size())  # torchrun: each process's part
     dataset = open_dataset(config.data, "train", size)
     from ssr_deploy.train.trainer import check_training_memory
 
-    check_training_memory(space.stem_channels, None, config.batch, size, config.device,
+    check_training_memory(space.stem_channels, None, share, size, config.device,
                           maps=160)  # the supernet keeps every candidate's maps
     searcher = Searcher(space, dataset, out, config)
     if resume:
         searcher.resume()
-        click.echo(f"resuming {out} after epoch {searcher.epoch}/{config.epochs}: "
-                   + describe_settings(config, RESUMED) + (
-                       f"; changed: {'; '.join(changes)}" if changes else ""), err=True)
+        if searcher.rank == 0:
+            click.echo(f"resuming {out} after epoch {searcher.epoch}/{config.epochs}: "
+                       + describe_settings(config, RESUMED) + (
+                           f"; changed: {'; '.join(changes)}" if changes else ""), err=True)
+    for note in searcher.notes if searcher.rank == 0 else ():
+        click.echo(f"note: {note}", err=True)
     result = searcher.run()
+    if searcher.rank != 0:  # rank 0 speaks for the job
+        return
     g = result["genotype"]
     click.echo(_ending(result, config.cost_band))
     from ssr_deploy.model.complexity import count_macs

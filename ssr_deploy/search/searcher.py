@@ -17,6 +17,7 @@ the network. README's "How the search holds its target" has the measurements.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,9 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Subset
 from tqdm import tqdm
 
+from ssr_deploy import distributed
 from ssr_deploy.data import transforms as T
 from ssr_deploy.data import weights as class_weights
 from ssr_deploy.data.augmented import AugmentedDataset, quiet_worker
@@ -52,14 +54,21 @@ class Searcher:
     def __init__(self, space: SearchSpace, dataset, out: str | Path, config: SearchConfig
                  ) -> None:
         config = check_config(config, space)
+        self.rank, self.world = distributed.start(config.device)  # rank 0 of 1 alone
+        distributed.split_batch(config.batch, self.world)  # each rank's share, or refused
+        distributed.warn_if_oversubscribed(config.device)
         name, weights = class_weights.resolve(config.class_weights, config.data, dataset)
         config = dataclasses.replace(config, class_weights=name)
         self.space, self.config, self.folder = space, config, SearchFolder(out)
-        self.device = torch.device(config.device)
+        self.device = torch.device(distributed.rank_device(config.device))
         self.class_weights = weights.to(self.device)
-        torch.manual_seed(config.seed)
+        self.comm_bytes = 0  # sent by this rank's all-reduces (under torchrun)
+        self.notes: list[str] = []
+        torch.manual_seed(config.seed)  # every rank builds the same supernet
         self.classes, self.palette = tuple(dataset.classes), tuple(dataset.palette)
         self.net = SuperNet(space, len(self.classes), config.normalisation).to(self.device)
+        if self.world > 1:  # BatchNorm and dropout over the job's batch, as in one process
+            distributed.as_one_batch(self.net)
         # the width decisions: every (layer, op) row of an op that has widths
         self.width_rows = self.net.mid_valid.any(-1).clone()
         self.measure = cost_measure(config, space, len(self.classes))
@@ -94,6 +103,10 @@ class Searcher:
         self.anchor: Pick | None = None  # the most probable network in the band, last found
         #: what settling removed that tau alone would have kept
         self.forced = {"decisions": 0, "mass": 0.0}
+        if self.world > 1:
+            distributed.check_agree(
+                {"settings": self.settings(), "images": len(dataset), **self._digest(True)},
+                "the search they start")
 
     def _masks(self) -> tuple[np.ndarray, ...]:
         n = self.net
@@ -145,10 +158,7 @@ class Searcher:
     def search_one_epoch(self) -> dict[str, float]:
         c = self.config
         self.data.epoch = self.epoch
-        loaders = [DataLoader(s, c.batch, shuffle=True, drop_last=True, num_workers=c.workers,
-                              worker_init_fn=quiet_worker,
-                              generator=torch.Generator().manual_seed(c.seed + self.epoch
-                                                                       + 100_003 * k))
+        loaders = [self._loader(s, c.seed + self.epoch + 100_003 * k)
                    for k, s in enumerate((self.weight_set, self.arch_set))]
         for group in self.weight_opt.param_groups:  # poly 0.9 over the search
             group["lr"] = c.weight_lr * (1 - self.epoch / c.epochs) ** 0.9
@@ -157,15 +167,16 @@ class Searcher:
         steps = len(loaders[0])
         for i, ((x, y), (xa, ya)) in enumerate(tqdm(zip(*loaders, strict=False), total=steps,
                                      desc=f"search {self.epoch + 1}/{c.epochs}", leave=False,
-                                     disable=None)):
+                                     disable=None if self.rank == 0 else True)):
             x, y, xa, ya = (t.to(self.device) for t in (x, y, xa, ya))
             ce = self._ce(x, y)
             self.weight_opt.zero_grad(set_to_none=True)
             ce.backward()
+            ce_value = self._sum_over_ranks(self.net.weight_parameters(), ce)
             if c.weight_clip:
                 torch.nn.utils.clip_grad_norm_(self.net.weight_parameters(), c.weight_clip)
             self.weight_opt.step()
-            sums["ce"].append(ce.item())
+            sums["ce"].append(ce_value)
             if self.epoch >= c.warmup_epochs:
                 parts = self.arch_step(xa, ya)
                 for k in ("arch", "ssr_op", "cost"):
@@ -174,11 +185,56 @@ class Searcher:
             if c.shrink_every and self.step % c.shrink_every == 0 and \
                     self.epoch >= c.warmup_epochs:
                 self.shrink(self.epoch + (i + 1) / steps)
+            if self.world > 1:  # a rank that would diverge stops the run here
+                distributed.check_agree(self._digest(), f"the architecture after step "
+                                                        f"{self.step}")
         settles_now = c.settle and self.epoch + 1 == c.epochs  # tau reaches 1 at the end
         if self.epoch >= c.warmup_epochs and (
                 not c.shrink_every or settles_now and self.step % c.shrink_every):
             self.shrink(self.epoch + 1)
+        if self.world > 1:
+            distributed.check_agree(self._digest(True), f"the supernet after epoch "
+                                                        f"{self.epoch + 1}")
         return {k: float(np.mean(v)) if v else float("nan") for k, v in sums.items()}
+
+    # ---- many processes (torchrun): one search -------------------------------------
+    def _loader(self, subset, seed: int) -> DataLoader:
+        """This rank's share of each global batch: every rank draws the batches one process
+        would (the same shuffle, the same seed) and takes its slice."""
+        generator = torch.Generator().manual_seed(seed)  # the loader's, as shuffle=True has it
+        batches = BatchSampler(RandomSampler(subset, generator=generator), self.config.batch,
+                               drop_last=True)
+        return DataLoader(subset, batch_sampler=distributed.RankBatches(batches, self.rank,
+                                                                        self.world),
+                          generator=generator, num_workers=self.config.workers,
+                          worker_init_fn=quiet_worker)
+
+    def _sum_over_ranks(self, params: list[torch.Tensor], loss: torch.Tensor) -> float:
+        """Sum the gradients of ``params`` and the loss's value over the ranks (each rank's
+        loss is its share of the global batch's), in one message; the global loss."""
+        if self.world == 1:
+            return loss.item()
+        grads = [p.grad for p in params if p.grad is not None]
+        value = loss.detach().reshape(1).float()
+        self.comm_bytes += distributed.all_sum([*grads, value])
+        return value.item()
+
+    def _digest(self, weights: bool = False) -> dict[str, Any]:
+        """What every rank must hold alike: the step, the architecture weights, the option
+        masks and the multiplier (and, with ``weights``, every tensor of the supernet)."""
+        def digest(tensors) -> str:
+            h = hashlib.sha256()
+            for t in tensors:
+                h.update(t.detach().cpu().contiguous().numpy().tobytes())
+            return h.hexdigest()[:16]
+
+        n = self.net
+        out = {"step": self.step, "multiplier": self.multiplier,
+               "architecture": digest(n.arch_parameters()),
+               "options": digest((n.op_valid, n.mid_valid, n.out_valid))}
+        if weights:
+            out["weights"] = digest(n.state_dict().values())
+        return out
 
     def arch_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         c = self.config
@@ -193,12 +249,14 @@ class Searcher:
             ssr_out = ssr_loss(*self._width_rows(out_p, self.net.out_valid))
             expected = self.expected_cost()
             cost = cost_loss(expected, self.target, self.cost_scale)
-            loss = (c.w_ce * ce + c.w_ssr_op * ssr_op + c.w_ssr_out * ssr_out
-                    + c.w_ssr_mid * ssr_mid + c.w_cost * cost)
+            shared = (c.w_ssr_op * ssr_op + c.w_ssr_out * ssr_out + c.w_ssr_mid * ssr_mid
+                      + c.w_cost * cost)  # the same on every rank: each adds its 1/world
             if c.cost_constraint == "dual":  # the Lagrangian term of E[cost] = target
-                loss = loss + self.multiplier * expected / self.target
+                shared = shared + self.multiplier * expected / self.target
+            loss = c.w_ce * ce + (shared / self.world if self.world > 1 else shared)
             self.arch_opt.zero_grad(set_to_none=True)
             loss.backward()
+            loss_value = self._sum_over_ranks(self.net.arch_parameters(), loss)
             torch.nn.utils.clip_grad_norm_(self.net.arch_parameters(), c.arch_clip)
             self.arch_opt.step()
         finally:
@@ -208,11 +266,22 @@ class Searcher:
             step = c.dual_lr * (expected.item() - self.target) / self.target
             # anti-windup: a multiplier still pushing the other way restarts from this step
             self.multiplier = step if self.multiplier * step < 0 else self.multiplier + step
-        return {"arch": loss.item(), "ssr_op": ssr_op.item(), "cost": cost.item()}
+        return {"arch": loss_value, "ssr_op": ssr_op.item(), "cost": cost.item()}
 
     def _ce(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The class-weighted CE of the batch. Under torchrun, this rank's share of the
+        global batch's: its weighted sum over the weight of every rank's pixels, so the sum
+        over the ranks is the one-process mean exactly."""
         with self._autocast():
-            return F.cross_entropy(self.net(x).float(), y, self.class_weights, ignore_index=255)
+            logits = self.net(x)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32
+        if self.world == 1:
+            return F.cross_entropy(logits, y, self.class_weights, ignore_index=255)
+        total = F.cross_entropy(logits, y, self.class_weights, ignore_index=255,
+                                reduction="sum")
+        weight = self.class_weights[y[y != 255]].sum().reshape(1)
+        self.comm_bytes += distributed.all_sum([weight])
+        return total / weight[0]
 
     def _width_rows(self, probs: torch.Tensor, valid: torch.Tensor):
         """The width decisions the SSR width term averages over: every (layer, op) row
@@ -283,15 +352,17 @@ class Searcher:
     def run(self, stop_after: int | None = None) -> dict[str, Any]:
         """Search until converged or out of epochs (or, with ``stop_after``, until that
         epoch: the state is saved as after an interruption); one run per output folder."""
+        if self.rank != 0:  # rank 0 alone writes, and holds the folder
+            return self._run(stop_after)
         with self.folder.lock():
             return self._run(stop_after)
 
     def _run(self, stop_after: int | None) -> dict[str, Any]:
         last = min(self.config.epochs, stop_after or self.config.epochs)
-        if self.epoch == 0:  # a new search says how it runs from the start
+        if self.epoch == 0 and self.rank == 0:  # a new search says how it runs from the start
             self.folder.start(self.settings())
         while self.epoch < last and not self.discrete():
-            start = time.perf_counter()
+            start, sent, steps_before = time.perf_counter(), self.comm_bytes, self.step
             losses = self.search_one_epoch()
             self.epoch += 1
             unit, scale = self.measure.unit, self.measure.scale
@@ -304,6 +375,9 @@ class Searcher:
                    "forced": dict(self.forced),
                    "options_left": self.options_left(), "mean_max_prob": mean_max_prob,
                    "seconds": time.perf_counter() - start}
+            if self.world > 1:  # what each rank sent per step, for the cost of spreading it
+                row.update(processes=self.world, allreduce_bytes_per_step=round(
+                    (self.comm_bytes - sent) / max(self.step - steps_before, 1)))
             self.save(row)
         return self.finish()
 
@@ -330,7 +404,8 @@ class Searcher:
                 self._set_masks(self.budget.masks_of(self.anchor, masks))
         discrete = self.discrete_model()
         genotype = discrete.genotype
-        self.folder.finish(discrete, genotype)
+        if self.rank == 0:
+            self.folder.finish(discrete, genotype)
         return {"genotype": genotype, "converged": converged, "epochs": self.epoch,
                 "discarded_mass": gap, "ended": ended, "mean_max_prob": mean_max,
                 "forced": dict(self.forced)}
@@ -374,14 +449,17 @@ class Searcher:
         return {"epoch": self.epoch, "step": self.step, "net": self.net.state_dict(),
                 "weight_opt": self.weight_opt.state_dict(),
                 "arch_opt": self.arch_opt.state_dict(), "rng": torch.get_rng_state(),
+                "processes": self.world,
                 "multiplier": self.multiplier, "forced": self.forced,
                 "anchor": None if self.anchor is None else self.anchor.choices,
                 "space": self.space.to_dict(), "config": jsonable(asdict(self.config))}
 
     def save(self, row: dict[str, Any]) -> None:
-        m = self.measure
-        self.folder.save(self.state_dict(), row, self.settings(), self.target / m.scale,
-                         m.unit, m.describe())
+        """This epoch's state, written by rank 0 (every rank holds the same)."""
+        if self.rank == 0:
+            m = self.measure
+            self.folder.save(self.state_dict(), row, self.settings(), self.target / m.scale,
+                             m.unit, m.describe())
 
     def resume(self) -> None:
         """Continue the search its folder's search.pt saved, exactly."""
@@ -400,13 +478,20 @@ class Searcher:
         self.arch_opt.load_state_dict(state["arch_opt"])
         for group in self.arch_opt.param_groups:  # an --override'd rate holds from here on
             group["lr"] = self.config.arch_lr
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"].cpu())  # every rank's: they draw alike
+        saved = state.get("processes", 1)
+        if saved != self.world:
+            self.notes.append(f"{STATE} was saved by {saved} process{'es' * (saved > 1)}; it "
+                              f"goes on with {self.world}: the same search (the global batch "
+                              f"of {self.config.batch} is split, not changed)")
         self.epoch, self.step = state["epoch"], state["step"]
         self.multiplier = float(state.get("multiplier", 0.0))
         self.forced = dict(state.get("forced", {"decisions": 0, "mass": 0.0}))
         if state.get("anchor") is not None:  # the cost is the tables', the score the pick's
             choices = [None if c is None else tuple(c) for c in state["anchor"]]
             self.anchor = Pick(choices, self.tables.cost(choices), 0.0)
+        if self.world > 1:
+            distributed.check_agree(self._digest(True), "the state they resume")
 
 
 def _log(probs) -> tuple[np.ndarray, ...]:
