@@ -80,50 +80,65 @@ class RankBatches(Sampler[list[int]]):
         return len(self.batches)
 
 
-class _AllSum(torch.autograd.Function):
-    """The sum over the ranks, differentiable: every rank's loss uses the sum, so each
-    rank's share of the gradient is the sum of every rank's gradient of it."""
+class _SyncedBatchNorm(torch.autograd.Function):
+    """Training BatchNorm over every rank's images: one all-reduce forward (each rank's
+    count, mean and squared deviations, combined as Chan et al.'s parallel variance), one
+    backward (the sums the input gradient needs); fused passes over the activations, as
+    BatchNorm's own kernels make. The weight and bias gradients stay this rank's (the
+    search sums every gradient over the ranks after the backward pass)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        x = x.clone()
-        dist.all_reduce(x)
-        return x
+    def forward(ctx, x, weight, bias, eps: float):
+        c, dims = x.shape[1], (0, 2, 3)
+        n_here = x.numel() // c
+        var_here, mean_here = torch.var_mean(x, dims, correction=0)
+        total = torch.cat([n_here * mean_here, n_here * var_here,
+                           n_here * mean_here * mean_here, x.new_full((1,), n_here)])
+        dist.all_reduce(total)
+        n = total[3 * c]
+        mean = total[:c] / n
+        var = ((total[c:2 * c] + total[2 * c:3 * c]) / n - mean * mean).clamp_min(0)
+        invstd = torch.rsqrt(var + eps)
+        y = torch.batch_norm(x, weight, bias, mean, var, False, 0.0, eps, False)
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.n = n
+        return y, mean, var
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.clone()
-        dist.all_reduce(grad)
-        return grad
+    def backward(ctx, dy, _dmean, _dvar):
+        x, weight, mean, invstd = ctx.saved_tensors
+        c, dims, shape = x.shape[1], (0, 2, 3), (1, -1, 1, 1)
+        xhat = (x - mean.view(shape)) * invstd.view(shape)
+        local = torch.cat([dy.sum(dims), (dy * xhat).sum(dims)])
+        total = local.clone()
+        dist.all_reduce(total)
+        sum_dy, sum_dy_xhat = total[:c] / ctx.n, total[c:] / ctx.n
+        scale = invstd if weight is None else invstd * weight
+        dx = (dy - sum_dy.view(shape) - xhat * sum_dy_xhat.view(shape)) * scale.view(shape)
+        dweight = None if weight is None else local[c:]
+        dbias = None if weight is None else local[:c]
+        return dx, dweight, dbias, None
 
 
 class SyncedBatchNorm2d(torch.nn.BatchNorm2d):
     """BatchNorm whose batch is the job's: in training under torchrun the mean and variance
-    are those of every rank's images together (two all-reduces, differentiable, so the
-    backward pass sums over the ranks too), and the running statistics move alike on every
-    rank: the layer computes what one process with the whole batch computes. Any device
-    (torch's SyncBatchNorm refuses CPU tensors); one process, or eval: plain BatchNorm."""
+    are those of every rank's images together (``_SyncedBatchNorm``), and the running
+    statistics move alike on every rank: the layer computes what one process with the
+    whole batch computes. Any device (torch's SyncBatchNorm refuses CPU tensors); one
+    process, or eval: plain BatchNorm."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        c = x.shape[1]
-        count = torch.tensor([x.numel() // c], dtype=x.dtype, device=x.device)
-        total = _AllSum.apply(torch.cat([x.sum((0, 2, 3)), count]))
-        n = total[c]
-        mean = total[:c] / n
-        centred = x - mean[None, :, None, None]
-        var = _AllSum.apply((centred * centred).sum((0, 2, 3))) / n  # two passes, as BatchNorm
+        y, mean, var = _SyncedBatchNorm.apply(x, self.weight, self.bias, self.eps)
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 f = (1.0 / float(self.num_batches_tracked) if self.momentum is None
                      else self.momentum)
-                self.running_mean.mul_(1 - f).add_(mean.detach(), alpha=f)
-                self.running_var.mul_(1 - f).add_(var.detach() * n / (n - 1), alpha=f)
-        y = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
-        if self.affine:
-            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+                n = x.numel() // x.shape[1] * dist.get_world_size()
+                self.running_mean.mul_(1 - f).add_(mean, alpha=f)
+                self.running_var.mul_(1 - f).add_(var * n / (n - 1), alpha=f)
         return y
 
 
