@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from ssr_deploy import distributed
 from ssr_deploy.data import transforms as T
 from ssr_deploy.data import weights as class_weights
 from ssr_deploy.data.augmented import AugmentedDataset, quiet_worker
@@ -86,22 +87,14 @@ def check_training_memory(channels: int, net: torch.nn.Module | None, batch: int
                  f"training at batch {batch}, {h}x{w}", "lower --batch or --size")
 
 
-def _dist() -> tuple[int, int]:
-    """(rank, world size); initialises the process group under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
-
-
 class Trainer:
     def __init__(self, net: SSRNet, train_set, val_set, out: str | Path, config: TrainConfig,
                  extra: dict[str, Any] | None = None) -> None:
-        self.rank, self.world = _dist()
+        self.rank, self.world = distributed.start(config.device)
         name, weights = class_weights.resolve(config.class_weights, config.data, train_set)
         config = dataclasses.replace(config, class_weights=name)
         self.out, self.config, self.extra = Path(out), config, extra or {}
-        self.device = torch.device(config.device)
+        self.device = torch.device(distributed.rank_device(config.device))  # torchrun: its GPU
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(config.seed)

@@ -225,3 +225,23 @@ def test_torchrun_runs_the_latency_constrained_search_and_refuses_what_does_not_
     assert "error: --batch 5 is the global batch and does not split over 2 processes; use " \
            "--batch 4 or 6" in refused.stderr
     assert not (tmp_path / "odd").exists()
+
+
+def test_a_batch_that_does_not_split_names_the_nearest_that_do():
+    from ssr_deploy.distributed import split_batch
+
+    assert split_batch(8, 4) == 2 and split_batch(6, 1) == 6
+    with pytest.raises(SsrDeployError, match=r"--batch 6 .* over 4 processes; use --batch 4 or 8"):
+        split_batch(6, 4)
+    with pytest.raises(SsrDeployError, match=r"use --batch 3$"):
+        split_batch(2, 3)
+
+
+def test_more_processes_than_cores_on_the_cpu_is_warned_about(monkeypatch):
+    from ssr_deploy.distributed import warn_if_oversubscribed
+
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4096")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.warns(UserWarning, match=r"4096 processes on \d+ CPU cores.*--nproc_per_node"):
+        warn_if_oversubscribed("cpu")
+    warn_if_oversubscribed("cuda")  # GPUs: a process per GPU, nothing to say
