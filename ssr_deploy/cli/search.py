@@ -34,6 +34,8 @@ def search(ctx, out, space_file, resume, override, **settings) -> None:
           --out runs/tiny
       ssr-deploy search --data cityscapes:/data/cityscapes --out runs/fast \\
           --lut lut.json --target-ms 8      (lut.json: `ssr-deploy lut build` on the device)
+      torchrun --nproc_per_node 8 -m ssr_deploy search --data cityscapes:/data/cityscapes \\
+          --out runs/search --device cuda --batch 8   (one search on 8 GPUs: --batch is global)
       ssr-deploy train --init-from-search runs/search --data cityscapes:/data/cityscapes ...
     """
     from ssr_deploy.data import open_dataset
