@@ -102,10 +102,11 @@ class _SyncedBatchNorm(torch.autograd.Function):
         y = torch.batch_norm(x, weight, bias, mean, var, False, 0.0, eps, False)
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.n = n
-        return y, mean, var
+        ctx.mark_non_differentiable(mean, var, n)  # for the running statistics only
+        return y, mean, var, n
 
     @staticmethod
-    def backward(ctx, dy, _dmean, _dvar):
+    def backward(ctx, dy, _dmean, _dvar, _dn):
         x, weight, mean, invstd = ctx.saved_tensors
         c, dims, shape = x.shape[1], (0, 2, 3), (1, -1, 1, 1)
         xhat = (x - mean.view(shape)) * invstd.view(shape)
@@ -130,13 +131,12 @@ class SyncedBatchNorm2d(torch.nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        y, mean, var = _SyncedBatchNorm.apply(x, self.weight, self.bias, self.eps)
+        y, mean, var, n = _SyncedBatchNorm.apply(x, self.weight, self.bias, self.eps)
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 f = (1.0 / float(self.num_batches_tracked) if self.momentum is None
                      else self.momentum)
-                n = x.numel() // x.shape[1] * dist.get_world_size()
                 self.running_mean.mul_(1 - f).add_(mean, alpha=f)
                 self.running_var.mul_(1 - f).add_(var * n / (n - 1), alpha=f)
         return y
@@ -184,17 +184,11 @@ def all_sum(tensors: Sequence[torch.Tensor]) -> int:
     return flat.numel() * flat.element_size()
 
 
-def gather(obj: Any) -> list[Any]:
-    """Every rank's ``obj``, in rank order (picklable objects)."""
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
 def check_agree(facts: dict[str, Any], what: str) -> None:
     """Every rank must hold the same ``facts``; where one does not, every rank stops with
     one line naming the first fact that differs and the ranks that hold which."""
-    seen = gather(facts)
+    seen: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(seen, facts)
     for key in facts:
         values = [s.get(key) for s in seen]
         if any(v != values[0] for v in values[1:]):

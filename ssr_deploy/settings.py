@@ -172,8 +172,6 @@ def options(config: type) -> Callable:
                 option = click.option(flag, _param(flag, fields), help=first.help,
                                       default=example, show_default=True,
                                       type=_Parts(first.type, labels, example))
-            elif isinstance(fields[0].default, bool):
-                option = click.option(flag, fields[0].name, is_flag=True, help=first.help)
             else:
                 f, shown = fields[0], _shown(fields[0])
                 option = click.option(
@@ -206,9 +204,3 @@ def parameters(config: type) -> dict[str, str]:
     holds to (``--resume``)."""
     return {f.name: _param(flag, fields) for flag, fields in _flags(config).items()
             for f in fields if f.metadata["flag"].kept}
-
-
-def flag_of(config: type, field: str) -> str:
-    """The flag that sets ``field``, for messages."""
-    return next(flag for flag, fields in _flags(config).items()
-                if any(f.name == field for f in fields))

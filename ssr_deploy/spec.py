@@ -332,7 +332,7 @@ class Gpu:
 class EngineBuild:
     """What a TensorRT engine's sidecar (``tensorrt``) says it is tied to: the library and
     its version, and the GPU it was built on (full TensorRT) or the compute capabilities it
-    targets (TensorRT-RTX; () when built for the library's defaults)."""
+    targets (TensorRT-RTX; as recorded at the build, defaults included)."""
 
     builder: str = "tensorrt"  # tensorrt | tensorrt-rtx
     version: str | None = None
@@ -355,8 +355,7 @@ class EngineBuild:
                    version=None if version is None else str(version),
                    gpu=None if gpu is None else Gpu(
                        _text(gpu.get("name")), _text(gpu.get("compute_capability"))),
-                   compute_capabilities=tuple(str(c) for c in ccs)
-                   if not d.get("compute_capabilities_default") else ())
+                   compute_capabilities=tuple(str(c) for c in ccs))
 
 
 @dataclass(frozen=True)
