@@ -183,18 +183,22 @@ def options(config: type) -> Callable:
     return decorate
 
 
+def given(ctx: click.Context, name: str) -> bool:
+    """Whether option ``name`` was given on the command line (not its default)."""
+    source = ctx.get_parameter_source(name)
+    return source not in (None, click.core.ParameterSource.DEFAULT)
+
+
 def config_from(config: type, ctx: click.Context, **fixed: Any) -> Any:
     """The config the command's parsed options give; a shared flag not given leaves its
     fields at their defaults; ``fixed``: fields the command sets itself."""
-    from click.core import ParameterSource
-
     kwargs: dict[str, Any] = {}
     for flag, fields in _flags(config).items():
         param = _param(flag, fields)
         value = ctx.params[param]
         if len(fields) == 1:
             kwargs[fields[0].name] = value
-        elif ctx.get_parameter_source(param) is not ParameterSource.DEFAULT:
+        elif given(ctx, param):
             kwargs.update({f.name: v for f, v in zip(fields, value, strict=True)})
     return config(**{**kwargs, **fixed})
 

@@ -1,5 +1,5 @@
-"""What commands share in reading their options: whether one was given, options that apply
-only with another, and a bar over a command's stages."""
+"""What commands share in reading their options: options that apply only with another, and
+a bar over a command's stages (whether one was given: ``settings.given``)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,7 @@ import contextlib
 
 import click
 
-
-def given(ctx: click.Context, name: str) -> bool:
-    """Whether option ``name`` was given on the command line (not its default)."""
-    source = ctx.get_parameter_source(name)
-    return source not in (None, click.core.ParameterSource.DEFAULT)
+from ssr_deploy.settings import given
 
 
 def refuse_without(ctx: click.Context, pairs: dict[str, tuple[str, bool]]) -> None:

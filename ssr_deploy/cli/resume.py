@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import click
 
-from ssr_deploy.cli.options import given
 from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.settings import given
 
 
 def resume_settings(ctx: click.Context, config, saved: dict, params: dict[str, str],

@@ -9,10 +9,9 @@ from pathlib import Path
 import click
 
 from ssr_deploy.cli.group import main
-from ssr_deploy.cli.options import given
 from ssr_deploy.cli.resume import check_run_folder, describe_settings, resume_settings
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.settings import DATA_HELP, SIZE, config_from, options, parameters
+from ssr_deploy.settings import DATA_HELP, SIZE, config_from, given, options, parameters
 from ssr_deploy.train.config import TrainConfig
 
 RESUMED = ("data", "size", "epochs", "batch", "lr", "preset", "class_weights", "seed")
