@@ -4,11 +4,12 @@
 environment variable, ``tritonserver`` on PATH, ``/opt/tritonserver`` (NVIDIA's container),
 or the binary inside NVIDIA's PyTriton wheel (``pip install --no-deps nvidia-pytriton``:
 Triton 2.51 with its python backend; its own Python layer is not used). The model is a
-python-backend model (``triton_model.py``) with dynamic batching; the server speaks HTTP and
-gRPC (KServe v2) and exports Prometheus metrics. Clients reach it only through ``guard.py``
-(Triton listens on loopback ports of its own): a request is bounded and checked against the
-model before Triton allocates for it. SIGTERM: Triton stops taking requests, finishes those it
-accepted, and exits 0.
+python-backend model (``triton_model.py``) with dynamic batching; clients speak HTTP and gRPC
+(KServe v2) to the front door (``door.py``) on the user's ports, and Prometheus metrics are
+Triton's own. Triton itself listens on a unix socket in this run's private folder (mode 0700,
+its HTTP front off), so the door is the only way in: no other local user can reach Triton,
+and nothing on its command line or in its environment is a secret. SIGTERM: Triton stops
+taking requests, finishes those it accepted, and exits 0.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import errno
 import importlib.util
 import json
 import os
-import secrets
 import shutil
 import signal
 import site
@@ -35,6 +35,7 @@ import ssr_deploy
 from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.export.triton import valid_model_name
 from ssr_deploy.io import open_in_place
+from ssr_deploy.serving.checks import RESTRICTED_APIS
 
 MODEL_FILE = Path(__file__).with_name("triton_model.py")
 
@@ -95,6 +96,7 @@ def _die_with_parent(parent: int):
     import ctypes
 
     def arm() -> None:
+        os.umask(0o077)  # its socket and the python backend's shared memory: this user's only
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:
@@ -104,13 +106,26 @@ def _die_with_parent(parent: int):
 
 
 def is_ready(http_port: int, host: str = "127.0.0.1") -> bool:
-    """Whether a Triton server answers ready (KServe v2 /v2/health/ready) on ``http_port``."""
+    """Whether a server answers ready (KServe v2 /v2/health/ready) on ``http_port``."""
     try:
         with urllib.request.urlopen(f"http://{host}:{http_port}/v2/health/ready",
                                     timeout=1) as r:
             return r.status == 200
     except (urllib.error.URLError, OSError):
         return False
+
+
+def upstream_ready(address: str) -> bool:
+    """Whether Triton answers ServerReady on its gRPC ``address``."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            return service_pb2_grpc.GRPCInferenceServiceStub(channel).ServerReady(
+                service_pb2.ServerReadyRequest(), timeout=1).ready
+        except grpc.RpcError:
+            return False
 
 
 def free_port() -> int:
@@ -121,11 +136,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-#: Triton's APIs beyond inference, health and metadata: closed unless ``allow_api`` opens
-#: them (a client could register host shared memory and have outputs written into it, or
-#: change logging and tracing; Triton has no authentication of its own).
-RESTRICTED_APIS = ("shared-memory", "model-config", "model-repository", "statistics", "trace",
-                   "logging")
 WORKDIR_PREFIX = "ssr-serve-"
 
 
@@ -135,7 +145,7 @@ class TritonServer:
     ``max_batch``: the largest batch Triton's dynamic batcher forms (the Segmenter splits
     it further if the model takes less); ``instances``: model copies, each its own process.
     ``host``: the address every endpoint binds (loopback by default); ``allow_api``: which
-    of RESTRICTED_APIS to open (the rest answer only a secret header no client is given).
+    of RESTRICTED_APIS the door opens to clients (the rest it refuses itself).
     """
 
     def __init__(self, model: str | Path, name: str = "ssrnet", http_port: int = 8000,
@@ -168,8 +178,7 @@ class TritonServer:
         if not 1 <= max_request_mb <= 4096:
             raise UsageError(f"--max-request-mb {max_request_mb}: give 1 to 4096")
         self.max_request_bytes = max_request_mb << 20
-        self.guard = None
-        self.triton_http = self.triton_grpc = 0  # Triton's own ports, on loopback
+        self.door = None
         self.process: subprocess.Popen | None = None
         self.workdir: Path | None = None
         self._log = None
@@ -228,22 +237,26 @@ class TritonServer:
         return work
 
     # ---- the process ------------------------------------------------------------------
+    @property
+    def upstream(self) -> str:
+        """Triton's gRPC address: a unix socket in the private work folder (Triton appends
+        ":PORT" to the path it is given, and 0 is the port it is given)."""
+        return f"unix:{self.workdir / 'triton'}:0"
+
     def command(self, repo: Path, backends: Path) -> list[str]:
-        closed = [api for api in RESTRICTED_APIS if api not in self.allow_api]
-        secret = f"ssr-deploy-admin={secrets.token_hex(16)}"  # known to no client
-        restricted = [f"--http-restricted-api={','.join(closed)}:{secret}",
-                      f"--grpc-restricted-protocol={','.join(closed)}:{secret}"] if closed else []
         return [str(self.install.server), f"--model-repository={repo}",
-                f"--backend-directory={backends}", "--http-address=127.0.0.1",
-                "--grpc-address=127.0.0.1", f"--metrics-address={self.host}",
-                f"--http-port={self.triton_http}", f"--grpc-port={self.triton_grpc}",
-                f"--metrics-port={self.metrics_port}", *restricted,
+                f"--backend-directory={backends}", "--allow-http=false",
+                f"--grpc-address=unix:{self.workdir / 'triton'}", "--grpc-port=0",
+                f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
                 f"--exit-timeout-secs={self.exit_timeout}", "--strict-readiness=true",
                 "--log-verbose=0"]
 
     def start(self, timeout: float = 120.0) -> TritonServer:
-        self.triton_http, self.triton_grpc = free_port(), free_port()
         self.workdir = self._write_workdir()
+        if len(str(self.workdir)) > 90:  # a unix socket's path is at most 107 bytes
+            self.stop()
+            raise SsrDeployError(f"the temp folder {self.workdir.parent} has too long a path "
+                                 "for a unix socket; set TMPDIR to a short one, e.g. /tmp")
         self.log_file = self.log_path or self.workdir / "triton.log"
         env = dict(os.environ)
         libs = [str(p) for p in self.install.libraries] + [sysconfig.get_config_var("LIBDIR")
@@ -264,8 +277,8 @@ class TritonServer:
                 reason = self._failure()
                 self.stop()
                 raise SsrDeployError(f"tritonserver stopped while starting: {reason}")
-            if is_ready(self.triton_http):
-                self._open_guard()
+            if upstream_ready(self.upstream):
+                self._open_door()
                 return self
             time.sleep(0.2)
         self.stop()
@@ -273,19 +286,19 @@ class TritonServer:
             f"see its log, {self.log_path}" if self.log_path else
             "run with --log FILE to keep its log"))
 
-    def _open_guard(self) -> None:
-        """The front door on the user's ports (see guard.py); a port in use is one line."""
-        from ssr_deploy.serving.guard import Guard, Limits
+    def _open_door(self) -> None:
+        """The front door on the user's ports (see door.py); a port in use is one line."""
+        from ssr_deploy.serving.checks import Limits
+        from ssr_deploy.serving.door import Door
 
         limits = Limits(self.name, self.max_batch, max_request_bytes=self.max_request_bytes,
                         inflight_bytes=2 * self.max_request_bytes)
-        self.guard = Guard(limits, self.host, self.http_port, self.grpc_port,
-                           self.triton_http, self.triton_grpc)
+        self.door = Door(limits, self.host, self.http_port, self.grpc_port, self.upstream,
+                         open_apis=self.allow_api)
         try:
-            self.guard.start()
+            self.door.start()
         except OSError as e:
-            self.guard.close()
-            self.guard = None
+            self.door = None
             self.stop()
             why = str(e.strerror or e)[:200]
             if e.errno == errno.EADDRINUSE or "in use" in why.lower():
@@ -356,9 +369,9 @@ class TritonServer:
         return code
 
     def _cleanup(self) -> None:
-        if self.guard is not None:
-            self.guard.close()
-            self.guard = None
+        if self.door is not None:
+            self.door.close()
+            self.door = None
         if self._log:
             self._log.close()
             self._log = None
