@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -88,6 +89,12 @@ def write_repository(model: str | Path, repo: str | Path, name: str = "ssrnet",
             raise SsrDeployError(f"{model.name} keeps its external data in a file named "
                                  f"{data.name}, the name the repository gives the model or its "
                                  "files; export it again (ssr-deploy keeps weights inside)")
+    for part in (repo / name, folder):  # inside --repo, every folder is the repository's own
+        if part.is_symlink():
+            raise SsrDeployError(f"--repo: {part} is a symbolic link ({os.readlink(part)}); "
+                                 "the repository's model folders must be real folders (a "
+                                 "link would have the export replace files elsewhere): "
+                                 "remove it, or give another --repo or --name")
     for part in (repo, repo / name, folder):
         if part.exists() and not part.is_dir():
             raise SsrDeployError(f"--repo: {part} is a file where the repository needs a "
@@ -106,6 +113,12 @@ def _write(model: Path, repo: Path, name: str, folder: Path, target: Path, spec:
                repo / name / "config.pbtxt": lambda tmp: tmp.write_text(text)}
     for data in external:
         relative = data.relative_to(model.resolve().parent)
+        for part in (folder / relative).parents:
+            if part == folder:
+                break
+            if part.is_symlink():
+                raise SsrDeployError(f"--repo: {part} is a symbolic link; the repository's "
+                                     "folders must be real folders: remove it")
         (folder / relative).parent.mkdir(parents=True, exist_ok=True)
         writers[folder / relative] = lambda tmp, data=data: shutil.copyfile(data, tmp)
     atomic_write_many(writers)
