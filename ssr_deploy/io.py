@@ -107,9 +107,54 @@ def check_output_path(path: Path) -> None:
 
 def cache_root() -> Path:
     """``$XDG_CACHE_HOME/ssr-deploy`` (default ``~/.cache/ssr-deploy``): what ssr-deploy
-    keeps between runs (exported checkpoints, calibration, TensorRT-RTX runtime caches)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ssr-deploy"
+    keeps between runs (exported checkpoints, calibration, TensorRT-RTX runtime caches).
+    A relative XDG_CACHE_HOME is ignored, as the XDG spec says (it would follow the working
+    folder)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / "ssr-deploy"
+
+
+def shared_with_others(folder: Path) -> str | None:
+    """Why ``folder`` (or a folder above it, up to the cache root) is not this user's alone:
+    owned by another user, or writable by others. None when it is private (or not there)."""
+    folder = Path(os.path.abspath(folder))
+    root = cache_root()
+    above = folder.parents if root in (folder, *folder.parents) else [folder.parent]
+    for part in [folder, *above]:
+        try:
+            st = part.lstat()
+        except OSError:
+            continue
+        if st.st_uid not in (os.getuid(), 0):  # root can change anything anyway
+            return f"{part} belongs to another user (uid {st.st_uid})"
+        if st.st_mode & 0o022 and not st.st_mode & 0o1000:  # a sticky /tmp is fine
+            return f"{part} is writable by other users (mode {st.st_mode & 0o777:o})"
+        if part == root.parent:
+            break
+    return None
+
+
+def seal(text: str) -> str:
+    """An HMAC-SHA256 of ``text`` under this user's cache key (``<cache root>/.seal-key``,
+    made on first use, readable by this user only): what the cache writes, it can recognise;
+    a file planted under a cache name with an edited sidecar cannot carry it."""
+    import hashlib
+    import hmac
+    import secrets
+
+    path = cache_root() / ".seal-key"
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            key = secrets.token_bytes(32)
+            with os.fdopen(fd, "wb") as f:
+                f.write(key)
+        except FileExistsError:  # another process made it first
+            key = path.read_bytes()
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
 
 
 def temp_beside(path: Path, suffix: str = ".tmp") -> Path:

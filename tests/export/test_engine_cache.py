@@ -115,6 +115,67 @@ def test_a_cached_engine_that_no_longer_matches_is_rebuilt(small_onnx, tmp_path,
     assert len(engine.read_bytes()) > len(good) // 2  # whole again
 
 
+def test_an_engine_planted_under_a_cache_name_is_not_run(small_onnx, tmp_path, capsys):
+    """W2: another network's engine copied over an entry, its sidecar's sha256 edited to
+    match, was used; the cache's seal (an HMAC under this user's key) no longer matches."""
+    engine = engine_for(small_onnx, "fp32", cache_dir=tmp_path / "cache", **RTX)
+    other = tmp_path / "other.onnx"
+    net = confident_net()
+    with torch.no_grad():
+        next(net.parameters()).mul_(-1.0)
+    export_onnx(net, other, size=(32, 64), dynamic_batch=True, max_batch=4,
+                io=IOFormat("uint8-nhwc-bgr", "labels"))
+    planted = engine_for(other, "fp32", cache_dir=tmp_path / "elsewhere", **RTX)
+    engine.write_bytes(planted.read_bytes())
+    meta = json.loads(sidecar_path(engine).read_text())
+    meta["sha256"] = ModelSpec.load(planted).sha256
+    sidecar_path(engine).write_text(json.dumps(meta))
+    capsys.readouterr()
+    assert engine_for(small_onnx, "fp32", cache_dir=tmp_path / "cache", **RTX) == engine
+    out = lines(capsys)
+    assert len(out) == 1 and "was not written by this cache" in out[0], out
+    assert engine.read_bytes() != planted.read_bytes()
+
+
+def test_a_fifo_at_a_cache_entry_is_replaced_not_read(small_onnx, tmp_path, capsys):
+    """H2: a FIFO at an entry's name blocked engine_for for ever."""
+    import os
+
+    engine = engine_for(small_onnx, "fp32", cache_dir=tmp_path, **RTX)
+    engine.unlink()
+    os.mkfifo(engine)
+    capsys.readouterr()
+    assert engine_for(small_onnx, "fp32", cache_dir=tmp_path, **RTX) == engine
+    out = lines(capsys)
+    assert len(out) == 1 and "is not a plain file" in out[0], out
+    ModelSpec.load(engine)
+
+
+def test_a_cache_others_can_write_is_not_used(small_onnx, tmp_path, capsys):
+    """Seen once: a world-writable engine folder was used without a word (anyone could
+    plant an engine there)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    engine = engine_for(small_onnx, "fp32", cache_dir=shared, **RTX)
+    out = lines(capsys)
+    assert len(out) == 1 and "is writable by other users" in out[0] and (
+        "will not be kept" in out[0]), out
+    assert not engine.is_relative_to(shared) and list(shared.iterdir()) == []
+
+
+def test_a_relative_xdg_cache_home_is_ignored(monkeypatch, tmp_path):
+    """W3: the XDG spec says a relative path there is invalid and to be ignored."""
+    from pathlib import Path
+
+    from ssr_deploy.io import cache_root
+
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    assert cache_root() == Path.home() / ".cache" / "ssr-deploy"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache_root() == tmp_path / "ssr-deploy"
+
+
 def test_two_processes_on_one_key_build_it_once(small_onnx, tmp_path):
     code = ("import sys\nfrom ssr_deploy.export import engine_for\n"
             "print(engine_for(sys.argv[1], 'fp32', builder='tensorrt-rtx', "

@@ -60,6 +60,8 @@ from ssr_deploy.io import (
     check_input_file,
     describe_os_error,
     open_in_place,
+    seal,
+    shared_with_others,
 )
 from ssr_deploy.spec import ModelSpec, file_sha256, sidecar_path
 
@@ -111,19 +113,26 @@ def cached_engine(onnx_path: str | Path, builder: str | None = None,
     name = f"{onnx_path.stem}-{digest}.engine"
     where = _where(gpu, targets)
     folder = Path(folder) if folder is not None else engine_cache_folder()
+    shared = shared_with_others(folder)
+    if shared:  # an engine planted there would run: this one is built, used, not kept
+        tmp = _temporary(folder, name, f"is not trusted: {shared}, and an engine another user "
+                         "put there would run here; chmod go-w it")
+        return _publish(tmp / name, *_build(onnx_path, spec, library, gpu, targets, profile,
+                                            key))
     try:
         lock = _lock(folder, name)
     except (OSError, OutputError) as e:
-        tmp = _temporary(folder, name, e)
+        tmp = _temporary(folder, name, _cannot_write(e))
         return _publish(tmp / name, *_build(onnx_path, spec, library, gpu, targets, profile,
                                             key))
     with lock:
         path = folder / name
-        if path.exists() or sidecar_path(path).exists():
+        if any(os.path.lexists(p) for p in (path, sidecar_path(path))):
             problem = _problem(path, key, library, gpu)
             if problem is None:
                 return path
             say(f"the cached engine {path} {problem}: building it again")
+            _clear(path)
         else:
             say(f"building the engine of {onnx_path.name} for {where} (first use; kept in "
                 f"{folder})")
@@ -131,7 +140,7 @@ def cached_engine(onnx_path: str | Path, builder: str | None = None,
         try:
             return _publish(path, *built)
         except OutputError as e:  # full: this run still gets its engine
-            return _publish(_temporary(folder, name, e) / name, *built)
+            return _publish(_temporary(folder, name, _cannot_write(e)) / name, *built)
 
 
 def _library(builder: str | None, onnx_path: Path) -> TensorRT:
@@ -218,18 +227,25 @@ def scratch_folder() -> Path:
     return tmp
 
 
-def _temporary(folder: Path, name: str, error: BaseException) -> Path:
+def _cannot_write(error: BaseException) -> str:
     reason = describe_os_error(error) if isinstance(error, OSError) else str(error)
+    return f"cannot be written ({reason[:160]})"
+
+
+def _temporary(folder: Path, name: str, why: str) -> Path:
     tmp = scratch_folder()
-    say(f"the engine cache {folder} cannot be written ({reason[:160]}): building {name} in "
-        f"{tmp}, which is removed at exit; the engine will not be kept (set XDG_CACHE_HOME to a "
-        "writable folder to keep it)")
+    say(f"the engine cache {folder} {why}: building {name} in {tmp}, which is removed at "
+        "exit; the engine will not be kept (set XDG_CACHE_HOME to a folder of your own to "
+        "keep it)")
     return tmp
 
 
 def _problem(path: Path, key: dict[str, Any], library: TensorRT, gpu: dict | None
              ) -> str | None:
     """Why the cached ``path`` must not be used (None: it may)."""
+    for part in (path, sidecar_path(path)):  # never read a FIFO (it blocks) or follow a link
+        if part.is_symlink() or (part.exists() and not part.is_file()):
+            return f"is not a plain file ({part.name} is a link, FIFO or device)"
     try:
         spec = ModelSpec.load(path)  # the file against its sidecar's sha256
         data = path.read_bytes()
@@ -243,9 +259,12 @@ def _problem(path: Path, key: dict[str, Any], library: TensorRT, gpu: dict | Non
     if cached.get("version") != library.version:
         return f"was built with {cached.get('builder')} {cached.get('version')}, this is " \
                f"{library.title}"
-    if cached != key:
+    recorded = {k: v for k, v in cached.items() if k != "seal"}
+    if recorded != key:
         differs = sorted(k for k in key if cached.get(k) != key[k])
         return f"does not match its name ({', '.join(differs)} differ)"
+    if cached.get("seal") != _seal(spec.sha256, key):
+        return "was not written by this cache (its seal does not match the engine)"
     if library.is_rtx and gpu is not None:  # its own verdict needs the GPU that runs it
         why = rtx_invalidity(library, library.module.Runtime(shared_logger(library)), data)
         if why is not None:
@@ -264,8 +283,22 @@ def _build(onnx_path: Path, spec: ModelSpec, library: TensorRT, gpu: dict | None
     engine_meta = engine_metadata(built.meta or meta, onnx_path, library,
                                   None if library.is_rtx else gpu, settings, profile,
                                   time.perf_counter() - start)
-    engine_meta.update(sha256=hashlib.sha256(built.engine).hexdigest(), cache=key)
+    digest = hashlib.sha256(built.engine).hexdigest()
+    engine_meta.update(sha256=digest, cache={**key, "seal": _seal(digest, key)})
     return built.engine, engine_meta
+
+
+def _seal(engine_sha256: str | None, key: dict[str, Any]) -> str:
+    """What ties a cached engine to the key it was built for (see ``io.seal``)."""
+    return seal(f"{engine_sha256}\n{json.dumps(key, sort_keys=True)}")
+
+
+def _clear(path: Path) -> None:
+    """A cache entry that is not a plain file (a planted FIFO or link) removed, so the new
+    engine can take its name; a plain file is replaced by the rename."""
+    for part in (path, sidecar_path(path)):
+        if part.is_symlink() or (part.exists() and not part.is_file() and not part.is_dir()):
+            part.unlink()
 
 
 def _publish(path: Path, engine: bytes, meta: dict[str, Any]) -> Path:
