@@ -13,6 +13,7 @@ from ssr_deploy.io import (
     OutputError,
     atomic_write,
     atomic_write_bytes,
+    check_input_file,
     check_output_path,
     short_write_reason,
     temp_beside,
@@ -130,6 +131,7 @@ def read_image(path: str | Path, flags: int | None = None):
     before decoding: a 389 KB PNG can declare 20000x20000, 1.2 GB of pixels)."""
     import cv2
 
+    check_input_file(path, "image")  # a FIFO blocks a reader, a link to /dev/zero never ends
     size = image_size(path)
     if size and max(size) > MAX_SIDE:
         raise SsrDeployError(f"{path} is {size[0]}x{size[1]} pixels; images are read up to "
@@ -155,6 +157,8 @@ def find_images(folder: str | Path, limit: int | None = None) -> list[Path]:
     if limit and len(paths) > limit:
         step = len(paths) / limit
         paths = [paths[int(i * step)] for i in range(limit)]
+    for path in paths:  # said before the work starts, not when the reader blocks on it
+        check_input_file(path, "image")
     return paths
 
 
