@@ -208,3 +208,40 @@ def parameters(config: type) -> dict[str, str]:
     holds to (``--resume``)."""
     return {f.name: _param(flag, fields) for flag, fields in _flags(config).items()
             for f in fields if f.metadata["flag"].kept}
+
+
+def check_saved(config: type, saved: dict[str, Any], source: str) -> None:
+    """Each setting a run saved (``source``'s config) as its flag would take it: an edited or
+    damaged state (epochs NaN, batch -5, lr inf) is refused in one line, not run."""
+    from ssr_deploy.errors import SsrDeployError
+
+    for f in dataclasses.fields(config):
+        flag = f.metadata.get("flag")
+        value = saved.get(f.name)
+        if flag is None or flag.type is None or value is None or (value == f.default):
+            continue
+        given = "{}x{}".format(*value) if isinstance(flag.type, Size) and isinstance(
+            value, list | tuple) and len(value) == 2 else value
+        try:
+            if isinstance(given, bool) or (isinstance(flag.type, click.ParamType)
+                                            and isinstance(given, list | tuple | dict)):
+                raise click.BadParameter("not a single value")
+            flag.type.convert(given, None, None)
+        except (click.BadParameter, TypeError, ValueError):
+            raise SsrDeployError(f"{source} holds {flag.name}{' ' + flag.part if flag.part else ''}"
+                                 f" = {str(value)[:40]}, which the option refuses: the file was"
+                                 " edited or damaged; start again with a new --out") from None
+
+
+MAX_EPOCHS = 1_000_000  # no run has more: a saved epoch past it is an edited file
+
+
+def check_counter(value: Any, name: str, high: int, source: str) -> int:
+    """A run's saved counter (epoch, step): a whole number 0 to ``high``."""
+    from ssr_deploy.errors import SsrDeployError
+
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+        raise SsrDeployError(f"{source} says {name} {str(value)[:24]}, not 0 to {high}: the file "
+                             "was edited or damaged; start again with a new --out")
+    return value
+

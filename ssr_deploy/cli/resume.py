@@ -18,7 +18,9 @@ def resume_settings(ctx: click.Context, config, saved: dict, params: dict[str, s
     import dataclasses
 
     from ssr_deploy.io import jsonable
+    from ssr_deploy.settings import check_saved
 
+    check_saved(type(config), saved, "the run's saved state")
     taken, conflicts = {}, {}
     for field, param in params.items():
         if field not in saved:

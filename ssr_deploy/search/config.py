@@ -23,6 +23,9 @@ from ssr_deploy.settings import (
     setting,
 )
 
+#: a loss weight: 1e308 was taken and overflowed the objective to inf deep in the supernet
+LOSS_WEIGHT = Number(0, 1e6)
+
 if TYPE_CHECKING:
     from ssr_deploy.space import SearchSpace
 
@@ -92,12 +95,12 @@ class SearchConfig:
                                   "every (layer, op) row, removed ones as 0 (the authors'), or "
                                   "over the surviving rows only.",
                                   type=click.Choice(["all", "surviving"]))
-    w_ce: float = setting(100.0, "--loss-weights", _LOSS_HELP, type=NON_NEGATIVE, part="CE")
-    w_ssr_op: float = setting(30.0, "--loss-weights", type=NON_NEGATIVE, part="OP")
-    w_ssr_out: float = setting(15.0, "--loss-weights", type=NON_NEGATIVE, part="OUT")
-    w_ssr_mid: float = setting(15.0, "--loss-weights", type=NON_NEGATIVE, part="MID")
+    w_ce: float = setting(100.0, "--loss-weights", _LOSS_HELP, type=LOSS_WEIGHT, part="CE")
+    w_ssr_op: float = setting(30.0, "--loss-weights", type=LOSS_WEIGHT, part="OP")
+    w_ssr_out: float = setting(15.0, "--loss-weights", type=LOSS_WEIGHT, part="OUT")
+    w_ssr_mid: float = setting(15.0, "--loss-weights", type=LOSS_WEIGHT, part="MID")
     #: None: 1 (the authors'), LATENCY_COST_WEIGHT for --lut with the constraint off
-    w_cost: float | None = setting(None, "--loss-weights", type=NON_NEGATIVE, part="COST",
+    w_cost: float | None = setting(None, "--loss-weights", type=LOSS_WEIGHT, part="COST",
                                    shown="1")
     arch_lr: float = setting(2e-3, "--arch-lr", "Adam lr of the architecture weights (raise it "
                              "for short searches).", type=POSITIVE)

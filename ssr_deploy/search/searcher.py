@@ -45,6 +45,7 @@ from ssr_deploy.search.measure import cost_measure, target_of
 from ssr_deploy.search.run_folder import STATE, SearchFolder
 from ssr_deploy.search.shrink import forced_removals, is_discrete, proposal
 from ssr_deploy.search.supernet import SuperNet
+from ssr_deploy.settings import MAX_EPOCHS, check_counter
 from ssr_deploy.space import SearchSpace
 
 __all__ = ["SearchConfig", "Searcher"]
@@ -484,7 +485,9 @@ class Searcher:
             self.notes.append(f"{STATE} was saved by {saved} process{'es' * (saved > 1)}; it "
                               f"goes on with {self.world}: the same search (the global batch "
                               f"of {self.config.batch} is split, not changed)")
-        self.epoch, self.step = state["epoch"], state["step"]
+        where = str(self.folder.path / STATE)
+        self.epoch = check_counter(state["epoch"], "epoch", MAX_EPOCHS, where)
+        self.step = check_counter(state["step"], "step", 1 << 62, where)
         self.multiplier = float(state.get("multiplier", 0.0))
         self.forced = dict(state.get("forced", {"decisions": 0, "mass": 0.0}))
         if state.get("anchor") is not None:  # the cost is the tables', the score the pick's

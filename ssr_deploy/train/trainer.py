@@ -37,6 +37,7 @@ from ssr_deploy.media import figure_writer
 from ssr_deploy.model.checkpoint import checkpoint_writer, load_weights, read_weights_for
 from ssr_deploy.model.net import SSRNet, build_model
 from ssr_deploy.runs import epoch_log, publish_files, run_config_text, run_lock
+from ssr_deploy.settings import MAX_EPOCHS, check_counter
 from ssr_deploy.train.config import TrainConfig
 from ssr_deploy.train.evaluate import evaluate
 
@@ -240,7 +241,8 @@ class Trainer:
             group["weight_decay"] = self.config.weight_decay
         self.weights = state["class_weights"].to(self.device)
         torch.set_rng_state(state["rng"])
-        self.epoch, self.best = state["epoch"], state["best_miou"]
+        self.epoch = check_counter(state["epoch"], "epoch", MAX_EPOCHS, "the run's state")
+        self.best = state["best_miou"]
 
 
 def curves_figure(rows: list[dict[str, Any]]):
