@@ -9,6 +9,8 @@ Pre- and post-processing live here once; backends only move arrays.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -55,6 +57,8 @@ class Segmenter:
     def __init__(self, backend: Backend, letterbox: bool = False) -> None:
         self.backend = backend
         self.closed = False
+        self._calls = 0  # inferences running now; close() waits for them
+        self._idle = threading.Condition()
         self.spec = backend.spec
         self.size = self.spec.input.size
         self.classes = list(self.spec.classes)
@@ -87,16 +91,16 @@ class Segmenter:
     def predict_batch(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         """Frames of any sizes -> one (H, W) label map per frame, at its own size: uint8 class
         ids (uint16 for a model of more than 256 classes)."""
-        self._check_open()
         frames = [as_bgr(f) for f in frames]
         labels: list[np.ndarray] = []
-        for start in range(0, len(frames), self.max_batch):
-            chunk = frames[start:start + self.max_batch]
-            batch, boxes = self._prepare(chunk)
-            out = outputs_to_labels(self.backend.infer(batch), self.spec.output.kind,
-                                    len(self.classes))[:len(chunk)]  # less the padding
-            labels += [self._unfit(lab, box, f.shape[:2])
-                       for lab, box, f in zip(out, boxes, chunk, strict=True)]
+        with self._running():
+            for start in range(0, len(frames), self.max_batch):
+                chunk = frames[start:start + self.max_batch]
+                batch, boxes = self._prepare(chunk)
+                out = outputs_to_labels(self.backend.infer(batch), self.spec.output.kind,
+                                        len(self.classes))[:len(chunk)]  # less the padding
+                labels += [self._unfit(lab, box, f.shape[:2])
+                           for lab, box, f in zip(out, boxes, chunk, strict=True)]
         return labels
 
     def predict_stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
@@ -112,7 +116,12 @@ class Segmenter:
                 pending.append((boxes[0], frame.shape[:2]))
                 yield batch
 
-        for out in self.backend.infer_stream(inputs()):
+        outputs = self.backend.infer_stream(inputs())
+        while True:
+            with self._running():  # a close() between two frames ends the stream cleanly
+                out = next(outputs, None)
+            if out is None:
+                return
             box, size = pending.popleft()
             labels = outputs_to_labels(out, self.spec.output.kind, len(self.classes))[0]
             yield self._unfit(labels, box, size)
@@ -180,14 +189,31 @@ class Segmenter:
 
     # ---- resources ----------------------------------------------------------------
     def close(self) -> None:
-        if not self.closed:
-            self.backend.close()
-        self.closed = True
+        """Free the model once the inferences running on other threads have finished; calls
+        after it raise a one-line UsageError."""
+        with self._idle:
+            if self.closed:
+                return
+            self.closed = True
+            self._idle.wait_for(lambda: self._calls == 0)
+        self.backend.close()
 
     def _check_open(self) -> None:
         if self.closed:
             raise UsageError("this Segmenter was closed; load the model again with "
                              "Segmenter.load(...) (or use it inside its `with` block)")
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        with self._idle:
+            self._check_open()
+            self._calls += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._calls -= 1
+                self._idle.notify_all()
 
     def __copy__(self) -> Segmenter:
         raise UsageTypeError("a Segmenter holds a loaded model and is not copied: share it "
