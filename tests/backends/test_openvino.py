@@ -140,6 +140,25 @@ def test_an_ir_of_another_network_version_is_refused(irs, tmp_path):
         Segmenter.load(tmp_path / "m.xml")
 
 
+def test_an_ir_of_an_unknown_version_is_one_line(irs, tmp_path, capfd):
+    """Seen once: an IR with version="99" (its sidecar made to match) printed two stray
+    "GraphDef" lines from OpenVINO's other frontends before the error."""
+    import json
+
+    from ssr_deploy.spec import file_sha256
+
+    shutil.copy(irs["fp32"].with_suffix(".bin"), tmp_path / "m.bin")
+    xml = tmp_path / "m.xml"
+    xml.write_text(irs["fp32"].read_text().replace('version="11"', 'version="99"', 1))
+    meta = json.loads(irs["fp32"].with_name("fp32.xml.json").read_text())
+    meta.update(sha256=file_sha256(xml), file="m.xml")
+    (tmp_path / "m.xml.json").write_text(json.dumps(meta))
+    capfd.readouterr()
+    with pytest.raises(SsrDeployError, match="IR version 99; it reads 10, 11"):
+        Segmenter.load(xml)
+    assert "GraphDef" not in capfd.readouterr().err
+
+
 def test_a_graph_verified_in_onnxruntime_only_is_refused_not_run(labels_onnx, street_pngs,
                                                                  tmp_path):
     """fp16 and int8 ONNX were verified in onnxruntime; OpenVINO runs only what it verified

@@ -8,6 +8,7 @@ refused, with the command that converts and verifies it for OpenVINO.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,9 @@ class OpenVinoBackend(Backend):
         self.compiled = None
 
 
+IR_VERSIONS = (b"10", b"11")
+
+
 def _check_files(path: Path, spec: ModelSpec) -> Path:
     """The file OpenVINO reads: an IR with its own .bin and sidecar, or an fp32 ONNX."""
     if path.suffix.lower() == ".onnx":
@@ -130,6 +134,14 @@ def _check_files(path: Path, spec: ModelSpec) -> Path:
     if spec.openvino is None:
         raise SsrDeployError(f"{path.name}'s sidecar is not an OpenVINO IR's: export the IR "
                              "with `ssr-deploy export openvino`")
+    with open(path, "rb") as f:  # the IR reader refuses other versions, and then OpenVINO's
+        head = f.read(4096)      # other frontends print parse errors of their own
+    found = re.search(rb"<net\b[^>]*\bversion=\"([^\"]*)\"", head)
+    if not found or found[1] not in IR_VERSIONS:
+        said = found[1].decode(errors="replace")[:12] if found else "none"
+        raise SsrDeployError(f"{path.name} is not an OpenVINO IR this OpenVINO reads (IR "
+                             f"version {said}; it reads {b', '.join(IR_VERSIONS).decode()}): "
+                             "export it again with `ssr-deploy export openvino`")
     weights = path.with_suffix(".bin")
     if not weights.is_file():
         raise SsrDeployError(f"{path.name} has no {weights.name} beside it: keep the .bin that "
