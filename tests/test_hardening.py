@@ -341,3 +341,105 @@ def test_export_option_combinations_are_checked_before_any_work(tiny_inputs, opt
         assert "/nonexistent does not exist" in line, (options, line)
     else:
         assert "/nonexistent" not in line and "--" in line, (options, line)
+
+
+# ---- the fifth hostile round, beside the door (tests/serving/test_door.py) ----------------
+
+def test_export_triton_never_writes_through_a_linked_model_folder(tiny_inputs, tmp_path):
+    """D1: a symlinked model folder inside --repo had the export replace files elsewhere."""
+    outside = tmp_path / "outside"
+    (outside / "1").mkdir(parents=True)
+    victim = outside / "1" / "model.onnx"
+    victim.write_bytes(b"someone else's")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "ssrnet").symlink_to(outside)
+    line = _error(["export", "triton", str(tiny_inputs / "m.onnx"), "--repo", str(repo),
+                   "--cpu", "--max-batch", "0"])
+    assert "is a symbolic link" in line and "real folders" in line
+    assert victim.read_bytes() == b"someone else's" and sorted(outside.rglob("*")) == [
+        outside / "1", victim]
+
+
+@pytest.mark.parametrize("plant", ["fifo", "link to /dev/zero"])
+def test_a_calibration_folder_with_a_fifo_or_device_is_refused_not_read(
+        tiny_inputs, tmp_path, plant):
+    """H3/H4: a FIFO blocked the calibration reader; a link to /dev/zero never ended."""
+    import os
+
+    folder = tmp_path / "calib"
+    shutil.copytree(tiny_inputs / "frames", folder)
+    if plant == "fifo":
+        os.mkfifo(folder / "x.png")
+    else:
+        (folder / "x.png").symlink_to("/dev/zero")
+    line = _error(["export", "onnx", str(tiny_inputs / "ck.pt"), "-o", str(tmp_path / "m.onnx"),
+                   "--size", "32x64", "--precision", "int8", "--calib", str(folder)])
+    assert "x.png is not a regular file" in line, line
+
+
+def test_a_loss_weight_past_a_million_is_refused_at_the_option():
+    """T1: 1e308 was taken, then overflowed to a TypeError deep in the supernet."""
+    line = _error(["search", "--data", "synthetic:4", "--loss-weights", "1e308,30,15,15,1"])
+    assert "--loss-weights" in line and "<= 1e+06" in line
+
+
+@pytest.mark.parametrize("edit, words", [
+    ({"epochs": float("nan")}, "--epochs = nan"),
+    ({"batch": -5}, "--batch = -5"),
+    ({"lr": float("inf")}, "--lr = inf"),
+    ({"size": [0, 64]}, "--size = [0, 64]"),
+    ("epoch", "epoch 1000000000, not 0 to"),
+])
+def test_an_edited_run_state_is_refused_on_resume(tiny_inputs, tmp_path, edit, words):
+    """W4: a search.pt / last.pt edited to epochs NaN, batch -5, lr inf or epoch 10**9 was
+    resumed as if it were the run's."""
+    out = tmp_path / "run"
+    base = ["train", "--genotype", str(tiny_inputs / "g.json"), "--data", "synthetic:4",
+            "--size", "32x64", "--batch", "2", "--workers", "0", "--out", str(out)]
+    assert runner.invoke(main, [*base, "--epochs", "1"]).exit_code == 0
+    state = torch.load(out / "last.pt", weights_only=True)
+    if edit == "epoch":
+        state["epoch"] = 10 ** 9
+    else:
+        state["config"].update(edit)
+    torch.save(state, out / "last.pt")
+    line = _error(["train", "--data", "synthetic:4", "--genotype", str(tiny_inputs / "g.json"),
+                   "--out", str(out), "--resume", "--workers", "0"])
+    assert words in line and "edited or damaged" in line, line
+
+
+def test_closing_a_segmenter_while_other_threads_infer_is_clean(tiny_inputs):
+    """U1: close() racing calls on other threads raised raw AttributeError / TypeError; now
+    close waits for the running calls, and later calls get the one-line refusal."""
+    import threading
+
+    from ssr_deploy.errors import UsageError
+
+    seg = Segmenter.load(tiny_inputs / "m.onnx")
+    frame = np.zeros((32, 64, 3), np.uint8)
+    outcomes, start = [], threading.Event()
+
+    def worker():
+        start.wait()
+        for _ in range(200):
+            try:
+                seg(frame)
+                outcomes.append("ok")
+            except UsageError as e:
+                outcomes.append("closed" if "was closed" in str(e) else repr(e))
+            except Exception as e:  # noqa: BLE001 - what must not happen
+                outcomes.append(repr(e))
+                return
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    start.set()
+    while "ok" not in outcomes:
+        pass
+    seg.close()
+    for t in threads:
+        t.join()
+    assert set(outcomes) == {"ok", "closed"}, set(outcomes)
+
