@@ -81,11 +81,14 @@ def labels_onnx(tmp_path_factory):
 def paper_uint8_onnx(tmp_path_factory):
     """The paper's network at 32x64 as m.onnx: uint8 BGR in, labels out, batch 1 to 8
     (read only: copy it to change it)."""
+    import torch
+
     from ssr_deploy.export.onnx import export_onnx
     from ssr_deploy.model.net import build_model
     from ssr_deploy.spec import IOFormat
 
     path = tmp_path_factory.mktemp("paper") / "m.onnx"
+    torch.manual_seed(0)  # its weights the same whichever test makes it first
     export_onnx(build_model("ssr-cityscapes"), path, size=(32, 64), dynamic_batch=True,
                 max_batch=8, io=IOFormat("uint8-nhwc-bgr", "labels"))
     return path

@@ -1,5 +1,5 @@
-"""What commands share in reading their options: options that apply only with another, and
-a bar over a command's stages (whether one was given: ``settings.given``)."""
+"""What commands share in reading their options: options that apply only with another,
+``--quiet``, and a bar over a command's stages (whether one was given: ``settings.given``)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,18 @@ def refuse_without(ctx: click.Context, pairs: dict[str, tuple[str, bool]]) -> No
             flag = "--" + name.replace("_", "-")
             raise click.UsageError(f"{flag} applies with {needed} only; add {needed} or drop "
                                    f"{flag}")
+
+
+def _set_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    from ssr_deploy.progress import set_quiet
+
+    set_quiet(value)
+    return value
+
+
+#: ``--quiet`` on every long job: no progress bar and no progress lines (results still print)
+quiet_option = click.option("--quiet", "-q", is_flag=True, expose_value=False, is_eager=True,
+                            callback=_set_quiet, help="No progress bar or progress lines.")
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ssr_deploy.cli.group import main
+from ssr_deploy.cli.options import quiet_option
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.limits import MAX_BATCH
 from ssr_deploy.settings import SIZE, Number
@@ -138,9 +139,10 @@ def bench(model, backend, device, size, frame_size, batches, iters, warmup, prec
 
 @main.command()
 @click.argument("source")
-@click.option("--model", required=True, help="A .engine, .onnx or .pt.")
+@click.option("--model", required=True, help="A .engine, .onnx, .xml (OpenVINO IR) or .pt.")
 @click.option("-o", "--output", "out", required=True,
-              help="An .mp4/.avi file, or a folder for PNG frames.")
+              help="An .mp4/.avi file, or a folder for PNG frames (named as a folder "
+              "source's images).")
 @click.option("--backend", help=BACKEND_HELP)
 @click.option("--device", help="cpu, cuda ... [default: the backend's]")
 @click.option("--size", type=SIZE, default="512x1024", show_default=True,
@@ -152,25 +154,33 @@ def bench(model, backend, device, size, frame_size, batches, iters, warmup, prec
 @click.option("--letterbox", is_flag=True, help="Keep the aspect ratio (pad, do not stretch).")
 @click.option("--draw-fps", is_flag=True, help="Draw the live FPS on the frames.")
 @click.option("--show", is_flag=True, help="Show a window (needs a display); q or Esc quits.")
+@click.option("--reconnects", type=click.IntRange(0, 100), default=5, show_default=True,
+              help="A stream that drops is opened again this many times in a row, with a "
+              "growing pause (0.5, 1, 2 ... s).")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty PNG folder -o (once the "
               "new frames are complete).")
+@quiet_option
 def video(source, model, out, backend, device, size, max_frames, alpha, precision, letterbox,
-          draw_fps,
-          show, overwrite) -> None:
-    """Segment a video file, camera index or image folder in real time.
+          draw_fps, show, reconnects, overwrite) -> None:
+    """Segment a video file, image folder, camera or network stream in real time.
 
-    Decode, inference and overlay+encode run on three threads with bounded queues. Ctrl-C
-    stops cleanly and leaves a playable file.
+    SOURCE: a video file, a folder of images, a camera index (0, 1 ...) or a stream URL
+    (rtsp://, http(s)://, rtmp://, udp://, srt:// ... as OpenCV's FFmpeg opens them).
+    Decode, inference and overlay+encode run on three threads with bounded queues. From a
+    camera or a live stream the newest frame is segmented and frames inference cannot keep up
+    with are dropped (counted in the summary), so the output stays live. Ctrl-C stops cleanly
+    and leaves a playable file.
 
     \b
     Examples:
-      ssr-deploy video drive.mp4 --model model.engine -o drive_seg.mp4 --draw-fps
+      ssr-deploy video drive.mp4 --model model.onnx -o drive_seg.mp4 --draw-fps
+      ssr-deploy video rtsp://192.168.1.20:554/stream1 --model model.xml -o cam.mp4
       ssr-deploy video 0 --model model.onnx -o cam.mp4 --show
       ssr-deploy video leftImg8bit/val/frankfurt --model model.onnx -o preds/
     """
-    from tqdm import tqdm
-
-    from ssr_deploy.runtime.video import open_source, run_video
+    from ssr_deploy.progress import progress
+    from ssr_deploy.runtime.sources import open_source
+    from ssr_deploy.runtime.video import run_video
 
     if show:
         import os
@@ -179,24 +189,30 @@ def video(source, model, out, backend, device, size, max_frames, alpha, precisio
             raise SsrDeployError("--show needs a display (none is set); drop --show and watch "
                                  "the output file")
     from ssr_deploy.io import check_outputs_spare_inputs
+    from ssr_deploy.runtime.sources import is_stream
 
-    check_outputs_spare_inputs([("-o", out)], [source, model])
-    _, _, total = open_source(source, max_frames)
-    with open_segmenter(model, backend, device, size, letterbox, precision) as seg, \
-            tqdm(total=total, unit="frame", disable=None) as bar:
+    check_outputs_spare_inputs([("-o", out)], [model] + ([] if is_stream(source) else [source]))
+    say = lambda line: click.echo(f"note: {line}", err=True)  # noqa: E731
+    with open_segmenter(model, backend, device, size, letterbox, precision) as seg:
+        src = open_source(source, max_frames, reconnects, say)
+        with progress("video", total=src.expected, unit="frame") as bar:
 
-        def on_frame(done: int, fps: float) -> None:
-            bar.update(done - bar.n)
-            bar.set_postfix(fps=f"{fps:.1f}")
+            def on_frame(done: int, fps: float) -> None:
+                bar.update(done - bar.n, fps=f"{fps:.1f}")
 
-        stats = run_video(seg, source, out, max_frames, alpha, draw_fps, show,
-                          on_frame=on_frame, overwrite=overwrite)
+            stats = run_video(seg, src, out, max_frames, alpha, draw_fps, show,
+                              on_frame=on_frame, overwrite=overwrite)
     note = " (interrupted: the file is complete up to there)" if stats.interrupted else ""
     if not stats.interrupted and stats.expected and stats.frames < stats.expected:
         note = (f" (the source ended early: its header gives {stats.expected} frames; it may "
                 "be truncated)")
+    live = ""
+    if src.live:
+        live = (f"; {stats.dropped} frames dropped to stay live (inference was slower than "
+                f"the source)" if stats.dropped else "; no frame dropped")
+        live += f", {stats.reconnects} reconnects" if stats.reconnects else ""
     click.echo(f"wrote {stats.output}: {stats.frames} frames in {stats.seconds:.1f} s, "
-               f"{stats.fps:.1f} FPS{note}")
+               f"{stats.fps:.1f} FPS{note}{live}")
 
 
 @main.command("profile")

@@ -1,10 +1,12 @@
 """Real-time video: decode -> infer -> overlay + encode, three threads joined by bounded
 queues, so throughput is set by the slowest stage and memory stays flat.
 
-Sources: a video file, a camera index ("0") or a folder of images. Sinks: an .mp4/.avi
-file (written to a temp name, read back and renamed when closed: Ctrl-C still leaves a
-playable file, a full disk leaves the previous file) or a folder of PNGs (built beside its
-name and swapped in whole).
+Sources (``sources.py``): a video file, a folder of images, a camera index ("0") or a network
+stream (rtsp://, http(s):// ...); a live one is read newest-frame-first, dropping what
+inference cannot keep up with. Sinks: an .mp4/.avi file (written to a temp name, read back
+and renamed when closed: Ctrl-C still leaves a playable file, a full disk leaves the previous
+file) or a folder of PNGs named as the source's images were (built beside its name and
+swapped in whole).
 """
 
 from __future__ import annotations
@@ -20,17 +22,13 @@ import cv2
 import numpy as np
 
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.io import check_input_file
-from ssr_deploy.limits import MAX_SIDE
 from ssr_deploy.media import (
-    IMAGE_SUFFIXES,
     VideoOutput,
-    image_size,
-    read_image,
     write_image_in,
 )
 from ssr_deploy.runs import NewFolder
 from ssr_deploy.runtime.segmenter import Segmenter
+from ssr_deploy.runtime.sources import Source, open_source
 
 VIDEO_SUFFIXES = tuple(VideoOutput.FOURCC)
 _DONE = object()
@@ -44,62 +42,8 @@ class VideoStats:
     interrupted: bool
     output: str
     expected: int | None = None  # the frames the source's header gives, when it does
-
-
-MAX_CAMERA = 1023
-
-
-def open_source(source: str, max_frames: int | None = None) -> tuple[Iterator[np.ndarray], float,
-                                                                       int | None]:
-    """(frames, fps, frame count or None) for a file, a camera index or an image folder."""
-    path = Path(source)
-    if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not images:
-            raise SsrDeployError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {source}")
-        images = images[:max_frames] if max_frames else images
-        return (read_image(p) for p in images), 30.0, len(images)
-    if source.isdigit():
-        if int(source) > MAX_CAMERA:
-            raise SsrDeployError(f"camera {source}: a camera index is 0 to {MAX_CAMERA}; give "
-                                 "a video file, a folder of images or a camera index")
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # we say it in one line
-        capture = cv2.VideoCapture(int(source))
-        if not capture.isOpened():
-            raise SsrDeployError(f"camera {source} does not open (no such device, or in use)")
-    else:
-        check_input_file(path, "video source")
-        size = image_size(path)  # an image given as the source: its header, not its pixels
-        if size and max(size) > MAX_SIDE:
-            raise SsrDeployError(f"{source} is {size[0]}x{size[1]} pixels; frames are read up "
-                                 f"to {MAX_SIDE} a side: resize it first")
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our one line says it
-        capture = cv2.VideoCapture(str(path))
-        if not capture.isOpened():
-            raise SsrDeployError(f"cannot read video {source}: OpenCV cannot decode it (corrupt, "
-                                 "or a codec this OpenCV lacks)")
-    width, height = (int(capture.get(p)) for p in (cv2.CAP_PROP_FRAME_WIDTH,
-                                                    cv2.CAP_PROP_FRAME_HEIGHT))
-    if max(width, height) > MAX_SIDE:
-        capture.release()
-        raise SsrDeployError(f"{source} has {width}x{height} frames; frames are read up to "
-                             f"{MAX_SIDE} a side: resize it first")
-    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    if count and max_frames:
-        count = min(count, max_frames)
-
-    def frames() -> Iterator[np.ndarray]:
-        try:
-            while True:
-                ok, frame = capture.read()
-                if not ok:
-                    return
-                yield frame
-        finally:
-            capture.release()
-
-    return frames(), fps if 1 <= fps <= 240 else 30.0, count
+    dropped: int = 0  # a live source's frames inference could not keep up with
+    reconnects: int = 0
 
 
 class _Sink:
@@ -118,11 +62,13 @@ class _Sink:
         else:
             self.folder = NewFolder(self.path, overwrite, "-o")
 
-    def write(self, frame: np.ndarray) -> None:
+    def write(self, frame: np.ndarray, name: str | None = None) -> None:
+        """A frame; into a folder as ``name`` (a source image's, as .png) or numbered."""
         if self.video:
             self.video.write(frame)
         else:
-            write_image_in(self.folder.building, f"{self.count:06d}.png", frame)
+            stem = Path(name).stem if name else f"{self.count:06d}"
+            write_image_in(self.folder.building, f"{stem}.png", frame)
         self.count += 1
 
     def close(self, keep: bool = True) -> None:
@@ -135,14 +81,29 @@ class _Sink:
             self.folder.discard()
 
 
-def run_video(segmenter: Segmenter, source: str, output: str, max_frames: int | None = None,
-              alpha: float = 0.5, draw_fps: bool = False, show: bool = False,
-              queue_size: int = 4, on_frame: Callable[[int, float], None] | None = None,
+def run_video(segmenter: Segmenter, source: str | Source, output: str,
+              max_frames: int | None = None, alpha: float = 0.5, draw_fps: bool = False,
+              show: bool = False, queue_size: int = 4,
+              on_frame: Callable[[int, float], None] | None = None,
               overwrite: bool = False) -> VideoStats:
-    """Segment every frame of ``source`` into ``output``; returns counts and throughput.
+    """Segment every frame of ``source`` (a path, camera index or URL, or an opened
+    ``Source``) into ``output``; returns counts and throughput. A live source's frames that
+    inference cannot keep up with are dropped (counted), never queued.
 
     ``on_frame(done, fps)`` is called after each written frame (for a progress bar)."""
-    frames, fps, expected = open_source(source, max_frames)
+    src = source if isinstance(source, Source) else open_source(source, max_frames)
+    try:
+        return _run(segmenter, src, output, max_frames, alpha, draw_fps, show, queue_size,
+                    on_frame, overwrite)
+    finally:
+        src.close()
+
+
+def _run(segmenter: Segmenter, src: Source, output: str, max_frames: int | None,
+         alpha: float, draw_fps: bool, show: bool, queue_size: int,
+         on_frame: Callable[[int, float], None] | None, overwrite: bool) -> VideoStats:
+    frames, fps, expected = src.frames, src.fps, src.expected
+    names = iter(src.names or ())
     sink = _Sink(output, fps, overwrite)
     decoded: queue.Queue = queue.Queue(queue_size)
     inferred: queue.Queue = queue.Queue(queue_size)
@@ -172,6 +133,13 @@ def run_video(segmenter: Segmenter, source: str, output: str, max_frames: int | 
         held: list[np.ndarray] = []
 
         def source() -> Iterator[np.ndarray]:
+            if src.live:  # straight from the newest-frame reader: nothing waits in a queue
+                for i, frame in enumerate(frames):
+                    if (max_frames and i >= max_frames) or stop.is_set():
+                        return
+                    held.append(frame)
+                    yield frame
+                return
             while (frame := decoded.get()) is not _DONE:
                 held.append(frame)
                 yield frame
@@ -185,8 +153,9 @@ def run_video(segmenter: Segmenter, source: str, output: str, max_frames: int | 
         finally:
             put(inferred, _DONE)
 
-    workers = [threading.Thread(target=decode, daemon=True, name="decode"),
-               threading.Thread(target=infer, daemon=True, name="infer")]
+    workers = [threading.Thread(target=infer, daemon=True, name="infer")]
+    if not src.live:
+        workers.append(threading.Thread(target=decode, daemon=True, name="decode"))
     for w in workers:
         w.start()
     start, interrupted, failed = time.perf_counter(), False, True
@@ -198,7 +167,7 @@ def run_video(segmenter: Segmenter, source: str, output: str, max_frames: int | 
             if draw_fps:
                 cv2.putText(vis, f"{rate:.1f} FPS", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.9,
                             (255, 255, 255), 2, cv2.LINE_AA)
-            sink.write(vis)
+            sink.write(vis, next(names, None))
             if show:
                 cv2.imshow("ssr-deploy", vis)
                 if cv2.waitKey(1) & 0xFF in (27, ord("q")):
@@ -218,8 +187,9 @@ def run_video(segmenter: Segmenter, source: str, output: str, max_frames: int | 
     if errors and not isinstance(errors[0], KeyboardInterrupt):
         raise errors[0]
     if sink.count == 0 and not interrupted:
-        raise SsrDeployError(f"no frame could be read from {source} (an empty or unreadable "
-                             f"video); nothing was written to {output}")
+        raise SsrDeployError(f"no frame could be read from {src.given} (an empty or unreadable "
+                             f"video, or a stream that sent none); nothing was written to "
+                             f"{output}")
     seconds = time.perf_counter() - start
     return VideoStats(sink.count, seconds, sink.count / max(seconds, 1e-9), interrupted,
-                      str(sink.path), expected)
+                      str(sink.path), expected, src.counts["dropped"], src.counts["reconnects"])

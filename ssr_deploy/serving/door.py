@@ -3,12 +3,12 @@
 Well-kept servers speak the protocols: HTTP/1.1 is parsed by uvicorn with h11 (a strict
 parser with a bounded head; to it this module adds the head timeout and the connection cap
 uvicorn leaves out), gRPC by grpcio's asyncio server, with their limits set; the fronts
-(``fronts.py``) only route, check (``checks.py``) and forward. Triton listens on a unix socket in a folder only this user can
-open, with its HTTP front off: HTTP requests are translated here into gRPC calls, so Triton
-reads nothing a client wrote. One thread runs both fronts on one asyncio loop: an idle
-connection or stream holds no thread. Bytes in flight are counted as they arrive (a request
-that declares 4 MB and sends nothing holds nothing); over the budget a request waits a
-moment, then gets 429 / RESOURCE_EXHAUSTED.
+(``fronts.py``) only route, check (``checks.py``) and forward. Triton listens on a unix
+socket in a folder only this user can open, with its HTTP front off: HTTP requests are
+translated into gRPC calls, so Triton reads nothing a client wrote. One thread runs both
+fronts on one asyncio loop: an idle connection or stream holds no thread. Bytes in flight
+are counted as they arrive (a request that declares 4 MB and sends nothing holds nothing);
+over the budget a request waits a moment, then gets 429 / RESOURCE_EXHAUSTED.
 """
 
 from __future__ import annotations

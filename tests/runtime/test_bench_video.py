@@ -8,7 +8,8 @@ from ssr_deploy import Segmenter, SsrDeployError, build_model
 from ssr_deploy.cli import main
 from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.runtime import bench
-from ssr_deploy.runtime.video import open_source, run_video
+from ssr_deploy.runtime.sources import Source, open_source
+from ssr_deploy.runtime.video import run_video
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +196,8 @@ def test_a_video_with_no_frame_is_an_error_not_a_success(tmp_path, onnx_model, m
     from ssr_deploy.runtime import video
 
     clip = _clip(tmp_path / "in.mp4", 2)
-    monkeypatch.setattr(video, "open_source", lambda source, n=None: (iter(()), 10.0, 0))
+    monkeypatch.setattr(video, "open_source", lambda source, n=None: Source(source, iter(()),
+                                                                            10.0, 0))
     with pytest.raises(SsrDeployError, match="no frame could be read .*nothing was written"):
         run_video(Segmenter.load(onnx_model), str(clip), str(tmp_path / "o.mp4"))
     assert not (tmp_path / "o.mp4").exists()
@@ -203,12 +205,18 @@ def test_a_video_with_no_frame_is_an_error_not_a_success(tmp_path, onnx_model, m
 
 
 def test_a_source_shorter_than_its_header_is_said(tmp_path, onnx_model, monkeypatch):
-    from ssr_deploy.runtime import video
+
+    from ssr_deploy.runtime import sources
 
     clip = _clip(tmp_path / "in.mp4", 3)
-    real = video.open_source
-    monkeypatch.setattr(video, "open_source",
-                        lambda source, n=None: (real(source, n)[0], 10.0, 20))
+    real = sources.open_source
+
+    def lying(source, n=None, *args):
+        opened = real(source, n, *args)
+        opened.expected = 20
+        return opened
+
+    monkeypatch.setattr(sources, "open_source", lying)
     result = CliRunner().invoke(main, ["video", str(clip), "--model", str(onnx_model), "-o",
                                        str(tmp_path / "o.mp4")])
     assert result.exit_code == 0, result.output
