@@ -33,6 +33,10 @@ ONNX_PRECISIONS = ("fp32", "fp16", "int8")
 IR_PRECISIONS = ("fp32", "bf16", "int8")
 #: what OpenVINO computes in (its INFERENCE_PRECISION_HINT)
 HINT_PRECISIONS = ("fp32", "bf16")
+#: default label agreement with fp32 each precision must reach (fp32: another runtime's)
+MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.999, "bf16": 0.995, "int8": 0.995}
+#: what a CPU path must reach to be called verified, by the exports, the demo and bench
+CPU_GATE = MIN_AGREEMENT["int8"]
 
 
 INPUT_FORMATS = ("float-nchw", "uint8-nhwc-bgr", "uint8-nhwc-rgb")
@@ -377,18 +381,27 @@ class PrecisionCheck:
 
 @dataclass(frozen=True)
 class Quantization:
-    """An int8 model's record (``quantization``): the form it was made for (``tensorrt`` |
-    ``cpu`` | ``openvino``) and, with ``--fallback auto``, what was kept out of int8."""
+    """An int8 model's record (``quantization``): the runtime it was made for (``tensorrt``
+    | ``cpu`` | ``openvino``), an OpenVINO IR's int8 ``form`` (``s8`` | ``u8`` | ``u8-7bit``)
+    and the ``cpu`` it was chosen and verified on (``ssr_deploy.cpu.Cpu.to_dict``), the
+    forms tried there, and, with ``--fallback auto``, what was kept out of int8."""
 
     target: str | None = None
     method: str | None = None
     fallback: dict[str, Any] | None = None
+    form: str | None = None
+    cpu: dict[str, Any] | None = None
+    candidates: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_dict(cls, d: Any, source: str) -> Quantization:
-        if not isinstance(d, dict) or not isinstance(d.get("fallback") or {}, dict):
+        if not isinstance(d, dict) or not isinstance(d.get("fallback") or {}, dict) or not \
+                isinstance(d.get("cpu") or {}, dict) or not isinstance(
+                    d.get("candidates") or [], list):
             raise SpecError(f"{source}: quantization is malformed; export the model again")
-        return cls(_text(d.get("target")), _text(d.get("method")), d.get("fallback"))
+        return cls(_text(d.get("target")), _text(d.get("method")), d.get("fallback"),
+                   _text(d.get("form")), d.get("cpu"),
+                   tuple(c for c in d.get("candidates") or () if isinstance(c, dict)))
 
 
 def _records(d: dict[str, Any], source: str) -> dict[str, Any]:

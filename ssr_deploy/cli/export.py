@@ -45,7 +45,7 @@ def precision_options(f):
                      "images. [default: ~/.cache/ssr-deploy/calibration]"),
         click.option("--min-agreement", type=click.FloatRange(0, 1, min_open=True),
                      help="Fail (write nothing) below this label agreement with fp32. "
-                     "[default: 0.999 fp16, 0.99 int8]"),
+                     "[default: 0.999 fp16, 0.995 int8 and bf16]"),
         click.option("--fallback", type=click.Choice(["none", "auto"]), default="none",
                      show_default=True,
                      help="int8: auto measures each module's sensitivity and keeps the most "
@@ -259,16 +259,23 @@ def engine_summary(path: str | Path, spec: ModelSpec) -> str:
               show_default=True, help="bf16: computed in bf16 (CPUs with avx512_bf16 or AMX); "
               "int8: int8 convolutions, the rest in bf16 where the CPU has it, else fp32.")
 @precision_options
+@click.option("--int8-form", type=click.Choice(["s8", "u8", "u8-7bit"]),
+              help="int8: the form to make (s8: signed activations, TensorRT's; u8: unsigned "
+              "activations; u8-7bit: u8 with 7-bit weights). [default: each form this CPU "
+              "runs correctly is verified and timed here, the fastest kept]")
 @click.option("--data", type=click.Path(), help="Also verify on these images.")
 @click.option("--size", type=SIZE, default="512x1024", show_default=True,
               help="Input size when MODEL is a checkpoint (an ONNX keeps its own).")
 @click.option("--json", "as_json", is_flag=True, help="Print the verification as JSON.")
 def export_openvino_cmd(source, out, precision, fp32_layers, calib_dir, calib_n, calib_method,
-                        calib_cache, min_agreement, fallback, data, size, as_json) -> None:
+                        calib_cache, min_agreement, fallback, int8_form, data, size,
+                        as_json) -> None:
     """Write an OpenVINO IR of MODEL (an fp32 .onnx we exported, or a checkpoint), verified
     against the fp32 graph by running the IR in OpenVINO on this CPU at its precision; below
     --min-agreement nothing is written. The precision is recorded in the sidecar and is what
-    the IR runs at (OpenVINO's silent bf16 default is never used).
+    the IR runs at (OpenVINO's silent bf16 default is never used). int8 comes in the form
+    this CPU runs correctly and fastest: each candidate form is verified and timed here, and
+    the sidecar records the form, this CPU and every form tried.
 
     \b
     Examples:
@@ -283,7 +290,8 @@ def export_openvino_cmd(source, out, precision, fp32_layers, calib_dir, calib_n,
     options = IROptions(precision=precision, calib_dir=calib_dir, calib_n=calib_n,
                         calib_method=calib_method, calib_cache=calib_cache,
                         fp32_layers=tuple(fp32_layers), fallback=fallback,
-                        min_agreement=min_agreement, data=data, size=tuple(size))
+                        min_agreement=min_agreement, data=data, size=tuple(size),
+                        int8_form=int8_form)
     with stage_bar(STAGES, enabled=not as_json) as progress:
         result = export_openvino(source, out, options, progress)
     if as_json:

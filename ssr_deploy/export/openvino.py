@@ -4,10 +4,10 @@ fp32 graph by running the IR as it was written, in OpenVINO on this CPU, at its 
 
 - ``fp32``: the graph as it is, computed in fp32;
 - ``bf16``: the same IR, computed in bf16 (a runtime precision; this CPU must have bf16);
-- ``int8``: symmetric int8 Q/DQ on convolution inputs (OpenVINO's fastest form, see
-  ``precision.py``), its float parts in bf16 where the CPU has it, else fp32; with
-  ``fallback="auto"`` the modules int8 hurts most stay float until the labels hold, each
-  candidate checked in OpenVINO.
+- ``int8``: int8 Q/DQ on convolution inputs in the form this CPU runs correctly and
+  fastest (``openvino_int8.py``: each candidate form verified and timed here), its float
+  parts in bf16 where the CPU has it, else fp32; with ``fallback="auto"`` the modules int8
+  hurts most stay float until the labels hold, each candidate checked in OpenVINO.
 
 Below the agreement threshold nothing is written. How the IR is read, compiled and run is
 the OpenVINO backend's (``ssr_deploy.backends.openvino``).
@@ -27,6 +27,7 @@ from typing import Any
 import onnx
 
 from ssr_deploy.backends.openvino import library as ov
+from ssr_deploy.cpu import this_cpu
 from ssr_deploy.errors import PrecisionCheckError, UsageError
 from ssr_deploy.export.metadata import ExportResult, read_sidecar
 from ssr_deploy.export.onnx_file import check_onnx_file
@@ -51,7 +52,7 @@ class IROptions(PrecisionOptions):
     checkpoint is exported to first."""
 
     precision: str = "fp32"
-    int8_target: str = "openvino"
+    int8_target: str = "openvino"  # and int8_form: None (chosen here) | s8 | u8 | u8-7bit
     size: tuple[int, int] = (512, 1024)
     max_batch: int = 32
 
@@ -77,9 +78,10 @@ def check(source: str | Path, out: Path, o: IROptions) -> str:
     if o.precision == "int8":
         check_options(o.int8())
         _check_calibration(source, o.int8())
-    elif o.calib_dir or o.fp32_layers or o.fallback != "none":
-        raise UsageError("--calib, --fp32-layers and --fallback choose what int8 quantizes; "
-                         f"an {o.precision} IR has no int8: drop them, or use --precision int8")
+    elif o.calib_dir or o.fp32_layers or o.fallback != "none" or o.int8_form:
+        raise UsageError("--calib, --fp32-layers, --fallback and --int8-form choose what int8 "
+                         f"quantizes; an {o.precision} IR has no int8: drop them, or use "
+                         "--precision int8")
     if o.precision == "bf16":
         ov.check_bf16("--precision bf16")
     return ov.float_precision("bf16" if o.precision == "bf16" else
@@ -138,10 +140,10 @@ def export_openvino(source: str | Path, out: str | Path, options: IROptions | No
         graph, metadata = fp32, {k: v for k, v in meta.items() if k not in ("file", "sha256")}
         step("convert")
         if o.precision == "int8":
-            from ssr_deploy.export.precision import convert_model
+            from ssr_deploy.export.openvino_int8 import int8_for_this_cpu
 
-            graph, metadata, _ = convert_model(fp32, meta, o.int8(), None,
-                                               ov.graph_runner(float_precision))
+            graph, metadata, _ = int8_for_this_cpu(fp32, meta, o.int8(), float_precision,
+                                                   progress is not None)
         ir = scratch / "model.xml"
         ov.import_openvino().save_model(ov.read_model(graph.SerializeToString()), str(ir),
                                         compress_to_fp16=False)
@@ -168,7 +170,8 @@ def export_openvino(source: str | Path, out: str | Path, options: IROptions | No
                                                         "sources", "min_agreement")},
             "openvino": {"version": ov.version(), "inference_precision": float_precision,
                          "bin_sha256": file_sha256(ir.with_suffix(".bin")),
-                         "verified_on": ov.cpu_name(), "bf16": ov.bf16_support()}})
+                         "verified_on": ov.cpu_name(), "cpu_kind": this_cpu().kind,
+                         "bf16": ov.bf16_support()}})
         step("write")
         _publish(ir, out, metadata)
     finally:
@@ -195,8 +198,12 @@ def summary_line(result: ExportResult) -> str:
     labels as fp32 in OpenVINO 2026.4.1 on <cpu>, in 12.3 s``"""
     spec = result.spec
     weights = result.path.with_suffix(".bin")
-    return (f"wrote {result.path} (+ {weights.name}, {weights.stat().st_size / 1e6:.1f} MB) "
+    from ssr_deploy.export.openvino_int8 import choice_line
+
+    line = (f"wrote {result.path} (+ {weights.name}, {weights.stat().st_size / 1e6:.1f} MB) "
             f"and {result.sidecar.name}: "
             f"{describe(spec.precision, spec.openvino.inference_precision)}, "
             f"{100 * spec.precision_check.label_agreement:.2f}% of labels as fp32 in OpenVINO "
             f"{spec.openvino.version} on {spec.openvino.verified_on}, in {result.seconds:.1f} s")
+    chosen = choice_line(spec.quantization)
+    return f"{line}\n{chosen}" if chosen else line

@@ -7,11 +7,12 @@ and activations in float16, the graph's I/O as exported, chosen modules and the 
 arithmetic of the dynamic-size exact pooling kept as they are.
 int8: onnxruntime's static quantizer in QDQ form. ``target="tensorrt"``: symmetric int8,
 per-channel weights, per-tensor activations, zero points 0, on convolution inputs only (what
-TensorRT accepts); ``target="openvino"``: the same graph, modules kept out of int8 staying
-float (OpenVINO fuses it into its int8 kernels and runs the rest at the IR's precision; it is
-also the form OpenVINO runs fastest: 32.5 ms against the CPU form's 54 ms at 512x1024 on the
-project's CPU); ``target="cpu"``: uint8 asymmetric activations, int8 weights with reduced
-range (what onnxruntime's CPU kernels run fastest without VNNI). Calibration runs the runtime's own
+TensorRT accepts); ``target="openvino"``: Q/DQ on convolution inputs in the ``int8_form``
+this CPU runs correctly (``backends/openvino/forms.py``: s8 as TensorRT's, u8, u8-7bit),
+modules kept out of int8 staying float (OpenVINO fuses them into its int8 kernels and runs
+the rest at the IR's precision); ``target="cpu"``: uint8 asymmetric activations on both
+sides of each convolution, int8 weights with reduced range (what onnxruntime's CPU kernels
+run fastest without VNNI). Calibration runs the runtime's own
 preprocessing over ``calib_dir`` images; its tensor ranges are cached under a key made of
 the fp32 ONNX's sha256, the method and the calibration images' contents.
 """
@@ -23,6 +24,7 @@ import fnmatch
 import hashlib
 import inspect
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,13 +41,12 @@ from ssr_deploy.export.precision_check import Fp32Check, GraphRunner, onnxruntim
 from ssr_deploy.io import atomic_write, cache_root, check_input_file, check_output_path
 from ssr_deploy.media import find_images
 from ssr_deploy.names import module_of_node
-from ssr_deploy.spec import ModelSpec, file_sha256, sidecar_path
+from ssr_deploy.spec import MIN_AGREEMENT, ModelSpec, file_sha256, sidecar_path
 
 CALIB_METHODS = ("entropy", "percentile", "minmax")
+FEW_CALIBRATION_IMAGES = 32
 INT8_TARGETS = ("tensorrt", "cpu", "openvino")
 FALLBACKS = ("none", "auto")
-#: default label agreement with fp32 each precision must reach (fp32: another runtime's)
-MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.999, "bf16": 0.995, "int8": 0.99}
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,9 @@ class PrecisionOptions:
     #: int8: a QAT checkpoint's record (``train/qat.py``): its learned input ranges are used
     #: instead of calibration images
     qat: dict[str, Any] | None = None
+    #: int8 for OpenVINO: s8 | u8 | u8-7bit (``backends/openvino/forms.py``); None: chosen
+    #: for this CPU
+    int8_form: str | None = None
 
     @property
     def threshold(self) -> float:
@@ -78,13 +82,19 @@ class PrecisionOptions:
 
     @property
     def symmetric(self) -> bool:
-        """Symmetric int8 on convolution inputs (TensorRT's and OpenVINO's form)."""
-        return self.int8_target in ("tensorrt", "openvino")
+        """Signed, zero-point-0 activations: TensorRT's form, and OpenVINO's s8."""
+        return self.int8_target == "tensorrt" or (self.int8_target == "openvino"
+                                                  and self.int8_form in (None, "s8"))
+
+    @property
+    def reduce_range(self) -> bool:
+        """7-bit weights (no overflow in the 16-bit sums of CPUs without VNNI)."""
+        return self.int8_target == "cpu" or self.int8_form == "u8-7bit"
 
     @property
     def range_form(self) -> str:
-        """The calibration ranges' form: OpenVINO's are TensorRT's (symmetric)."""
-        return "tensorrt" if self.symmetric else self.int8_target
+        """The calibration ranges' form: symmetric (TensorRT's, OpenVINO's s8) or not."""
+        return "tensorrt" if self.symmetric else "cpu"
 
 
 def precision_path(fp32_path: str | Path, precision: str) -> Path:
@@ -104,6 +114,15 @@ def check_options(o: PrecisionOptions) -> None:
     if o.int8_target not in INT8_TARGETS:
         raise UsageError(f"--int8-target {o.int8_target!r} is not known; use "
                          f"{', '.join(INT8_TARGETS)}")
+    if o.int8_form is not None:
+        from ssr_deploy.backends.openvino.forms import FORMS
+
+        if o.int8_form not in FORMS:
+            raise UsageError(f"--int8-form {o.int8_form!r} is not known; use "
+                             f"{', '.join(FORMS)}")
+        if o.int8_target != "openvino":
+            raise UsageError("--int8-form chooses an OpenVINO IR's int8: use it with "
+                             "export openvino --precision int8")
     if o.fallback not in FALLBACKS:
         raise UsageError(f"--fallback {o.fallback!r} is not known; use none or auto")
     if o.fallback == "auto" and o.precision != "int8":
@@ -121,7 +140,11 @@ def check_options(o: PrecisionOptions) -> None:
     if o.data:
         find_images(o.data)
     if o.precision == "int8" and o.calib_dir:
-        find_images(o.calib_dir)  # names the folder if it is missing or holds no images
+        found = len(find_images(o.calib_dir, o.calib_n))  # names a missing or empty folder
+        if found < FEW_CALIBRATION_IMAGES:
+            print(f"note: {found} calibration images in {o.calib_dir}: int8 ranges from so "
+                  "few frames are noisy, and the agreement measured here may not hold on "
+                  "others; give ~100 representative frames", file=sys.stderr)
 
 
 def check_calibration(model: onnx.ModelProto, name: str, o: PrecisionOptions) -> None:
@@ -377,12 +400,14 @@ def quantization_settings(o: PrecisionOptions) -> dict[str, Any]:
                 "per-tensor, ranges learned by quantization-aware training", "zero_points": 0,
                 "ops": ["Conv"], "qat": {k: o.qat[k] for k in ("from", "from_sha256", "epochs",
                                                                "library")}}
+    bits = " (7-bit range)" if o.reduce_range else ""
+    form = {"form": o.int8_form or "s8"} if o.int8_target == "openvino" else {}
     if o.symmetric:
-        return {"target": o.int8_target, "format": "QDQ", "method": o.calib_method,
+        return {"target": o.int8_target, **form, "format": "QDQ", "method": o.calib_method,
                 "weights": "int8 symmetric per-channel", "activations": "int8 symmetric "
                 "per-tensor", "zero_points": 0, "ops": ["Conv"]}
-    return {"target": "cpu", "format": "QDQ", "method": o.calib_method,
-            "weights": "int8 symmetric per-channel (7-bit range)",
+    return {"target": o.int8_target, **form, "format": "QDQ", "method": o.calib_method,
+            "weights": f"int8 symmetric per-channel{bits}",
             "activations": "uint8 asymmetric per-tensor", "ops": ["Conv"]}
 
 
@@ -437,18 +462,17 @@ def to_int8(fp32: onnx.ModelProto, meta: dict[str, Any], o: PrecisionOptions,
     with contextlib.redirect_stdout(None):  # the calibrator prints its progress
         quantize_static(
             str(source), str(out), reader, quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["Conv"], per_channel=True, reduce_range=not symmetric,
+            op_types_to_quantize=["Conv"], per_channel=True, reduce_range=o.reduce_range,
             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8, nodes_to_exclude=exclude, calibrate_method=method,
             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
                            "QuantizeBias": False, "CalibTensorRangeSymmetric": symmetric,
                            "CalibStridedMinMax": 1,  # one batch at a time: see _Reader
-                           # TensorRT: Q/DQ on a convolution's inputs only, as NVIDIA's
-                           # tools place them; TensorRT (and OpenVINO) fuse the output
-                           # quantization themselves. onnxruntime's CPU kernels need both
-                           # sides.
-                           "OpTypesToExcludeOutputQuantization": ["Conv"] if symmetric
-                           else []},
+                           # TensorRT, OpenVINO: Q/DQ on a convolution's inputs only, as
+                           # NVIDIA's tools place them; they fuse the output quantization
+                           # themselves. onnxruntime's CPU kernels need both sides.
+                           "OpTypesToExcludeOutputQuantization": ["Conv"]
+                           if o.int8_target != "cpu" else []},
             **kwargs)
     with scratch:
         if kwargs and not hit:
@@ -528,6 +552,15 @@ def convert_model(fp32: onnx.ModelProto, meta: dict[str, Any], options: Precisio
             f"{options.precision} labels agree with fp32 on {100 * report['label_agreement']:.2f}"
             f"% of pixels, below {100 * options.threshold:.2f}%; nothing written. Largest "
             f"errors: {worst}; {remedy}")
+    metadata = converted_metadata(meta, options, report, quantization)
+    onnx.helper.set_model_props(converted, to_props(metadata))
+    return converted, metadata, report
+
+
+def converted_metadata(meta: dict[str, Any], options: PrecisionOptions, report: dict[str, Any],
+                       quantization: dict[str, Any] | None) -> dict[str, Any]:
+    """The sidecar of a graph converted from the fp32 one (``meta``: its sidecar)."""
+    spec = ModelSpec.from_dict(meta)
     metadata = {k: v for k, v in meta.items() if k not in ("file", "sha256")}
     metadata.update({
         "precision": options.precision, "fp32_onnx": spec.file,
@@ -537,8 +570,7 @@ def convert_model(fp32: onnx.ModelProto, meta: dict[str, Any], options: Precisio
     })
     if quantization:
         metadata["quantization"] = quantization
-    onnx.helper.set_model_props(converted, to_props(metadata))
-    return converted, metadata, report
+    return metadata
 
 
 def convert_precision(fp32_path: str | Path, out_path: str | Path, options: PrecisionOptions,

@@ -14,7 +14,6 @@ CPU a static shape runs about 20% faster than the dynamic-batch graph (35 vs 45 
 from __future__ import annotations
 
 import functools
-import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -53,26 +52,20 @@ def version() -> str:
     return import_openvino().get_version().split("-")[0]
 
 
-def cpu_flags() -> set[str]:
-    """This CPU's feature flags (Linux), else an empty set."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    match = re.search(r"^flags\s*:\s*(.*)$", text, re.MULTILINE)
-    return set(match[1].split()) if match else set()
-
-
 def bf16_support() -> str:
     """``native`` (avx512_bf16 or AMX), ``emulated`` (AVX-512 without bf16: OpenVINO runs
-    bf16 in software, slower than fp32) or ``none`` (OpenVINO ignores a bf16 hint)."""
-    flags = cpu_flags()
-    if not flags:  # not Linux: trust OpenVINO's own list of what this CPU computes in
+    bf16 in software, slower than fp32) or ``none`` (OpenVINO ignores a bf16 hint); under
+    ONEDNN_MAX_CPU_ISA as the kernels are capped (``ssr_deploy.cpu``)."""
+    from ssr_deploy.cpu import this_cpu
+
+    cpu = this_cpu()
+    if not cpu.flags:  # not Linux: trust OpenVINO's own list of what this CPU computes in
         listed = "BF16" in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         return "native" if listed else "none"
-    if flags & {"avx512_bf16", "amx_bf16", "avx_ne_convert"}:
+    if cpu.bf16:
         return "native"
-    return "emulated" if "avx512f" in flags else "none"
+    return "emulated" if cpu.kind in ("avx512", "vnni", "amx") and "avx512f" in cpu.flags \
+        else "none"
 
 
 def cpu_name() -> str:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ssr_deploy.backends.base import Backend, LayerTimes, write_layer_trace
 from ssr_deploy.backends.openvino import library as ov
+from ssr_deploy.backends.openvino.forms import check_here
 from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.spec import ModelSpec, file_sha256
 
@@ -72,6 +73,7 @@ class OpenVinoBackend(Backend):
         self.float_precision = precision
         self.owners = ov.tensor_owners(model)
         self.compiled = ov.CompiledModels(model, precision, o.threads, o.profile)
+        self.notes += check_here(path, self.spec, self.compiled)
         self.profiling = o.profile
         self.device_name = ov.cpu_name()
 
