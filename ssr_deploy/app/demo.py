@@ -23,7 +23,7 @@ from ssr_deploy.errors import PrecisionCheckError, SsrDeployError, UsageError
 from ssr_deploy.io import atomic_write_text
 from ssr_deploy.media import write_image
 from ssr_deploy.runs import run_lock
-from ssr_deploy.spec import ModelSpec
+from ssr_deploy.spec import CPU_GATE, ModelSpec
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,6 @@ QUICK = DemoSizes(scenes=24, scene_size=(64, 128), video_frames=12, search_image
 #: the CPU paths the demo times, the embedded default first: (label, file)
 CPU_PATHS = (("onnxruntime fp32", "model.onnx"), ("onnxruntime int8", "model.int8-cpu.onnx"),
              ("openvino bf16", "model.bf16.xml"), ("openvino int8", "model.int8.xml"))
-#: what the video may run: the fastest path whose labels agree with fp32 on this share
-CPU_GATE = 0.995
 
 
 def _sz(size: tuple[int, int]) -> str:
@@ -210,7 +208,8 @@ class Demo:
                                                   ("int8-cpu", "int8", "cpu", "auto")):
             options = PrecisionOptions(precision, calib_dir=str(calib), calib_n=32,
                                        calib_cache=str(self.out / "calibration"), data=str(val),
-                                       int8_target=target, fallback=fallback)
+                                       int8_target=target, fallback=fallback,
+                                       min_agreement=CPU_GATE if precision == "int8" else None)
             try:
                 result = convert_precision(self.out / "model.onnx",
                                            self.out / f"model.{name}.onnx", options)
@@ -225,8 +224,9 @@ class Demo:
                 figures[name] = {"failed": str(e)}
         figures["command"] = (f"ssr-deploy export onnx {self.out}/train/best.pt -o "
                               f"{self.out}/model.int8.onnx --precision int8 --fallback auto "
-                              f"--calib {calib} --calib-n 32 --data {val} (and --precision "
-                              "fp16; --int8-target cpu for the CPU form)")
+                              f"--min-agreement {CPU_GATE} --calib {calib} --calib-n 32 --data "
+                              f"{val} (and --precision fp16; --int8-target cpu for the CPU "
+                              "form)")
         return figures
 
     def openvino(self) -> dict[str, Any]:

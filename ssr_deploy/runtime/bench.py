@@ -23,6 +23,7 @@ from ssr_deploy.errors import UsageError
 from ssr_deploy.media import figure_writer, save_figure
 from ssr_deploy.runs import publish_files
 from ssr_deploy.runtime.segmenter import Segmenter
+from ssr_deploy.spec import CPU_GATE
 
 PAPER_FPS = 175.0  # SSR-Net at 512x1024 on an RTX 2080Ti (Ye et al., IJCV 2022)
 
@@ -42,6 +43,13 @@ class BenchResult:
     precision: str = "fp32"  # what the model computes in (backend.precision)
     on_gpu: bool = False
     samples_ms: list[float] = field(default_factory=list, repr=False)
+    #: a converted model's labels against its fp32 graph, as its export measured them
+    agreement: float | None = None
+
+    @property
+    def verified(self) -> bool | None:
+        """Whether its export measured it at the CPU gate or above (None: not converted)."""
+        return None if self.agreement is None else self.agreement >= CPU_GATE
 
     @property
     def paper_comparable(self) -> bool:
@@ -115,7 +123,9 @@ def run(entries: list[tuple[str, Segmenter]], batches: list[int], iters: int = 5
                 device=getattr(seg.backend, "device_name", "cpu"), batch=batch,
                 size=list(size), iters=iters, fps=batch * 1e3 / stats["mean"],
                 latency_ms=stats, precision=seg.backend.precision,
-                on_gpu=seg.backend.on_gpu, samples_ms=samples[label])
+                on_gpu=seg.backend.on_gpu, samples_ms=samples[label],
+                agreement=seg.spec.precision_check.label_agreement
+                if seg.spec.precision_check else None)
             if device_ms[label]:
                 compute, copy = (np.asarray(v) for v in zip(*device_ms[label], strict=True))
                 result.compute_ms = latency_stats(list(compute))
@@ -134,8 +144,10 @@ def machine_info() -> dict[str, Any]:
     import cv2
 
     import ssr_deploy
+    from ssr_deploy.cpu import this_cpu
 
     info: dict[str, Any] = {"cpu": _cpu_model(), "cores": os.cpu_count(),
+                            "cpu_kind": this_cpu().to_dict(),
                             "platform": platform.platform(), "gpu": None,
                             "versions": {"ssr_deploy": ssr_deploy.__version__,
                                          "python": platform.python_version(),
@@ -202,29 +214,40 @@ def report(results: list[BenchResult], machine: dict[str, Any]) -> dict[str, Any
     return {
         "machine": machine, "paper_fps": PAPER_FPS,
         "results": [{**{k: v for k, v in asdict(r).items() if k != "samples_ms"},
-                     "paper_comparable": r.paper_comparable} for r in results],
+                     "paper_comparable": r.paper_comparable, "verified": r.verified}
+                    for r in results],
         "ratios": [{"backend": r.backend, "batch": r.batch, "vs": results[0].backend,
                     "fps_ratio": r.fps / base[r.batch]} for r in results],
     }
 
 
 def format_results(results: list[BenchResult]) -> str:
+    """The table: one row per model and batch; ``vs fp32``: a converted model's labels
+    against its fp32 graph as its export measured them (verified at the CPU gate or not);
+    ``vs paper`` only where a figure is the paper's peer (512x1024 on a GPU)."""
     first = results[0].backend
+    paper = any(r.paper_comparable for r in results)
     lines = [f"{'backend':<28}{'precision':>12}{'batch':>6}{'FPS':>9}{'mean':>9}{'p50':>9}"
-             f"{'p90':>9}{'p99':>9}{'max':>9}  vs {first}  vs paper"]
+             f"{'p90':>9}{'p99':>9}{'max':>9}  vs {first}   vs fp32"
+             + ("  vs paper" if paper else "")]
     base = {r.batch: r.fps for r in results if r.backend == first}
     for r in results:
         lat = r.latency_ms
-        paper = f"{r.fps / PAPER_FPS:>6.2f}x" if r.paper_comparable else f"{'-':>7}"
-        lines.append(f"{r.backend:<28}{r.precision:>12}{r.batch:>6}{r.fps:>9.1f}"
-                     f"{lat['mean']:>9.2f}{lat['p50']:>9.2f}{lat['p90']:>9.2f}{lat['p99']:>9.2f}"
-                     f"{lat['max']:>9.2f}  {r.fps / base[r.batch]:>6.2f}x  {paper}")
+        agreement = "-" if r.agreement is None else (
+            f"{100 * r.agreement:.2f}%" + ("" if r.verified else " (below the gate)"))
+        row = (f"{r.backend:<28}{r.precision:>12}{r.batch:>6}{r.fps:>9.1f}"
+               f"{lat['mean']:>9.2f}{lat['p50']:>9.2f}{lat['p90']:>9.2f}{lat['p99']:>9.2f}"
+               f"{lat['max']:>9.2f}  {r.fps / base[r.batch]:>6.2f}x  {agreement:>8}")
+        if paper:
+            row += f"  {r.fps / PAPER_FPS:>6.2f}x" if r.paper_comparable else f"  {'-':>7}"
+        lines.append(row)
         if r.compute_ms:
             lines.append(f"{'':<28}device compute {r.compute_ms['mean']:.2f} ms, copies "
                          f"{100 * r.copy_share:.0f}% of device time")
-    lines.append(f"latency in ms per batch, end to end (frames in, labels out); paper: "
-                 f"{PAPER_FPS:.0f} FPS at 512x1024 on an RTX 2080Ti (set only against that "
-                 "size on a GPU)")
+    lines.append(f"latency in ms per batch, end to end (frames in, labels out); vs fp32: "
+                 f"labels as fp32 when exported, verified at {100 * CPU_GATE:.1f}%"
+                 + (f"; paper: {PAPER_FPS:.0f} FPS at 512x1024 on an RTX 2080Ti" if paper
+                    else ""))
     return "\n".join(lines)
 
 

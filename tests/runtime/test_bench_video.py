@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import cv2
@@ -48,7 +49,13 @@ def test_bench_side_by_side_json_and_plot(tmp_path, onnx_model):
     assert doc["machine"]["cores"] >= 1 and "onnxruntime" in doc["machine"]["versions"]
     png = bench.plot_histogram(results, tmp_path / "h.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "vs paper" in bench.format_results(results)
+    table = bench.format_results(results)  # off a GPU the paper's column is left out
+    assert "vs paper" not in table and "vs fp32" in table
+    gpu = [dataclasses.replace(r, on_gpu=True, size=[512, 1024]) for r in results]
+    assert "vs paper" in bench.format_results(gpu)
+    converted = dataclasses.replace(results[0], agreement=0.99)
+    assert "99.00% (below the gate)" in bench.format_results([converted])
+    assert bench.report([converted], {})["results"][0]["verified"] is False
 
 
 def test_cli_bench_compare(tmp_path, onnx_model):
