@@ -21,6 +21,10 @@ from ssr_deploy.io import (
 )
 from ssr_deploy.limits import MAX_SIDE
 
+# FFmpeg (inside OpenCV) reads this once, when OpenCV first opens a video: our one line says
+# what went wrong, without FFmpeg's own lines before it (a user's own setting is kept)
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 

@@ -11,7 +11,6 @@ times in a row.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -88,7 +87,6 @@ def _open(target: str | int, given: str):
     """A cv2.VideoCapture of ``target``, opened, or one line saying why not."""
     import cv2
 
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # our one line says it
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     if isinstance(target, int):
         capture = cv2.VideoCapture(target)
