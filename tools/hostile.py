@@ -686,7 +686,7 @@ def cases() -> list[Case]:
                     "model", ["export", "triton", m, "--repo", "{W}/trepo", "--max-batch", "0",
                               "--cpu"], expect="ok", before=_stale_plan,
                     check=lambda w, o: not (w / "trepo/ssrnet/1/model.plan").exists()))
-    return out + third_round()
+    return out + third_round() + fifth_round()
 
 
 # ---- the third hostile run (issue 34): security, data loss, hangs, wrong results,
@@ -781,6 +781,60 @@ def third_round() -> list[Case]:
              ["serve", m, "--tritonserver", "/bin/false"], words=("python backend",)),
     ]
     return out
+
+
+def fifth_round() -> list[Case]:
+    """The command-line cases of the fifth round; its door and API cases: hostile_door.py."""
+    I, D = "{W}/in", "{W}/disk"  # noqa: E741
+    ck, m, g = f"{I}/ck.pt", f"{I}/m.onnx", f"{I}/g.json"
+    int8 = ["export", "onnx", ck, "-o", f"{D}/q.onnx", "--size", "32x64", "--precision",
+            "int8", "--calib", f"{I}/calib"]
+    return [
+        Case("r5 beside the door", "D1 export triton into a linked model folder",
+             ["export", "triton", m, "--repo", f"{D}/linked", "--cpu", "--max-batch", "0"],
+             words=("symbolic link",), keep=("disk/outside",), before=_linked_repo),
+        Case("r5 beside the door", "H3 a FIFO in --calib", int8, words=("not a regular",),
+             before=_calib_with(lambda p: os.mkfifo(p))),
+        Case("r5 beside the door", "H4 a link to /dev/zero in --calib", int8,
+             words=("not a regular",), before=_calib_with(lambda p: p.symlink_to("/dev/zero"))),
+        Case("r5 beside the door", "T1 search --loss-weights 1e308,...",
+             ["search", "--data", "synthetic:4", "--loss-weights", "1e308,30,15,15,1", "--out",
+              f"{D}/s5"], words=("loss-weights",)),
+        Case("r5 beside the door", "W4 an edited last.pt resumed (batch -5)",
+             ["train", "--data", "synthetic:4", "--genotype", g, "--out", f"{D}/edited",
+              "--resume", "--workers", "0"], words=("edited or damaged",),
+             before=_edited_run),
+        Case("r5 beside the door", "U2 video from an http:// URL nothing serves",
+             ["video", "http://127.0.0.1:1/x.mp4", "--model", m, "-o", f"{D}/u2.mp4"],
+             words=("http://127.0.0.1:1/x.mp4",)),
+    ]
+
+
+def _linked_repo(work, run):
+    outside = work / "disk" / "outside" / "1"
+    outside.mkdir(parents=True, exist_ok=True)
+    (outside / "model.onnx").write_bytes(b"another user's model")
+    (work / "disk" / "linked").mkdir(exist_ok=True)
+    (work / "disk" / "linked" / "ssrnet").symlink_to(outside.parent)
+
+
+def _calib_with(plant):
+    def before(work, run):
+        folder = work / "in" / "calib"
+        shutil.copytree(work / "in" / "frames", folder, dirs_exist_ok=True)
+        plant(folder / "x.png")
+    return before
+
+
+def _edited_run(work, run):
+    import torch
+
+    out = work / "disk" / "edited"
+    run(["train", "--genotype", str(work / "in" / "g.json"), "--data", "synthetic:4", "--size",
+         "32x64", "--batch", "2", "--workers", "0", "--epochs", "1", "--out", str(out)])
+    state = torch.load(out / "last.pt", weights_only=True)
+    state["config"]["batch"] = -5
+    torch.save(state, out / "last.pt")
 
 
 def _hard_link_lock(work, run):
@@ -1056,6 +1110,12 @@ def main_() -> None:
             outcome = run_case(case, work, runner, main)
             results.append({"class": case.cls, "case": case.name, **outcome})
             print(f"{outcome['outcome']:>22}  {case.cls}: {case.name}", flush=True)
+        import hostile_door
+
+        shutil.rmtree(work / "in")
+        shutil.copytree(work / "in.pristine", work / "in")
+        results += hostile_door.run(work, args.only)
+        results += hostile_door.run_beside(work, args.only)
     finally:
         for m in mounted:
             subprocess.run(["umount", "-l", str(m)], capture_output=True)
