@@ -111,9 +111,9 @@ def qat_row(tmp: Path, fp32: Path, held_out: Path, epochs: int) -> dict:
 
     import onnx
 
+    from ssr_deploy.export.int8 import to_int8
     from ssr_deploy.export.metadata import read_sidecar
     from ssr_deploy.export.onnx import qat_record_of
-    from ssr_deploy.export.precision import to_int8
     from ssr_deploy.export.precision_check import Fp32Check
     from ssr_deploy.model.checkpoint import load_model
     from ssr_deploy.spec import ModelSpec

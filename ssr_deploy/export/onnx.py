@@ -18,6 +18,7 @@ import torch
 
 from ssr_deploy.errors import SsrDeployError, UsageError
 from ssr_deploy.export.fold import fold_batchnorm
+from ssr_deploy.export.int8 import bytes_sha256
 from ssr_deploy.export.metadata import (
     ExportResult,
     check_companion,
@@ -25,12 +26,7 @@ from ssr_deploy.export.metadata import (
     publish_models,
     to_props,
 )
-from ssr_deploy.export.precision import (
-    PrecisionOptions,
-    bytes_sha256,
-    check_options,
-    convert_model,
-)
+from ssr_deploy.export.precision import PrecisionOptions, check_options, convert_model
 from ssr_deploy.export.precision_check import format_check
 from ssr_deploy.export.verify import MAX_ABS_DIFF, MIN_LABEL_AGREEMENT, format_report, verify_onnx
 from ssr_deploy.genotype import Genotype

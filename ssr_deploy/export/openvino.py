@@ -29,13 +29,10 @@ import onnx
 from ssr_deploy.backends.openvino import library as ov
 from ssr_deploy.cpu import this_cpu
 from ssr_deploy.errors import PrecisionCheckError, UsageError
+from ssr_deploy.export.int8 import check_calibration
 from ssr_deploy.export.metadata import ExportResult, read_sidecar
 from ssr_deploy.export.onnx_file import check_onnx_file
-from ssr_deploy.export.precision import (
-    PrecisionOptions,
-    check_calibration,
-    check_options,
-)
+from ssr_deploy.export.precision import PrecisionOptions, check_options
 from ssr_deploy.export.precision_check import Fp32Check
 from ssr_deploy.io import atomic_write_many, check_input_file, check_outputs_spare_inputs
 from ssr_deploy.spec import IR_PRECISIONS, ModelSpec, file_sha256, sidecar_path

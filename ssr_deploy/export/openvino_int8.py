@@ -24,14 +24,9 @@ from ssr_deploy.backends.openvino import library as ov
 from ssr_deploy.backends.openvino.forms import FORMS, candidates, known_wrong
 from ssr_deploy.cpu import TITLES, Cpu, this_cpu
 from ssr_deploy.errors import PrecisionCheckError
-from ssr_deploy.export.precision import (
-    PrecisionOptions,
-    converted_metadata,
-    int8_with_fallback,
-    matching_nodes,
-    quantization_settings,
-    to_int8,
-)
+from ssr_deploy.export.fp16 import matching_nodes
+from ssr_deploy.export.int8 import int8_with_fallback, quantization_settings, to_int8
+from ssr_deploy.export.precision import PrecisionOptions, converted_metadata
 from ssr_deploy.export.precision_check import Fp32Check
 from ssr_deploy.spec import ModelSpec
 

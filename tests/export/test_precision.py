@@ -12,12 +12,9 @@ from click.testing import CliRunner
 from ssr_deploy import Segmenter, SsrDeployError
 from ssr_deploy.cli import main
 from ssr_deploy.data.synthetic import street_frames
+from ssr_deploy.export.fp16 import shape_arithmetic_nodes
 from ssr_deploy.export.metadata import read_sidecar
-from ssr_deploy.export.precision import (
-    PrecisionOptions,
-    convert_precision,
-    shape_arithmetic_nodes,
-)
+from ssr_deploy.export.precision import PrecisionOptions, convert_precision
 
 FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
 
