@@ -99,7 +99,7 @@ def tiny_table(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("lut") / "lut.json"
     build_lut(TINY, path, LutOptions(size=(32, 64), width_grid=(2, 2, 2), repeats=1, passes=1,
-                                     check_points=0), progress=False)
+                                     check_points=0, calibrate=0), progress=False)
     return json.loads(path.read_text())
 
 

@@ -263,7 +263,7 @@ def test_lut_build_keeps_what_it_measured_through_a_full_disk_and_a_kill(disk, t
     space = tmp_path / "space.json"
     space.write_text(json.dumps(TINY.to_dict()))
     args = ["lut", "build", "--size", "32x64", "--space", str(space), "--width-grid", "2,2,2",
-            "--repeats", "1", "--check", "0", "--passes", "1"]
+            "--repeats", "1", "--check", "0", "--passes", "1", "--calibrate", "2"]
     runner = CliRunner()
     table = disk.root / "lut.json"
     result = runner.invoke(main, [*args, "-o", str(table)])
@@ -283,7 +283,7 @@ def test_lut_build_keeps_what_it_measured_through_a_full_disk_and_a_kill(disk, t
 
     def some_parts():
         try:
-            return len(json.loads(killed.read_text())["pass_times"][0]) >= 3
+            return len(json.loads(killed.read_text())["timelines"][0]) >= 3
         except (OSError, ValueError, KeyError):
             return False
 

@@ -89,7 +89,9 @@ def format_summary(s: dict[str, Any]) -> str:
         error = (f"; the table's interpolation is off by {100 * check['mean_rel_error']:.1f}% "
                  f"on average" if check.get("points") else "")
         lines += ["", f"latency      {s['latency_ms']:.2f} ms predicted, end to end ("
-                  f"{lat['table']}; {lat['path']}{error}); head {parts['head']:.2f} ms"]
+                  f"{lat['table']}; {lat['path']}{error}): stem {parts['stem']:.2f} ms, head "
+                  f"{parts['head']:.2f} ms, fixed per run {parts.get('overhead', 0.0):.2f} ms; "
+                  f"the parts timed alone sum to {lat['parts_ms']:.2f} ms"]
     lines += ["", f"per layer at {first}:",
               f"{'module':<20}{'op':<22}{'in':>5}{'mid':>5}{'out':>5}{'params':>10}"
               f"{'MMACs':>10}{'share':>8}" + (f"{'ms':>9}" if parts else "")]

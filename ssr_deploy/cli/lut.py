@@ -8,6 +8,7 @@ import click
 
 from ssr_deploy.backends import BACKENDS
 from ssr_deploy.cli.group import main
+from ssr_deploy.cli.options import quiet_option
 from ssr_deploy.settings import SIZE
 
 
@@ -33,9 +34,11 @@ def lut() -> None:
 @click.option("--size", type=SIZE, default="512x1024", show_default=True,
               help="The input size the network will run at.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
-              show_default=True, help="fp16: tensorrt (the fp16 ONNX), torch on cuda; bf16: "
-              "openvino on CPUs with bf16.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
+              default="fp32", show_default=True,
+              help="fp16: tensorrt (the fp16 ONNX), torch on cuda; bf16: openvino on CPUs with "
+              "bf16; int8: onnxruntime, openvino, tensorrt (each part quantized as their int8 "
+              "export quantizes a network).")
 @click.option("--space", "space_file", type=click.Path(dir_okay=False),
               help="Search space JSON (as `search --space`). [default: the paper's]")
 @click.option("--classes", "num_classes", type=click.IntRange(1, 65536), default=19,
@@ -54,11 +57,19 @@ def lut() -> None:
 @click.option("--check", "check_points", type=click.IntRange(min=0), default=8,
               show_default=True, help="Random off-grid blocks measured to report the "
                                       "interpolation's error.")
+@click.option("--calibrate", type=click.IntRange(0, 64), default=12, show_default=True,
+              help="Whole networks of the space measured end to end during the build, to "
+                   "calibrate the sum of parts on (0: the plain sum).")
+@click.option("--int8-form", type=click.Choice(["s8", "u8", "u8-7bit"]),
+              help="openvino --precision int8: the form. [default: the one `export openvino` "
+                   "tries first on this CPU]")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="onnxruntime / openvino inference threads. [default: the library's]")
+@quiet_option
 def build(out: str, backend: str, device: str, size: tuple, batch: int, precision: str,
           space_file: str | None, num_classes: int, width_grid: str, every_dilation: bool,
-          repeats: int, passes: int, check_points: int, threads: int | None) -> None:
+          repeats: int, passes: int, check_points: int, calibrate: int, int8_form: str | None,
+          threads: int | None) -> None:
     """Time every part of the space's networks through a runtime backend.
 
     Parts: the stem (with the fused uint8 input conversion), each stage's downsampler, every
@@ -89,7 +100,8 @@ def build(out: str, backend: str, device: str, size: tuple, batch: int, precisio
     options = LutOptions(backend=backend, device=device, size=tuple(size), batch=batch,
                          num_classes=num_classes, precision=precision, width_grid=grid,
                          every_dilation=every_dilation, repeats=repeats, passes=passes,
-                         check_points=check_points, threads=threads)
+                         check_points=check_points, threads=threads, calibrate=calibrate,
+                         int8_form=int8_form)
     options.validate(space)
     if not Path(out).exists():
         check_output_path(Path(out))
@@ -107,7 +119,19 @@ def build(out: str, backend: str, device: str, size: tuple, batch: int, precisio
     error = (f"; interpolation vs {check['points']} direct measurements: mean "
              f"{100 * check['mean_rel_error']:.1f}%, max {100 * check['max_rel_error']:.1f}%"
              if check.get("points") else "")
+    fit = (table.get("calibration") or {}).get("fit")
+    calibration = (f"; calibrated on {len(table['calibration']['networks'])} whole networks "
+                   f"(fit {100 * fit['mean_rel_error']:.1f}% mean error"
+                   + (f", {100 * fit['leave_one_out_mean_rel_error']:.1f}% on one left out"
+                      if fit.get("leave_one_out_mean_rel_error") is not None else "") + ")"
+                   if fit else "")
     click.echo(f"wrote {out}: {len(table['entries'])} parts, {backend} {device} "
                f"{precision} at {size[0]}x{size[1]}, {table['seconds']:.0f} s of "
-               f"measuring{error}")
+               f"measuring{error}{calibration}")
+    from ssr_deploy.latency.table import LatencyTable
+    from ssr_deploy.search.budget import space_range
+
+    fastest, slowest = space_range(LatencyTable.load(out))
+    click.echo(f"the space's networks take {fastest:.1f} to {slowest:.1f} ms here: give "
+               f"search --target-ms in that range (with --classes {num_classes})")
 

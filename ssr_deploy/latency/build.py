@@ -1,4 +1,6 @@
-"""The resumable build: every part timed once per pass, published as it is measured."""
+"""The resumable build: every part timed once per pass, then whole networks to calibrate the
+sum of parts on (``calibrate.py``), the reference network timed among the parts; each time
+published as it is measured."""
 
 from __future__ import annotations
 
@@ -8,14 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.io import atomic_write_text, read_json
+from ssr_deploy.latency import calibrate
 from ssr_deploy.latency.clock import Clock
 from ssr_deploy.latency.options import BLOCK_KEY, SAME, LutOptions
 from ssr_deploy.latency.parts import probes
 from ssr_deploy.latency.table import FORMAT, KIND, LatencyTable, one_hot
+from ssr_deploy.progress import progress as progress_bar
 from ssr_deploy.runs import run_lock
 from ssr_deploy.space import SearchSpace
 from ssr_deploy.spec import runtime_io
@@ -30,15 +33,23 @@ def _header(space: SearchSpace, o: LutOptions, clock: Clock) -> dict[str, Any]:
     gpu = measured.pop("device_name") or (machine.get("gpu") or {}).get("name")
     fingerprint = {"cpu": machine.get("cpu"), "cores": machine.get("cores"),
                    "gpu": gpu if o.device.startswith("cuda") else None, **measured}
+    int8 = None
+    if o.precision == "int8":
+        q = o.int8_options()
+        int8 = {"target": q.int8_target, "form": q.int8_form,
+                "cpu": machine.get("cpu_kind", {}).get("kind")}
     return {"kind": KIND, "format": FORMAT, "backend": o.backend, "device": o.device,
-            "precision": o.precision, "size": list(o.size), "batch": o.batch,
+            "precision": o.precision, "int8": int8, "size": list(o.size), "batch": o.batch,
             "num_classes": o.num_classes, "width_grid": list(o.width_grid),
             "every_dilation": o.every_dilation, "repeats": o.repeats, "passes": o.passes,
-            "check_points": o.check_points, "io": runtime_io(o.num_classes).__dict__.copy(),
+            "check_points": o.check_points, "calibrate": o.calibrate,
+            "io": runtime_io(o.num_classes).__dict__.copy(),
             "space": space.to_dict(), "fingerprint": fingerprint, "machine": machine,
-            "method": "each part alone in its network shapes: the least over passes of the "
-                      "median of --repeats runs after 2 warm-up runs; mid widths on a grid, "
-                      "interpolated linearly"}
+            "method": "each part alone in its network shapes, the least over passes of the "
+                      "median of --repeats runs after 2 warm-up runs, scaled by the reference "
+                      "network's best time over its time then; mid widths on a grid, "
+                      "interpolated linearly; whole networks measured the same way calibrate "
+                      "the sums of parts by kind into a network's end-to-end time"}
 
 
 def _resume(path: Path, header: dict[str, Any]) -> dict[str, Any] | None:
@@ -48,6 +59,9 @@ def _resume(path: Path, header: dict[str, Any]) -> dict[str, Any] | None:
     data = read_json(path, "latency table")
     if not isinstance(data, dict) or data.get("kind") != KIND:
         raise SsrDeployError(f"{path} exists and is not a latency table; give another -o")
+    if data.get("format") != FORMAT:
+        raise SsrDeployError(f"{path} is a table of format {data.get('format')} (this "
+                             f"ssr-deploy builds format {FORMAT}); give another -o")
     for key in SAME:
         if data.get(key) != json.loads(json.dumps(header[key])):
             raise SsrDeployError(f"{path} was measured with another {key} ({data.get(key)!r}, "
@@ -71,38 +85,75 @@ def _build(space: SearchSpace, path: Path, o: LutOptions, progress: bool | None
     old = _resume(path, header)
     if old and old.get("complete"):
         return {**old, "already": True}
-    # passes[k][key]: pass k's median of a part (check parts keyed "check/<block>")
-    passes: list[dict[str, float]] = [dict(p) for p in old["pass_times"]] if old else []
-    passes += [{} for _ in range(o.passes - len(passes))]
+    # timelines[k]: pass k's [key, ms] in the order measured (check parts "check/<block>",
+    # whole networks "network/<name>", the reference among them)
+    timelines: list[list[list[Any]]] = [list(t) for t in old["timelines"]] if old else []
+    timelines += [[] for _ in range(o.passes - len(timelines))]
     elapsed = float(old.get("seconds", 0.0)) if old else 0.0
     every = probes(space, o)
+    networks = calibrate.genotypes(space, o.num_classes, o.calibrate, o.seed)
+    whole = [calibrate.network_probe(g, o) for g in networks]
     start = time.perf_counter()
 
-    def publish(complete: bool, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def publish(complete: bool = False, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         data = {**header, "complete": complete,
                 "seconds": round(elapsed + time.perf_counter() - start, 1), **(extra or {}),
-                "pass_times": passes}
+                "timelines": timelines}
         atomic_write_text(path, json.dumps(data, indent=1) + "\n")
         return data
 
-    total = sum(p.key not in done for done in passes for p in every)
-    bar = tqdm(total=total, desc="lut", unit="part", disable=None if progress is None
-               else not progress)
-    with bar:  # an interrupt leaves every part measured before it in the file
-        for k, done in enumerate(passes):
+    done_keys = [{key for key, _ in t} for t in timelines]
+    total = sum(p.key not in done for done in done_keys for p in every + whole)
+    with progress_bar("lut", total=total, unit="part") as bar:  # an interrupt keeps them
+        for k, timeline in enumerate(timelines):
+            since = calibrate.REFERENCE_EVERY  # the reference first, then every so many parts
             for probe in every if k % 2 == 0 else every[::-1]:  # later passes: other order
-                if probe.key in done:
+                if probe.key in done_keys[k]:
                     continue
-                done[probe.key] = clock.time(probe)
-                publish(False)
+                if whole and since >= calibrate.REFERENCE_EVERY:
+                    timeline.append([calibrate.REFERENCE, clock.time(whole[0])])
+                    since = 0
+                timeline.append([probe.key, clock.time(probe)])
+                since += 1
+                publish()
                 bar.update()
-    # a part's time: the least of its passes' medians (a burst of other work on the machine
-    # during one pass does not stay in the table)
-    best = {p.key: min(done[p.key] for done in passes) for p in every}
-    entries = {k: v for k, v in best.items() if not k.startswith("check/")}
+        calibrate.measure_networks(clock, whole, timelines, publish, bar.update)
+    # a part's time: the least over passes of its reference-scaled medians (a slow stretch
+    # of the machine, or a burst of other work during one pass, does not stay in the table)
+    passes = [calibrate.normalised(t) for t in timelines]
+    best = {p.key: min(done[p.key] for done in passes) for p in every + whole}
+    entries = {k: v for k, v in best.items() if "/" not in k}
     checks = {k[len("check/"):]: v for k, v in best.items() if k.startswith("check/")}
-    check = interpolation_error(LatencyTable(header, entries), checks)
-    return publish(True, {"check": check, "entries": entries, "check_entries": checks})
+    plain = LatencyTable({**header, "calibration": None}, entries)
+    check = interpolation_error(plain, checks)
+    extra = {"check": check, "entries": entries, "check_entries": checks}
+    if networks:
+        extra["calibration"] = fit_networks(plain, networks, whole, best)
+        extra["reference"] = {"samples": sum(k == calibrate.REFERENCE for t in timelines
+                                             for k, _ in t),
+                              "best_ms": min(ms for t in timelines for k, ms in t
+                                             if k == calibrate.REFERENCE)}
+    return publish(True, extra)
+
+
+def fit_networks(plain: LatencyTable, networks: list, whole: list, best: dict[str, float]
+                 ) -> dict[str, Any]:
+    """The calibration: each whole network's features from the plain table, its measured
+    time, the fit, and how well it fits (and predicts a network left out)."""
+    measured = [best[probe.key] for probe in whole]
+    rows = [plain.raw_parts(g)[1] for g in networks]
+    coefficients = calibrate.fit(rows, measured)
+    fitted = [float(np.dot(coefficients, r)) for r in rows]
+    errors = [f / m - 1 for f, m in zip(fitted, measured, strict=True)]
+    held_out = calibrate.leave_one_out(rows, measured) if len(rows) > len(rows[0]) else []
+    return {"features": list(calibrate.FEATURES), "coefficients": coefficients,
+            "networks": [{"name": g.name, "genotype": g.to_dict(), "measured_ms": m,
+                          "parts_ms": r[1] + r[2] + r[3] + r[4], "fitted_ms": f}
+                         for g, m, r, f in zip(networks, measured, rows, fitted, strict=True)],
+            "fit": {"mean_rel_error": float(np.mean(np.abs(errors))),
+                    "max_rel_error": float(np.max(np.abs(errors))),
+                    "leave_one_out_mean_rel_error": float(np.mean(np.abs(held_out)))
+                    if held_out else None}}
 
 
 def interpolation_error(table: LatencyTable, checks: dict[str, float]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The table's clock: each part timed through the chosen backend's ``PartTimer`` (the backend
 runs it as it runs networks), exported once as ``export onnx`` writes a network (an fp16
-table times the fp16 graph, as an fp16 engine is built from one), on seeded inputs."""
+table times the fp16 graph, as an fp16 engine is built from one; an int8 table the part
+quantized as the backend's int8 export quantizes), on seeded inputs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 from ssr_deploy.backends import part_timer_class
 from ssr_deploy.backends.base import Part, PartTimer
 from ssr_deploy.latency.options import IO_KEY, LutOptions
-from ssr_deploy.latency.parts import Probe, example_input, export_part
+from ssr_deploy.latency.parts import Probe, example_input, export_part, quantize_for_timing
 
 
 class Clock:
@@ -37,11 +38,17 @@ class Clock:
             if self.o.precision == "fp16":
                 import onnx
 
-                from ssr_deploy.export.precision import to_fp16
+                from ssr_deploy.export.fp16 import to_fp16
 
                 model = to_fp16(onnx.load_from_string(model)).SerializeToString()
+            elif self.o.precision == "int8":
+                model = quantize_for_timing(model, probe.inputs, self.o.int8_options())
             self._parts[probe.key] = model
         return self._parts[probe.key]
+
+    def forget(self, key: str) -> None:
+        """Drop a part's graph (a whole network is big, and timed once per pass)."""
+        self._parts.pop(key, None)
 
     def fingerprint(self) -> dict[str, str | None]:
         """The accelerator (where there is one) and library versions the times depend on."""

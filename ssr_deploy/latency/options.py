@@ -11,8 +11,9 @@ from ssr_deploy.space import SearchSpace
 IO_KEY = "io"  # on a GPU: a frame's copy in and its labels' copy out
 BLOCK_KEY = re.compile(r"stage(\d+)\.d(\d+)\.r([\d.]+)\.(\d+)-(\d+)-(\d+)")
 #: settings a build is continued under only when they are the same
-SAME = ("backend", "device", "precision", "size", "batch", "num_classes", "width_grid",
-        "every_dilation", "repeats", "passes", "check_points", "io", "space", "fingerprint")
+SAME = ("backend", "device", "precision", "int8", "size", "batch", "num_classes",
+        "width_grid", "every_dilation", "repeats", "passes", "check_points", "calibrate", "io",
+        "space", "fingerprint")
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,15 @@ class LutOptions:
     batch: int = 1
     num_classes: int = 19
     #: fp16: the fp16 graph (tensorrt), fp16 autocast (torch on cuda); bf16: OpenVINO's
-    #: runtime precision on CPUs with bf16; each backend's timer says what it takes
+    #: runtime precision on CPUs with bf16; int8: each part quantized (Q/DQ) as the backend's
+    #: int8 export quantizes a network (any valid scales: timing needs the graph's shape);
+    #: each backend's timer says what it takes
     precision: str = "fp32"
+    #: openvino int8: the form (s8, u8, u8-7bit; default: the one this CPU's export tries
+    #: first)
+    int8_form: str | None = None
+    #: whole networks measured during the build, to calibrate the sum of parts on
+    calibrate: int = 12
     width_grid: tuple[int, int, int] = (9, 3, 9)  # widths measured: in, mid, out
     every_dilation: bool = False
     repeats: int = 10
@@ -38,6 +46,13 @@ class LutOptions:
 
         parse_device(self.device)
         part_timer_class(self.backend).check(self.backend, self.device, self.precision)
+        if self.int8_form is not None and (self.backend, self.precision) != ("openvino",
+                                                                              "int8"):
+            raise UsageError("--int8-form is the form of OpenVINO's int8: use it with "
+                             "--backend openvino --precision int8")
+        if not 0 <= self.calibrate <= 64:
+            raise UsageError(f"--calibrate {self.calibrate}: measure 0 to 64 whole networks "
+                             "(12 by default; 0 keeps the plain sum of parts)")
         if len(self.width_grid) != 3 or min(self.width_grid) < 2:
             raise UsageError(f"--width-grid {','.join(map(str, self.width_grid))}: give three "
                              "numbers (in, mid, out), each at least 2 (the widest and narrowest "
@@ -49,3 +64,18 @@ class LutOptions:
         if self.size[0] % multiple or self.size[1] % multiple:
             raise UsageError(f"--size {self.size[0]}x{self.size[1]}: height and width must be "
                              f"multiples of {multiple} for this space")
+
+    def int8_options(self):
+        """How an int8 table's parts are quantized: as the backend's int8 export quantizes
+        (onnxruntime: its CPU form; openvino: the form this CPU runs, ``int8_form``;
+        tensorrt: TensorRT's symmetric form)."""
+        from ssr_deploy.export.precision import PrecisionOptions
+
+        if self.backend == "openvino":
+            from ssr_deploy.backends.openvino.forms import candidates
+            from ssr_deploy.cpu import this_cpu
+
+            form = self.int8_form or candidates(this_cpu())[0]
+            return PrecisionOptions("int8", int8_target="openvino", int8_form=form)
+        return PrecisionOptions("int8", int8_target="cpu" if self.backend == "onnxruntime"
+                                else "tensorrt")

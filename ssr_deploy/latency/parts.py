@@ -134,3 +134,43 @@ def export_part(probe: Probe, opset: int = 18) -> bytes:
     module = fold_batchnorm(probe.module())
     xs = tuple(torch.zeros(shape, dtype=getattr(torch, dtype)) for shape, dtype in probe.inputs)
     return to_onnx(module, xs, opset, fast=True).SerializeToString()
+
+
+def quantize_for_timing(model: bytes, inputs: list[tuple[tuple[int, ...], str]], options
+                        ) -> bytes:
+    """A part's int8 graph as the backend's int8 export quantizes a network (``options``: its
+    form), its ranges from one random input: timing needs the graph's shape, and any valid
+    scales give it."""
+    import contextlib
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, quantize_static
+
+    from ssr_deploy.export.int8 import quantizer_settings
+
+    class OneInput(CalibrationDataReader):
+        def __init__(self) -> None:
+            rng = np.random.default_rng(0)
+            graph = onnx.load_from_string(model).graph
+            self.left = [{i.name: example_input(shape, dtype, rng) for i, (shape, dtype)
+                          in zip(graph.input, inputs, strict=True)}]
+
+        def get_next(self):
+            return self.left.pop() if self.left else None
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            pass  # one input, read once
+
+        def __len__(self) -> int:
+            return 1
+
+    with tempfile.TemporaryDirectory(prefix="ssr-deploy-lut-int8.") as tmp:
+        source, out = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        source.write_bytes(model)
+        with contextlib.redirect_stdout(None):
+            quantize_static(str(source), str(out), OneInput(),
+                            calibrate_method=CalibrationMethod.MinMax,
+                            **quantizer_settings(options))
+        return out.read_bytes()

@@ -13,6 +13,10 @@ Widths are measured on a grid (by default the widest, middle and narrowest of a 
 options) and interpolated linearly between grid points; a dilation measured only at the
 widest widths scales the base dilation's width surface by its ratio there. The table
 records how far that interpolation is from direct measurements (``check``).
+
+A network is not the sum of its parts timed alone: the table carries a calibration, fitted on
+whole networks measured during the build (``calibrate.py``), that turns the parts' sums by
+kind into the network's end-to-end time; ``predict`` and ``expected_ms`` apply it.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.io import read_json
 from ssr_deploy.space import SearchSpace
 
-FORMAT = 1
+FORMAT = 2  # 2: calibrated on whole networks
 KIND = "ssr-deploy latency table"
 
 
@@ -149,6 +153,10 @@ class LatencyTable:
         if not isinstance(data, dict) or data.get("kind") != KIND:
             raise SsrDeployError(f"{path} is not a latency table (make one with `ssr-deploy "
                                  "lut build`)")
+        if data.get("format") == 1:
+            raise SsrDeployError(f"{path} was built before tables were calibrated on whole "
+                                 "networks (its sums of parts were 15-70% off them): build it "
+                                 "again with the same `ssr-deploy lut build` and another -o")
         if data.get("format") != FORMAT:
             raise SsrDeployError(f"{path} has table format {data.get('format')}; this "
                                  f"ssr-deploy reads format {FORMAT}: build it again")
@@ -161,7 +169,24 @@ class LatencyTable:
                     hashlib.sha256(path.read_bytes()).hexdigest())
         _check_meta(meta, path)
         table.check_entries()
+        table.coefficients  # noqa: B018 - checked now, not at the first prediction
         return table
+
+    @cached_property
+    def coefficients(self) -> list[float]:
+        """The calibration's coefficients over ``calibrate.FEATURES`` (the plain sum of
+        parts for a table built with --calibrate 0)."""
+        from ssr_deploy.latency.calibrate import FEATURES, PRIOR
+
+        found = (self.meta.get("calibration") or {}).get("coefficients")
+        if found is None:
+            return list(PRIOR)
+        if not (isinstance(found, list) and len(found) == len(FEATURES) and all(
+                isinstance(c, int | float) and not isinstance(c, bool) and math.isfinite(c)
+                and abs(c) < 1e6 for c in found)):
+            raise SsrDeployError(f"latency table {self.path}: calibration.coefficients is "
+                                 f"{str(found)[:60]}; build the table again")
+        return [float(c) for c in found]
 
     @cached_property
     def space(self) -> SearchSpace:
@@ -304,17 +329,25 @@ class LatencyTable:
                     raise SsrDeployError(f"stages[{s}].layers[{j}] ({layer.describe()}) is not "
                                          "an op of this table's space")
 
-    def predict(self, genotype, num_classes: int | None = None) -> dict[str, Any]:
-        """``{"latency_ms": total, "parts": {module: ms}}`` for a discrete network (with
-        ``num_classes`` outputs, default its class list), the modules named as ``profile``
-        names them (``stem``, ``stages.1.layers.4``, ``head``)."""
+    def block_elements(self, stage: int, w_in: Tensor | float) -> Tensor:
+        """A block's input, in millions of elements (batch x width x its stage's pixels)."""
+        h, w = self.meta["size"]
+        stride = self.space.stages[stage].stride
+        return torch.as_tensor(w_in, dtype=torch.float64) * (
+            self.meta["batch"] * (h // stride) * (w // stride) / 1e6)
+
+    def raw_parts(self, genotype, num_classes: int | None = None
+                  ) -> tuple[dict[str, float], list[float]]:
+        """({module: ms as timed alone}, the calibration's features) of a discrete network."""
         self.check_genotype(genotype, num_classes)
         parts: dict[str, float] = {"stem": self.entries["stem"]}
         if "io" in self.entries:
             parts["io"] = self.entries["io"]
+        f = [1.0, self.entries["stem"] + self.entries.get("io", 0.0), 0.0, 0.0, 0.0, 0.0, 0.0]
         w_prev, outs = self.space.stem_channels, []
         for s, stage in enumerate(genotype.stages):
             parts[f"stages.{s}.down"] = float(self.down_ms(s, w_prev))
+            f[2] += parts[f"stages.{s}.down"]
             options = self.space.widths(s)
             for j, layer in enumerate(stage.layers):
                 if layer.is_skip:
@@ -323,13 +356,40 @@ class LatencyTable:
                     raise SsrDeployError(f"stages[{s}].layers[{j}]: widths {layer.mid_channels}"
                                          f"/{layer.out_channels} are not options of this "
                                          f"table's space ({options})")
-                parts[f"stages.{s}.layers.{j}"] = float(self.block_ms(
+                ms = float(self.block_ms(
                     s, layer.dilation, layer.resolution, float(layer.in_channels),
                     one_hot(options, layer.mid_channels), one_hot(options, layer.out_channels)))
+                parts[f"stages.{s}.layers.{j}"] = ms
+                f[3 if layer.resolution == 1 else 4] += ms
+                f[5] += 1
+                f[6] += float(self.block_elements(s, float(layer.in_channels)))
             w_prev = stage.out_channels
             outs.append(w_prev)
         parts["head"] = float(self.head_ms(outs[0], outs[-1]))
-        return {"latency_ms": sum(parts.values()), "parts": parts}
+        f[1] += parts["head"]
+        return parts, f
+
+    def predict(self, genotype, num_classes: int | None = None) -> dict[str, Any]:
+        """``{"latency_ms": total, "parts": {module: ms}, "parts_ms": the plain sum}`` for a
+        discrete network (with ``num_classes`` outputs, default its class list): the
+        calibrated end-to-end time, each module's share of it (named as ``profile`` names
+        them: ``stem``, ``stages.1.layers.4``, ``head``; ``overhead``: the network's fixed
+        cost), and the sum of the parts timed alone."""
+        raw, f = self.raw_parts(genotype, num_classes)
+        c = self.coefficients
+        parts = {"overhead": c[0]}
+        for module, ms in raw.items():
+            if module in ("stem", "io", "head"):
+                parts[module] = c[1] * ms
+            elif module.endswith(".down"):
+                parts[module] = c[2] * ms
+            else:
+                s, j = (int(v) for v in module.split(".")[1::2])
+                layer = genotype.stages[s].layers[j]
+                parts[module] = (c[3] if layer.resolution == 1 else c[4]) * ms + c[5] + c[6] * \
+                    float(self.block_elements(s, float(layer.in_channels)))
+        total = float(sum(ci * fi for ci, fi in zip(c, f, strict=True)))
+        return {"latency_ms": total, "parts": parts, "parts_ms": sum(raw.values())}
 
     def expected_ms(self, net, full: bool = False) -> Tensor:
         """The supernet's expected latency under its architecture weights: per layer, the
@@ -343,34 +403,42 @@ class LatencyTable:
             mid_p = torch.zeros_like(mid_p)
             mid_p[..., 0] = 1
             out_p = mid_p.clone()
-        total = torch.tensor(self.entries["stem"] + self.entries.get("io", 0.0),
-                             dtype=torch.float64)
+        zero = torch.zeros((), dtype=torch.float64)
+        # the calibration's features (calibrate.FEATURES), as expectations
+        f = [zero + 1, zero + self.entries["stem"] + self.entries.get("io", 0.0), zero, zero,
+             zero, zero, zero]
         w_in, li, outs = torch.tensor(float(space.stem_channels), dtype=torch.float64), 0, []
         for s, st in enumerate(space.stages):
-            total = total + self.down_ms(s, w_in)
+            f[2] = f[2] + self.down_ms(s, w_in)
             widths = torch.tensor(space.widths(s), dtype=torch.float64)
             e_in = torch.tensor(float(st.channels), dtype=torch.float64)
             for _ in range(st.max_layers):
-                costs, e_outs, probs = [], [], []
+                rows, e_outs, probs = [], [], []  # per op: (full-res ms, half-res ms, blocks)
                 for i, op in enumerate(net.op_list):
                     if not full and not net.op_valid[li, i]:
                         continue
                     if op == ("skip",):
-                        costs.append(torch.zeros((), dtype=torch.float64))
+                        rows.append((zero, zero, zero))
                         e_outs.append(e_in)
                     else:
-                        costs.append(self.block_ms(s, op[0], op[1], e_in, mid_p[li, i],
-                                                   out_p[li, i]))
+                        ms = self.block_ms(s, op[0], op[1], e_in, mid_p[li, i], out_p[li, i])
+                        rows.append((ms, zero, zero + 1) if op[1] == 1 else (zero, ms, zero + 1))
                         e_outs.append(out_p[li, i] @ widths)
                     probs.append(op_p[li, i])
                 if full:  # the slowest op, at the widest widths
-                    k = max(range(len(costs)), key=lambda n: float(costs[n]))
-                    total, e_in = total + costs[k], e_outs[k]
+                    k = max(range(len(rows)), key=lambda n: float(sum(rows[n][:2])))
+                    p = torch.zeros(len(rows), dtype=torch.float64)
+                    p[k] = 1
                 else:
                     p = torch.stack(probs)
-                    total = total + p @ torch.stack(costs)
-                    e_in = p @ torch.stack(e_outs)
+                block = p @ torch.stack([r[2] for r in rows])  # the chance of a block
+                f[3] = f[3] + p @ torch.stack([r[0] for r in rows])
+                f[4] = f[4] + p @ torch.stack([r[1] for r in rows])
+                f[5] = f[5] + block
+                f[6] = f[6] + block * self.block_elements(s, e_in)
+                e_in = p @ torch.stack(e_outs)
                 li += 1
             outs.append(e_in)
             w_in = e_in
-        return total + self.head_ms(outs[0], outs[-1])
+        f[1] = f[1] + self.head_ms(outs[0], outs[-1])
+        return sum(c * fi for c, fi in zip(self.coefficients, f, strict=True))

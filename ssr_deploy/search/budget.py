@@ -86,23 +86,41 @@ def macs_tables(space, size: tuple[int, int], measure: str, num_classes: int) ->
 
 
 def latency_tables(table) -> CostTables:
-    """ms of every choice, as a ``latency.table.LatencyTable`` predicts them."""
-    space = table.space
+    """ms of every choice, as a ``latency.table.LatencyTable`` predicts them: its parts,
+    calibrated (each kind of part scaled, each block carrying its share of the per-block
+    terms), so a network's cost here is ``table.predict``'s."""
+    space, c = table.space, table.coefficients
     ops, stages = space.ops(), space.stages
-    down = [np.array([float(table.down_ms(0, float(space.stem_channels)))])]
-    down += [np.array([float(table.down_ms(s, float(w))) for w in space.widths(s - 1)])
+    down = [c[2] * np.array([float(table.down_ms(0, float(space.stem_channels)))])]
+    down += [c[2] * np.array([float(table.down_ms(s, float(w))) for w in space.widths(s - 1)])
              for s in range(1, len(stages))]
-    per_op = {(s, i): table.block_table(s, op[0], op[1]).numpy()
-              for s in range(len(stages)) for i, op in enumerate(ops) if op != ("skip",)}
+    per_op = {}
+    for s in range(len(stages)):
+        per_block = c[5] + c[6] * np.array([float(table.block_elements(s, float(w)))
+                                            for w in space.widths(s)])
+        for i, op in enumerate(ops):
+            if op != ("skip",):
+                scale = c[3] if op[1] == 1 else c[4]
+                per_op[s, i] = scale * table.block_table(s, op[0], op[1]).numpy() + \
+                    per_block[:, None, None]
     blocks, stage_of = [], []
     for s, st in enumerate(stages):
         for _ in range(st.max_layers):
             blocks.append({i: per_op[s, i] for i, op in enumerate(ops) if op != ("skip",)})
             stage_of.append(s)
-    head = np.array([[float(table.head_ms(float(f), float(la)))
-                      for la in space.widths(len(stages) - 1)] for f in space.widths(0)])
-    const = table.entries["stem"] + table.entries.get("io", 0.0)
+    head = c[1] * np.array([[float(table.head_ms(float(f), float(la)))
+                             for la in space.widths(len(stages) - 1)] for f in space.widths(0)])
+    const = c[0] + c[1] * (table.entries["stem"] + table.entries.get("io", 0.0))
     return CostTables(const, down, blocks, head, stage_of, _skip_index(ops))
+
+
+def space_range(table) -> tuple[float, float]:
+    """The fastest and the slowest network of a latency table's space, in its ms."""
+    from ssr_deploy.search.supernet import SuperNet
+
+    net = SuperNet(table.space, table.num_classes)
+    masks = tuple(m.cpu().numpy() for m in (net.op_valid, net.mid_valid, net.out_valid))
+    return bounds(latency_tables(table), masks)
 
 
 def _skip_index(ops) -> int | None:

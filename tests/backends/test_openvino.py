@@ -246,15 +246,24 @@ def test_the_part_timer_times_parts_as_the_backend_compiles_them(tmp_path):
     from ssr_deploy.latency import LutOptions, build_lut
     from tests.latency.test_latency import TINY
 
-    precision = "bf16" if NATIVE_BF16 else "fp32"
-    options = LutOptions(backend="openvino", precision=precision, size=(32, 64),
-                         width_grid=(2, 2, 2), repeats=1, passes=1, check_points=0)
-    table = build_lut(TINY, tmp_path / "lut.json", options, progress=False)
-    assert table["complete"] and table["fingerprint"]["openvino"] == ov.version()
-    assert all(v > 0 for v in table["entries"].values())
+    for precision in ("bf16" if NATIVE_BF16 else "fp32", "int8"):
+        options = LutOptions(backend="openvino", precision=precision, size=(32, 64),
+                             width_grid=(2, 2, 2), repeats=1, passes=1, check_points=0,
+                             calibrate=2)
+        table = build_lut(TINY, tmp_path / f"{precision}.json", options, progress=False)
+        assert table["complete"] and table["fingerprint"]["openvino"] == ov.version()
+        assert all(v > 0 for v in table["entries"].values())
+        assert len(table["calibration"]["networks"]) == 2
+    from ssr_deploy.backends.openvino.forms import candidates
+    from ssr_deploy.cpu import this_cpu
+
+    assert table["int8"] == {"target": "openvino", "form": candidates(this_cpu())[0],
+                             "cpu": this_cpu().kind}
     with pytest.raises(SsrDeployError, match="--precision fp16: --backend openvino on cpu "
-                                             "times fp32, bf16"):
+                                             "times fp32, bf16, int8"):
         LutOptions(backend="openvino", precision="fp16", size=(32, 64)).validate(TINY)
+    with pytest.raises(SsrDeployError, match="--int8-form is the form of OpenVINO's int8"):
+        LutOptions(backend="onnxruntime", precision="fp32", int8_form="u8").validate(TINY)
 
 
 def test_a_checkpoint_exports_to_an_ir_through_a_verified_onnx(tiny_inputs, tmp_path):

@@ -11,7 +11,7 @@ from ssr_deploy.backends.onnxruntime.runner import OnnxRuntimeOptions, new_sessi
 class OnnxRuntimeTimer(PartTimer):
     """Each part's ONNX in its own session: the runtime's providers and threads."""
 
-    precisions = {"cpu": ("fp32",), "cuda": ("fp32",)}
+    precisions = {"cpu": ("fp32", "int8"), "cuda": ("fp32",)}
 
     def time(self, part: Part, inputs: list[np.ndarray]) -> float:
         kind, _, index = self.device.partition(":")

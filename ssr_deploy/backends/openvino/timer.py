@@ -1,5 +1,6 @@
 """Latency-table parts compiled by OpenVINO as the backend compiles a network: static shapes,
-the float precision named (fp32, or bf16 on CPUs that have it), OpenVINO's latency hint."""
+the float precision named (fp32, or bf16 on CPUs that have it; an int8 part's float parts
+as an int8 IR's run), OpenVINO's latency hint."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from ssr_deploy.backends.openvino import library as ov
 
 
 class OpenVinoTimer(PartTimer):
-    precisions = {"cpu": ("fp32", "bf16")}
+    precisions = {"cpu": ("fp32", "bf16", "int8")}
 
     def __init__(self, device: str, precision: str, repeats: int,
                  threads: int | None = None) -> None:
@@ -24,7 +25,10 @@ class OpenVinoTimer(PartTimer):
             ov.check_bf16("--precision bf16")
 
     def time(self, part: Part, inputs: list[np.ndarray]) -> float:
-        compiled = ov.CompiledModels(ov.read_model(part), self.precision, self.threads)
+        # an int8 part's float parts at the IR's precision: bf16 where the CPU has it
+        float_precision = ov.float_precision(None if self.precision == "int8" else
+                                             self.precision)
+        compiled = ov.CompiledModels(ov.read_model(part), float_precision, self.threads)
         request = compiled.request(tuple(inputs[0].shape))  # a part's shapes are static
         feeds = dict(enumerate(inputs))
         return median_ms(lambda: request.infer(feeds, share_inputs=True), self.repeats)

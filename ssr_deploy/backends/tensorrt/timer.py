@@ -1,6 +1,7 @@
 """Latency-table parts built into strongly typed engines as ``export engine`` builds one (the
-same ``build_network``; an fp16 table gets fp16 graphs) and timed with CUDA events on one
-stream; the frame's and labels' copies as the TensorRT backend makes them."""
+same ``build_network``; an fp16 table gets fp16 graphs, an int8 one Q/DQ graphs) and timed
+with CUDA events on one stream; the frame's and labels' copies as the TensorRT backend makes
+them."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from ssr_deploy.errors import SsrDeployError
 
 
 class TensorRTTimer(PartTimer):
-    precisions = {"cuda": ("fp32", "fp16")}
+    precisions = {"cuda": ("fp32", "fp16", "int8")}
 
     def __init__(self, device: str, precision: str, repeats: int,
                  threads: int | None = None) -> None:

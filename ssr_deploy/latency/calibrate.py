@@ -1,0 +1,120 @@
+"""From parts to whole networks: a network is not the sum of its parts timed alone. Each part
+alone pays what a network pays once (OpenVINO's fp32->bf16 and layout conversions at its
+input and output, a session's fixed cost per run), and a backend fuses across parts. So a
+build also measures a dozen whole networks of the space (the first, a mid-size one, is the
+*reference*) as the runtime runs them (uint8 frame in, labels out), and fits how the parts'
+sums make a network's time:
+
+    ms = c0 + c1 (stem + head) + c2 (downsamplers) + c3 (blocks at full resolution)
+            + c4 (blocks at half resolution) + c5 (blocks) + c6 (block inputs, M elements)
+
+by least squares on relative errors, pulled towards the plain sum (c1..c4 = 1, the rest 0)
+so a dozen networks do not overfit seven numbers. The reference network is also timed every
+``REFERENCE_EVERY`` parts: a part measured while the machine ran slower than its fastest is
+scaled by the reference's best time over its time then, so a shared machine's slow minutes
+do not stay in the table.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+FEATURES = ("constant", "stem and head", "downsamplers", "blocks at full resolution",
+            "blocks at half resolution", "blocks", "block inputs (M elements)")
+PRIOR = (0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0)
+#: how far each coefficient may move from its prior before the fit pays: the constant and
+#: per-block terms in ms, the rest as factors
+SCALE = (5.0, 0.5, 0.5, 0.5, 0.5, 1.0, 1.0)
+RIDGE = 0.002
+REFERENCE = "network/reference"
+REFERENCE_EVERY = 80
+
+
+def genotypes(space, num_classes: int, n: int, seed: int) -> list:
+    """``n`` networks across the space: the reference (half the depth and width), then
+    depths spread evenly and widths at random (seeded apart from any benchmark's draws)."""
+    if n == 0:
+        return []
+    rng = random.Random(7919 + seed)
+    out = [space.sample(rng, num_classes, name="reference", depth=0.5, width=0.5)]
+    for k in range(n - 1):
+        depth = 0.1 + 0.9 * (k + 0.5) / (n - 1)
+        out.append(space.sample(rng, num_classes, name=f"calibration-{k}", depth=depth,
+                                width=rng.uniform(0.0, 1.0)))
+    return out
+
+
+def network_probe(genotype, o, seed: int = 0):
+    """A whole network as a part to time: the network ``export onnx`` writes (uint8 frame in,
+    labels out), seeded weights (speed does not depend on them)."""
+    import torch
+
+    from ssr_deploy.latency.parts import Probe
+    from ssr_deploy.model.deploy import DeployModel
+    from ssr_deploy.model.net import build_model
+    from ssr_deploy.spec import runtime_io
+
+    def module():
+        torch.manual_seed(seed)
+        return DeployModel(build_model(genotype, o.num_classes), runtime_io(o.num_classes)
+                           ).eval()
+
+    key = REFERENCE if genotype.name == "reference" else f"network/{genotype.name}"
+    return Probe(key, module, [((o.batch, *o.size, 3), "uint8")])
+
+
+def fit(rows: Sequence[Sequence[float]], measured: Sequence[float]) -> list[float]:
+    """The coefficients (see the module): least squares on relative errors, ridge towards
+    PRIOR in units of SCALE."""
+    x = np.asarray(rows, np.float64) / np.asarray(measured, np.float64)[:, None]
+    y = np.ones(len(measured))
+    prior, scale = np.asarray(PRIOR), np.asarray(SCALE)
+    # minimise |x c - y|^2 + RIDGE * |(c - prior) / scale|^2
+    a = x.T @ x + RIDGE * np.diag(1 / scale ** 2)
+    b = x.T @ y + RIDGE * prior / scale ** 2
+    return [float(c) for c in np.linalg.solve(a, b)]
+
+
+def leave_one_out(rows: Sequence[Sequence[float]], measured: Sequence[float]) -> list[float]:
+    """Each network's relative error predicted by a fit on the others."""
+    errors = []
+    for k in range(len(measured)):
+        keep = [i for i in range(len(measured)) if i != k]
+        c = fit([rows[i] for i in keep], [measured[i] for i in keep])
+        errors.append(float(np.dot(c, rows[k]) / measured[k] - 1))
+    return errors
+
+
+def normalised(timeline: list[list[Any]]) -> dict[str, float]:
+    """A pass's times (``[key, ms]`` in the order measured, the reference among them), each
+    scaled by the reference's best time over its last time before it (the first after it,
+    for parts measured before it): a slow stretch of the machine taken out."""
+    refs = [(i, ms) for i, (key, ms) in enumerate(timeline) if key == REFERENCE]
+    if not refs:
+        return {key: ms for key, ms in timeline}
+    best = min(ms for _, ms in refs)
+    out = {}
+    for i, (key, ms) in enumerate(timeline):
+        before = [r for j, r in refs if j <= i]
+        now = before[-1] if before else refs[0][1]
+        out[key] = ms * best / now
+    return out
+
+
+def measure_networks(clock, probes: list, passes: list[list[list[Any]]],
+                     publish: Callable[[], None], tick: Callable[[], None]) -> None:
+    """Time each whole network once per pass into the passes' timelines (the reference
+    first), publishing after each."""
+    for timeline in passes:
+        done = {key for key, _ in timeline}
+        for probe in probes:
+            if probe.key in done:
+                continue
+            timeline.append([probe.key, clock.time(probe)])
+            clock.forget(probe.key)
+            publish()
+            tick()
