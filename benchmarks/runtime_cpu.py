@@ -134,7 +134,8 @@ def nncf_irs(fp32_ir: Path, calib: Path, val: Path, work: Path) -> dict[str, tup
             meta = ModelSpec.load(fp32_ir).to_dict()
             meta = {k: v for k, v in meta.items() if k not in ("file", "sha256",
                                                                "precision_check")}
-            meta.update(precision="int8", quantization={"method": how, "seconds": round(
+            meta.update(precision="int8", quantization={"method": how, "form": "nncf",
+                                                        "seconds": round(
                 time.perf_counter() - start, 1)}, openvino={
                 **meta["openvino"], "inference_precision": library.float_precision(None),
                 "bin_sha256": file_sha256(path.with_suffix(".bin"))})
