@@ -100,6 +100,10 @@ class PartTimer(ABC):
     exports: ClassVar[bool] = True
     #: the precisions a latency table can be measured at through it, on each device kind
     precisions: ClassVar[dict[str, tuple[str, ...]]] = {"cpu": ("fp32",)}
+    #: the ``--int8-target`` its int8 parts are quantized for
+    int8_target: ClassVar[str] = "cpu"
+    #: its int8 comes in forms (``--int8-form``)
+    has_int8_forms: ClassVar[bool] = False
 
     def __init__(self, device: str, precision: str, repeats: int,
                  threads: int | None = None) -> None:
@@ -132,6 +136,14 @@ class PartTimer(ABC):
     def device_label(self) -> str | None:
         """The accelerator's name where the timer runs on one (a table's fingerprint)."""
         return None
+
+    @classmethod
+    def int8_options(cls, form: str | None = None) -> Any:
+        """How an int8 table's parts are quantized: as this backend's int8 export quantizes
+        (``form``: the OpenVINO int8 form, where the backend has forms)."""
+        from ssr_deploy.export.precision import PrecisionOptions
+
+        return PrecisionOptions("int8", int8_target=cls.int8_target)
 
 
 def median_ms(run: Callable[[], Any], repeats: int, warmup: int = 2,

@@ -46,8 +46,9 @@ class LutOptions:
 
         parse_device(self.device)
         part_timer_class(self.backend).check(self.backend, self.device, self.precision)
-        if self.int8_form is not None and (self.backend, self.precision) != ("openvino",
-                                                                              "int8"):
+        timer = part_timer_class(self.backend)
+        if self.int8_form is not None and (not timer.has_int8_forms
+                                           or self.precision != "int8"):
             raise UsageError("--int8-form is the form of OpenVINO's int8: use it with "
                              "--backend openvino --precision int8")
         if not 0 <= self.calibrate <= 64:
@@ -67,15 +68,7 @@ class LutOptions:
 
     def int8_options(self):
         """How an int8 table's parts are quantized: as the backend's int8 export quantizes
-        (onnxruntime: its CPU form; openvino: the form this CPU runs, ``int8_form``;
-        tensorrt: TensorRT's symmetric form)."""
-        from ssr_deploy.export.precision import PrecisionOptions
+        (its PartTimer's ``int8_options``)."""
+        from ssr_deploy.backends import part_timer_class
 
-        if self.backend == "openvino":
-            from ssr_deploy.backends.openvino.forms import candidates
-            from ssr_deploy.cpu import this_cpu
-
-            form = self.int8_form or candidates(this_cpu())[0]
-            return PrecisionOptions("int8", int8_target="openvino", int8_form=form)
-        return PrecisionOptions("int8", int8_target="cpu" if self.backend == "onnxruntime"
-                                else "tensorrt")
+        return part_timer_class(self.backend).int8_options(self.int8_form)

@@ -19,6 +19,7 @@ from ssr_deploy.errors import SsrDeployError
 
 class TensorRTTimer(PartTimer):
     precisions = {"cuda": ("fp32", "fp16", "int8")}
+    int8_target = "tensorrt"
 
     def __init__(self, device: str, precision: str, repeats: int,
                  threads: int | None = None) -> None:
