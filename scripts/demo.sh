@@ -13,10 +13,13 @@ shift $(( $# > 0 ? 1 : 0 ))
 
 [ -d .venv ] || python3 -m venv .venv
 . .venv/bin/activate
-python -m pip install --quiet --upgrade pip
+python -m pip install --quiet --upgrade pip 2>/dev/null
 # shellcheck disable=SC2086  # TORCH may carry pip options
 python -m pip install --quiet ${TORCH:-torch==2.13.0}
-python -m pip install --quiet -e '.[train,cpu,openvino,rtx]'
+# the project itself, built from this clone (not editable: nothing in the first screen but
+# the demo's own progress)
+python -m pip install --quiet --disable-pip-version-check '.[train,cpu,video,openvino,rtx]' \
+    2> >(grep -v -e '^WARNING: Location' -e '^$' >&2)
 
 ssr-deploy demo --out "$out" "$@"
 cat "$out/report.md"

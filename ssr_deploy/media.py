@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ssr_deploy.errors import SsrDeployError, UsageError
+from ssr_deploy.imaging import require_opencv
 from ssr_deploy.io import (
     OutputError,
     atomic_write,
@@ -30,7 +31,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 def encode_image(path: str | Path, image) -> bytes:
     """``image`` encoded for ``path``'s suffix (PNG, JPEG, BMP); an error if OpenCV cannot."""
-    import cv2
+    cv2 = require_opencv(f"writing {Path(path).name}")
 
     ok, buf = cv2.imencode(Path(path).suffix or ".png", image)
     if not ok:
@@ -68,7 +69,7 @@ class VideoOutput:
         self.writer, self.size, self.count = None, None, 0
 
     def write(self, frame) -> None:
-        import cv2
+        cv2 = require_opencv(f"writing the video {self.path.name}")
 
         if self.writer is None:
             # a name no other run (or user) can predict, created by us alone: the encoder
@@ -90,7 +91,7 @@ class VideoOutput:
     def close(self, keep: bool = True) -> Path | None:
         """Finish and publish the file (``keep=False``: remove it); an OutputError, with
         ``path`` untouched, if the file does not read back whole."""
-        import cv2
+        cv2 = require_opencv(f"writing the video {self.path.name}")
 
         if self.writer is None:
             return None
@@ -133,7 +134,7 @@ def read_image(path: str | Path, flags: int | None = None):
     """An image as OpenCV reads it (BGR uint8 by default); a clear error for a corrupt or
     unreadable file, or one whose header declares a side over MAX_SIDE (refused
     before decoding: a 389 KB PNG can declare 20000x20000, 1.2 GB of pixels)."""
-    import cv2
+    cv2 = require_opencv(f"reading {Path(path).name}")
 
     check_input_file(path, "image")  # a FIFO blocks a reader, a link to /dev/zero never ends
     size = image_size(path)

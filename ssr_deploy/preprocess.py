@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import cv2
 import numpy as np
+
+from ssr_deploy.imaging import resize_linear
 
 
 def resize_frames(frames_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -20,7 +21,7 @@ def resize_frames(frames_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     h, w = size
     if frames_bgr.shape[1:3] == (h, w):
         return frames_bgr
-    return np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f in frames_bgr])
+    return np.stack([resize_linear(f, (h, w)) for f in frames_bgr])
 
 
 class FrameFormat(Protocol):

@@ -1,5 +1,5 @@
 """The ``ssr-deploy`` group: every command's error boundary. An SsrDeployError, an OSError
-(the path and what its errno means), MemoryError, an interrupt or a missing [train] extra
+(the path and what its errno means), MemoryError, an interrupt or a module an extra brings
 becomes one line on stderr and an exit status, no traceback."""
 
 from __future__ import annotations
@@ -11,13 +11,26 @@ import click
 from ssr_deploy.cli import signals
 from ssr_deploy.errors import SsrDeployError
 
-TRAIN_EXTRA = {"torch", "onnxscript", "onnxslim"}
+#: a module a lean install may lack -> how to install it (the extra that brings it)
+EXTRAS = {
+    "torch": "pip install torch (the build for your machine), then pip install "
+             "'ssr-deploy[train]'",
+    "onnxscript": "pip install 'ssr-deploy[train]'", "onnxslim": "pip install 'ssr-deploy[train]'",
+    "cityscapesscripts": "pip install 'ssr-deploy[train]'",
+    "matplotlib": "pip install matplotlib (or 'ssr-deploy[train]')",
+    "onnx": "pip install onnx (or the extra of your engine or IR builder: 'ssr-deploy[openvino]', "
+            "[rtx], [cu12] or [cu13])",
+    "cv2": "pip install 'ssr-deploy[video]' (OpenCV: image and video files, cameras, streams)",
+    "onnxruntime": "pip install 'ssr-deploy[cpu]'",
+    "openvino": "pip install 'ssr-deploy[openvino]'",
+    "tritonclient": "pip install 'ssr-deploy[serve]'", "uvicorn": "pip install 'ssr-deploy[serve]'",
+}
 
 
 class Group(click.Group):
     """Turns SsrDeployError, OSError (the path and what its errno means) and MemoryError into
-    one line on stderr and exit status 1, no traceback; so is a command that needs the
-    [train] extra on a runtime-only install."""
+    one line on stderr and exit status 1, no traceback; so is a command that needs a module
+    an extra brings (``EXTRAS``) on an install without it."""
 
     def invoke(self, ctx):
         hosted = signals.install()
@@ -37,11 +50,11 @@ class Group(click.Group):
                        "(train/search: --resume continues)", err=True)
             sys.exit(143 if isinstance(e, signals.Terminated) else 130)
         except ImportError as e:
-            if (e.name or "").split(".")[0] not in TRAIN_EXTRA:
+            module = (e.name or "").split(".")[0]
+            if module not in EXTRAS:
                 raise
-            click.echo(f"error: this command needs {e.name.split('.')[0]}, which a runtime-only "
-                       "install leaves out: pip install torch (the build for your machine), "
-                       "then pip install 'ssr-deploy[train]'", err=True)
+            click.echo(f"error: this command needs {module}, which this install leaves out: "
+                       f"{EXTRAS[module]}", err=True)
             sys.exit(1)
         finally:
             signals.restore(hosted)

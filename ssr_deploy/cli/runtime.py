@@ -123,6 +123,11 @@ def bench(model, backend, device, size, frame_size, batches, iters, warmup, prec
 
     for path in filter(None, (json_path, plot_path)):  # before minutes of measuring
         check_output_path(Path(path))
+    if plot_path:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise ImportError("--plot draws with matplotlib", name="matplotlib")
     entries = _entries(model, backend, device, compare, size, precision)
     try:
         for label, seg in entries:

@@ -10,16 +10,68 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ssr_deploy.data.classes import TRAIN_ID
+from ssr_deploy.imaging import opencv
+
+
+class _Draw:
+    """OpenCV's drawing where it is installed; else the same shapes filled by numpy (their
+    edges rasterised a little differently: a lean runtime's synthetic frames, for timing
+    and checks)."""
+
+    @staticmethod
+    def fill_poly(a: np.ndarray, pts: np.ndarray, value) -> None:
+        cv2 = opencv()
+        if cv2 is not None:
+            cv2.fillPoly(a, [pts], value)
+            return
+        h = a.shape[0]
+        ys = np.arange(max(0, pts[:, 1].min()), min(h - 1, pts[:, 1].max()) + 1)
+        for y in ys:
+            xs = []
+            for (x0, y0), (x1, y1) in zip(pts, np.roll(pts, -1, axis=0), strict=True):
+                if y0 != y1 and min(y0, y1) <= y <= max(y0, y1):
+                    xs.append(x0 + (y - y0) * (x1 - x0) / (y1 - y0))
+            if xs:
+                lo, hi = int(round(min(xs))), int(round(max(xs)))
+                a[y, max(lo, 0):max(hi + 1, 0)] = value
+
+    @staticmethod
+    def circle(a: np.ndarray, center: tuple[int, int], radius: int, value) -> None:
+        cv2 = opencv()
+        if cv2 is not None:
+            cv2.circle(a, center, radius, value, -1)
+            return
+        cx, cy = center
+        y0, y1 = max(cy - radius, 0), min(cy + radius + 1, a.shape[0])
+        x0, x1 = max(cx - radius, 0), min(cx + radius + 1, a.shape[1])
+        if y0 >= y1 or x0 >= x1:
+            return
+        yy, xx = np.ogrid[y0:y1, x0:x1]
+        a[y0:y1, x0:x1][(yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2] = value
+
+    @classmethod
+    def rectangle(cls, a: np.ndarray, p0: tuple[int, int], p1: tuple[int, int], value) -> None:
+        (x0, y0), (x1, y1) = p0, p1
+        cls.fill_poly(a, np.asarray([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], np.int32), value)
+
+    @classmethod
+    def vertical_line(cls, a: np.ndarray, x: int, y0: int, y1: int, value, thickness: int
+                      ) -> None:
+        cv2 = opencv()
+        if cv2 is not None:
+            cv2.line(a, (x, y0), (x, y1), value, thickness)
+            return
+        half = thickness // 2
+        cls.rectangle(a, (x - half, y0), (x + thickness - 1 - half, y1), value)
 
 
 def _poly(img, lab, pts, color, cls) -> None:
     pts = np.asarray(pts, np.int32)
-    cv2.fillPoly(img, [pts], color)
-    cv2.fillPoly(lab, [pts], int(TRAIN_ID[cls]))
+    _Draw.fill_poly(img, pts, color)
+    _Draw.fill_poly(lab, pts, int(TRAIN_ID[cls]))
 
 
 def _rect(img, lab, x0, y0, x1, y1, color, cls) -> None:
@@ -47,8 +99,9 @@ def street_scene(seed: int, height: int = 256, width: int = 512, shift: float = 
         bw = int(rng.uniform(0.08, 0.2) * w)
         top = int(horizon * rng.uniform(0.05, 0.7))
         if rng.random() < 0.3:
-            cv2.circle(img, (int(x + bw / 2), top + bw // 3), bw // 2, (40, 120, 60), -1)
-            cv2.circle(lab, (int(x + bw / 2), top + bw // 3), bw // 2, TRAIN_ID["vegetation"], -1)
+            _Draw.circle(img, (int(x + bw / 2), top + bw // 3), bw // 2, (40, 120, 60))
+            _Draw.circle(lab, (int(x + bw / 2), top + bw // 3), bw // 2,
+                         int(TRAIN_ID["vegetation"]))
             _rect(img, lab, int(x + bw / 2) - 2, top + bw // 3, int(x + bw / 2) + 2, horizon,
                   (30, 60, 90), "vegetation")
         else:
@@ -57,7 +110,7 @@ def street_scene(seed: int, height: int = 256, width: int = 512, shift: float = 
                   (gray, gray + int(rng.integers(-15, 15)), gray), "building")
             for wy in range(top + 6, horizon - 6, 14):  # windows: texture, same class
                 for wx in range(int(x) + 4, int(x + bw) - 6, 12):
-                    cv2.rectangle(img, (wx, wy), (wx + 5, wy + 7), (gray // 2,) * 3, -1)
+                    _Draw.rectangle(img, (wx, wy), (wx + 5, wy + 7), (gray // 2,) * 3)
         x += bw + rng.integers(0, 10)
 
     vanish = w / 2 + rng.uniform(-0.1, 0.1) * w
@@ -71,8 +124,8 @@ def street_scene(seed: int, height: int = 256, width: int = 512, shift: float = 
     for k in range(8):  # lane marks, part of the road
         y0 = horizon + (h - horizon) * (k / 8) ** 1.5
         y1 = horizon + (h - horizon) * ((k + 0.5) / 8) ** 1.5
-        cv2.line(img, (int(vanish), int(y0)), (int(vanish), int(y1)), (220, 220, 220),
-                 max(1, int((y1 - horizon) / 40)))
+        _Draw.vertical_line(img, int(vanish), int(y0), int(y1), (220, 220, 220),
+                            max(1, int((y1 - horizon) / 40)))
 
     objects = []  # (depth 0..1, kind); drawn far to near
     for _ in range(rng.integers(2, 6)):
@@ -97,9 +150,9 @@ def street_scene(seed: int, height: int = 256, width: int = 512, shift: float = 
             ph, pw = 0.25 * h * scale, 0.03 * w * scale
             _rect(img, lab, int(cx - pw), int(y - ph * 0.8), int(cx + pw), int(y),
                   tuple(int(c) for c in rng.integers(30, 200, 3)), "person")
-            cv2.circle(img, (int(cx), int(y - ph * 0.88)), max(1, int(pw)), (120, 150, 200), -1)
-            cv2.circle(lab, (int(cx), int(y - ph * 0.88)), max(1, int(pw)),
-                       TRAIN_ID["person"], -1)
+            _Draw.circle(img, (int(cx), int(y - ph * 0.88)), max(1, int(pw)), (120, 150, 200))
+            _Draw.circle(lab, (int(cx), int(y - ph * 0.88)), max(1, int(pw)),
+                         int(TRAIN_ID["person"]))
         else:
             cx = vanish + side * walk * depth * 1.1 - shift * depth
             ph = 0.45 * h * scale

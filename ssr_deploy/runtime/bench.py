@@ -141,8 +141,6 @@ def machine_info() -> dict[str, Any]:
     import importlib.metadata
     import sys
 
-    import cv2
-
     import ssr_deploy
     from ssr_deploy.cpu import this_cpu
 
@@ -151,8 +149,9 @@ def machine_info() -> dict[str, Any]:
                             "platform": platform.platform(), "gpu": None,
                             "versions": {"ssr_deploy": ssr_deploy.__version__,
                                          "python": platform.python_version(),
-                                         "opencv": cv2.__version__, "numpy": np.__version__}}
-    for name, dists in (("onnxruntime", ("onnxruntime", "onnxruntime-gpu")),
+                                         "numpy": np.__version__}}
+    for name, dists in (("opencv", ("opencv-python-headless", "opencv-python")),
+                        ("onnxruntime", ("onnxruntime", "onnxruntime-gpu")),
                         ("openvino", ("openvino",)), ("torch", ("torch",)),
                         ("tensorrt", ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"))):
         for dist in dists:  # read from the installed metadata: nothing is imported

@@ -16,11 +16,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from ssr_deploy.backends import Backend, open_backend
 from ssr_deploy.errors import UsageError, UsageTypeError
+from ssr_deploy.imaging import blend, resize_linear, resize_nearest, to_bgr
 from ssr_deploy.preprocess import frames_to_input, label_dtype, outputs_to_labels
 
 
@@ -37,10 +37,8 @@ def as_bgr(frame: Any) -> np.ndarray:
         raise UsageError(f"frames of dtype {frame.dtype} are ambiguous (0-1 or 0-255?); "
                              "convert to uint8 first, e.g. (frame * 255).clip(0, 255)"
                              ".astype(np.uint8)")
-    if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
-        frame = cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2BGR)
-    elif frame.ndim == 3 and frame.shape[2] == 4:
-        frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+    if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] in (1, 4)):
+        frame = to_bgr(frame)
     elif not (frame.ndim == 3 and frame.shape[2] == 3):
         raise UsageError(f"frame shape {frame.shape} is not an image; expected (H, W), "
                              "(H, W, 1), (H, W, 3) BGR or (H, W, 4) BGRA")
@@ -141,13 +139,12 @@ class Segmenter:
         if (fh, fw) == (h, w):
             return frame, (0, 0, h, w)
         if not self.letterbox:
-            return cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR), (0, 0, h, w)
+            return resize_linear(frame, (h, w)), (0, 0, h, w)
         scale = min(h / fh, w / fw)
         nh, nw = max(1, round(fh * scale)), max(1, round(fw * scale))
         top, left = (h - nh) // 2, (w - nw) // 2
         canvas = np.zeros((h, w, 3), np.uint8)
-        canvas[top:top + nh, left:left + nw] = cv2.resize(frame, (nw, nh),
-                                                          interpolation=cv2.INTER_LINEAR)
+        canvas[top:top + nh, left:left + nw] = resize_linear(frame, (nh, nw))
         return canvas, (top, left, nh, nw)
 
     @staticmethod
@@ -157,7 +154,7 @@ class Segmenter:
         labels = labels[top:top + nh, left:left + nw]
         if labels.shape == tuple(frame_size):
             return np.ascontiguousarray(labels)
-        return cv2.resize(labels, (frame_size[1], frame_size[0]), interpolation=cv2.INTER_NEAREST)
+        return resize_nearest(labels, tuple(frame_size))
 
     # ---- visualisation ------------------------------------------------------------
     def colorize(self, labels: np.ndarray) -> np.ndarray:
@@ -185,7 +182,7 @@ class Segmenter:
         if labels.shape != frame.shape[:2]:
             raise UsageError(f"labels {labels.shape} do not match the frame "
                                  f"{frame.shape[:2]}")
-        return cv2.addWeighted(frame, 1 - alpha, self.colorize(labels), alpha, 0)
+        return blend(frame, self.colorize(labels), alpha)
 
     # ---- resources ----------------------------------------------------------------
     def close(self) -> None:

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.imaging import require_opencv
 from ssr_deploy.io import check_input_file
 from ssr_deploy.limits import MAX_SIDE
 from ssr_deploy.media import IMAGE_SUFFIXES, image_size, read_image
@@ -85,7 +86,7 @@ def open_source(source: str, max_frames: int | None = None, reconnects: int = 5,
 
 def _open(target: str | int, given: str):
     """A cv2.VideoCapture of ``target``, opened, or one line saying why not."""
-    import cv2
+    cv2 = require_opencv(f"reading {given}")
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     if isinstance(target, int):
@@ -108,7 +109,7 @@ def _open(target: str | int, given: str):
 
 def _capture_source(given: str, target: str | int, max_frames: int | None, reconnects: int,
                     note: Callable[[str], None]) -> Source:
-    import cv2
+    cv2 = require_opencv(f"reading {given}")
 
     capture = _open(target, given)
     width, height = (int(capture.get(p)) for p in (cv2.CAP_PROP_FRAME_WIDTH,

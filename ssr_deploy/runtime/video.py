@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.imaging import require_opencv
 from ssr_deploy.media import (
     VideoOutput,
     write_image_in,
@@ -102,6 +102,7 @@ def run_video(segmenter: Segmenter, source: str | Source, output: str,
 def _run(segmenter: Segmenter, src: Source, output: str, max_frames: int | None,
          alpha: float, draw_fps: bool, show: bool, queue_size: int,
          on_frame: Callable[[int, float], None] | None, overwrite: bool) -> VideoStats:
+    cv2 = require_opencv("video")
     frames, fps, expected = src.frames, src.fps, src.expected
     names = iter(src.names or ())
     sink = _Sink(output, fps, overwrite)

@@ -113,3 +113,14 @@ def test_render_video(tmp_path):
     capture = cv2.VideoCapture(str(path))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 7
     assert [p.name for p in tmp_path.iterdir()] == ["drive.mp4"]
+
+
+def test_the_label_table_is_the_official_one():
+    """classes.py writes out cityscapesscripts' table (a runtime install goes without the
+    package): it must stay that table."""
+    labels = pytest.importorskip("cityscapesscripts.helpers.labels").labels
+    from ssr_deploy.data import classes
+
+    assert tuple((label.name, label.id, label.trainId, tuple(label.color))
+                                   for label in labels) == classes.LABELS
+    assert len(classes.NAMES) == 19 and classes.NAMES[0] == "road"
