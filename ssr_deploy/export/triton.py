@@ -57,10 +57,33 @@ def config_pbtxt(spec: ModelSpec, name: str, platform: str, max_batch: int,
     return "\n".join(lines) + "\n"
 
 
+def check_plan_for_triton(name: str, spec: ModelSpec, server_tensorrt: str | None) -> None:
+    """Triton's TensorRT backend loads plans of full TensorRT, of its own release only."""
+    built = spec.engine
+    if built is not None and built.builder == "tensorrt-rtx":
+        raise SsrDeployError(f"{name} was built by TensorRT-RTX, whose engines Triton's TensorRT "
+                             "backend cannot load: serve it with `ssr-deploy serve` (Triton's "
+                             "python backend runs it), or give the fleet the .onnx or an engine "
+                             "built with --builder tensorrt")
+    version = built.version if built else None
+    if server_tensorrt and version and _release(version) != _release(server_tensorrt):
+        raise SsrDeployError(f"{name} was built by TensorRT {version}; the server's is "
+                             f"{server_tensorrt}, and a plan loads only in the release that "
+                             "built it: build the engine with that TensorRT (e.g. in the "
+                             "server's container), or give the fleet the .onnx")
+
+
+def _release(version: str) -> tuple[str, ...]:
+    """``10.3.0.26`` -> ("10", "3", "0"): what must match for a plan to load."""
+    return tuple(version.split(".")[:3])
+
+
 def write_repository(model: str | Path, repo: str | Path, name: str = "ssrnet",
                      max_batch: int = 8, instances: int = 1, version: int = 1,
-                     cpu: bool = False) -> Path:
-    """Copy ``model`` (an .onnx or an engine) and its sidecar into a Triton repository."""
+                     cpu: bool = False, server_tensorrt: str | None = None) -> Path:
+    """Copy ``model`` (an .onnx or an engine) and its sidecar into a Triton repository.
+    An engine must be full TensorRT's (Triton's TensorRT backend loads no TensorRT-RTX
+    plan) and, where ``server_tensorrt`` names the server's TensorRT, of that release."""
     model, repo = Path(model), Path(repo)
     if not valid_model_name(name):
         raise UsageError(f"--name {name!r}: a Triton model name is letters, digits, _, . and - "
@@ -75,6 +98,8 @@ def write_repository(model: str | Path, repo: str | Path, name: str = "ssrnet",
     external = [] if is_engine else check_onnx_file(model)[1]
     if is_engine and cpu:
         raise SsrDeployError("a TensorRT engine runs on a GPU only; drop --cpu")
+    if is_engine:
+        check_plan_for_triton(model.name, spec, server_tensorrt)
     platform = "tensorrt_plan" if is_engine else "onnxruntime_onnx"
     if instances < 1:
         raise SsrDeployError(f"--instances {instances}: at least 1")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import re
 import threading
+import time
 import types
 
 import numpy as np
@@ -196,6 +197,7 @@ def fake_tensorrt(gpu: FakeCuda, version: str = "10.16.1.11", classes: int = 19)
               "float32": real.DataType.FLOAT, "float16": real.DataType.HALF}
     trt.engine_io = []
     trt.contexts = []
+    trt.execute_delay = 0.0  # seconds inside each execution, where another thread could act
 
     class IExecutionContext:
         def __init__(self) -> None:
@@ -212,6 +214,8 @@ def fake_tensorrt(gpu: FakeCuda, version: str = "10.16.1.11", classes: int = 19)
             return True
 
         def execute_async_v3(self, stream_handle: int) -> bool:
+            if trt.execute_delay:
+                time.sleep(trt.execute_delay)
             (inp, shape), = self.shapes.items()
             out = next(n for n, is_input, *_ in trt.engine_io if not is_input)
             src, dst = self.addresses[inp], self.addresses[out]

@@ -306,3 +306,105 @@ def test_a_failed_capture_reports_its_own_error(monkeypatch):
         cuda.Graph(stream, lambda s: None)
     assert calls == ["cudaStreamBeginCapture", "cudaStreamEndCapture", "cudaGraphInstantiate",
                      "cudaGraphDestroy"]
+
+
+def model_batch(seg, blue: int) -> np.ndarray:
+    """One frame as the engine takes it (uint8 BGR at the model's size)."""
+    return frame(blue, *seg.spec.input.size)[None]
+
+
+def test_threads_sharing_a_segmenter_each_get_their_own_labels(rtx_engine, tmp_path,
+                                                               fake_gpu):
+    """The Segmenter is safe across threads: the engine's context and buffers serve one call
+    at a time (each execution here takes 1 ms, time for another thread to overwrite them)."""
+    engine = as_full_tensorrt(rtx_engine, tmp_path)
+    cuda, trt = fake_gpu(engine)
+    trt.execute_delay = 0.001
+    wrong = []
+    with Segmenter.load(engine) as seg:
+        def worker(colour: int) -> None:
+            for _ in range(15):
+                if int(seg(frame(colour))[0, 0]) != colour % 19:
+                    wrong.append(colour)
+            if [int(x[0, 0]) for x in seg.predict_stream(frame(colour) for _ in range(3))] \
+                    != [colour % 19] * 3:
+                wrong.append(colour)
+
+        threads = [threading.Thread(target=worker, args=(c,)) for c in (1, 2, 3, 4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert wrong == []
+
+
+def test_a_call_inside_its_own_stream_is_refused(rtx_engine, tmp_path, fake_gpu):
+    engine = as_full_tensorrt(rtx_engine, tmp_path)
+    fake_gpu(engine)
+    with Segmenter.load(engine) as seg:
+        stream = seg.backend.infer_stream([model_batch(seg, 1)])
+        next(stream)
+        with pytest.raises(SsrDeployError, match="inside its own infer_stream"):
+            seg.backend.infer(model_batch(seg, 2))
+        stream.close()
+        assert (seg(frame(3)) == 3).all()
+
+
+def test_a_new_thread_with_a_reused_id_is_set_to_the_device(rtx_engine, tmp_path, fake_gpu,
+                                                            monkeypatch):
+    """CPython reuses thread ids: a thread that starts after another ended may have its id.
+    Here every thread has the same id, as the worst case of reuse."""
+    engine = as_full_tensorrt(rtx_engine, tmp_path)
+    cuda, _ = fake_gpu(engine)
+    seg = Segmenter.load(engine, device="cuda:1")
+    same_id = types.SimpleNamespace(**{name: getattr(threading, name) for name in dir(threading)
+                                       if not name.startswith("__")})
+    same_id.get_ident = lambda: 1
+    monkeypatch.setattr(runner, "threading", same_id)
+    errors = []
+
+    def run() -> None:
+        try:
+            seg(frame(5))
+            cuda.check_calls_on_this_device(1)
+        except AssertionError as e:
+            errors.append(e)
+
+    for _ in range(2):  # one after the other, as a thread pool's replacements start
+        worker = threading.Thread(target=run)
+        worker.start()
+        worker.join()
+    seg.close()
+    assert errors == []
+
+
+def test_an_onnx_on_cuda_n_is_built_on_gpu_n(labels_onnx, tmp_path, fake_gpu, monkeypatch,
+                                              rtx_engine):
+    """TensorRT builds on the thread's current device: it is set before the build."""
+    from ssr_deploy.backends.tensorrt import cache
+
+    engine = as_full_tensorrt(rtx_engine, tmp_path)
+    cuda, _ = fake_gpu(engine)
+    built_on = []
+
+    def cached_engine(path, builder=None, device=0, folder=None, to_run=False):
+        built_on.append((device, getattr(cuda.current, "device", None)))
+        return engine
+
+    monkeypatch.setattr(cache, "cached_engine", cached_engine)
+    with Segmenter.load(labels_onnx, backend="tensorrt", device="cuda:1") as seg:
+        assert (seg(frame(6)) == 6).all()
+    assert built_on == [(1, 1)]
+
+
+def test_layer_times_report_with_cuda_graphs_on(rtx_engine, tmp_path, fake_gpu):
+    """A CUDA graph replays on a context of its own: the profiled runs are plain launches on
+    the profiled context, so the layers are reported."""
+    engine = as_full_tensorrt(rtx_engine, tmp_path)
+    fake_gpu(engine)
+    with Segmenter.load(engine, cuda_graph=True) as seg:
+        batch = model_batch(seg, 7)
+        seg.backend.infer(batch)  # a graph is captured and replayed first
+        times = seg.backend.layer_times(batch, iters=3)
+        assert times.times_ms == {"stages.0.layers.0/node_Conv_1": pytest.approx(1.5)}
+        assert (seg(frame(8)) == 8).all()  # and the graphs still run after

@@ -198,23 +198,37 @@ def test_tensorrt_older_than_10_3_is_one_line():
 
 
 def test_tensorrt_keeps_uint8_labels_and_can_fall_back_to_int32(labels_onnx):
-    """ArgMax -> Cast(uint8) is what TensorRT gets; the int32 fallback (Cast(int32)) is the
-    same graph otherwise and gives the same labels (onnxruntime)."""
+    """TensorRT converts uint8 only to and from fp32/fp16 (``DataType.UINT8``'s docstring in
+    TensorRT 10.3, 10.16 and 11.4): what it gets is ArgMax -> Cast(float) -> Cast(uint8), the
+    labels still uint8; the int32 fallback (Cast(int32)) is the same graph otherwise. Both
+    give the labels of the exported graph (onnxruntime)."""
     import onnx
     import onnxruntime as ort
 
     model = onnx.load(str(labels_onnx))
     meta = read_sidecar(labels_onnx)
-    assert onnx_for_tensorrt(model, meta) == (model, meta)
+    for_trt, same_meta = onnx_for_tensorrt(model, meta)
+    assert same_meta == meta
+    nodes = {o: n for n in for_trt.graph.node for o in n.output}
+    to_uint8 = [n for n in for_trt.graph.node if n.op_type == "Cast"
+                and onnx.helper.get_attribute_value(n.attribute[0]) == onnx.TensorProto.UINT8]
+    assert len(to_uint8) == 1
+    before = nodes[to_uint8[0].input[0]]  # what the uint8 cast reads: a float, from a Cast
+    assert before.op_type == "Cast" and onnx.helper.get_attribute_value(
+        before.attribute[0]) == onnx.TensorProto.FLOAT
+    assert for_trt.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert onnx_for_tensorrt(for_trt, meta)[0].graph.node == for_trt.graph.node  # once only
     rewritten, engine_meta = onnx_for_tensorrt(model, meta, int32_labels=True)
     assert engine_meta["output"]["dtype"] == "int32" and meta["output"]["dtype"] == "uint8"
     assert rewritten.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.INT32
-    onnx.checker.check_model(rewritten, full_check=True)
+    for m in (for_trt, rewritten):
+        onnx.checker.check_model(m, full_check=True)
     frames = street_frames(2, 64, 128)
     runs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-            .run(None, {"images": frames})[0] for m in (model, rewritten)]
-    assert runs[1].dtype == np.int32
-    np.testing.assert_array_equal(runs[0], runs[1].astype(np.uint8))
+            .run(None, {"images": frames})[0] for m in (model, for_trt, rewritten)]
+    assert runs[1].dtype == np.uint8 and runs[2].dtype == np.int32
+    np.testing.assert_array_equal(runs[0], runs[1])
+    np.testing.assert_array_equal(runs[0], runs[2].astype(np.uint8))
 
 
 def test_corrupt_onnx_is_named(tmp_path):
@@ -262,3 +276,40 @@ def test_engine_io_is_checked_against_the_sidecar(labels_onnx):
     for tensors, message in bad:
         with pytest.raises(SsrDeployError, match=message):
             check_engine_io(meta, tensors, "m.engine")
+
+
+def test_a_timing_cache_of_another_gpu_is_said_and_left_as_it_is(tmp_path, capsys):
+    """Full TensorRT refuses a cache of another release or GPU (``set_timing_cache`` returns
+    False): the build runs without it, says so, and the file is not overwritten. The config
+    is a stand-in whose two methods are the real binding's (TensorRT-RTX's IBuilderConfig
+    has the same signatures)."""
+
+    tensorrt_rtx = pytest.importorskip("tensorrt_rtx")
+    from ssr_deploy.backends.tensorrt.build import full_tensorrt_timing_cache
+
+    for name, params in (("create_timing_cache", "serialized_timing_cache"),
+                         ("set_timing_cache", "ignore_mismatch")):
+        assert params in getattr(tensorrt_rtx.IBuilderConfig, name).__doc__.split("\n")[0]
+
+    class Config:
+        def __init__(self, accepts) -> None:
+            self.accepts, self.attached = accepts, []
+
+        def create_timing_cache(self, serialized_timing_cache):
+            return SimpleNamespace(data=bytes(serialized_timing_cache))
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            assert ignore_mismatch is False
+            self.attached.append(cache.data)
+            return self.accepts(cache.data)
+
+    cache = tmp_path / "trt.cache"
+    cache.write_bytes(b"another GPU's")
+    config = Config(accepts=lambda data: data == b"")
+    assert full_tensorrt_timing_cache(config, cache) is None
+    assert config.attached == [b"another GPU's", b""]
+    assert cache.read_bytes() == b"another GPU's"
+    assert "was made by another TensorRT release or GPU" in capsys.readouterr().err
+    config = Config(accepts=lambda data: True)
+    assert full_tensorrt_timing_cache(config, cache).data == b"another GPU's"  # kept, written back
+    assert full_tensorrt_timing_cache(config, tmp_path / "new.cache").data == b""

@@ -51,6 +51,8 @@ def _library_of(tree: ast.AST) -> dict[ast.AST, str]:
         owner[node] = library
         if isinstance(node, ast.FunctionDef | ast.ClassDef) and "rtx" in node.name.lower():
             library = "rtx"
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("full_tensorrt"):
+            library = "full"
         if isinstance(node, ast.If) and (rtx := _is_rtx_test(node.test)) is not None:
             visit(node.test, library)
             for child in node.body:

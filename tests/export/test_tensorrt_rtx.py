@@ -210,7 +210,7 @@ def test_loading_needs_an_rtx_gpu_in_one_line(rtx_engine):
 
     if cuda.find_gpu()[0] is not None:
         pytest.skip("this machine has a GPU: the refusal is for machines without one")
-    with pytest.raises(SsrDeployError, match=r"m.engine is a TensorRT-RTX engine for sm_80, "
+    with pytest.raises(SsrDeployError, match=r"m.engine is a TensorRT-RTX engine for "
                                              r"sm_86, sm_89, sm_120; this machine has no usable "
                                              "NVIDIA GPU") as err:
         Segmenter.load(rtx_engine)
@@ -272,3 +272,22 @@ def test_a_refused_uint8_output_is_rebuilt_with_int32_labels(rtx, labels_onnx, m
     assert calls == [False, True] and built.meta["output"]["dtype"] == "int32"
     assert [t.dtype for t in built.io if not t.is_input] == ["int32"]
     assert "uint8 labels refused" in capsys.readouterr().err
+
+
+def test_a_default_engine_targets_what_the_support_matrix_says(rtx_engine, rtx):
+    """TensorRT-RTX's support matrices: portable across 8.6, 8.9 and 12.0 by default; 7.5,
+    8.0 and 12.1 only when named. An A100 (8.0) is told to build for it."""
+    from ssr_deploy.backends.tensorrt.library import RTX_TARGETS, check_gpu_runs, rtx_targets
+    from ssr_deploy.spec import ModelSpec
+
+    assert set(RTX_TARGETS) == set(rtx_targets(rtx))  # what 1.7's enum can name
+    built = ModelSpec.load(rtx_engine).engine
+    assert built.compute_capabilities == ("8.6", "8.9", "12.0")
+    for name, cc in (("NVIDIA RTX 4090", "8.9"), ("NVIDIA RTX 3090", "8.6")):
+        check_gpu_runs("m.engine", built, {"name": name, "compute_capability": cc})
+    with pytest.raises(SsrDeployError, match=r"this GPU is NVIDIA A100.*\(sm_80\): build it "
+                                             "again with --compute-capability 8.0"):
+        check_gpu_runs("m.engine", built, {"name": "NVIDIA A100-SXM4-80GB",
+                                           "compute_capability": "8.0"})
+    with pytest.raises(SsrDeployError, match=r"\(sm_90\): TensorRT-RTX does not run on it"):
+        check_gpu_runs("m.engine", built, {"name": "NVIDIA H100", "compute_capability": "9.0"})

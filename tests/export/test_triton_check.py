@@ -86,3 +86,29 @@ def test_cli_check_and_triton(tmp_path, labels_onnx):
                                   "--calib-cache", str(tmp_path / "no-cache")])
     assert result.exit_code == 1 and "--precision int8 needs calibration images" in result.output
     assert not (tmp_path / "m.engine").exists() and not (tmp_path / "model.int8.onnx").exists()
+
+
+def test_a_fleet_gets_only_plans_its_triton_can_load(tmp_path, labels_onnx):
+    """Triton's TensorRT backend loads full TensorRT plans of its own release: a
+    TensorRT-RTX engine is refused (with where it can run), and so is a plan of another
+    release where the server's is named."""
+    pytest.importorskip("tensorrt_rtx", reason="needs pip install 'ssr-deploy[rtx]'")
+    from ssr_deploy.export.tensorrt import EngineOptions, build_engine
+    from tests.backends.test_tensorrt_runner import as_full_tensorrt
+
+    rtx = tmp_path / "rtx.engine"
+    build_engine(labels_onnx, rtx, EngineOptions(precision="fp32", builder="tensorrt-rtx"))
+    with pytest.raises(SsrDeployError, match="built by TensorRT-RTX, whose engines Triton's "
+                                             "TensorRT backend cannot load: serve it with"):
+        write_repository(rtx, tmp_path / "repo")
+    assert not (tmp_path / "repo" / "ssrnet" / "1").exists()
+    (tmp_path / "full").mkdir()
+    full = as_full_tensorrt(rtx, tmp_path / "full")  # built by TensorRT 10.16.1.11
+    with pytest.raises(SsrDeployError, match=r"built by TensorRT 10\.16\.1\.11; the server's is "
+                                             r"10\.3\.0, and a plan loads only in the release"):
+        write_repository(full, tmp_path / "repo", server_tensorrt="10.3.0")
+    config = write_repository(full, tmp_path / "repo", server_tensorrt="10.16.1")
+    assert 'platform: "tensorrt_plan"' in config.read_text()
+    run = CliRunner().invoke(main, ["export", "triton", str(full), "--repo",
+                                    str(tmp_path / "repo2")])
+    assert run.exit_code == 0 and "TensorRT is 10.16.1.11 (--server-tensorrt" in run.output

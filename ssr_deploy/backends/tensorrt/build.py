@@ -45,18 +45,19 @@ def check_uint8_inputs(model: onnx.ModelProto) -> None:
 def onnx_for_tensorrt(model: onnx.ModelProto, meta: dict[str, Any] | None = None,
                       int32_labels: bool = False
                       ) -> tuple[onnx.ModelProto, dict[str, Any] | None]:
-    """The graph TensorRT parses, and the metadata the engine gets. uint8 label maps come
-    out of an ArgMax -> Cast(uint8), which TensorRT's Cast takes (every conversion between
-    its types since 10.x; TensorRT-RTX 1.7 builds it, checked here): the engine returns uint8
-    labels, a quarter of int32's download. ``int32_labels``: the cast widened to int32
-    instead (the runtime narrows them), the fallback for a TensorRT that refuses it. A uint8
-    input must feed only Casts (TensorRT takes uint8 into nothing else): an ONNX exported
-    before that rule is refused in one line."""
+    """The graph TensorRT parses, and the metadata the engine gets. uint8 label maps come out
+    of an ArgMax -> Cast(uint8); TensorRT converts uint8 only to and from fp32 and fp16 (its
+    ``DataType.UINT8``), so a Cast to float goes in between: ArgMax -> Cast(float) ->
+    Cast(uint8) (class ids are exact in fp32), and the engine returns uint8 labels, a quarter
+    of int32's download. ``int32_labels``: the labels' cast widened to int32 instead (the
+    runtime narrows them), the fallback for a TensorRT that still refuses. A uint8 input must
+    feed only Casts (TensorRT takes uint8 into nothing else): an ONNX exported before that
+    rule is refused in one line."""
     check_uint8_inputs(model)
     graph = model.graph
     narrowed = [o.name for o in graph.output
                 if o.type.tensor_type.elem_type == onnx.TensorProto.UINT8]
-    if not narrowed or not int32_labels:
+    if not narrowed:
         return model, meta
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
@@ -66,15 +67,32 @@ def onnx_for_tensorrt(model: onnx.ModelProto, meta: dict[str, Any] | None = None
         if cast is None:
             raise SsrDeployError(f"the uint8 output {name!r} does not come from a Cast; export "
                                  "the ONNX again with `ssr-deploy export onnx`")
-        for attribute in cast.attribute:
-            if attribute.name == "to":
-                attribute.i = onnx.TensorProto.INT32
-        for output in copy.graph.output:
-            if output.name == name:
-                output.type.tensor_type.elem_type = onnx.TensorProto.INT32
-    if meta is not None and ModelSpec.from_dict(meta).output.name in narrowed:
+        if int32_labels:
+            for attribute in cast.attribute:
+                if attribute.name == "to":
+                    attribute.i = onnx.TensorProto.INT32
+            for output in copy.graph.output:
+                if output.name == name:
+                    output.type.tensor_type.elem_type = onnx.TensorProto.INT32
+        else:
+            _through_float(copy.graph, cast)
+    if int32_labels and meta is not None and ModelSpec.from_dict(meta).output.name in narrowed:
         meta = {**meta, "output": {**meta["output"], "dtype": "int32"}}  # the sidecar written
     return copy, meta
+
+
+def _through_float(graph: onnx.GraphProto, cast: onnx.NodeProto) -> None:
+    """Put a Cast(float) before ``cast`` (a Cast to uint8), unless its input is already one."""
+    source = cast.input[0]
+    if any(source in n.output and n.op_type == "Cast" and onnx.helper.get_attribute_value(
+            next(a for a in n.attribute if a.name == "to")) == onnx.TensorProto.FLOAT
+           for n in graph.node):
+        return
+    widened = f"{source}__float"
+    to_float = onnx.helper.make_node("Cast", [source], [widened], name=f"{cast.name}__float",
+                                     to=onnx.TensorProto.FLOAT)
+    graph.node.insert(list(graph.node).index(cast), to_float)
+    cast.input[0] = widened
 
 
 def has_uint8_outputs(model: onnx.ModelProto) -> bool:
@@ -162,19 +180,37 @@ def _build(library: TensorRT, model: onnx.ModelProto, source: str | Path,
         for i, cc in enumerate(settings.compute_capabilities):
             if not config.set_compute_capability(targets[cc], i):
                 raise SsrDeployError(f"{library.title} refused compute capability {cc}")
-    else:
-        timing_cache = config.create_timing_cache(_read_bytes(settings.timing_cache) or b"")
-        config.set_timing_cache(timing_cache, ignore_mismatch=False)
+    elif settings.timing_cache:
+        timing_cache = full_tensorrt_timing_cache(config, settings.timing_cache)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise SsrDeployError(f"{library.title} could not build an engine from {source}: "
                              f"{'; '.join(logger.errors) or 'no reason given'}"
                              + ("; Turing runs fp16 engines: build fp16 for 7.5" if any(
                                  "Turing" in e for e in logger.errors) else ""))
-    if timing_cache is not None and settings.timing_cache:
+    if timing_cache is not None:
         data = bytes(timing_cache.serialize())
         atomic_write(settings.timing_cache, lambda tmp: tmp.write_bytes(data))
     return BuiltNetwork(bytes(serialized), network_io(trt, network), meta)
+
+
+def full_tensorrt_timing_cache(config, path: str | Path):
+    """(Named ``full_tensorrt_*``: the names test checks it against full TensorRT's.) Full
+    TensorRT's timing cache from ``path`` (empty where there is none yet), attached to
+    the build; the cache to write back after it, or None where ``path`` holds another
+    TensorRT release's or GPU's cache: TensorRT refuses it (``set_timing_cache`` returns
+    False), the build runs without it, said, and the file is left as it is."""
+    saved = _read_bytes(path) or b""
+    cache = config.create_timing_cache(saved)
+    if config.set_timing_cache(cache, ignore_mismatch=False):
+        return cache
+    print(f"note: the timing cache {path} was made by another TensorRT release or GPU: this "
+          "build runs without it and leaves it as it is (give another --timing-cache for this "
+          "GPU)", file=sys.stderr)
+    if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
+        raise SsrDeployError("TensorRT refused an empty timing cache; build without "
+                             "--timing-cache")
+    return None
 
 
 def engine_metadata(onnx_meta: dict[str, Any], onnx_path: Path, library: TensorRT,

@@ -23,12 +23,22 @@ def _cudart():
     return cudart
 
 
+#: CUDA errors that mean "this machine cannot run CUDA", said plainly
+NO_GPU = {"cudaErrorNoDevice": "no NVIDIA GPU is visible",
+          "cudaErrorInsufficientDriver": "no NVIDIA driver, or one older than this CUDA "
+                                         "runtime needs",
+          "cudaErrorInitializationError": "the CUDA driver could not start"}
+
+
 def check(result: tuple) -> Any:
     """cuda-python calls return (err, *values): raise on error, return the value(s)."""
     err, *values = result
     cudart = _cudart()
     if err != cudart.cudaError_t.cudaSuccess:
         name = cudart.cudaGetErrorName(err)[1].decode()
+        if name in NO_GPU:
+            raise SsrDeployError(f"no usable NVIDIA GPU here ({NO_GPU[name]}; CUDA: {name}): "
+                                 "run engines on a machine with an NVIDIA GPU and its driver")
         raise SsrDeployError(f"CUDA error {name}: {cudart.cudaGetErrorString(err)[1].decode()}")
     return values[0] if len(values) == 1 else (values or None)
 
@@ -127,9 +137,12 @@ class Graph:
         try:
             enqueue(stream)
         except BaseException:
-            # end the capture so the stream is usable again, but report what broke it (the
-            # end call's own error, an invalidated capture, would hide that)
-            cudart.cudaStreamEndCapture(stream.handle)
+            # end the capture so the stream is usable again, free the graph it returns (one
+            # is returned unless the capture was invalidated), and report what broke it (the
+            # end call's own error would hide that)
+            _, *graph = cudart.cudaStreamEndCapture(stream.handle)
+            if graph and graph[0] is not None and int(graph[0]):
+                cudart.cudaGraphDestroy(graph[0])
             raise
         self.graph, self.exec = check(cudart.cudaStreamEndCapture(stream.handle)), None
         try:

@@ -27,9 +27,12 @@ INSTALL = {
     "tensorrt-rtx": "pip install 'ssr-deploy[rtx]' (CUDA 13, driver >= 580; for CUDA 12: "
                     "pip install tensorrt-rtx-cu12 'cuda-python>=12.6,<13')",
 }
-#: What TensorRT-RTX builds for when no --compute-capability is given (its documentation:
-#: Ampere and later; Turing only when named).
-RTX_DEFAULT_TARGETS = ("8.0", "8.6", "8.9", "12.0")
+#: What TensorRT-RTX builds for when no --compute-capability is given: its support matrices
+#: (1.0 to 1.5, and the current one for 1.7) say portable across 8.6, 8.9 and 12.0 by
+#: default; Turing (7.5), 8.0 and 12.1 only when named.
+RTX_DEFAULT_TARGETS = ("8.6", "8.9", "12.0")
+#: What --compute-capability can name (TensorRT-RTX 1.7's ComputeCapability: SM75 ... SM121)
+RTX_TARGETS = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
 #: The first bytes of every TensorRT-RTX engine (seen in 1.7's engines; full TensorRT's differ).
 RTX_MAGIC = b"vtrt"
 
@@ -155,7 +158,7 @@ def check_gpu_runs(engine_name: str, built: EngineBuild, gpu: dict[str, str] | N
                              "or run the .onnx with onnxruntime")
     cc = gpu.get("compute_capability")
     if builder == "tensorrt-rtx" and cc not in targets:
-        if cc not in RTX_DEFAULT_TARGETS + ("7.5", "12.1"):
+        if cc not in RTX_TARGETS:
             fix = "TensorRT-RTX does not run on it: build with --builder tensorrt on this machine"
         else:
             fix = f"build it again with --compute-capability {cc}"

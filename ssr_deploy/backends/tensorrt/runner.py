@@ -19,6 +19,7 @@ its own whole-graph capture strategy.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 from collections import defaultdict
@@ -136,7 +137,11 @@ class TensorRTBackend(Backend):
             raise UsageError("a TensorRT engine runs on a GPU: use --device cuda (or cuda:N)")
         self._cuda = cuda
         self.index = device = index
-        self._threads: set[int] = set()  # threads whose current CUDA device is ours
+        self._here = threading.local()  # .set: this thread's current CUDA device is ours
+        # one inference at a time: a context and the buffer slots serve one caller (TensorRT's
+        # contexts must not be used from two threads at once); ``_busy`` refuses a call made
+        # inside this backend's own infer_stream, on its thread, instead of corrupting it
+        self._lock, self._busy = threading.RLock(), False
         self._graphs, self._contexts = {}, {}  # per captured shape, each its own context
         try:
             self._open(Path(path), device, options or TensorRTOptions())
@@ -148,6 +153,8 @@ class TensorRTBackend(Backend):
         cuda = self._cuda
         notes = []
         if path.suffix.lower() == ".onnx":
+            if cuda.find_gpu(device)[0] is not None:  # (else the cache says why, in one line)
+                self._on_this_thread()  # before a build: TensorRT builds on the current device
             from ssr_deploy.backends.tensorrt.cache import cached_engine
 
             onnx_spec = ModelSpec.load(path)
@@ -202,11 +209,25 @@ class TensorRTBackend(Backend):
     def _on_this_thread(self) -> None:
         """CUDA's current device is per thread: the thread that runs an inference (the
         video's inference thread, Triton's model thread) is set to this engine's GPU once,
-        before its first call (else ``cuda:1``'s work would go to device 0's context)."""
-        thread = threading.get_ident()
-        if thread not in self._threads:
+        before its first call (else ``cuda:1``'s work would go to device 0's context). Kept in
+        thread-local storage, which a new thread never inherits (a thread id is reused)."""
+        if not getattr(self._here, "set", False):
             self._cuda.set_device(self.index)
-            self._threads.add(thread)
+            self._here.set = True
+
+    @contextlib.contextmanager
+    def _turn(self):
+        """This caller's turn at the context and buffers (other threads wait)."""
+        with self._lock:
+            if self._busy:
+                raise SsrDeployError("this TensorRT backend is inside its own infer_stream on "
+                                     "this thread: finish (or close) that stream first")
+            self._busy = True
+            try:
+                self._on_this_thread()
+                yield
+            finally:
+                self._busy = False
 
     def _new_context(self):
         if self.runtime_cache is not None:
@@ -261,21 +282,25 @@ class TensorRTBackend(Backend):
 
     # ---- one batch, synchronous ----------------------------------------------------
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        self._on_this_thread()
+        with self._turn():
+            return self._infer(batch, self.cuda_graph)
+
+    def _infer(self, batch: np.ndarray, graphs: bool) -> np.ndarray:
         slot = self.slots[0]
         shape = self._stage(slot, batch)
         stream = self.compute
         self.start.record(stream)
-        if self.cuda_graph and shape not in self._graphs:
+        if graphs and shape not in self._graphs:
             self._capture(slot, shape, stream)
-        if self.cuda_graph:
+        graphs = graphs and self.cuda_graph  # (a refused capture turned graphs off)
+        if graphs:
             self._graphs[shape].launch(stream)
             slot.copied_out.record(stream)
         else:
             self._bind(self.context, slot, shape)
             self._enqueue(self.context, slot, shape, stream, stream, stream)
         out = self._collect(slot, shape)
-        if not self.cuda_graph:  # events inside a graph are not ours to time
+        if not graphs:  # events inside a graph are not ours to time
             self.last_timing = {
                 "compute_ms": slot.computed.ms_since(slot.copied_in),
                 "copy_ms": slot.copied_in.ms_since(self.start)
@@ -302,25 +327,29 @@ class TensorRTBackend(Backend):
     # ---- a stream of batches, double-buffered ---------------------------------------
     def infer_stream(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Outputs in order; batch i+1 is copied in (upload stream) while batch i computes
-        and i-1 is copied out (download stream)."""
-        self._on_this_thread()
-        pending: list[tuple[_Slot, tuple[int, ...]]] = []
-        for i, batch in enumerate(batches):
-            slot = self.slots[i % 2]
-            if len(pending) == 2:  # this slot's previous frame must be out before reuse
-                yield self._collect(*pending.pop(0))
-            shape = self._stage(slot, batch)
-            self._bind(self.context, slot, shape)
-            self._enqueue(self.context, slot, shape, self.upload, self.compute, self.download)
-            pending.append((slot, shape))
-        for slot, shape in pending:
-            yield self._collect(slot, shape)
+        and i-1 is copied out (download stream). The backend is this stream's until it ends
+        (other threads' calls wait)."""
+        with self._turn():
+            pending: list[tuple[_Slot, tuple[int, ...]]] = []
+            for i, batch in enumerate(batches):
+                slot = self.slots[i % 2]
+                if len(pending) == 2:  # this slot's previous frame must be out before reuse
+                    yield self._collect(*pending.pop(0))
+                shape = self._stage(slot, batch)
+                self._bind(self.context, slot, shape)
+                self._enqueue(self.context, slot, shape, self.upload, self.compute,
+                              self.download)
+                pending.append((slot, shape))
+            for slot, shape in pending:
+                yield self._collect(slot, shape)
 
     # ---- per-layer time ---------------------------------------------------------------
     def layer_times(self, batch: np.ndarray, iters: int, trace: Path | None = None
                     ) -> LayerTimes:
         """TensorRT's IProfiler on the execution context (it reports after each synchronized
-        run); ``trace``: one average run, layer after layer."""
+        run); ``trace``: one average run, layer after layer. The runs are plain launches on
+        that context even where CUDA graphs are on (a graph's replay runs on a context of its
+        own, which the profiler would not see)."""
         trt = self.library.module
         times: dict[str, float] = defaultdict(float)
         order: list[str] = []
@@ -334,9 +363,10 @@ class TensorRTBackend(Backend):
                     order.append(layer_name)
                 times[layer_name] += ms
 
-        self.context.profiler = Recorder()
-        for _ in range(iters):
-            self.infer(batch)
+        with self._turn():
+            self.context.profiler = Recorder()
+            for _ in range(iters):
+                self._infer(batch, graphs=False)
         if trace:
             write_layer_trace(trace, [(name, times[name] / iters) for name in order])
         return LayerTimes(dict(times))
@@ -345,6 +375,10 @@ class TensorRTBackend(Backend):
         """Wait for the work queued on every stream, then free each resource once (a second
         close frees nothing; a half-finished open frees what it made). A CUDA error on the
         way is raised after everything else has been freed."""
+        with self._lock:  # an inference in flight on another thread finishes first
+            self._close()
+
+    def _close(self) -> None:
         errors: list[SsrDeployError] = []
 
         def attempt(call) -> None:
