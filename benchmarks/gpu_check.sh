@@ -1,81 +1,147 @@
 #!/usr/bin/env bash
-# The GPU checks, as one script of at most 8 minutes on a lent NVIDIA GPU (the device tool's
-# image: PyTorch + CUDA, cuda-python, onnx, onnxruntime CPU; no TensorRT):
-#   1. the tests marked `cuda` (cuda-python buffers, streams, events, graphs; torch CUDA FP16);
-#   2. torch CUDA fp16 at 512x1024, batch 1 and 8: end to end and compute only (CUDA events)
-#      -> benchmarks/results/gpu_check.json, with the device name;
-#   3. benchmarks/gpu_perf.py: the torch.profiler device-time profile and the variants side
-#      by side -> benchmarks/results/gpu_perf.json (GPU_PERF=0 skips it; ONLY_PERF=1 runs
-#      it alone: the three together exceed one 10-minute device command).
-# TensorRT is not on that image: the `tensorrt` tests need a machine with TensorRT >= 10.3.
-# A step that fails is recorded and the next one still runs: every step's exit status and the
-# device go to $OUT/gpu_check_steps.json, and the script exits 1 if any step failed.
-#   bash benchmarks/gpu_check.sh            (from the repository root)
+# Everything a lent NVIDIA GPU can check, as one command that ends within 8 minutes (the device
+# tool's image: PyTorch + CUDA, cuda-python, onnx, onnxruntime CPU; no TensorRT):
+#
+#   step         limit on a GPU  what
+#   cuda-tests   150 s           the `cuda` tests: cuda-python buffers, streams, events, graphs;
+#                                the TensorRT backend's CUDA runner with a stand-in engine doing
+#                                real device work (tests/runtime/test_cuda_runner.py); torch CUDA
+#   torch-bench  120 s           torch CUDA fp16 at 512x1024, batch 1 and 8, end to end, eager
+#                                and CUDA graphs -> gpu_check.json
+#   gpu-perf     180 s           benchmarks/gpu_perf.py: the device-time profile and the variants
+#                                side by side -> gpu_perf.json (written after each variant);
+#                                torch.compile variants only with GPU_COMPILE=1 (slow to compile)
+#
+# Each step runs under its own limit, and when it ends (passed, failed or killed) its exit
+# status, seconds and limit are written to $OUT/gpu_check_steps.json at once, so a run killed
+# at any point returns what it measured. The script exits 1 if a step failed.
+#
+#   bash benchmarks/gpu_check.sh              on the GPU, from the repository root
+#   bash benchmarks/gpu_check.sh --dry-run    any machine, no GPU: every step's code path at a
+#                                             tiny size on the CPU, same JSON (CI runs it)
+# OUT: where results go (default benchmarks/results; a temporary folder for --dry-run).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${OUT:-benchmarks/results}
+dry=0
+[ "${1:-}" = "--dry-run" ] && dry=1
+if [ "$dry" = 1 ]; then
+    out=${OUT:-$(mktemp -d)}
+else
+    out=${OUT:-benchmarks/results}
+fi
 mkdir -p "$out"
 python=${PYTHON:-$(command -v python3 || command -v python)}
-"$python" -m pip install --quiet --no-deps --no-build-isolation -e . 2>/dev/null \
-    || export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if ! "$python" -c "import ssr_deploy" 2>/dev/null; then
+    "$python" -m pip install --quiet --no-deps --no-build-isolation -e . 2>/dev/null \
+        || export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
 device=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader \
          2>/dev/null | head -1)
 device=${device:-none found by nvidia-smi}
-echo "$device"
-steps=()
+echo "device: $device (dry run: $dry)"
+steps_json="$out/gpu_check_steps.json"
 failed=0
-step() {  # step NAME COMMAND...: run it, keep its status, go on
-    local name=$1
-    shift
-    "$@"
+
+record() {  # record NAME RC SECONDS LIMIT: add the step to the JSON, now
+    "$python" - "$steps_json" "$device" "$dry" "$@" <<'PY'
+import json, os, sys
+path, device, dry, name, rc, seconds, limit = sys.argv[1:]
+try:
+    doc = json.load(open(path))
+except (OSError, ValueError):
+    doc = {}
+if not isinstance(doc.get("steps"), list):
+    doc = {"device": device, "dry_run": dry == "1", "steps": []}
+doc["steps"] = [s for s in doc["steps"] if s["name"] != name] + [
+    {"name": name, "rc": int(rc), "seconds": int(seconds), "limit_s": int(limit),
+     "timed_out": int(rc) in (124, 137)}]
+tmp = path + ".tmp"
+with open(tmp, "w") as f:
+    json.dump(doc, f, indent=1)
+os.replace(tmp, path)
+PY
+}
+
+step() {  # step NAME LIMIT_ON_GPU COMMAND...: run it under its limit, record it, go on
+    local name=$1 limit=$2
+    shift 2
+    local started=$SECONDS
+    local budget=$limit
+    [ "$dry" = 1 ] && budget=$((limit * 3))  # a 2-core CPU at a tiny size: slower, not longer
+    timeout --kill-after=10 "$budget" bash -c "$*"
     local rc=$?
-    echo "== $name: exit $rc"
-    steps+=("\"$name\": $rc")
+    echo "== $name: exit $rc in $((SECONDS - started)) s (limit $limit s on a GPU)"
+    record "$name" "$rc" "$((SECONDS - started))" "$limit"
     [ "$rc" = 0 ] || failed=1
 }
+
 cuda_tests() {
-    timeout 300 "$python" -m pytest -q -m cuda -p no:cacheprovider tests/runtime 2>&1 \
+    if [ "$dry" = 1 ]; then  # no GPU: the tests collect, and the stand-in engine is checked
+        "$python" -m pytest -q -p no:cacheprovider --collect-only -m cuda tests/runtime \
+            tests/backends >"$out/gpu_check_tests.txt" 2>&1 || return 1
+        "$python" -m pytest -q -p no:cacheprovider \
+            tests/runtime/test_cuda_runner.py::test_the_standin_matches_its_sidecar \
+            2>&1 | tee -a "$out/gpu_check_tests.txt" | tail -3
+        return "${PIPESTATUS[0]}"
+    fi
+    "$python" -m pytest -q -p no:cacheprovider -m cuda tests/runtime tests/backends 2>&1 \
         | tee "$out/gpu_check_tests.txt" | tail -15
+    return "${PIPESTATUS[0]}"
 }
+
 torch_bench() {
-timeout 180 "$python" - "$out/gpu_check.json" <<'PY'
-import json, sys
+    DRY=$dry "$python" - "$out/gpu_check.json" <<'PY'
+import json, os, pathlib, sys, tempfile
+
 import torch
+
 from ssr_deploy import build_model, save_checkpoint
+from ssr_deploy.io import atomic_write_text
 from ssr_deploy.runtime import bench
 from ssr_deploy.runtime.segmenter import Segmenter
-import tempfile, pathlib
 
-size = (512, 1024)
+dry = os.environ["DRY"] == "1"
+cuda = torch.cuda.is_available() and not dry
+size, batches, iters = ((64, 128), [1], 3) if dry else ((512, 1024), [1, 8], 100)
+device = "cuda" if cuda else "cpu"
 with tempfile.TemporaryDirectory() as tmp:
     net = build_model("ssr-cityscapes").eval()
     ckpt = save_checkpoint(pathlib.Path(tmp) / "m.pt", net, net.genotype)
-    entries = [("torch-cuda-fp16", Segmenter.load(ckpt, device="cuda", size=size, fp16=True)),
-               ("torch-cuda-fp16-graphs", Segmenter.load(ckpt, device="cuda", size=size,
-                                                         fp16=True, cuda_graphs=True))]
-    results = bench.run(entries, [1, 8], 100, 20)
+    entries = [("torch-cuda-fp16", Segmenter.load(ckpt, device=device, size=size, fp16=cuda))]
+    if cuda:
+        entries.append(("torch-cuda-fp16-graphs", Segmenter.load(
+            ckpt, device=device, size=size, fp16=True, cuda_graphs=True)))
+    results = bench.run(entries, batches, iters, 2 if dry else 20)
     print(bench.format_results(results))
     report = bench.report(results, bench.machine_info())
-    report["device"] = torch.cuda.get_device_name(0)
-    report["note"] = ("end to end: uint8 frames in, labels out, host<->device copies included; "
-                      "compute only: CUDA events around the forward pass")
-    json.dump(report, open(sys.argv[1], "w"), indent=1, default=str)
+    report["device"] = torch.cuda.get_device_name(0) if cuda else "cpu (dry run)"
+    report["dry_run"] = dry
+    report["note"] = ("end to end: uint8 frames in, labels out, host<->device copies included")
+    atomic_write_text(sys.argv[1], json.dumps(report, indent=1, default=str) + "\n")
     print("wrote", sys.argv[1])
 PY
 }
+
 gpu_perf() {
-    timeout 480 "$python" benchmarks/gpu_perf.py --out "$out/gpu_perf.json" 2>&1 \
-        | grep -v '^USDT' | tail -40
+    local args=(--out "$out/gpu_perf.json" --budget 160)
+    [ "${GPU_COMPILE:-0}" = 1 ] || args+=(--no-compile)
+    [ "$dry" = 1 ] && args+=(--dry-run)
+    "$python" benchmarks/gpu_perf.py "${args[@]}" 2>&1 | grep -v '^USDT' | tail -40
+    return "${PIPESTATUS[0]}"
 }
-if [ "${ONLY_PERF:-0}" != 1 ]; then
-    step cuda-tests cuda_tests
-    step torch-bench torch_bench
-fi
-if [ "${GPU_PERF:-1}" != 0 ]; then
-    step gpu-perf gpu_perf
-fi
-summary=$(IFS=,; echo "${steps[*]}")
-printf '{"device": "%s", "steps": {%s}}\n' "${device//\"/}" "$summary" \
-    > "$out/gpu_check_steps.json"
-cat "$out/gpu_check_steps.json"
+
+export python out dry
+export -f cuda_tests torch_bench gpu_perf
+rm -f "$steps_json"
+step cuda-tests 150 cuda_tests
+step torch-bench 120 torch_bench
+step gpu-perf 180 gpu_perf
+"$python" - "$steps_json" <<'PY'
+import json, os, sys
+doc = json.load(open(sys.argv[1]))
+doc["ended"] = True
+json.dump(doc, open(sys.argv[1] + ".tmp", "w"), indent=1)
+os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+print(json.dumps(doc))
+PY
 exit "$failed"

@@ -216,6 +216,9 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--no-compile", action="store_true", help="Skip torch.compile variants.")
     parser.add_argument("--out", default="benchmarks/results/gpu_perf.json")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="Seconds: the variants left when it is spent are recorded as "
+                             "skipped (the JSON is written after each one either way).")
     args = parser.parse_args()
     cuda = torch.cuda.is_available() and not args.dry_run
     device = torch.device("cuda" if cuda else "cpu")
@@ -230,6 +233,11 @@ def main() -> None:
         else "cpu", "torch": torch.__version__, "size": list(size), "iters": iters,
         "dry_run": args.dry_run, "profile": {}, "variants": {}}
 
+    def save() -> None:  # after each measurement: a run killed later keeps what it has
+        result["seconds"] = time.perf_counter() - started
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out, dumps_compact(result, indent=1) + "\n")
+
     from ssr_deploy.backends.torch import TorchBackend, TorchOptions
     modules = {n for n, _ in net.named_modules()
                if n in ("stem", "head.psp", "head.low", "head.fuse", "head.classifier")
@@ -241,6 +249,7 @@ def main() -> None:
         result["profile"][f"batch{batch}"] = backend.kernel_profile(
             frames, max(2, iters // 10), modules, top=10)
         backend.close()
+        save()
 
     reference: dict[int, torch.Tensor] = {}
     for batch in batches:
@@ -255,12 +264,16 @@ def main() -> None:
             if v.get("compile") and args.no_compile:
                 result["variants"][key] = {"skipped": "--no-compile"}
                 continue
+            if args.budget and time.perf_counter() - started > args.budget:
+                result["variants"][key] = {"skipped": f"out of time (--budget {args.budget:g})"}
+                continue
             torch.backends.cudnn.benchmark = bool(v.get("cudnn_benchmark"))
             try:
                 fps, labels = end_to_end(v["build"](), frames, device, v["dtype"], iters,
                                          v.get("graphs", False))
             except Exception as e:  # noqa: BLE001 - a variant that fails is a result too
                 result["variants"][key] = {"failed": f"{type(e).__name__}: {str(e)[:200]}"}
+                save()
                 continue
             finally:
                 torch.backends.cudnn.benchmark = False
@@ -269,9 +282,8 @@ def main() -> None:
                                        "dtype": str(v["dtype"]).replace("torch.", "")}
             print(f"{key:<45} {fps:9.1f} FPS  labels {100 * agreement:.3f}% as fp32",
                   flush=True)
-    result["seconds"] = time.perf_counter() - started
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, dumps_compact(result, indent=1) + "\n")
+            save()
+    save()
     print(f"wrote {args.out} in {result['seconds']:.0f} s")
 
 
