@@ -141,7 +141,13 @@ def _run(segmenter: Segmenter, src: Source, output: str, max_frames: int | None,
                     held.append(frame)
                     yield frame
                 return
-            while (frame := decoded.get()) is not _DONE:
+            while not stop.is_set():  # a consumer that failed stops the decoder: no _DONE
+                try:
+                    frame = decoded.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if frame is _DONE:
+                    return
                 held.append(frame)
                 yield frame
 
