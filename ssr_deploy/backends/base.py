@@ -138,12 +138,9 @@ class PartTimer(ABC):
         return None
 
     @classmethod
-    def int8_options(cls, form: str | None = None) -> Any:
-        """How an int8 table's parts are quantized: as this backend's int8 export quantizes
-        (``form``: the OpenVINO int8 form, where the backend has forms)."""
-        from ssr_deploy.export.precision import PrecisionOptions
-
-        return PrecisionOptions("int8", int8_target=cls.int8_target)
+    def default_int8_form(cls) -> str | None:
+        """The int8 form its parts take unless one is named (backends with forms)."""
+        return None
 
 
 def median_ms(run: Callable[[], Any], repeats: int, warmup: int = 2,

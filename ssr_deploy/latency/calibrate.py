@@ -91,8 +91,11 @@ def leave_one_out(rows: Sequence[Sequence[float]], measured: Sequence[float]) ->
 
 def normalised(timeline: list[list[Any]]) -> dict[str, float]:
     """A pass's times (``[key, ms]`` in the order measured, the reference among them), each
-    scaled by the reference's best time over its last time before it (the first after it,
-    for parts measured before it): a slow stretch of the machine taken out."""
+    scaled by the reference's best time over the faster of the two reference times around
+    it (the one before and the one after): a stretch the machine ran slow on both sides is
+    taken out; a burst that ended, or began, between two references is not (it is left to
+    the least over passes), so no time is ever scaled below what was measured on a machine
+    as fast as its fastest."""
     refs = [(i, ms) for i, (key, ms) in enumerate(timeline) if key == REFERENCE]
     if not refs:
         return {key: ms for key, ms in timeline}
@@ -100,21 +103,29 @@ def normalised(timeline: list[list[Any]]) -> dict[str, float]:
     out = {}
     for i, (key, ms) in enumerate(timeline):
         before = [r for j, r in refs if j <= i]
-        now = before[-1] if before else refs[0][1]
-        out[key] = ms * best / now
+        after = [r for j, r in refs if j > i]
+        around = [x for x in (before[-1:] + after[:1])]
+        out[key] = ms * best / min(around)
     return out
 
 
 def measure_networks(clock, probes: list, passes: list[list[list[Any]]],
                      publish: Callable[[], None], tick: Callable[[], None]) -> None:
-    """Time each whole network once per pass into the passes' timelines (the reference
-    first), publishing after each."""
+    """Time each whole network once per pass into the passes' timelines, the reference
+    (``probes[0]``) timed right before each and once after the last, so every network has
+    the machine's speed on both sides of it; publishing after each."""
+    if not probes:
+        return
+    reference = probes[0]
     for timeline in passes:
-        done = {key for key, _ in timeline}
-        for probe in probes:
-            if probe.key in done:
-                continue
+        done = {key for key, _ in timeline if key != REFERENCE}
+        todo = [p for p in probes[1:] if p.key not in done]
+        for probe in todo:
+            timeline.append([REFERENCE, clock.time(reference)])
             timeline.append([probe.key, clock.time(probe)])
             clock.forget(probe.key)
             publish()
             tick()
+        if todo:
+            timeline.append([REFERENCE, clock.time(reference)])
+            publish()

@@ -68,7 +68,11 @@ class LutOptions:
 
     def int8_options(self):
         """How an int8 table's parts are quantized: as the backend's int8 export quantizes
-        (its PartTimer's ``int8_options``)."""
+        (its PartTimer says the target and the form)."""
         from ssr_deploy.backends import part_timer_class
+        from ssr_deploy.export.precision import PrecisionOptions
 
-        return part_timer_class(self.backend).int8_options(self.int8_form)
+        timer = part_timer_class(self.backend)
+        form = self.int8_form or timer.default_int8_form()
+        return PrecisionOptions("int8", int8_target=timer.int8_target,
+                                **({"int8_form": form} if form else {}))

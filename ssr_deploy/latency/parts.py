@@ -146,7 +146,12 @@ def quantize_for_timing(model: bytes, inputs: list[tuple[tuple[int, ...], str]],
     from pathlib import Path
 
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        quant_pre_process,
+        quantize_static,
+    )
 
     from ssr_deploy.export.int8 import quantizer_settings
 
@@ -169,6 +174,10 @@ def quantize_for_timing(model: bytes, inputs: list[tuple[tuple[int, ...], str]],
     with tempfile.TemporaryDirectory(prefix="ssr-deploy-lut-int8.") as tmp:
         source, out = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         source.write_bytes(model)
+        # as the export does it (to_int8): the quantizer's own shape inference first, which
+        # it otherwise asks for in a warning per graph
+        quant_pre_process(str(source), str(source), skip_optimization=True,
+                          skip_symbolic_shape=True)
         with contextlib.redirect_stdout(None):
             quantize_static(str(source), str(out), OneInput(),
                             calibrate_method=CalibrationMethod.MinMax,
