@@ -54,7 +54,7 @@ class Progress:
     """See the module. ``n``: done so far; ``update(k, **postfix)``; ``say(line)``."""
 
     def __init__(self, what: str, total: int | None = None, unit: str = "it",
-                 every: float = EVERY, leave: bool = False) -> None:
+                 every: float = EVERY, leave: bool = False, enabled: bool = True) -> None:
         self.what, self.total, self.unit, self.every = what, total, unit, every
         self.n, self.postfix = 0, {}
         self.start = self.last = time.monotonic()
@@ -62,7 +62,8 @@ class Progress:
         self.bar = None
         self.stopped = threading.Event()
         self.beat = None
-        if _QUIET:
+        self.enabled = enabled and not _QUIET
+        if not self.enabled:
             return
         if on_terminal():
             from tqdm import tqdm
@@ -82,7 +83,7 @@ class Progress:
                 if postfix:
                     self.bar.set_postfix(postfix, refresh=False)
                 self.bar.update(k)
-            elif not _QUIET and time.monotonic() - self.last >= self.every:
+            elif self.enabled and time.monotonic() - self.last >= self.every:
                 self._line()
 
     def set_total(self, total: int | None) -> None:
@@ -94,7 +95,7 @@ class Progress:
 
     def say(self, line: str) -> None:
         """A milestone (an epoch's figures): always printed, above the bar on a terminal."""
-        if _QUIET:
+        if not self.enabled or _QUIET:
             return
         with self.lock:
             if self.bar is not None:
@@ -135,8 +136,9 @@ class Progress:
 
 @contextlib.contextmanager
 def progress(what: str, total: int | None = None, unit: str = "it", every: float = EVERY,
-             leave: bool = False) -> Iterator[Progress]:
-    bar = Progress(what, total, unit, every, leave)
+             leave: bool = False, enabled: bool = True) -> Iterator[Progress]:
+    """A ``Progress`` closed on exit; ``enabled=False``: silent (another process reports)."""
+    bar = Progress(what, total, unit, every, leave, enabled)
     try:
         yield bar
     finally:
@@ -144,11 +146,11 @@ def progress(what: str, total: int | None = None, unit: str = "it", every: float
 
 
 def track(items: Iterable, what: str, total: int | None = None, unit: str = "it",
-          every: float = EVERY) -> Iterator:
+          every: float = EVERY, enabled: bool = True) -> Iterator:
     """``items`` one by one, with progress."""
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
-    with progress(what, total, unit, every) as bar:
+    with progress(what, total, unit, every, enabled=enabled) as bar:
         for item in items:
             yield item
             bar.update(1)

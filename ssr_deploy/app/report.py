@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tqdm import tqdm
-
 from ssr_deploy.genotype import Genotype, zoo_names
 from ssr_deploy.model.complexity import count_macs, count_params, layer_table, meta_model
+from ssr_deploy.progress import track
 
 
 def _size(size: tuple[int, int]) -> str:
@@ -33,7 +32,7 @@ def genotype_summary(name_or_path: str, sizes: tuple[tuple[int, int], ...],
         genotype.check_input_size(*size)
     n = num_classes or genotype.num_classes
     macs, layers = {}, {}
-    for size in tqdm(sizes, desc="counting MACs", disable=None if progress else True, leave=False):
+    for size in track(sizes, "counting MACs", unit="size", enabled=progress):
         total, per_module = count_macs(genotype, size, n)
         macs[_size(size)] = total
         layers[_size(size)] = layer_table(genotype, per_module, n)

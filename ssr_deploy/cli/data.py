@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ssr_deploy.cli.group import main
+from ssr_deploy.cli.options import quiet_option
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.settings import SIZE
 
@@ -28,6 +29,7 @@ def data() -> None:
               show_default=True, help="Frames of the --video.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out folder (once the new "
               "scenes are complete).")
+@quiet_option
 def data_synth(out, n, size, seed, video, frames, overwrite) -> None:
     """Procedural street scenes labelled with Cityscapes ids, deterministic by seed.
 
@@ -36,12 +38,11 @@ def data_synth(out, n, size, seed, video, frames, overwrite) -> None:
       ssr-deploy data synth --out data/synth --n 200 --size 256x512 --video drive.mp4
       ssr-deploy eval --weights best.pt --data cityscapes:data/synth
     """
-    from tqdm import tqdm
-
     from ssr_deploy.data import write_cityscapes_layout
     from ssr_deploy.data.synthetic import render_video
     from ssr_deploy.io import check_disk, check_outputs_spare_inputs
     from ssr_deploy.media import VideoOutput
+    from ssr_deploy.progress import progress
     from ssr_deploy.runs import output_folder
 
     if video and Path(video).suffix.lower() not in VideoOutput.FOURCC:
@@ -57,7 +58,7 @@ def data_synth(out, n, size, seed, video, frames, overwrite) -> None:
     # PNGs of these scenes take under 2 bytes a pixel with their labels (measured: ~1.2)
     check_disk(Path(out).resolve().parent, 2.0 * n * size[0] * size[1], f"{n} scenes")
     with output_folder(out, overwrite) as building, \
-            tqdm(total=n, desc="scenes", disable=None) as bar:
+            progress("scenes", n, "scene") as bar:
         counts = write_cityscapes_layout(building, n, size, seed, progress=lambda: bar.update(1))
     click.echo(f"wrote {counts['train']} train and {counts['val']} val scenes to {out} "
                "(Cityscapes layout: cityscapes:" + str(out) + ")")

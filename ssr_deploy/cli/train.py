@@ -9,9 +9,10 @@ from pathlib import Path
 import click
 
 from ssr_deploy.cli.group import main
+from ssr_deploy.cli.options import model_size, quiet_option, size_option
 from ssr_deploy.cli.resume import check_run_folder, describe_settings, resume_settings
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.settings import DATA_HELP, SIZE, config_from, given, options, parameters
+from ssr_deploy.settings import DATA_HELP, config_from, given, options, parameters
 from ssr_deploy.train.config import TrainConfig
 
 RESUMED = ("data", "size", "epochs", "batch", "lr", "preset", "class_weights", "seed")
@@ -37,6 +38,7 @@ RESUMED = ("data", "size", "epochs", "batch", "lr", "preset", "class_weights", "
 @click.option("--override", is_flag=True, help="With --resume: use the settings given here "
               "where they differ from the run's (a longer --epochs re-spreads the schedule).")
 @click.pass_context
+@quiet_option
 def train(ctx, genotype, out, weights, init_from, qat, search_dir, resume, override,
           **settings) -> None:
     """Retrain a genotype, the paper's recipe by default.
@@ -128,8 +130,7 @@ def checkpoint_for_training(path: str, dataset):
 @click.option("--weights", required=True, help="A checkpoint (.pt).")
 @click.option("--data", "source", required=True, help=DATA_HELP)
 @click.option("--split", default="val", show_default=True)
-@click.option("--size", type=SIZE, default="512x1024", show_default=True,
-              help="Network input size (labels are scored at their own size).")
+@size_option("the network (labels are scored at their own size)")
 @click.option("--flip", is_flag=True, help="Average with the horizontally flipped image.")
 @click.option("--save-preds", type=click.Path(file_okay=False),
               help="Write labelId PNGs for the official Cityscapes evaluation.")
@@ -137,6 +138,7 @@ def checkpoint_for_training(path: str, dataset):
               "(once the new predictions are complete).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
+@quiet_option
 def eval_cmd(weights, source, split, size, flip, save_preds, overwrite, device,
              as_json) -> None:
     """Per-class IoU, mIoU and pixel accuracy of a checkpoint on a dataset.
@@ -154,6 +156,7 @@ def eval_cmd(weights, source, split, size, flip, save_preds, overwrite, device,
     check_outputs_spare_inputs([("--save-preds", save_preds)],
                                [weights, data_dir if scheme in ("cityscapes", "folder") else None])
     net = load_model(weights)
+    size = model_size(weights, size)
     net.genotype.check_input_size(*size)
     dataset = open_dataset(source, split, size)
     if len(dataset.classes) != net.num_classes:

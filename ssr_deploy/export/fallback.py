@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import onnx
-from tqdm import tqdm
 
 from ssr_deploy.errors import PrecisionCheckError
 from ssr_deploy.export.precision_check import Fp32Check, module_macs
 from ssr_deploy.names import module_of_node
+from ssr_deploy.progress import track
 
 
 @dataclass
@@ -78,8 +78,8 @@ def select(fp32: onnx.ModelProto, quantize: Callable[[tuple[str, ...]], onnx.Mod
     if base.report["passed"]:
         return base, {**record, "kept": [], "macs_out_of_int8": share(()), "sensitivity": []}
     modules = candidate_modules(fp32, pinned)
-    alone = {m: trial((m,)) for m in tqdm(modules, desc="sensitivity", leave=False,
-                                          disable=None if progress else True)}
+    alone = {m: trial((m,)) for m in track(modules, "fallback: each module kept out of int8",
+                                           unit="module", enabled=progress)}
     sensitivity = [{"module": m, "agreement_kept_out": t.agreement,
                     "gain": t.agreement - base.agreement, "macs_share": macs.get(m, 0) / total}
                    for m, t in alone.items()]

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from ssr_deploy.data.synthetic import street_frames
 from ssr_deploy.errors import UsageError
 from ssr_deploy.media import figure_writer, save_figure
+from ssr_deploy.progress import Progress
 from ssr_deploy.runs import publish_files
 from ssr_deploy.runtime.segmenter import Segmenter
 from ssr_deploy.spec import CPU_GATE
@@ -94,8 +94,8 @@ def run(entries: list[tuple[str, Segmenter]], batches: list[int], iters: int = 5
     """Time each (label, segmenter) at each batch size; ``frame_size`` defaults to the model's
     input size (no resize); a camera-sized frame adds the resize to the measurement."""
     results = []
-    bar = tqdm(total=len(batches) * len(entries) * (warmup + iters), desc="bench",
-               disable=None if progress else True, leave=False)
+    bar = Progress("bench", len(batches) * len(entries) * (warmup + iters), "run",
+                   enabled=progress)
     for batch in batches:
         size = frame_size or entries[0][1].size
         frames = list(street_frames(batch, *size, seed=batch))

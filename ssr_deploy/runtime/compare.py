@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from ssr_deploy.backends import open_backend
 from ssr_deploy.data.synthetic import street_frames
@@ -24,6 +23,7 @@ from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.media import find_images, read_image
 from ssr_deploy.metrics import ConfusionMatrix
 from ssr_deploy.preprocess import frames_to_input, outputs_to_labels, resize_frames
+from ssr_deploy.progress import track
 
 
 @dataclass
@@ -77,8 +77,7 @@ def compare_runners(candidate: Runner, reference: Runner,
     counts: dict[str, int] = {}
     diffs: dict[str, float] = {}
     n = len(classes)
-    for source, frames in tqdm(batches, total=total, desc="comparing", leave=False,
-                               disable=None if progress else True):
+    for source, frames in track(batches, "comparing", total, "batch", enabled=progress):
         (a, a_logits), (b, b_logits) = reference(frames), candidate(frames)
         matrix = matrices.setdefault(source, ConfusionMatrix(n))
         for pred, target in zip(b, a, strict=True):

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ssr_deploy.data.classes import NAMES, TRAIN_TO_LABEL
 from ssr_deploy.genotype import InputSpec
@@ -18,6 +17,7 @@ from ssr_deploy.media import write_image_in
 from ssr_deploy.metrics import ConfusionMatrix
 from ssr_deploy.model.net import SSRNet
 from ssr_deploy.preprocess import frames_to_input, label_dtype, resize_frames
+from ssr_deploy.progress import track
 from ssr_deploy.runs import output_folder
 
 
@@ -54,8 +54,7 @@ def evaluate(net: SSRNet, dataset, size: tuple[int, int], flip: bool = False,
           else contextlib.nullcontext()) as out:
         matrix = ConfusionMatrix(len(dataset.classes))
         names = dataset.names
-        for i in tqdm(range(len(dataset)), desc="eval", disable=None if progress else True,
-                      leave=False):
+        for i in track(range(len(dataset)), "eval", unit="image", enabled=progress):
             image, label = dataset[i]
             pred = predict(net, image, size, flip, device, spec)
             matrix.update(pred, label)

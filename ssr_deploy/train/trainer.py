@@ -24,7 +24,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
 
 from ssr_deploy import distributed
 from ssr_deploy.data import transforms as T
@@ -36,6 +35,7 @@ from ssr_deploy.io import atomic_write_text, jsonable
 from ssr_deploy.media import figure_writer
 from ssr_deploy.model.checkpoint import checkpoint_writer, load_weights, read_weights_for
 from ssr_deploy.model.net import SSRNet, build_model
+from ssr_deploy.progress import Progress, progress
 from ssr_deploy.runs import epoch_log, publish_files, run_config_text, run_lock
 from ssr_deploy.settings import MAX_EPOCHS, check_counter
 from ssr_deploy.train.config import TrainConfig
@@ -95,6 +95,7 @@ class Trainer:
         name, weights = class_weights.resolve(config.class_weights, config.data, train_set)
         config = dataclasses.replace(config, class_weights=name)
         self.out, self.config, self.extra = Path(out), config, extra or {}
+        self.bar = None  # the run's progress, while fit() runs
         self.device = torch.device(distributed.rank_device(config.device))  # torchrun: its GPU
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -141,9 +142,9 @@ class Trainer:
             raise SsrDeployError(f"{len(self.train_data)} training images make no batch of "
                                  f"{self.config.batch}; lower --batch")
         losses = []
-        bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.config.epochs}", leave=False,
-                   disable=None if self.rank == 0 else True)
-        for images, labels in bar:
+        bar = self.bar or Progress("train", enabled=False)
+        bar.set_total(bar.n + len(loader) * (self.config.epochs - self.epoch))
+        for images, labels in loader:
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, enabled=self.use_amp):
@@ -154,8 +155,8 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             losses.append(loss.item())
-            bar.set_postfix(loss=f"{loss.item():.3f}",
-                            lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+            bar.update(1, epoch=f"{self.epoch + 1}/{self.config.epochs}",
+                       loss=f"{loss.item():.3f}")
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         return {"loss": float(np.mean(losses)), "lr": lr}
@@ -169,9 +170,13 @@ class Trainer:
             return self._fit()
 
     def _fit(self) -> dict[str, Any]:
-        last = None
         if self.rank == 0 and self.epoch == 0:  # a new run says how it runs from the start
             atomic_write_text(self.out / "config.json", self.settings())
+        with progress("train", unit="step", enabled=self.rank == 0) as self.bar:
+            return self._epochs()
+
+    def _epochs(self) -> dict[str, Any]:
+        last = None
         while self.epoch < self.config.epochs:
             start = time.perf_counter()
             stats = self.train_one_epoch()
@@ -188,6 +193,9 @@ class Trainer:
                 improved = result["miou"] > self.best
                 self.best = max(self.best, result["miou"])
                 self._publish(last, improved)
+                self.bar.say(f"epoch {self.epoch}/{self.config.epochs}: loss "
+                             f"{stats['loss']:.4f}, val mIoU {100 * result['miou']:.2f}"
+                             f"{' (best)' if improved else ''}, {last['seconds']:.0f}s")
             if self.world > 1:
                 dist.barrier()
         return last or {}
