@@ -138,12 +138,13 @@ def run_config_text(command: str, config, **resolved: Any) -> str:
     return json.dumps(settings, indent=2) + "\n"
 
 
-def epoch_log(path: str | Path, row: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
-    """The rows of a JSONL log with ``row`` replacing rows of its epoch and later (a resumed
-    run does not duplicate epochs), and the file's new text; nothing is written."""
+def epoch_log(path: str | Path, *new: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """The rows of a JSONL log with the ``new`` rows (epochs in order) replacing rows of
+    their epochs and later (a resumed run does not duplicate epochs), and the file's new
+    text; nothing is written."""
     path = Path(path)
     rows = [json.loads(r) for r in (path.read_text().splitlines() if path.is_file() else [])]
-    rows = [r for r in rows if r["epoch"] < row["epoch"]] + [row]
+    rows = [r for r in rows if r["epoch"] < new[0]["epoch"]] + list(new)
     return rows, "".join(json.dumps(r) + "\n" for r in rows)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ssr_deploy.cli.group import main
+from ssr_deploy.cli.options import quiet_option
 from ssr_deploy.cli.resume import check_run_folder, describe_settings, resume_settings
 from ssr_deploy.errors import UsageError
 from ssr_deploy.search.config import SearchConfig
@@ -24,6 +25,7 @@ RESUMED = ("data", "size", "epochs", "batch", "tau", "arch_lr", "seed")
 @click.option("--override", is_flag=True, help="With --resume: use the settings given here "
               "where they differ from the run's.")
 @click.pass_context
+@quiet_option
 def search(ctx, out, space_file, resume, override, **settings) -> None:
     """SSR search: supernet + SSR loss + progressive shrinking -> a discrete genotype.
 

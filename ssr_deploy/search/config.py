@@ -107,6 +107,11 @@ class SearchConfig:
     normalisation: str = setting("sigmoid", "--normalisation",
                                  type=click.Choice(["sigmoid", "softmax"]))
     device: str = setting("cpu", "--device", kept=False)
+    save_every: float = setting(60.0, "--save-every", "Seconds between writes of search.pt "
+                                "(the state --resume continues, 3x the supernet's weights): "
+                                "short epochs are saved together; an interrupted search "
+                                "writes its last finished epoch first. 0: every epoch.",
+                                type=NON_NEGATIVE, kept=False)
     seed: int = setting(0, "--seed", type=int)
     weight_lr: float = 3e-4
     weight_decay: float = 1e-4

@@ -19,7 +19,7 @@ from ssr_deploy.runs import epoch_log, publish_files, run_lock
 #: what a search.pt written before these settings existed ran with
 LEGACY = {"arch_data": "split", "weight_clip": 5.0, "class_weights": "none",
           "ssr_width_mean": "surviving", "cost": "network", "cost_constraint": "off",
-          "settle": 0.0}
+          "settle": 0.0, "save_every": 0.0}
 STATE = "search.pt"
 
 
@@ -36,10 +36,12 @@ class SearchFolder:
         """config.json of a new search: how it runs, from the start."""
         atomic_write_text(self.path / "config.json", settings)
 
-    def save(self, state: dict[str, Any], row: dict[str, Any], settings: str,
+    def save(self, state: dict[str, Any], new_rows: list[dict[str, Any]], settings: str,
              target: float, unit: str, measure: str) -> None:
-        """This epoch's search.pt, search_log.jsonl, search.png and config.json, all or none."""
-        rows, text = epoch_log(self.path / "search_log.jsonl", row)
+        """The last finished epoch's search.pt, the log rows of the epochs since the last
+        save (search_log.jsonl), search.png and config.json, all or none."""
+        rows, text = epoch_log(self.path / "search_log.jsonl", *new_rows)
+
         fig = search_figure(rows, target, unit, measure)
         publish_files({self.path / STATE: lambda tmp: torch.save(state, tmp),
                        self.path / "search_log.jsonl": lambda tmp: tmp.write_text(text),

@@ -16,6 +16,7 @@ the network. README's "How the search holds its target" has the measurements.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import time
@@ -27,7 +28,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Subset
-from tqdm import tqdm
 
 from ssr_deploy import distributed
 from ssr_deploy.data import transforms as T
@@ -36,6 +36,7 @@ from ssr_deploy.data.augmented import AugmentedDataset, quiet_worker
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.genotype import InputSpec
 from ssr_deploy.io import jsonable
+from ssr_deploy.progress import Progress, progress
 from ssr_deploy.runs import run_config_text
 from ssr_deploy.search.budget import Budget, Pick, argmax, bounds
 from ssr_deploy.search.config import SearchConfig, check_config
@@ -56,6 +57,11 @@ class Searcher:
                  ) -> None:
         config = check_config(config, space)
         self.rank, self.world = distributed.start(config.device)  # rank 0 of 1 alone
+        self.bar = None  # the search's progress, while run() runs
+        # epochs finished but not yet written (--save-every): their log rows, the last state
+        self.unsaved_rows: list[dict[str, Any]] = []
+        self.unsaved_state: dict[str, Any] | None = None
+        self.saved_at = time.monotonic()
         distributed.split_batch(config.batch, self.world)  # each rank's share, or refused
         distributed.warn_if_oversubscribed(config.device)
         name, weights = class_weights.resolve(config.class_weights, config.data, dataset)
@@ -166,9 +172,9 @@ class Searcher:
         sums: dict[str, list[float]] = {"ce": [], "arch": [], "ssr_op": [], "cost": []}
         self.net.train()
         steps = len(loaders[0])
-        for i, ((x, y), (xa, ya)) in enumerate(tqdm(zip(*loaders, strict=False), total=steps,
-                                     desc=f"search {self.epoch + 1}/{c.epochs}", leave=False,
-                                     disable=None if self.rank == 0 else True)):
+        bar = self.bar or Progress("search", enabled=False)
+        bar.set_total(bar.n + steps * (c.epochs - self.epoch))
+        for i, ((x, y), (xa, ya)) in enumerate(zip(*loaders, strict=False)):
             x, y, xa, ya = (t.to(self.device) for t in (x, y, xa, ya))
             ce = self._ce(x, y)
             self.weight_opt.zero_grad(set_to_none=True)
@@ -183,6 +189,7 @@ class Searcher:
                 for k in ("arch", "ssr_op", "cost"):
                     sums[k].append(parts[k])
             self.step += 1
+            bar.update(1, epoch=f"{self.epoch + 1}/{c.epochs}", ce=f"{ce_value:.3f}")
             if c.shrink_every and self.step % c.shrink_every == 0 and \
                     self.epoch >= c.warmup_epochs:
                 self.shrink(self.epoch + (i + 1) / steps)
@@ -362,6 +369,14 @@ class Searcher:
         last = min(self.config.epochs, stop_after or self.config.epochs)
         if self.epoch == 0 and self.rank == 0:  # a new search says how it runs from the start
             self.folder.start(self.settings())
+        with progress("search", unit="step", enabled=self.rank == 0) as self.bar:
+            try:
+                return self._epochs(last)
+            except KeyboardInterrupt:
+                self.flush()
+                raise
+
+    def _epochs(self, last: int) -> dict[str, Any]:
         while self.epoch < last and not self.discrete():
             start, sent, steps_before = time.perf_counter(), self.comm_bytes, self.step
             losses = self.search_one_epoch()
@@ -379,7 +394,11 @@ class Searcher:
             if self.world > 1:  # what each rank sent per step, for the cost of spreading it
                 row.update(processes=self.world, allreduce_bytes_per_step=round(
                     (self.comm_bytes - sent) / max(self.step - steps_before, 1)))
-            self.save(row)
+            self.save(row, now=self.epoch == last or self.discrete())
+            left = self.options_left()
+            self.bar.say(f"epoch {self.epoch}/{self.config.epochs}: ce {losses['ce']:.3f}, "
+                         f"expected {expected:.3g} {unit}, options left {left['op']} ops "
+                         f"{left['mid'] + left['out']} widths, {row['seconds']:.0f}s")
         return self.finish()
 
     @torch.no_grad()
@@ -455,12 +474,30 @@ class Searcher:
                 "anchor": None if self.anchor is None else self.anchor.choices,
                 "space": self.space.to_dict(), "config": jsonable(asdict(self.config))}
 
-    def save(self, row: dict[str, Any]) -> None:
-        """This epoch's state, written by rank 0 (every rank holds the same)."""
-        if self.rank == 0:
-            m = self.measure
-            self.folder.save(self.state_dict(), row, self.settings(), self.target / m.scale,
-                             m.unit, m.describe())
+    def save(self, row: dict[str, Any], now: bool = False) -> None:
+        """This epoch's state, written by rank 0 (every rank holds the same) when
+        ``--save-every`` seconds have passed since the last write (or ``now``); else kept in
+        memory with its log row, for ``flush`` (an interruption) or the next write."""
+        if self.rank != 0:
+            return
+        self.unsaved_rows.append(row)
+        if now or time.monotonic() - self.saved_at >= self.config.save_every:
+            self._write(self.state_dict())
+        else:
+            self.unsaved_state = copy.deepcopy(self.state_dict())
+
+    def flush(self) -> None:
+        """Write the last finished epoch's state if it is not on disk yet (an interruption:
+        --resume then continues from it, exactly)."""
+        if self.rank == 0 and self.unsaved_state is not None:
+            self._write(self.unsaved_state)
+
+    def _write(self, state: dict[str, Any]) -> None:
+        m = self.measure
+        self.folder.save(state, self.unsaved_rows, self.settings(), self.target / m.scale,
+                         m.unit, m.describe())
+        self.unsaved_rows, self.unsaved_state = [], None
+        self.saved_at = time.monotonic()
 
     def resume(self) -> None:
         """Continue the search its folder's search.pt saved, exactly."""

@@ -97,7 +97,7 @@ def test_tiny_search_ends_one_hot_and_on_its_target(tmp_path):
     rows = [json.loads(r) for r in (out / "search_log.jsonl").read_text().splitlines()]
     first, last = rows[0]["options_left"]["op"], rows[-1]["options_left"]["op"]
     assert last <= 0.25 * first, (first, last)
-    assert result.output.startswith(("converged:", "settled:")), result.output
+    assert result.stdout.startswith(("converged:", "settled:")), result.output
     assert rows[-1]["mean_max_prob"] == 1.0 and rows[0]["tau"] == 0.1
     if result.output.startswith("settled:"):  # what settling took is said and logged
         assert rows[-1]["tau"] > 0.1 and rows[-1]["forced"]["decisions"] > 0
