@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ssr_deploy.cli.group import main
-from ssr_deploy.cli.options import refuse_without, stage_bar
+from ssr_deploy.cli.options import model_size, quiet_option, refuse_without, size_option, stage_bar
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.settings import POSITIVE, SIZE
 from ssr_deploy.spec import IR_PRECISIONS, ONNX_PRECISIONS, ModelSpec
@@ -63,8 +63,7 @@ def precision_options(f):
               help="Where to write the .onnx (a .json sidecar is written beside it).")
 @click.option("--weights", help="Checkpoint whose weights to use, when SOURCE is a genotype.")
 @click.option("--random-init", is_flag=True, help="Export untrained weights (for speed work).")
-@click.option("--size", type=SIZE, default="512x1024", show_default=True,
-              help="Input size (the optimum when --dynamic-size).")
+@size_option("the graph (the optimum when --dynamic-size)")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--dynamic-batch", is_flag=True, help="Batch size symbolic, 1 to --max-batch.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True)
@@ -94,6 +93,7 @@ def precision_options(f):
 @click.option("--data", type=click.Path(), help="fp16/int8: also verify on these images.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verification report as JSON.")
 @click.pass_context
+@quiet_option
 def export_onnx_cmd(ctx, source, out, weights, random_init, size, batch, dynamic_batch, max_batch,
                     dynamic_size, min_size, max_size, opset, input_format, output_format,
                     label_dtype, simplify, precision, int8_target, fp32_layers, calib_dir,
@@ -139,6 +139,7 @@ def export_onnx_cmd(ctx, source, out, weights, random_init, size, batch, dynamic
         outputs.append(("-o (its fp32 graph)", fp32_path_for(out, precision)))
     check_outputs_spare_inputs(outputs, [source, weights])
     net = load_source(source, weights, random_init)
+    size = model_size(weights or source, size)
     qat = qat_record_of(source)
     if qat and precision != "int8":
         click.echo(f"note: {source} was fine-tuned for int8 (QAT); --precision {precision} "
@@ -194,8 +195,9 @@ def export_onnx_cmd(ctx, source, out, weights, random_init, size, batch, dynamic
               "where it is installed, else tensorrt-rtx]")
 @click.option("--compute-capability", "compute_capabilities", metavar="CC[,CC...]",
               help="tensorrt-rtx: the GPUs the engine runs on, e.g. 7.5,8.6,8.9,12.0. "
-              "[default: TensorRT-RTX's own, Ampere and later: 8.0, 8.6, 8.9, 12.0] Turing "
-              "(7.5, RTX 20xx) must be named; Hopper (9.0) is not an RTX target.")
+              "[default: TensorRT-RTX's own: 8.6, 8.9, 12.0] Turing "
+              "(7.5, RTX 20xx), 8.0 and 12.1 must be named; Hopper (9.0) is not an RTX target.")
+@quiet_option
 def export_engine_cmd(onnx_path, out, precision, fp32_layers, calib_dir, calib_n, calib_method,
                       calib_cache, min_agreement, fallback, min_shape, opt_shape, max_shape,
                       workspace,
@@ -235,7 +237,7 @@ def export_engine_cmd(onnx_path, out, precision, fp32_layers, calib_dir, calib_n
 
 
 def engine_summary(path: str | Path, spec: ModelSpec) -> str:
-    """``wrote m.engine (8.5 MB, fp16, TensorRT-RTX 1.7.1.116, for sm_80/86/89/120) in 0.4 s``"""
+    """``wrote m.engine (8.5 MB, fp16, TensorRT-RTX 1.7.1.116, for sm_86/89/120) in 0.4 s``"""
     from ssr_deploy.backends.tensorrt.library import NAMES, engine_targets, sm
 
     built = spec.engine
@@ -264,9 +266,9 @@ def engine_summary(path: str | Path, spec: ModelSpec) -> str:
               "activations; u8-7bit: u8 with 7-bit weights). [default: each form this CPU "
               "runs correctly is verified and timed here, the fastest kept]")
 @click.option("--data", type=click.Path(), help="Also verify on these images.")
-@click.option("--size", type=SIZE, default="512x1024", show_default=True,
-              help="Input size when MODEL is a checkpoint (an ONNX keeps its own).")
+@size_option("MODEL when it is a checkpoint (an ONNX keeps its own)")
 @click.option("--json", "as_json", is_flag=True, help="Print the verification as JSON.")
+@quiet_option
 def export_openvino_cmd(source, out, precision, fp32_layers, calib_dir, calib_n, calib_method,
                         calib_cache, min_agreement, fallback, int8_form, data, size,
                         as_json) -> None:
@@ -290,8 +292,8 @@ def export_openvino_cmd(source, out, precision, fp32_layers, calib_dir, calib_n,
     options = IROptions(precision=precision, calib_dir=calib_dir, calib_n=calib_n,
                         calib_method=calib_method, calib_cache=calib_cache,
                         fp32_layers=tuple(fp32_layers), fallback=fallback,
-                        min_agreement=min_agreement, data=data, size=tuple(size),
-                        int8_form=int8_form)
+                        min_agreement=min_agreement, data=data,
+                        size=model_size(source, size), int8_form=int8_form)
     with stage_bar(STAGES, enabled=not as_json) as progress:
         result = export_openvino(source, out, options, progress)
     if as_json:
@@ -310,6 +312,7 @@ def export_openvino_cmd(source, out, precision, fp32_layers, calib_dir, calib_n,
               "synthetic frames]")
 @click.option("-n", "--frames", "n", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
+@quiet_option
 def export_check_cmd(model, reference, data, n, as_json) -> None:
     """Label agreement and mIoU of MODEL's labels against a reference model's.
 
@@ -332,7 +335,10 @@ def export_check_cmd(model, reference, data, n, as_json) -> None:
               help="Triton's max_batch_size; 0 turns batching off.")
 @click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--cpu", is_flag=True, help="Serve an .onnx on CPU instances.")
-def export_triton_cmd(model, repo, name, max_batch, instances, cpu) -> None:
+@click.option("--server-tensorrt", metavar="VERSION",
+              help="The TensorRT version of the Triton server (its release notes name it, e.g. "
+                   "10.3.0 for 24.08): an engine built by another is refused.")
+def export_triton_cmd(model, repo, name, max_batch, instances, cpu, server_tensorrt) -> None:
     """Write a Triton Inference Server model repository for an .onnx or engine.
 
     \b
@@ -343,6 +349,13 @@ def export_triton_cmd(model, repo, name, max_batch, instances, cpu) -> None:
     """
     from ssr_deploy.export.triton import write_repository
 
-    config = write_repository(model, repo, name, max_batch, instances, cpu=cpu)
-    served = "model.plan" if Path(model).suffix.lower() in (".engine", ".plan") else "model.onnx"
+    config = write_repository(model, repo, name, max_batch, instances, cpu=cpu,
+                              server_tensorrt=server_tensorrt)
+    is_engine = Path(model).suffix.lower() in (".engine", ".plan")
+    served = "model.plan" if is_engine else "model.onnx"
     click.echo(f"wrote {config.parent}/ (config.pbtxt, 1/{served} and its sidecar)")
+    if is_engine and not server_tensorrt:
+        built = ModelSpec.load(model).engine
+        click.echo(f"note: {served} loads only in a Triton whose TensorRT is "
+                   f"{built.version if built and built.version else 'the one that built it'} "
+                   "(--server-tensorrt checks it)", err=True)

@@ -23,6 +23,28 @@ def lut() -> None:
     """
 
 
+def classes_of(value: str) -> int:
+    """``--classes``: a number, a genotype's classes or a dataset's."""
+    from ssr_deploy.errors import SsrDeployError
+
+    value = value.strip()
+    if value.isdigit():
+        if not 1 <= int(value) <= 65536:
+            raise click.BadParameter(f"{value}: 1 to 65536 classes", param_hint="--classes")
+        return int(value)
+    if value.partition(":")[0] in ("cityscapes", "folder", "synthetic"):
+        from ssr_deploy.data.datasets import open_dataset
+
+        return len(open_dataset(value, "train").classes)
+    from ssr_deploy.genotype import Genotype
+
+    try:
+        return Genotype.load(value).num_classes
+    except SsrDeployError as e:
+        raise click.BadParameter(f"{value!r} is not a number of classes, a genotype or a "
+                                 f"dataset ({e})", param_hint="--classes") from None
+
+
 @lut.command()
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="The table (JSON). An unfinished one from the same command is continued.")
@@ -41,8 +63,10 @@ def lut() -> None:
               "export quantizes a network).")
 @click.option("--space", "space_file", type=click.Path(dir_okay=False),
               help="Search space JSON (as `search --space`). [default: the paper's]")
-@click.option("--classes", "num_classes", type=click.IntRange(1, 65536), default=19,
-              show_default=True, help="Output classes of the networks to be searched.")
+@click.option("--classes", "classes", default="19", show_default=True,
+              help="Output classes of the networks to be searched: a number, or the genotype "
+                   "(zoo name or JSON) or dataset (cityscapes:DIR, folder:DIR) to take them "
+                   "from.")
 @click.option("--width-grid", default="9,3,9", show_default=True,
               help="Widths measured per block's in, mid and out width (the rest "
                    "interpolated); 9 = every option of the paper's space.")
@@ -67,7 +91,7 @@ def lut() -> None:
               help="onnxruntime / openvino inference threads. [default: the library's]")
 @quiet_option
 def build(out: str, backend: str, device: str, size: tuple, batch: int, precision: str,
-          space_file: str | None, num_classes: int, width_grid: str, every_dilation: bool,
+          space_file: str | None, classes: str, width_grid: str, every_dilation: bool,
           repeats: int, passes: int, check_points: int, calibrate: int, int8_form: str | None,
           threads: int | None) -> None:
     """Time every part of the space's networks through a runtime backend.
@@ -81,6 +105,7 @@ def build(out: str, backend: str, device: str, size: tuple, batch: int, precisio
     \b
     Examples:
       ssr-deploy lut build -o lut.json                            this CPU, onnxruntime
+      ssr-deploy lut build --classes folder:data/fields -o lut.json     classes of a dataset
       ssr-deploy lut build --backend openvino --precision bf16 -o ov.json     OpenVINO, bf16
       ssr-deploy lut build --backend tensorrt --device cuda --precision fp16 -o trt.json
       ssr-deploy lut build --backend torch --device cuda --size 1024x2048 -o torch.json
@@ -97,6 +122,7 @@ def build(out: str, backend: str, device: str, size: tuple, batch: int, precisio
         raise click.BadParameter(f"{width_grid!r}: give three whole numbers, e.g. 9,3,9",
                                  param_hint="--width-grid") from None
     space = SearchSpace.load(space_file) if space_file else SearchSpace()
+    num_classes = classes_of(classes)
     options = LutOptions(backend=backend, device=device, size=tuple(size), batch=batch,
                          num_classes=num_classes, precision=precision, width_grid=grid,
                          every_dilation=every_dilation, repeats=repeats, passes=passes,

@@ -4,10 +4,40 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import click
 
-from ssr_deploy.settings import given
+from ssr_deploy.settings import SIZE, given
+
+#: the size a model runs at when neither it nor --size says
+DEFAULT_SIZE = (512, 1024)
+
+
+def size_option(applies: str = "a checkpoint or genotype") -> Callable:
+    """``--size HxW`` wherever a model is given: by default the model's own (a checkpoint's
+    training size; a zoo genotype: 512x1024; an exported file always keeps its own)."""
+    return click.option("--size", type=SIZE, default=None,
+                        help=f"Input size of {applies}. [default: the checkpoint's training "
+                             "size; 512x1024 for a genotype]")
+
+
+def model_size(model: str | None, size: tuple[int, int] | None) -> tuple[int, int]:
+    """``--size`` as given, else what ``model`` was trained at (a ``.pt`` whose run recorded
+    its size), else 512x1024."""
+    if size is not None:
+        return tuple(size)
+    if model and str(model).lower().endswith((".pt", ".pth")):
+        from pathlib import Path
+
+        if Path(model).is_file():
+            from ssr_deploy.model.checkpoint import read_checkpoint
+
+            trained = (read_checkpoint(model).get("config") or {}).get("size")
+            if (isinstance(trained, list | tuple) and len(trained) == 2
+                    and all(isinstance(v, int) and 0 < v <= 16384 for v in trained)):
+                return tuple(trained)
+    return DEFAULT_SIZE
 
 
 def refuse_without(ctx: click.Context, pairs: dict[str, tuple[str, bool]]) -> None:
@@ -33,19 +63,19 @@ quiet_option = click.option("--quiet", "-q", is_flag=True, expose_value=False, i
 
 
 @contextlib.contextmanager
-def stage_bar(stages: tuple[str, ...], enabled: bool = True):
-    """A tqdm bar over named stages (on a terminal only); yields ``progress(stage)``."""
-    from tqdm import tqdm
+def stage_bar(stages: tuple[str, ...], enabled: bool = True, what: str = "export"):
+    """Progress over a command's named stages (a bar on a terminal, lines elsewhere); yields
+    ``progress(stage)``, called as each stage starts."""
+    from ssr_deploy.progress import Progress
 
-    bar = tqdm(total=len(stages), disable=None if enabled else True, leave=False,
-               bar_format="{desc:<10} {bar} {n_fmt}/{total_fmt} [{elapsed}]")
+    bar = Progress(what, len(stages), "stage", enabled=enabled)
     seen = []
 
     def progress(stage: str) -> None:
         if seen:
             bar.update(1)
         seen.append(stage)
-        bar.set_description(stage)
+        bar.update(0, stage=stage)
 
     try:
         yield progress

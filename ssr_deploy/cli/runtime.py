@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ssr_deploy.cli.group import main
-from ssr_deploy.cli.options import quiet_option
+from ssr_deploy.cli.options import model_size, quiet_option, size_option
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.limits import MAX_BATCH
 from ssr_deploy.settings import SIZE, Number
@@ -16,7 +16,7 @@ from ssr_deploy.spec import HINT_PRECISIONS
 
 
 def open_segmenter(path: str, backend: str | None, device: str | None,
-                   size: tuple[int, int], letterbox: bool = False,
+                   size: tuple[int, int] | None, letterbox: bool = False,
                    precision: str | None = None):
     """A Segmenter for ``path``: a checkpoint asked to run in another backend goes through
     its exported ONNX (cached by content, see export.cache); ``size`` is for checkpoints;
@@ -34,6 +34,7 @@ def open_segmenter(path: str, backend: str | None, device: str | None,
                                  "(export the precision you want)")
         options["precision"] = precision
     if BY_SUFFIX.get(Path(path).suffix.lower()) == "torch":
+        size = model_size(path, size)
         if backend in (None, "torch"):
             seg = Segmenter.load(path, "torch", device, letterbox, size=size)
             return seg
@@ -54,7 +55,7 @@ PRECISION_HELP = ("openvino: compute in fp32 or bf16. [default: the precision th
 
 
 def _entries(model: str, backend: str | None, device: str | None, compare: str | None,
-             size: tuple[int, int], precision: str | None = None
+             size: tuple[int, int] | None, precision: str | None = None
              ) -> list[tuple[str, object]]:
     """MODEL with its backend, then each --compare entry: a backend name (optionally
     ``name:device``) applied to MODEL, or another model file."""
@@ -81,8 +82,7 @@ def _entries(model: str, backend: str | None, device: str | None, compare: str |
 @click.argument("model")
 @click.option("--backend", help=BACKEND_HELP)
 @click.option("--device", help="cpu, cuda, cuda:1 ... [default: the backend's]")
-@click.option("--size", type=SIZE, default="512x1024", show_default=True,
-              help="Model input size (for a .pt; exported files carry theirs).")
+@size_option("a .pt (exported files carry theirs)")
 @click.option("--frame-size", type=SIZE, help="Frame size fed in (resized on the host). "
               "[default: the model's input size]")
 @click.option("--batch", "batches", default="1", show_default=True,
@@ -96,6 +96,7 @@ def _entries(model: str, backend: str | None, device: str | None, compare: str |
               help="Write results, ratios and the machine to this JSON file.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Write a latency histogram PNG (with the paper's 175 FPS).")
+@quiet_option
 def bench(model, backend, device, size, frame_size, batches, iters, warmup, precision, compare,
           json_path, plot_path) -> None:
     """End-to-end FPS and latency (frames in, labels out) against the paper's 175 FPS.
@@ -150,8 +151,7 @@ def bench(model, backend, device, size, frame_size, batches, iters, warmup, prec
               "source's images).")
 @click.option("--backend", help=BACKEND_HELP)
 @click.option("--device", help="cpu, cuda ... [default: the backend's]")
-@click.option("--size", type=SIZE, default="512x1024", show_default=True,
-              help="Model input size (for a .pt).")
+@size_option("a .pt (exported files carry theirs)")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
 @click.option("--alpha", type=Number(0, 1), default=0.5, show_default=True,
               help="Overlay opacity.")
@@ -223,14 +223,14 @@ def video(source, model, out, backend, device, size, max_frames, alpha, precisio
 @main.command("profile")
 @click.argument("model")
 @click.option("--backend", help=BACKEND_HELP)
-@click.option("--size", type=SIZE, default="512x1024", show_default=True,
-              help="Input size (for a .pt).")
+@size_option("a .pt (exported files carry theirs)")
 @click.option("--iters", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--top", type=click.IntRange(min=1), default=15, show_default=True)
 @click.option("--trace", type=click.Path(dir_okay=False), help="Write a Chrome trace JSON.")
 @click.option("--device", help="cpu, cuda or cuda:N. [default: the backend's]")
 @click.option("--precision", type=click.Choice(HINT_PRECISIONS), help=PRECISION_HELP)
 @click.option("--json", "as_json", is_flag=True)
+@quiet_option
 def profile_cmd(model, backend, size, iters, top, trace, device, precision, as_json) -> None:
     """Per-layer times mapped to genotype layers, slowest first: onnxruntime's profiler,
     OpenVINO's performance counters, TensorRT's IProfiler, or torch.profiler (device time of
@@ -248,5 +248,5 @@ def profile_cmd(model, backend, size, iters, top, trace, device, precision, as_j
     from ssr_deploy.runtime.profile import format_profile, profile
 
     check_outputs_spare_inputs([("--trace", trace)], [model])
-    result = profile(model, backend, iters, trace, size, device, precision)
+    result = profile(model, backend, iters, trace, model_size(model, size), device, precision)
     click.echo(json.dumps(result, indent=2) if as_json else format_profile(result, top))

@@ -6,7 +6,7 @@ import click
 
 from ssr_deploy.backends import BACKENDS
 from ssr_deploy.cli.group import main
-from ssr_deploy.settings import SIZE
+from ssr_deploy.cli.options import model_size, size_option
 from ssr_deploy.spec import HINT_PRECISIONS
 
 
@@ -31,8 +31,7 @@ from ssr_deploy.spec import HINT_PRECISIONS
 @click.option("--precision", type=click.Choice(HINT_PRECISIONS),
               help="openvino: compute in fp32 or bf16. [default: the IR's verified precision]")
 @click.option("--letterbox", is_flag=True, help="Keep each frame's aspect ratio (pad).")
-@click.option("--size", type=SIZE, help="Input size of a .pt checkpoint (exports fix their "
-              "own). [default: 512x1024]")
+@size_option("a .pt checkpoint (exports fix their own)")
 @click.option("--tritonserver", type=click.Path(dir_okay=False),
               help="A tritonserver binary. [default: $TRITONSERVER, PATH, /opt/tritonserver, "
               "or PyTriton's]")
@@ -80,6 +79,8 @@ def serve(model, name, http_port, grpc_port, metrics_port, max_batch, instances,
     if size and BY_SUFFIX.get(Path(model).suffix.lower()) != "torch":
         raise click.UsageError("--size applies to a .pt checkpoint only (an export keeps the "
                                "size it was exported at); drop --size")
+    if BY_SUFFIX.get(Path(model).suffix.lower()) == "torch":
+        size = model_size(model, size)
     server = TritonServer(model, name, http_port, grpc_port, metrics_port, max_batch,
                           instances, queue_delay_us, backend, device, letterbox, tritonserver,
                           log, options={k: v for k, v in (("size", size),

@@ -102,8 +102,9 @@ def cost_measure(config, space, num_classes: int) -> MacsMeasure | LatencyMeasur
                              "build the table with this search's --space")
     if table.num_classes != num_classes:
         raise SsrDeployError(f"{config.lut} was measured for {table.num_classes} "
-                             f"classes and the data has {num_classes}; build it "
-                             f"with --classes {num_classes}")
+                             f"classes and the data has {num_classes}: build a table "
+                             f"for it, lut build ... --classes {config.data or num_classes} "
+                             f"(the build's other options as before)")
     return LatencyMeasure(table)
 
 
