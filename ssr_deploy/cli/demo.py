@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ssr_deploy.cli.group import main
+from ssr_deploy.cli.options import quiet_option
 
 
 @main.command()
@@ -12,6 +13,7 @@ from ssr_deploy.cli.group import main
               help="Folder for every artefact and report.md (a re-run reuses finished stages).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--quick", is_flag=True, help="Tiny sizes: about a minute (what CI runs).")
+@quiet_option
 def demo(out, device, quick) -> None:
     """The whole product on synthetic data: scenes -> SSR search -> retraining -> verified
     ONNX -> fp16/int8 ONNX and OpenVINO bf16/int8 IRs, each verified against fp32 -> every
