@@ -65,7 +65,57 @@ class Number(click.ParamType):
             f" {hi}" if hi else "")
 
 
+class Ints(click.ParamType):
+    """``n`` whole numbers from ``low`` up, comma-separated (``9,3,9``)."""
+
+    def __init__(self, n: int, example: str, low: int = 1) -> None:
+        self.n, self.example, self.low = n, example, low
+        self.name = ",".join(["N"] * n)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            parts = tuple(int(v) for v in str(value).split(","))
+        except ValueError:
+            parts = ()
+        if len(parts) != self.n or min(parts) < self.low:
+            self.fail(f"{value!r}: give {_COUNTS.get(self.n, self.n)} whole numbers of at "
+                      f"least {self.low}, e.g. {self.example}", param, ctx)
+        return parts
+
+
+class Classes(click.ParamType):
+    """Output classes: a number, or the genotype (zoo name or JSON) or dataset
+    (``cityscapes:DIR``, ``folder:DIR``, ``synthetic``) to take them from."""
+
+    name = "N|GENOTYPE|DATA"
+
+    def convert(self, value, param, ctx):
+        from ssr_deploy.errors import SsrDeployError
+
+        if isinstance(value, int):
+            return value
+        value = str(value).strip()
+        if value.isdigit():
+            if not 1 <= int(value) <= 65536:
+                self.fail(f"{value}: 1 to 65536 classes", param, ctx)
+            return int(value)
+        if value.partition(":")[0] in ("cityscapes", "folder", "synthetic"):
+            from ssr_deploy.data.datasets import open_dataset
+
+            return len(open_dataset(value, "train").classes)
+        from ssr_deploy.genotype import Genotype
+
+        try:
+            return Genotype.load(value).num_classes
+        except SsrDeployError as e:
+            self.fail(f"{value!r} is not a number of classes, a genotype or a dataset ({e})",
+                      param, ctx)
+
+
 SIZE = Size()
+CLASSES = Classes()
 POSITIVE = Number(0, low_open=True)
 NON_NEGATIVE = Number(0)
 FRACTION = Number(0, 1, low_open=True, high_open=True)
@@ -132,6 +182,8 @@ def _shown(f: dataclasses.Field) -> str | None:
         return flag.shown
     if isinstance(flag.type, Size):
         return "{}x{}".format(*f.default)
+    if isinstance(f.default, tuple):
+        return ",".join(map(str, f.default))
     return f"{f.default:g}" if isinstance(f.default, float) else str(f.default)
 
 
@@ -172,6 +224,8 @@ def options(config: type) -> Callable:
                 option = click.option(flag, _param(flag, fields), help=first.help,
                                       default=example, show_default=True,
                                       type=_Parts(first.type, labels, example))
+            elif isinstance(fields[0].default, bool):  # an on/off switch, off by default
+                option = click.option(flag, fields[0].name, is_flag=True, help=first.help)
             else:
                 f, shown = fields[0], _shown(fields[0])
                 option = click.option(

@@ -80,3 +80,51 @@ def test_console_entry_point_prints_one_line_errors():
     assert done.returncode == 1
     assert done.stderr.strip().startswith("error: no genotype 'nope'")
     assert done.stderr.strip().count("\n") == 0 and done.stdout == ""
+
+
+def _command(path: list[str]):
+    command = main
+    for name in path:
+        command = command.commands[name]
+    return command
+
+
+@pytest.mark.parametrize("path, declared", [
+    (["bench"], "RunModel"), (["profile"], "RunModel"), (["video"], "RunModel"),
+    (["serve"], "RunModel"), (["eval"], "ModelSize"), (["export", "onnx"], "ModelSize"),
+    (["export", "openvino"], "ModelSize"), (["lut", "build"], "LutOptions")])
+def test_shared_options_are_declared_once(path, declared):
+    """The options every model-taking command shares come from one declaration (settings
+    fields): same flag, type, default and help in each command, none mapped by hand."""
+    import dataclasses
+
+    from ssr_deploy.cli import options as cli_options
+    from ssr_deploy.latency.options import LutOptions
+
+    config = LutOptions if declared == "LutOptions" else getattr(cli_options, declared)
+    params = {p.name: p for p in _command(path).params}
+    fields = [f for f in dataclasses.fields(config) if "flag" in f.metadata]
+    assert fields
+    for f in fields:
+        flag = f.metadata["flag"]
+        param = params[f.name]
+        assert param.opts == [flag.name] and param.help.startswith(flag.help), (path, f.name)
+        assert type(param.type) is type(click_type(flag, f)), (path, f.name)
+
+
+def click_type(flag, field):
+    import click
+
+    if flag.type is not None:
+        return flag.type
+    return click.BOOL if isinstance(field.default, bool) else click.STRING
+
+
+def test_lut_build_takes_its_classes_from_a_genotype_and_refuses_a_bad_grid(tmp_path):
+    out = tmp_path / "t.json"
+    bad = CliRunner().invoke(main, ["lut", "build", "-o", str(out), "--classes", "nope"])
+    assert bad.exit_code == 2 and "is not a number of classes, a genotype or a dataset" in (
+        bad.output)
+    grid = CliRunner().invoke(main, ["lut", "build", "-o", str(out), "--width-grid", "9,1"])
+    assert grid.exit_code == 2 and "give three whole numbers of at least 2" in grid.output
+    assert not out.exists()

@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from ssr_deploy.cli.group import main
-from ssr_deploy.cli.options import model_size, quiet_option, refuse_without, size_option, stage_bar
+from ssr_deploy.cli.options import ModelSize, model_size, quiet_option, refuse_without, stage_bar
 from ssr_deploy.errors import SsrDeployError
-from ssr_deploy.settings import POSITIVE, SIZE
+from ssr_deploy.settings import POSITIVE, SIZE, options
 from ssr_deploy.spec import IR_PRECISIONS, ONNX_PRECISIONS, ModelSpec
 
 
@@ -63,11 +63,12 @@ def precision_options(f):
               help="Where to write the .onnx (a .json sidecar is written beside it).")
 @click.option("--weights", help="Checkpoint whose weights to use, when SOURCE is a genotype.")
 @click.option("--random-init", is_flag=True, help="Export untrained weights (for speed work).")
-@size_option("the graph (the optimum when --dynamic-size)")
+@options(ModelSize)
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--dynamic-batch", is_flag=True, help="Batch size symbolic, 1 to --max-batch.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--dynamic-size", is_flag=True, help="Height and width symbolic.")
+@click.option("--dynamic-size", is_flag=True, help="Height and width symbolic (--size the "
+              "optimum).")
 @click.option("--min-size", type=SIZE, help="Smallest size with --dynamic-size. [default: "
               "half of --size]")
 @click.option("--max-size", type=SIZE, help="Largest size with --dynamic-size. [default: "
@@ -266,7 +267,7 @@ def engine_summary(path: str | Path, spec: ModelSpec) -> str:
               "activations; u8-7bit: u8 with 7-bit weights). [default: each form this CPU "
               "runs correctly is verified and timed here, the fastest kept]")
 @click.option("--data", type=click.Path(), help="Also verify on these images.")
-@size_option("MODEL when it is a checkpoint (an ONNX keeps its own)")
+@options(ModelSize)
 @click.option("--json", "as_json", is_flag=True, help="Print the verification as JSON.")
 @quiet_option
 def export_openvino_cmd(source, out, precision, fp32_layers, calib_dir, calib_n, calib_method,

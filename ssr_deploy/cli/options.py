@@ -1,25 +1,45 @@
-"""What commands share in reading their options: options that apply only with another,
+"""What commands share in reading their options: the options of every command that takes a
+model (declared once, as ``settings`` fields), options that apply only with another,
 ``--quiet``, and a bar over a command's stages (whether one was given: ``settings.given``)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import click
 
-from ssr_deploy.settings import SIZE, given
+from ssr_deploy.backends import BACKENDS
+from ssr_deploy.settings import SIZE, given, setting
+from ssr_deploy.spec import HINT_PRECISIONS
 
 #: the size a model runs at when neither it nor --size says
 DEFAULT_SIZE = (512, 1024)
 
 
-def size_option(applies: str = "a checkpoint or genotype") -> Callable:
-    """``--size HxW`` wherever a model is given: by default the model's own (a checkpoint's
-    training size; a zoo genotype: 512x1024; an exported file always keeps its own)."""
-    return click.option("--size", type=SIZE, default=None,
-                        help=f"Input size of {applies}. [default: the checkpoint's training "
-                             "size; 512x1024 for a genotype]")
+@dataclass(frozen=True)
+class ModelSize:
+    """``--size`` wherever a model is given (``eval``, ``export onnx``, ``export openvino``
+    and every command that runs one): by default the model's own, resolved by
+    ``model_size``."""
+
+    size: tuple[int, int] | None = setting(
+        None, "--size", "Input size of a checkpoint or genotype (an exported model keeps its "
+        "own). [default: the checkpoint's training size; 512x1024 for a genotype]", type=SIZE)
+
+
+@dataclass(frozen=True)
+class RunModel(ModelSize):
+    """What every command that runs a model takes (``bench``, ``profile``, ``video``,
+    ``serve``), declared once."""
+
+    backend: str | None = setting(None, "--backend", "The runtime backend. [default: by the "
+                                  "model's file type]", type=click.Choice(BACKENDS))
+    device: str | None = setting(None, "--device", "cpu, cuda or cuda:N. [default: the "
+                                 "backend's]")
+    precision: str | None = setting(None, "--precision", "openvino: compute in fp32 or bf16. "
+                                    "[default: the precision the IR was verified at; fp32 for "
+                                    "an ONNX]", type=click.Choice(HINT_PRECISIONS))
 
 
 def model_size(model: str | None, size: tuple[int, int] | None) -> tuple[int, int]:

@@ -8,11 +8,10 @@ from pathlib import Path
 import click
 
 from ssr_deploy.cli.group import main
-from ssr_deploy.cli.options import model_size, quiet_option, size_option
+from ssr_deploy.cli.options import RunModel, model_size, quiet_option
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.limits import MAX_BATCH
-from ssr_deploy.settings import SIZE, Number
-from ssr_deploy.spec import HINT_PRECISIONS
+from ssr_deploy.settings import SIZE, Number, options
 
 
 def open_segmenter(path: str, backend: str | None, device: str | None,
@@ -47,13 +46,6 @@ def open_segmenter(path: str, backend: str | None, device: str | None,
     return seg
 
 
-BACKEND_HELP = "onnxruntime, openvino, tensorrt or torch. [default: by file type]"
-PRECISION_HELP = ("openvino: compute in fp32 or bf16. [default: the precision the IR was "
-                  "verified at; fp32 for an ONNX]")
-
-
-
-
 def _entries(model: str, backend: str | None, device: str | None, compare: str | None,
              size: tuple[int, int] | None, precision: str | None = None
              ) -> list[tuple[str, object]]:
@@ -80,16 +72,13 @@ def _entries(model: str, backend: str | None, device: str | None, compare: str |
 
 @main.command()
 @click.argument("model")
-@click.option("--backend", help=BACKEND_HELP)
-@click.option("--device", help="cpu, cuda, cuda:1 ... [default: the backend's]")
-@size_option("a .pt (exported files carry theirs)")
+@options(RunModel)
 @click.option("--frame-size", type=SIZE, help="Frame size fed in (resized on the host). "
               "[default: the model's input size]")
 @click.option("--batch", "batches", default="1", show_default=True,
               help="Comma-separated batch sizes, e.g. 1,4,8.")
 @click.option("--iters", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
-@click.option("--precision", type=click.Choice(HINT_PRECISIONS), help=PRECISION_HELP)
 @click.option("--compare", help="Comma-separated backends (torch, openvino, onnxruntime:cuda) "
               "or model files to time side by side with MODEL.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
@@ -149,13 +138,10 @@ def bench(model, backend, device, size, frame_size, batches, iters, warmup, prec
 @click.option("-o", "--output", "out", required=True,
               help="An .mp4/.avi file, or a folder for PNG frames (named as a folder "
               "source's images).")
-@click.option("--backend", help=BACKEND_HELP)
-@click.option("--device", help="cpu, cuda ... [default: the backend's]")
-@size_option("a .pt (exported files carry theirs)")
+@options(RunModel)
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
 @click.option("--alpha", type=Number(0, 1), default=0.5, show_default=True,
               help="Overlay opacity.")
-@click.option("--precision", type=click.Choice(HINT_PRECISIONS), help=PRECISION_HELP)
 @click.option("--letterbox", is_flag=True, help="Keep the aspect ratio (pad, do not stretch).")
 @click.option("--draw-fps", is_flag=True, help="Draw the live FPS on the frames.")
 @click.option("--show", is_flag=True, help="Show a window (needs a display); q or Esc quits.")
@@ -222,13 +208,10 @@ def video(source, model, out, backend, device, size, max_frames, alpha, precisio
 
 @main.command("profile")
 @click.argument("model")
-@click.option("--backend", help=BACKEND_HELP)
-@size_option("a .pt (exported files carry theirs)")
+@options(RunModel)
 @click.option("--iters", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--top", type=click.IntRange(min=1), default=15, show_default=True)
 @click.option("--trace", type=click.Path(dir_okay=False), help="Write a Chrome trace JSON.")
-@click.option("--device", help="cpu, cuda or cuda:N. [default: the backend's]")
-@click.option("--precision", type=click.Choice(HINT_PRECISIONS), help=PRECISION_HELP)
 @click.option("--json", "as_json", is_flag=True)
 @quiet_option
 def profile_cmd(model, backend, size, iters, top, trace, device, precision, as_json) -> None:

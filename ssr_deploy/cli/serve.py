@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ssr_deploy.backends import BACKENDS
 from ssr_deploy.cli.group import main
-from ssr_deploy.cli.options import model_size, size_option
-from ssr_deploy.spec import HINT_PRECISIONS
+from ssr_deploy.cli.options import RunModel, model_size
+from ssr_deploy.settings import options
 
 
 @main.command()
@@ -25,13 +24,8 @@ from ssr_deploy.spec import HINT_PRECISIONS
 @click.option("--max-request-mb", type=click.IntRange(1, 4096), default=256, show_default=True,
               help="The largest request accepted; requests in flight together hold at most "
               "twice this (larger ones wait). Each is checked against the model first.")
-@click.option("--backend", type=click.Choice(BACKENDS),
-              help="[default: by the model's suffix]")
-@click.option("--device", help="cpu, cuda or cuda:N. [default: the backend's]")
-@click.option("--precision", type=click.Choice(HINT_PRECISIONS),
-              help="openvino: compute in fp32 or bf16. [default: the IR's verified precision]")
+@options(RunModel)
 @click.option("--letterbox", is_flag=True, help="Keep each frame's aspect ratio (pad).")
-@size_option("a .pt checkpoint (exports fix their own)")
 @click.option("--tritonserver", type=click.Path(dir_okay=False),
               help="A tritonserver binary. [default: $TRITONSERVER, PATH, /opt/tritonserver, "
               "or PyTriton's]")

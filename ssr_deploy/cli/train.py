@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ssr_deploy.cli.group import main
-from ssr_deploy.cli.options import model_size, quiet_option, size_option
+from ssr_deploy.cli.options import ModelSize, model_size, quiet_option
 from ssr_deploy.cli.resume import check_run_folder, describe_settings, resume_settings
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.settings import DATA_HELP, config_from, given, options, parameters
@@ -130,7 +130,7 @@ def checkpoint_for_training(path: str, dataset):
 @click.option("--weights", required=True, help="A checkpoint (.pt).")
 @click.option("--data", "source", required=True, help=DATA_HELP)
 @click.option("--split", default="val", show_default=True)
-@size_option("the network (labels are scored at their own size)")
+@options(ModelSize)
 @click.option("--flip", is_flag=True, help="Average with the horizontally flipped image.")
 @click.option("--save-preds", type=click.Path(file_okay=False),
               help="Write labelId PNGs for the official Cityscapes evaluation.")

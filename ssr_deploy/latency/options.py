@@ -5,7 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import click
+
+from ssr_deploy.backends import BACKENDS
 from ssr_deploy.errors import UsageError
+from ssr_deploy.settings import CLASSES, SIZE, Ints, count, setting
 from ssr_deploy.space import SearchSpace
 
 IO_KEY = "io"  # on a GPU: a frame's copy in and its labels' copy out
@@ -18,27 +22,55 @@ SAME = ("backend", "device", "precision", "int8", "size", "batch", "num_classes"
 
 @dataclass(frozen=True)
 class LutOptions:
-    backend: str = "onnxruntime"
-    device: str = "cpu"
-    size: tuple[int, int] = (512, 1024)
-    batch: int = 1
-    num_classes: int = 19
+    """A table's build settings, each with the ``lut build`` flag that sets it."""
+
+    backend: str = setting("onnxruntime", "--backend",
+                           "The runtime backend to time through (as `bench` runs it).",
+                           type=click.Choice(BACKENDS))
+    device: str = setting("cpu", "--device",
+                          "cpu, or cuda / cuda:N (tensorrt always; torch and onnxruntime-gpu).")
+    size: tuple[int, int] = setting((512, 1024), "--size",
+                                    "The input size the network will run at.", type=SIZE)
+    batch: int = count(1, "--batch")
+    num_classes: int = setting(19, "--classes", "Output classes of the networks to be "
+                               "searched: a number, or the genotype (zoo name or JSON) or "
+                               "dataset (cityscapes:DIR, folder:DIR) to take them from.",
+                               type=CLASSES)
     #: fp16: the fp16 graph (tensorrt), fp16 autocast (torch on cuda); bf16: OpenVINO's
     #: runtime precision on CPUs with bf16; int8: each part quantized (Q/DQ) as the backend's
     #: int8 export quantizes a network (any valid scales: timing needs the graph's shape);
     #: each backend's timer says what it takes
-    precision: str = "fp32"
+    precision: str = setting("fp32", "--precision", "fp16: tensorrt (the fp16 ONNX), torch on "
+                             "cuda; bf16: openvino on CPUs with bf16; int8: onnxruntime, "
+                             "openvino, tensorrt (each part quantized as their int8 export "
+                             "quantizes a network).",
+                             type=click.Choice(["fp32", "fp16", "bf16", "int8"]))
     #: openvino int8: the form (s8, u8, u8-7bit; default: the one this CPU's export tries
     #: first)
-    int8_form: str | None = None
+    int8_form: str | None = setting(None, "--int8-form", "openvino --precision int8: the "
+                                    "form. [default: the one `export openvino` tries first on "
+                                    "this CPU]", type=click.Choice(["s8", "u8", "u8-7bit"]))
     #: whole networks measured during the build, to calibrate the sum of parts on
-    calibrate: int = 12
-    width_grid: tuple[int, int, int] = (9, 3, 9)  # widths measured: in, mid, out
-    every_dilation: bool = False
-    repeats: int = 10
-    passes: int = 2  # each part timed once per pass, passes in alternating order
-    check_points: int = 8
-    threads: int | None = None  # onnxruntime intra-op threads (default: its own)
+    calibrate: int = setting(12, "--calibrate", "Whole networks of the space measured end to "
+                             "end during the build, to calibrate the sum of parts on (0: the "
+                             "plain sum).", type=click.IntRange(0, 64))
+    width_grid: tuple[int, int, int] = setting(  # widths measured: in, mid, out
+        (9, 3, 9), "--width-grid", "Widths measured per block's in, mid and out width (the "
+        "rest interpolated); 9 = every option of the paper's space.",
+        type=Ints(3, "9,3,9", low=2))
+    every_dilation: bool = setting(False, "--every-dilation", "Measure every dilation on the "
+                                   "width grid (default: the first dilation; the others at "
+                                   "the widest widths, as a ratio).")
+    repeats: int = count(10, "--repeats", "Timed runs per part (the median is kept), after 2 "
+                         "warm-up runs.")
+    passes: int = count(2, "--passes", "Times each part is measured, in alternating order; "
+                        "the least median is kept (a burst of other work during one pass does "
+                        "not stay).")
+    check_points: int = count(8, "--check", "Random off-grid blocks measured to report the "
+                              "interpolation's error.", low=0)
+    threads: int | None = setting(None, "--threads", "onnxruntime / openvino inference "
+                                  "threads. [default: the library's]",
+                                  type=click.IntRange(min=1))
     seed: int = 0
 
     def validate(self, space: SearchSpace) -> None:
