@@ -255,6 +255,8 @@ def _around_the_door(served: Served) -> tuple[str, str]:
 
 
 def _tcp_ports(pid: int) -> set[int]:
+    """ssr_deploy.serving.triton.tcp_ports, kept here: the harness also runs against checkouts
+    from before it existed (the "before" column)."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:

@@ -278,6 +278,7 @@ class TritonServer:
                 self.stop()
                 raise SsrDeployError(f"tritonserver stopped while starting: {reason}")
             if upstream_ready(self.upstream):
+                self._check_private()
                 self._open_door()
                 return self
             time.sleep(0.2)
@@ -285,6 +286,16 @@ class TritonServer:
         raise SsrDeployError(f"tritonserver was not ready after {timeout:.0f} s; " + (
             f"see its log, {self.log_path}" if self.log_path else
             "run with --log FILE to keep its log"))
+
+    def _check_private(self) -> None:
+        """The door's promise, checked on the running server where /proc says: Triton listens
+        on no TCP port but its metrics (a tritonserver that ignores --http=false would)."""
+        ports = tcp_ports(self.process.pid)
+        if ports and ports - {self.metrics_port}:
+            self.stop()
+            raise SsrDeployError(f"this tritonserver listens on TCP {sorted(ports)}, not on "
+                                 "its unix socket alone: it would be reachable around the "
+                                 "front door; use Triton 2.51 or later (--tritonserver)")
 
     def _open_door(self) -> None:
         """The front door on the user's ports (see door.py); a port in use is one line."""
@@ -396,6 +407,34 @@ class TritonServer:
     @property
     def grpc_url(self) -> str:
         return f"{self._client_host}:{self.grpc_port}"
+
+
+def tcp_ports(pid: int) -> set[int] | None:
+    """The TCP ports process ``pid`` listens on, from its sockets' inodes in /proc/net/tcp*
+    (None where there is no /proc: not Linux)."""
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return None
+    inodes = set()
+    for fd in fds:
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 def open_log(path: Path):

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ssr_deploy.serving.triton import TritonServer, free_port, is_ready
+from ssr_deploy.serving.triton import TritonServer, free_port, is_ready, tcp_ports
 from tests.serving.test_serve import INSTALL, _export, _frames  # noqa: F401 - skips as it does
+from tools.hostile_door import raw  # the hostile harness's raw socket client
 
 grpc = pytest.importorskip("grpc")
 from tritonclient.grpc import service_pb2, service_pb2_grpc  # noqa: E402
@@ -42,18 +43,6 @@ def server(model):
         yield s
 
 
-def raw(port: int, data: bytes, wait: float = 20.0) -> bytes:
-    """What the door answers ``data`` on a new connection, until it closes it (or ``wait``)."""
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        s.settimeout(wait)
-        s.sendall(data)
-        out = b""
-        try:
-            while chunk := s.recv(1 << 16):
-                out += chunk
-        except TimeoutError:
-            out += b"<still open>"
-    return out
 
 
 def _post(path: str, body: bytes, *headers: str) -> bytes:
@@ -200,27 +189,8 @@ def test_no_way_around_the_door(server):
         assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
     socket_path = Path(server.upstream.removeprefix("unix:"))
     assert socket_path.parent.stat().st_mode & 0o077 == 0
-    ports = _tcp_ports_of(server.process.pid)
+    ports = tcp_ports(server.process.pid)
     assert ports == {server.metrics_port}, ports
-
-
-def _tcp_ports_of(pid: int) -> set[int]:
-    """The TCP ports process ``pid`` listens on (its sockets' inodes in /proc/net/tcp*)."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and fields[9] in inodes:
-                ports.add(int(fields[1].split(":")[1], 16))
-    return ports
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="acting as another user needs root")
