@@ -183,6 +183,43 @@ class FakeCuda:
         assert getattr(self.current, "device", None) == device, "this thread's device"
 
 
+def engine_classes(io, dtypes: dict, modes, context: type) -> tuple[type, type]:
+    """A fake ``ICudaEngine`` whose I/O is what ``io()`` returns (a list of (name, is_input,
+    dtype name, shape)), making ``context`` execution contexts, and a ``Runtime`` that
+    deserialises any bytes into one; ``modes``: the TensorIOMode enum to answer with."""
+    def find(name: str) -> tuple:
+        return next(t for t in io() if t[0] == name)
+
+    class ICudaEngine:
+        @property
+        def num_io_tensors(self) -> int:
+            return len(io())
+
+        def get_tensor_name(self, index: int) -> str:
+            return io()[index][0]
+
+        def get_tensor_mode(self, name: str):
+            return modes.INPUT if find(name)[1] else modes.OUTPUT
+
+        def get_tensor_dtype(self, name: str):
+            return dtypes[find(name)[2]]
+
+        def get_tensor_shape(self, name: str):
+            return find(name)[3]
+
+        def create_execution_context(self, strategy=None):
+            return context()
+
+    class Runtime:
+        def __init__(self, logger) -> None:
+            self.logger = logger
+
+        def deserialize_cuda_engine(self, serialized_engine):
+            return ICudaEngine()
+
+    return ICudaEngine, Runtime
+
+
 def fake_tensorrt(gpu: FakeCuda, version: str = "10.16.1.11", classes: int = 19):
     """A ``tensorrt`` module: the real enums, ILogger and IProfiler of ``tensorrt_rtx`` (one
     API lineage), a fake Runtime that deserialises any bytes into an engine whose I/O it is
@@ -230,34 +267,8 @@ def fake_tensorrt(gpu: FakeCuda, version: str = "10.16.1.11", classes: int = 19)
                 self.profiler.report_layer_time("stages.0.layers.0/node_Conv_1", 0.5)
             return True
 
-    class ICudaEngine:
-        @property
-        def num_io_tensors(self) -> int:
-            return len(trt.engine_io)
-
-        def get_tensor_name(self, index: int) -> str:
-            return trt.engine_io[index][0]
-
-        def get_tensor_mode(self, name: str):
-            is_input = next(t[1] for t in trt.engine_io if t[0] == name)
-            return real.TensorIOMode.INPUT if is_input else real.TensorIOMode.OUTPUT
-
-        def get_tensor_dtype(self, name: str):
-            return dtypes[next(t[2] for t in trt.engine_io if t[0] == name)]
-
-        def get_tensor_shape(self, name: str):
-            return next(t[3] for t in trt.engine_io if t[0] == name)
-
-        def create_execution_context(self, strategy=None):
-            return IExecutionContext()
-
-    class Runtime:
-        def __init__(self, logger) -> None:
-            self.logger = logger
-
-        def deserialize_cuda_engine(self, serialized_engine):
-            return ICudaEngine()
-
+    ICudaEngine, Runtime = engine_classes(lambda: trt.engine_io, dtypes, real.TensorIOMode,
+                                          IExecutionContext)
     trt.Runtime, trt.ICudaEngine, trt.IExecutionContext = Runtime, ICudaEngine, IExecutionContext
     return trt
 

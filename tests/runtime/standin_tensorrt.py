@@ -59,6 +59,8 @@ def module(io: list[tuple[str, bool, str, tuple[int, ...]]]) -> types.ModuleType
     name, shape with -1 for dynamic dimensions), as the sidecar describes them."""
     from cuda.bindings import runtime as cudart
 
+    from tests.backends.tensorrt_fakes import engine_classes
+
     trt = types.ModuleType("standin_tensorrt")
     trt.__version__ = VERSION
     trt.DataType, trt.TensorIOMode, trt.ILogger = DataType, TensorIOMode, ILogger
@@ -91,31 +93,6 @@ def module(io: list[tuple[str, bool, str, tuple[int, ...]]]) -> types.ModuleType
             trt.executions.append((int(stream_handle), shape))
             return err == cudart.cudaError_t.cudaSuccess
 
-    class ICudaEngine:
-        num_io_tensors = len(io)
-
-        def get_tensor_name(self, index: int) -> str:
-            return io[index][0]
-
-        def get_tensor_mode(self, name: str):
-            is_input = next(t[1] for t in io if t[0] == name)
-            return TensorIOMode.INPUT if is_input else TensorIOMode.OUTPUT
-
-        def get_tensor_dtype(self, name: str):
-            return dtypes[next(t[2] for t in io if t[0] == name)]
-
-        def get_tensor_shape(self, name: str):
-            return next(t[3] for t in io if t[0] == name)
-
-        def create_execution_context(self, strategy=None):
-            return IExecutionContext()
-
-    class Runtime:
-        def __init__(self, logger) -> None:
-            self.logger = logger
-
-        def deserialize_cuda_engine(self, serialized_engine):
-            return ICudaEngine()
-
+    ICudaEngine, Runtime = engine_classes(lambda: io, dtypes, TensorIOMode, IExecutionContext)
     trt.Runtime, trt.ICudaEngine, trt.IExecutionContext = Runtime, ICudaEngine, IExecutionContext
     return trt

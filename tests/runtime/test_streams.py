@@ -74,6 +74,18 @@ class Streams:
         self.server.server_close()
 
 
+def video_of(streams: Streams, model, out, reconnects: int):
+    """``ssr-deploy video`` of the live stream, which is closed after; it must succeed."""
+    try:
+        result = CliRunner().invoke(main, ["video", f"{streams.url}/live.mjpg", "--model",
+                                           str(model), "-o", str(out), "--reconnects",
+                                           str(reconnects)])
+    finally:
+        streams.close()
+    assert result.exit_code == 0, result.output
+    return result
+
+
 @pytest.fixture
 def clip(tmp_path):
     return _clip(tmp_path / "clip.avi", 12, fourcc="MJPG")
@@ -99,13 +111,7 @@ def test_a_live_stream_drops_what_inference_cannot_keep_up_with(tmp_path, clip, 
         return prepare(self, frames)
 
     monkeypatch.setattr(Segmenter, "_prepare", slow)
-    try:
-        result = CliRunner().invoke(main, ["video", f"{streams.url}/live.mjpg", "--model",
-                                           str(paper_uint8_onnx), "-o", str(tmp_path / "o.avi"),
-                                           "--reconnects", "0"])
-    finally:
-        streams.close()
-    assert result.exit_code == 0, result.output
+    result = video_of(streams, paper_uint8_onnx, tmp_path / "o.avi", reconnects=0)
     summary = result.stdout.strip().splitlines()[-1]
     assert "frames dropped to stay live" in summary, summary
     written = int(summary.split(": ")[1].split()[0])
@@ -115,13 +121,7 @@ def test_a_live_stream_drops_what_inference_cannot_keep_up_with(tmp_path, clip, 
 
 def test_a_stream_that_drops_is_opened_again_with_a_growing_pause(tmp_path, clip, paper_uint8_onnx):
     streams = Streams(clip, frames=8, fps=50.0, sessions=2)
-    try:
-        result = CliRunner().invoke(main, ["video", f"{streams.url}/live.mjpg", "--model",
-                                           str(paper_uint8_onnx), "-o", str(tmp_path / "o.avi"),
-                                           "--reconnects", "2"])
-    finally:
-        streams.close()
-    assert result.exit_code == 0, result.output
+    result = video_of(streams, paper_uint8_onnx, tmp_path / "o.avi", reconnects=2)
     notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
     assert any("dropped; reconnecting in 0.5 s (attempt 1 of 2)" in n for n in notes), notes
     assert any("reconnecting in 1 s (attempt 2 of 2)" in n for n in notes), notes
