@@ -12,21 +12,27 @@ CPU has it, and int8):
    int8, its ranges from 4 street-like frames, random weights; OpenVINO fp32 and bf16 run the
    fp32 ONNX at that precision, as ``bench --backend openvino --precision`` does);
 3. measures each end to end as ``bench`` does (the Segmenter: a uint8 frame in, labels out;
-   median of ``--runs`` after 2 warm-up runs), ``--passes`` passes in random orders, the
-   least kept, with the table's reference network timed beside each so the machine's speed
-   then can be set against its speed when the table was built (``*_at_table_speed``);
+   median of ``--runs`` after 2 warm-up runs), ``--passes`` passes in random orders, with
+   the table's reference network timed right before and after each: the mean of the two,
+   over the reference's best time in the table, is the machine's speed then; each time
+   divided by it is the time at the table's speed, the median over passes kept
+   (``*_at_table_speed``; ``raw``: the least raw time);
 4. compares predicted with measured: the share within +-10%, the median absolute error,
    Spearman's rank correlation (goals: >= 95% within 10%, median <= 5%, Spearman >= 0.95);
-5. on the ``--search`` paths, searches with ``--target-ms`` at a quarter, half and three
+5. on int8 paths, three networks exported again with the modules ``--fallback auto`` kept in
+   float on the demo's trained network, timed against their plain int8 exports;
+6. on the ``--search`` paths, searches with ``--target-ms`` at a quarter, half and three
    quarters of the space's range, exports each found network on the path and measures it:
    where it lands against its target (goal: within +-5%).
 
     python benchmarks/latency_lut.py [--paths onnxruntime-fp32,openvino-int8] [--networks 40]
         [--work DIR] [--out benchmarks/results/latency_lut.json]
 
-Resumable: the tables, exports and measurements stay in --work. About 2 hours for the five
-CPU paths on a 2-core CPU (tables ~8 min each, the exports most of the rest), and the
-searches more. Run it on a quiet machine. (search_target.py: how a search lands on targets
+Resumable: the tables, exports and measurements stay in --work (a second run recomputes
+the figures from them and measures only the searches and the fallback again). About 90
+minutes for the five CPU paths on a 2-core CPU with the 41 networks' exports already there
+(tables 7.5-11.5 min each, measuring 4-5 min a path, the searches 2 min each), plus about
+10 s an export. Run it on a quiet machine. (search_target.py: how a search lands on targets
 in the table's own terms.)
 """
 
@@ -82,28 +88,31 @@ def fp32_onnx(genotype: Genotype, folder: Path) -> Path:
     return path
 
 
-def model_for(path_name: str, fp32: Path, folder: Path, calib: Path, form: str | None
-              ) -> tuple[Path, dict]:
-    """(the file the path runs, Segmenter.load keyword arguments)."""
+def model_for(path_name: str, fp32: Path, folder: Path, calib: Path, form: str | None,
+              keep: tuple[str, ...] = ()) -> tuple[Path, dict]:
+    """(the file the path runs, Segmenter.load keyword arguments); ``keep``: modules kept
+    out of int8 (``--fp32-layers``, what ``--fallback auto`` adds to)."""
     backend, precision = path_name.split("-")
+    tag = ".keep" if keep else ""
     if precision == "int8" and backend == "onnxruntime":
         from ssr_deploy.export.precision import PrecisionOptions, convert_precision
 
-        out = folder / f"{fp32.stem}.int8-cpu.onnx"
+        out = folder / f"{fp32.stem}.int8-cpu{tag}.onnx"
         if not out.exists():
             convert_precision(fp32, out, PrecisionOptions(
                 "int8", int8_target="cpu", calib_dir=str(calib), calib_n=4,
                 calib_method="minmax", calib_cache=str(folder / "calibration"),
-                min_agreement=0.01))
+                min_agreement=0.01, fp32_layers=keep))
         return out, {}
     if precision == "int8":
         from ssr_deploy.export.openvino import IROptions, export_openvino
 
-        out = folder / f"{fp32.stem}.int8-{form}.xml"
+        out = folder / f"{fp32.stem}.int8-{form}{tag}.xml"
         if not out.exists():
             export_openvino(fp32, out, IROptions(
                 "int8", calib_dir=str(calib), calib_n=4, calib_method="minmax",
-                calib_cache=str(folder / "calibration"), min_agreement=0.01, int8_form=form))
+                calib_cache=str(folder / "calibration"), min_agreement=0.01, int8_form=form,
+                fp32_layers=keep))
         return out, {}
     if backend == "openvino":
         return fp32, {"backend": "openvino", "precision": precision}
@@ -126,6 +135,15 @@ def measure(path: Path, run: dict, frame: np.ndarray, runs: int) -> float:
         return statistics.median(times)
     finally:
         seg.close()
+
+
+def at_table_speed(ms: float, before: float, after: float, table_ref: float
+                   ) -> tuple[float, float, float]:
+    """One measurement at the table's speed: the machine's speed while it ran is the mean of
+    the reference network's times right before and right after it, over the reference's
+    best time in the table's build. (time at table speed, raw time, speed)"""
+    speed = (before + after) / 2 / table_ref
+    return ms / speed, ms, speed
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -171,14 +189,14 @@ def evaluate(path_name: str, args, work: Path, space: SearchSpace, frame: np.nda
     table_ref = table.meta["reference"]["best_ms"]
     rows = []
     for g in nets:
-        at_speed = []  # per pass: (time scaled to the table's speed, raw time, speed)
+        at_speed = []  # per pass: (time at the table's speed, raw time, the machine's speed)
         for one in done["passes"]:
             k = one["order"].index(g.name)
             before = one["reference_first"] if k == 0 else one["reference"][one["order"][k - 1]]
-            speed = min(before, one["reference"][g.name]) / table_ref
-            at_speed.append((one["times"][g.name] / max(speed, 1.0), one["times"][g.name],
-                             speed))
-        scaled, _, speed = min(at_speed)
+            at_speed.append(at_table_speed(one["times"][g.name], before,
+                                           one["reference"][g.name], table_ref))
+        scaled = statistics.median(t for t, _, _ in at_speed)
+        speed = statistics.median(v for _, _, v in at_speed)
         measured = min(raw for _, raw, _ in at_speed)
         predicted = table.predict(g)
         rows.append({"name": g.name, "depth": [s.depth for s in g.stages],
@@ -219,6 +237,60 @@ def evaluate(path_name: str, args, work: Path, space: SearchSpace, frame: np.nda
     return result
 
 
+#: what ``--fallback auto --min-agreement 0.995`` kept out of int8 on the demo's trained
+#: network, per path (benchmarks/results/runtime_cpu.json, an AVX-512 VNNI EPYC: 15.6% of the
+#: MACs for onnxruntime, the stem's 0.4% for OpenVINO's u8 form). Networks with random
+#: weights give int8 nothing to lose (their labels agree with fp32 on 99.999%), so the
+#: fallback keeps nothing on them: its keep-set on a trained network is exported instead,
+#: through the same --fp32-layers the fallback adds to.
+FALLBACK_KEPT = {"onnxruntime-int8": ("stem", "head.classifier", "stages.0.layers.0",
+                                      "stages.0.down", "stages.0.layers.3"),
+                 "openvino-int8": ("stem",)}
+
+
+def fallback(path_name: str, args, work: Path, space: SearchSpace, frame: np.ndarray,
+             calib: Path, rows: list[dict]) -> dict:
+    """Three of the measured networks (a quarter, half and three quarters up the measured
+    range) exported again with the fallback's typical keep-set in float, timed interleaved
+    with their plain int8 exports: what keeping them costs, and the table's error on them."""
+    import onnx
+
+    from ssr_deploy.names import module_of_node
+
+    table = LatencyTable.load(work / f"lut-{path_name}.json")
+    form = (table.meta.get("int8") or {}).get("form")
+    ranked = sorted(rows, key=lambda r: r["measured_at_table_speed_ms"])
+    picked = [ranked[int(q * (len(ranked) - 1))] for q in (0.25, 0.5, 0.75)]
+    by_name = {g.name: g for g in networks(space, args.networks)}
+    out = []
+    for row in picked:
+        genotype = by_name[row["name"]]
+        fp32 = fp32_onnx(genotype, work / "nets")
+        modules = {module_of_node(n.name) for n in onnx.load(str(fp32)).graph.node}
+        keep = tuple(m for m in FALLBACK_KEPT[path_name] if m in modules)
+        plain = model_for(path_name, fp32, work / "nets", calib, form)
+        kept = model_for(path_name, fp32, work / "nets", calib, form, keep)
+        best = {"plain": [], "kept": []}
+        for _ in range(args.passes):  # interleaved: plain, kept, plain, kept ...
+            best["plain"].append(measure(*plain, frame, args.runs))
+            best["kept"].append(measure(*kept, frame, args.runs))
+        plain_ms, kept_ms = min(best["plain"]), min(best["kept"])
+        cost = kept_ms / plain_ms - 1
+        # the table predicts the plain network; on the kept one it is off by this much
+        error = row["predicted_ms"] / (row["measured_at_table_speed_ms"] * (1 + cost)) - 1
+        out.append({"name": row["name"], "kept": list(keep),
+                    "plain_ms": plain_ms, "kept_ms": kept_ms, "kept_over_plain": cost,
+                    "table_error_plain": row["error_at_table_speed"],
+                    "table_error_kept": error})
+        print(f"{path_name} fallback keep-set on {row['name']}: {kept_ms:.1f} ms vs "
+              f"{plain_ms:.1f} plain ({100 * cost:+.1f}%); table error {100 * error:+.1f}% "
+              f"(plain {100 * row['error_at_table_speed']:+.1f}%)", flush=True)
+    costs = [r["kept_over_plain"] for r in out]
+    return {"kept_modules": list(FALLBACK_KEPT[path_name]), "networks": out,
+            "mean_kept_over_plain": float(np.mean(costs)),
+            "max_abs_kept_over_plain": float(np.max(np.abs(costs)))}
+
+
 def searches(path_name: str, args, work: Path, space: SearchSpace, frame: np.ndarray,
              calib: Path) -> list[dict]:
     """``search --lut T --target-ms X`` at a quarter, half and three quarters of the space's
@@ -251,24 +323,25 @@ def searches(path_name: str, args, work: Path, space: SearchSpace, frame: np.nda
         found = Genotype.from_dict({**found.to_dict(), "name": f"searched-{path_name}-{share}"})
         files = model_for(path_name, fp32_onnx(found, work / "nets"), work / "nets", calib,
                           form)
-        best = None
-        for _ in range(args.passes):  # the least of passes, the reference on both sides
+        passes = []
+        for _ in range(args.passes):  # the reference on both sides of each measurement
             before = measure(*ref_file, frame, args.runs)
             ms = measure(*files, frame, args.runs)
             after = measure(*ref_file, frame, args.runs)
-            speed = max(min(before, after) / table.meta["reference"]["best_ms"], 1.0)
-            if best is None or ms / speed < best[0] / best[1]:
-                best = (ms, speed)
-        measured, speed = best
+            passes.append(at_table_speed(ms, before, after, table.meta["reference"]["best_ms"]))
+        scaled = statistics.median(t for t, _, _ in passes)
+        speed = statistics.median(v for _, _, v in passes)
+        measured = min(raw for _, raw, _ in passes)
         predicted = table.predict(found)["latency_ms"]
         out.append({"target_ms": target, "share_of_range": share,
                     "space_range_ms": [fastest, slowest], "predicted_ms": predicted,
-                    "measured_ms": measured, "machine_speed": speed,
-                    "error": measured / target - 1,
-                    "error_at_table_speed": measured / speed / target - 1,
+                    "measured_ms": measured, "measured_at_table_speed_ms": scaled,
+                    "machine_speed": speed, "error": measured / target - 1,
+                    "error_at_table_speed": scaled / target - 1,
                     "depth": [st.depth for st in found.stages]})
         print(f"{path_name} search: target {target} ms, predicted {predicted:.1f}, measured "
-              f"{measured:.1f} ({100 * out[-1]['error_at_table_speed']:+.1f}% at table speed)",
+              f"{measured:.1f}, {scaled:.1f} at table speed "
+              f"({100 * out[-1]['error_at_table_speed']:+.1f}%)",
               flush=True)
     return out
 
@@ -281,6 +354,9 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--search", default="onnxruntime-fp32,openvino-int8,openvino-bf16",
                         help="the paths whose --target-ms searches are measured ('' none)")
+    parser.add_argument("--fallback", type=int, default=1,
+                        help="int8 paths: time three networks with the fallback's typical "
+                             "keep-set in float against their plain int8 (0: not)")
     parser.add_argument("--work", default=str(ROOT / "benchmarks" / ".latency_lut"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
                                              "latency_lut.json"))
@@ -308,15 +384,21 @@ def main() -> None:
         start = time.perf_counter()
         doc["paths"][name] = {**evaluate(name, args, work, space, frame, calib),
                               "seconds": round(time.perf_counter() - start)}
+        if name.endswith("int8") and args.fallback:
+            doc["paths"][name]["fallback"] = fallback(name, args, work, space, frame, calib,
+                                                      doc["paths"][name]["rows"])
         if name in args.search.split(","):
             doc["paths"][name]["searches"] = searches(name, args, work, space, frame, calib)
         doc.update(machine=machine_info(), size=list(SIZE), goals=GOALS,
                    command="python benchmarks/latency_lut.py " + " ".join(
                        f"--{k} {v}" for k, v in vars(args).items() if k not in ("out", "work")),
                    method="errors at table speed: each measurement divided by the machine's "
-                          "speed then (the faster of the reference network's times right "
-                          "before and after it, over its best time in the table's build; "
-                          "never below 1), the least over passes; 'raw': the least raw time")
+                          "speed then (the mean of the reference network's times right before "
+                          "and after it, over its best time in the table's build), the median "
+                          "over passes; 'raw': the least raw time over passes. (The first run "
+                          "took the least over passes of times scaled by the faster "
+                          "reference, floored at 1: biased by the reference's noise; this "
+                          "estimator was chosen on that run's onnxruntime fp32 data alone)")
         atomic_write_text(out, json.dumps(doc, indent=1, default=str) + "\n")
     print(f"wrote {out}")
 
