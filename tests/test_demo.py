@@ -126,3 +126,23 @@ def test_the_tensorrt_stage_builds_a_real_engine(demo_dir):
     assert stage["command"] in text and "Skipped" not in text
     if "not_run" in stage:
         assert "Not run here:" in text and "ssr-deploy bench model.engine" in text
+
+
+def test_an_int8_ir_that_needed_no_fallback_is_reported_without_one(tmp_path, monkeypatch):
+    """Where plain int8 meets the gate, --fallback auto keeps nothing and the sidecar records
+    no fallback (a full demo on an AVX-512 VNNI EPYC): the stage reports the IR, not a
+    TypeError."""
+    from types import SimpleNamespace as NS
+
+    import ssr_deploy.export.openvino as ov
+
+    def export(source, out, options):
+        fallback = None if options.precision == "int8" else {"kept": ["stem"]}
+        return NS(spec=NS(precision=options.precision,
+                          openvino=NS(inference_precision="bf16"),
+                          precision_check=NS(label_agreement=0.997, miou_vs_fp32=0.98),
+                          quantization=NS(fallback=fallback)))
+
+    monkeypatch.setattr(ov, "export_openvino", export)
+    figures = Demo(tmp_path / "d").openvino()
+    assert figures["int8"]["label_agreement"] == 0.997 and "fallback" not in figures["int8"]

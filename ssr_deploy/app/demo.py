@@ -26,6 +26,14 @@ from ssr_deploy.runs import run_lock
 from ssr_deploy.spec import CPU_GATE, ModelSpec
 
 
+def fallback_figures(fallback: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What ``--fallback auto`` kept out of int8, for the report; None where plain int8 met
+    the gate and it kept nothing (the sidecar then records no fallback)."""
+    if not fallback:
+        return None
+    return {k: fallback[k] for k in ("kept", "macs_out_of_int8", "agreement_all_int8")}
+
+
 @dataclass(frozen=True)
 class DemoSizes:
     scenes: int
@@ -243,10 +251,9 @@ class Demo:
                 spec = result.spec
                 figures[name] = {"label_agreement": spec.precision_check.label_agreement,
                                  "miou_vs_fp32": spec.precision_check.miou_vs_fp32}
-                if fallback == "auto":
-                    kept = spec.quantization.fallback
-                    figures[name]["fallback"] = {k: kept[k] for k in (
-                        "kept", "macs_out_of_int8", "agreement_all_int8")}
+                if fallback == "auto" and (found := fallback_figures(
+                        spec.quantization.fallback)):
+                    figures[name]["fallback"] = found
             except PrecisionCheckError as e:  # below the threshold: reported, nothing written
                 figures[name] = {"failed": str(e)}
         figures["command"] = (f"ssr-deploy export onnx {self.out}/train/best.pt -o "
@@ -284,10 +291,8 @@ class Demo:
                 "precision": describe(spec.precision, spec.openvino.inference_precision),
                 "label_agreement": spec.precision_check.label_agreement,
                 "miou_vs_fp32": spec.precision_check.miou_vs_fp32}
-            if name == "int8":
-                kept = spec.quantization.fallback
-                figures[name]["fallback"] = {k: kept[k] for k in (
-                    "kept", "macs_out_of_int8", "agreement_all_int8")}
+            if name == "int8" and (found := fallback_figures(spec.quantization.fallback)):
+                figures[name]["fallback"] = found
         figures["command"] = (f"ssr-deploy export openvino {self.out}/model.onnx -o "
                               f"{self.out}/model.int8.xml --precision int8 --calib {self.calib} "
                               f"--calib-n 32 --fallback auto --min-agreement {CPU_GATE} --data "
