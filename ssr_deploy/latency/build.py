@@ -48,7 +48,9 @@ def _header(space: SearchSpace, o: LutOptions, clock: Clock) -> dict[str, Any]:
             "method": "each part alone in its network shapes, the least over passes of the "
                       "median of --repeats runs after 2 warm-up runs, scaled by the reference "
                       "network's best time over its time then; mid widths on a grid, "
-                      "interpolated linearly; whole networks measured the same way calibrate "
+                      "interpolated linearly; whole networks, exported and run as a user "
+                      "exports and runs them (the median of --repeats Segmenter calls after 2 "
+                      "warm-up calls) where the path allows, else as the parts, calibrate "
                       "the sums of parts by kind into a network's end-to-end time"}
 
 
@@ -80,7 +82,8 @@ def build_lut(space: SearchSpace, path: str | Path, o: LutOptions,
 
 def _build(space: SearchSpace, path: Path, o: LutOptions, progress: bool | None
            ) -> dict[str, Any]:
-    clock = Clock(o)
+    exports = path.with_name(path.name + ".networks")  # whole networks, while it is built
+    clock = Clock(o, exports)
     header = _header(space, o, clock)
     old = _resume(path, header)
     if old and old.get("complete"):
@@ -133,7 +136,10 @@ def _build(space: SearchSpace, path: Path, o: LutOptions, progress: bool | None
                                              for k, _ in t),
                               "best_ms": min(ms for t in timelines for k, ms in t
                                              if k == calibrate.REFERENCE)}
-    return publish(True, extra)
+    done = publish(True, extra)
+    if clock.networks is not None:
+        clock.networks.remove()
+    return done
 
 
 def fit_networks(plain: LatencyTable, networks: list, whole: list, best: dict[str, float]

@@ -1,21 +1,29 @@
 """The table's clock: each part timed through the chosen backend's ``PartTimer`` (the backend
 runs it as it runs networks), exported once as ``export onnx`` writes a network (an fp16
 table times the fp16 graph, as an fp16 engine is built from one; an int8 table the part
-quantized as the backend's int8 export quantizes), on seeded inputs."""
+quantized as the backend's int8 export quantizes), on seeded inputs. Whole networks are timed
+as a user runs them where the path allows (``networks.NetworkClock``)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from ssr_deploy.backends import part_timer_class
 from ssr_deploy.backends.base import Part, PartTimer
+from ssr_deploy.latency.networks import NetworkClock
 from ssr_deploy.latency.options import IO_KEY, LutOptions
 from ssr_deploy.latency.parts import Probe, example_input, export_part, quantize_for_timing
 
 
 class Clock:
-    def __init__(self, o: LutOptions) -> None:
+    def __init__(self, o: LutOptions, networks: Path | None = None) -> None:
+        """``networks``: the folder whole networks are exported into while the table is
+        built (None: timed through the part timer, as parts are)."""
         self.o = o
+        self.networks = NetworkClock(o, networks) if networks and NetworkClock.handles(o) \
+            else None
         self.timer: PartTimer = part_timer_class(o.backend)(o.device, o.precision, o.repeats,
                                                              o.threads)
         self.rng = np.random.default_rng(o.seed)
@@ -23,6 +31,8 @@ class Clock:
 
     def time(self, probe: Probe) -> float:
         """The part's median ms (a frame's copies in and out for the ``io`` part)."""
+        if probe.genotype is not None and self.networks is not None:
+            return self.networks.time(probe.genotype)
         if probe.key == IO_KEY:
             frame = example_input(*probe.inputs[0], self.rng)
             return self.timer.time_copies(frame, frame.shape[:3])

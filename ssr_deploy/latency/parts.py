@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ class Probe:
     key: str
     module: Callable[[], nn.Module]
     inputs: list[tuple[tuple[int, ...], str]]
+    genotype: Any = None  # a whole network's: timed as a user runs it where the path can
 
 
 # ---- what to measure -------------------------------------------------------------------

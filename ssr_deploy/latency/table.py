@@ -36,7 +36,7 @@ from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.io import read_json
 from ssr_deploy.space import SearchSpace
 
-FORMAT = 2  # 2: calibrated on whole networks
+FORMAT = 3  # 2: calibrated on whole networks; 3: timed as a user runs them
 KIND = "ssr-deploy latency table"
 
 
@@ -157,6 +157,10 @@ class LatencyTable:
             raise SsrDeployError(f"{path} was built before tables were calibrated on whole "
                                  "networks (its sums of parts were 15-70% off them): build it "
                                  "again with the same `ssr-deploy lut build` and another -o")
+        if data.get("format") == 2:
+            raise SsrDeployError(f"{path} was calibrated on whole networks timed as parts are, "
+                                 "not as `bench` runs them (7-13% off on OpenVINO int8): build "
+                                 "it again with the same `ssr-deploy lut build` and another -o")
         if data.get("format") != FORMAT:
             raise SsrDeployError(f"{path} has table format {data.get('format')}; this "
                                  f"ssr-deploy reads format {FORMAT}: build it again")

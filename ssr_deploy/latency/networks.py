@@ -1,0 +1,132 @@
+"""Whole networks timed as a user runs them: exported as ``export`` writes them for the
+table's path (``export onnx``; ``--precision int8 --int8-target cpu`` for onnxruntime int8;
+``export openvino --precision int8`` in the table's form), opened by the ``Segmenter`` and
+timed as ``bench`` times it (a uint8 frame in, labels out; the median of the runs after 2
+warm-up calls). A table calibrated on networks timed any other way (a part's session,
+ranges from noise) carries that way's offset into every prediction: on OpenVINO int8 the
+two ways differed by 7-13% on the same networks.
+
+The exports stay in a folder beside the table while it is built (a resumed build does not
+export them again) and go when it is complete. Paths whose export is an engine build (the
+torch and TensorRT tables) time whole networks through their part timer instead."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ssr_deploy.latency.options import LutOptions
+
+#: (backend, precision) whose whole networks are timed through the Segmenter
+PATHS = {("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"),
+         ("openvino", "bf16"), ("openvino", "int8")}
+CALIBRATION_FRAMES = 4  # int8 ranges: timing needs the graph's shape, any valid ranges do
+
+
+class NetworkClock:
+    """Times genotypes end to end on the table's path (``handles``), exporting each once
+    into ``folder``."""
+
+    def __init__(self, o: LutOptions, folder: Path) -> None:
+        self.o, self.folder = o, Path(folder)
+        self._files: dict[str, tuple[Path, dict[str, Any]]] = {}
+        self._frame: np.ndarray | None = None
+
+    @staticmethod
+    def handles(o: LutOptions) -> bool:
+        return o.device == "cpu" and (o.backend, o.precision) in PATHS
+
+    def time(self, genotype) -> float:
+        """The genotype's median ms end to end, as ``bench`` measures it."""
+        from ssr_deploy.runtime.segmenter import Segmenter
+
+        path, run = self.file(genotype)
+        frame = self.frame()
+        seg = Segmenter.load(path, **run)
+        try:
+            frames = [frame] * self.o.batch
+            for _ in range(2):
+                seg.predict_batch(frames)
+            times = []
+            for _ in range(self.o.repeats):
+                start = time.perf_counter()
+                seg.predict_batch(frames)
+                times.append((time.perf_counter() - start) * 1e3)
+            return statistics.median(times)
+        finally:
+            seg.close()
+
+    def frame(self) -> np.ndarray:
+        if self._frame is None:
+            from ssr_deploy.data.synthetic import street_frames
+
+            self._frame = street_frames(1, *self.o.size, seed=0)[0]
+        return self._frame
+
+    def file(self, genotype) -> tuple[Path, dict[str, Any]]:
+        """(the file the path runs, ``Segmenter.load``'s arguments), exported if not yet."""
+        if genotype.name not in self._files:
+            with contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(io.StringIO()):  # the exports' notes
+                self._files[genotype.name] = self._export(genotype)
+        return self._files[genotype.name]
+
+    def _export(self, genotype) -> tuple[Path, dict[str, Any]]:
+        import torch
+
+        from ssr_deploy.export.onnx import export_onnx
+        from ssr_deploy.model.net import build_model
+        from ssr_deploy.spec import runtime_io
+
+        o = self.o
+        self.folder.mkdir(parents=True, exist_ok=True)
+        run: dict[str, Any] = {"threads": o.threads} if o.threads else {}
+        fp32 = self.folder / f"{genotype.name}.onnx"
+        if not fp32.exists():
+            torch.manual_seed(o.seed)
+            export_onnx(build_model(genotype, o.num_classes).eval(), fp32, size=o.size,
+                        batch=o.batch, io=runtime_io(o.num_classes))
+        if o.precision != "int8":
+            return fp32, {"backend": o.backend, **run,
+                          **({"precision": o.precision} if o.backend == "openvino" else {})}
+        q = o.int8_options()
+        settings = {"calib_dir": str(self._calibration_frames()), "calib_n": CALIBRATION_FRAMES,
+                    "calib_method": "minmax", "calib_cache": str(self.folder / "ranges"),
+                    "min_agreement": 0.01}  # random weights: their agreement says nothing
+        if o.backend == "onnxruntime":
+            from ssr_deploy.export.precision import PrecisionOptions, convert_precision
+
+            out = self.folder / f"{genotype.name}.int8.onnx"
+            if not out.exists():
+                convert_precision(fp32, out, PrecisionOptions("int8", int8_target="cpu",
+                                                              **settings))
+            return out, {"backend": "onnxruntime", **run}
+        from ssr_deploy.export.openvino import IROptions, export_openvino
+
+        out = self.folder / f"{genotype.name}.int8.xml"
+        if not out.exists():
+            export_openvino(fp32, out, IROptions("int8", int8_form=q.int8_form, size=o.size,
+                                                 max_batch=o.batch, **settings))
+        return out, {**run}
+
+    def _calibration_frames(self) -> Path:
+        from ssr_deploy.data.synthetic import street_frames
+        from ssr_deploy.media import write_image
+
+        folder = self.folder / "frames"
+        if len(list(folder.glob("*.png"))) < CALIBRATION_FRAMES:
+            folder.mkdir(parents=True, exist_ok=True)
+            for k, f in enumerate(street_frames(CALIBRATION_FRAMES, *self.o.size, seed=31)):
+                write_image(folder / f"{k}.png", f)
+        return folder
+
+    def remove(self) -> None:
+        """The exports, once the table is complete."""
+        shutil.rmtree(self.folder, ignore_errors=True)
