@@ -20,7 +20,9 @@ CPU has it, and int8):
 4. compares predicted with measured: the share within +-10%, the median absolute error,
    Spearman's rank correlation (goals: >= 95% within 10%, median <= 5%, Spearman >= 0.95);
 5. on int8 paths, three networks exported again with the modules ``--fallback auto`` kept in
-   float on the demo's trained network, timed against their plain int8 exports;
+   float on the demo's trained network, timed against their plain int8 exports; where that
+   keep-set is whole kinds of part (OpenVINO's: the stem), a table built for it
+   (``lut build --fp32-layers``) predicts the kept networks;
 6. on the ``--search`` paths, searches with ``--target-ms`` at a quarter, half and three
    quarters of the space's range, exports each found network on the path and measures it:
    where it lands against its target (goal: within +-5%).
@@ -259,6 +261,19 @@ def fallback(path_name: str, args, work: Path, space: SearchSpace, frame: np.nda
 
     table = LatencyTable.load(work / f"lut-{path_name}.json")
     form = (table.meta.get("int8") or {}).get("form")
+    # where the keep-set is made of whole kinds of part (the stem, the head, a stage's
+    # downsampler), a table built for it: `lut build --fp32-layers`
+    keep_modules = FALLBACK_KEPT[path_name]
+    keep_table = keep_built = None
+    if all(m in ("stem", "head") or m.endswith(".down") for m in keep_modules):
+        backend, precision = path_name.split("-")
+        keep_path = work / f"lut-{path_name}.keep.json"
+        keep_built = build_lut(space, keep_path, LutOptions(
+            backend=backend, precision=precision, size=SIZE, check_points=16,
+            fp32_layers=keep_modules))
+        keep_table = LatencyTable.load(keep_path)
+        print(f"{path_name} table for --fp32-layers {','.join(keep_modules)}: "
+              f"{keep_built['seconds']:.0f} s", flush=True)
     ranked = sorted(rows, key=lambda r: r["measured_at_table_speed_ms"])
     picked = [ranked[int(q * (len(ranked) - 1))] for q in (0.25, 0.5, 0.75)]
     by_name = {g.name: g for g in networks(space, args.networks)}
@@ -277,18 +292,34 @@ def fallback(path_name: str, args, work: Path, space: SearchSpace, frame: np.nda
         plain_ms, kept_ms = min(best["plain"]), min(best["kept"])
         cost = kept_ms / plain_ms - 1
         # the table predicts the plain network; on the kept one it is off by this much
-        error = row["predicted_ms"] / (row["measured_at_table_speed_ms"] * (1 + cost)) - 1
+        kept_at_speed = row["measured_at_table_speed_ms"] * (1 + cost)
+        error = row["predicted_ms"] / kept_at_speed - 1
         out.append({"name": row["name"], "kept": list(keep),
                     "plain_ms": plain_ms, "kept_ms": kept_ms, "kept_over_plain": cost,
                     "table_error_plain": row["error_at_table_speed"],
                     "table_error_kept": error})
+        if keep_table is not None:  # the table built for the keep-set, on the kept network
+            out[-1]["keep_table_predicted_ms"] = keep_table.predict(genotype)["latency_ms"]
+            out[-1]["keep_table_error_kept"] = (out[-1]["keep_table_predicted_ms"]
+                                                / kept_at_speed - 1)
         print(f"{path_name} fallback keep-set on {row['name']}: {kept_ms:.1f} ms vs "
               f"{plain_ms:.1f} plain ({100 * cost:+.1f}%); table error {100 * error:+.1f}% "
-              f"(plain {100 * row['error_at_table_speed']:+.1f}%)", flush=True)
+              f"(plain {100 * row['error_at_table_speed']:+.1f}%)"
+              + (f", the keep-set's table {100 * out[-1]['keep_table_error_kept']:+.1f}%"
+                 if keep_table is not None else ""), flush=True)
     costs = [r["kept_over_plain"] for r in out]
-    return {"kept_modules": list(FALLBACK_KEPT[path_name]), "networks": out,
-            "mean_kept_over_plain": float(np.mean(costs)),
-            "max_abs_kept_over_plain": float(np.max(np.abs(costs)))}
+    result = {"kept_modules": list(FALLBACK_KEPT[path_name]), "networks": out,
+              "mean_kept_over_plain": float(np.mean(costs)),
+              "max_abs_kept_over_plain": float(np.max(np.abs(costs)))}
+    if keep_table is not None:
+        result["keep_table"] = {"fp32_layers": list(keep_modules),
+                                "seconds": keep_built["seconds"],
+                                "mean_abs_error_kept": float(np.mean(np.abs(
+                                    [r["keep_table_error_kept"] for r in out])))}
+    else:
+        result["keep_table"] = ("not built: the keep-set holds single layers, which a table "
+                                "times by kind, not by where they sit")
+    return result
 
 
 def searches(path_name: str, args, work: Path, space: SearchSpace, frame: np.ndarray,
@@ -382,8 +413,11 @@ def main() -> None:
         doc = {"benchmark": "latency_lut", "paths": {}}
     for name in paths:
         start = time.perf_counter()
+        before = doc["paths"].get(name, {})
         doc["paths"][name] = {**evaluate(name, args, work, space, frame, calib),
                               "seconds": round(time.perf_counter() - start)}
+        if "searches" in before and name not in args.search.split(","):
+            doc["paths"][name]["searches"] = before["searches"]  # measured by an earlier run
         if name.endswith("int8") and args.fallback:
             doc["paths"][name]["fallback"] = fallback(name, args, work, space, frame, calib,
                                                       doc["paths"][name]["rows"])

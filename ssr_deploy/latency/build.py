@@ -39,7 +39,8 @@ def _header(space: SearchSpace, o: LutOptions, clock: Clock) -> dict[str, Any]:
         int8 = {"target": q.int8_target, "form": q.int8_form,
                 "cpu": machine.get("cpu_kind", {}).get("kind")}
     return {"kind": KIND, "format": FORMAT, "backend": o.backend, "device": o.device,
-            "precision": o.precision, "int8": int8, "size": list(o.size), "batch": o.batch,
+            "precision": o.precision, "int8": int8, "fp32_layers": list(o.fp32_layers),
+            "size": list(o.size), "batch": o.batch,
             "num_classes": o.num_classes, "width_grid": list(o.width_grid),
             "every_dilation": o.every_dilation, "repeats": o.repeats, "passes": o.passes,
             "check_points": o.check_points, "calibrate": o.calibrate,
@@ -65,7 +66,9 @@ def _resume(path: Path, header: dict[str, Any]) -> dict[str, Any] | None:
         raise SsrDeployError(f"{path} is a table of format {data.get('format')} (this "
                              f"ssr-deploy builds format {FORMAT}); give another -o")
     for key in SAME:
-        if data.get(key) != json.loads(json.dumps(header[key])):
+        # a table from before --fp32-layers kept nothing in float
+        if data.get(key, [] if key == "fp32_layers" else None) != json.loads(
+                json.dumps(header[key])):
             raise SsrDeployError(f"{path} was measured with another {key} ({data.get(key)!r}, "
                                  f"now {header[key]!r}); give another -o to keep both")
     return data

@@ -13,7 +13,7 @@ import numpy as np
 from ssr_deploy.backends import part_timer_class
 from ssr_deploy.backends.base import Part, PartTimer
 from ssr_deploy.latency.networks import NetworkClock
-from ssr_deploy.latency.options import IO_KEY, LutOptions
+from ssr_deploy.latency.options import IO_KEY, LutOptions, part_module
 from ssr_deploy.latency.parts import Probe, example_input, export_part, quantize_for_timing
 
 
@@ -51,7 +51,8 @@ class Clock:
                 from ssr_deploy.export.fp16 import to_fp16
 
                 model = to_fp16(onnx.load_from_string(model)).SerializeToString()
-            elif self.o.precision == "int8":
+            elif self.o.precision == "int8" and part_module(probe.key) not in \
+                    self.o.fp32_layers:  # a module the export keeps in float is not quantized
                 model = quantize_for_timing(model, probe.inputs, self.o.int8_options())
             self._parts[probe.key] = model
         return self._parts[probe.key]

@@ -99,7 +99,8 @@ class NetworkClock:
         q = o.int8_options()
         settings = {"calib_dir": str(self._calibration_frames()), "calib_n": CALIBRATION_FRAMES,
                     "calib_method": "minmax", "calib_cache": str(self.folder / "ranges"),
-                    "min_agreement": 0.01}  # random weights: their agreement says nothing
+                    "min_agreement": 0.01,  # random weights: their agreement says nothing
+                    "fp32_layers": o.fp32_layers}
         if o.backend == "onnxruntime":
             from ssr_deploy.export.precision import PrecisionOptions, convert_precision
 

@@ -16,8 +16,33 @@ IO_KEY = "io"  # on a GPU: a frame's copy in and its labels' copy out
 BLOCK_KEY = re.compile(r"stage(\d+)\.d(\d+)\.r([\d.]+)\.(\d+)-(\d+)-(\d+)")
 #: settings a build is continued under only when they are the same
 SAME = ("backend", "device", "precision", "int8", "size", "batch", "num_classes",
-        "width_grid", "every_dilation", "repeats", "passes", "check_points", "calibrate", "io",
+        "fp32_layers", "width_grid", "every_dilation", "repeats", "passes", "check_points",
+        "calibrate", "io",
         "space", "fingerprint")
+
+
+class _Modules(click.ParamType):
+    """Comma-separated module names."""
+
+    name = "MODULES"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        return tuple(v.strip() for v in str(value).split(",") if v.strip())
+
+
+MODULES = _Modules()
+
+
+def part_module(key: str) -> str | None:
+    """The network module a part is (``stem``, ``head``, ``stages.N.down``); None for a
+    block (a table times blocks by kind, not by where they sit)."""
+    if key == "stem" or key.startswith("head."):
+        return key.split(".")[0]
+    if down := re.fullmatch(r"down(\d+)\.\d+", key):
+        return f"stages.{down.group(1)}.down"
+    return None
 
 
 @dataclass(frozen=True)
@@ -50,6 +75,13 @@ class LutOptions:
     int8_form: str | None = setting(None, "--int8-form", "openvino --precision int8: the "
                                     "form. [default: the one `export openvino` tries first on "
                                     "this CPU]", type=click.Choice(["s8", "u8", "u8-7bit"]))
+    #: int8: modules kept in float, as ``--fallback auto`` or ``--fp32-layers`` kept them in
+    #: the export (the parts of stem, head and stage downsamplers are not quantized, and the
+    #: calibration's networks are exported with them in float)
+    fp32_layers: tuple[str, ...] = setting((), "--fp32-layers", "int8: modules the export "
+                                           "keeps in float (what --fallback auto kept, in "
+                                           "its sidecar): stem, head, stages.N.down, "
+                                           "comma-separated.", type=MODULES)
     #: whole networks measured during the build, to calibrate the sum of parts on
     calibrate: int = setting(12, "--calibrate", "Whole networks of the space measured end to "
                              "end during the build, to calibrate the sum of parts on (0: the "
@@ -83,6 +115,18 @@ class LutOptions:
                                            or self.precision != "int8"):
             raise UsageError("--int8-form is the form of OpenVINO's int8: use it with "
                              "--backend openvino --precision int8")
+        if self.fp32_layers:
+            from ssr_deploy.latency.networks import NetworkClock
+
+            if self.precision != "int8" or not NetworkClock.handles(self):
+                raise UsageError("--fp32-layers: modules an int8 export keeps in float; use "
+                                 "it with --precision int8 on onnxruntime or openvino (cpu)")
+            kinds = {"stem", "head", *(f"stages.{s}.down" for s in range(len(space.stages)))}
+            if odd := [m for m in self.fp32_layers if m not in kinds]:
+                raise UsageError(f"--fp32-layers {','.join(odd)}: a table times the space's "
+                                 "parts by kind, so it can keep in float only "
+                                 f"{', '.join(sorted(kinds))}; single layers (stages.N.layers.K) "
+                                 "are not kept apart in a table")
         if not 0 <= self.calibrate <= 64:
             raise UsageError(f"--calibrate {self.calibrate}: measure 0 to 64 whole networks "
                              "(12 by default; 0 keeps the plain sum of parts)")

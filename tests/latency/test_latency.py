@@ -104,9 +104,31 @@ def test_bad_options_are_refused_before_anything_runs():
                        ({"precision": "fp16"}, "fp16"),
                        ({"backend": "tensorrt"}, "--device cuda"),
                        ({"size": (30, 64)}, "multiples of 16"),
-                       ({"width_grid": (1, 3, 9)}, "--width-grid")):
+                       ({"width_grid": (1, 3, 9)}, "--width-grid"),
+                       ({"fp32_layers": ("stem",)}, "--fp32-layers: .* --precision int8"),
+                       ({"precision": "int8", "fp32_layers": ("stages.0.layers.3",)},
+                        "only head, stages.0.down, stages.1.down, stem; single layers")):
         with pytest.raises(SsrDeployError, match=match):
             LutOptions(**{**OPTIONS.__dict__, **bad}).validate(TINY)
+    LutOptions(**{**OPTIONS.__dict__, "precision": "int8",
+                  "fp32_layers": ("stem", "stages.1.down")}).validate(TINY)
+
+
+def test_modules_the_export_keeps_in_float_are_timed_in_float():
+    """An int8 table built for what --fallback auto kept (--fp32-layers stem): the stem's
+    part is timed as float, the other parts quantized as the export quantizes them."""
+    import onnx
+
+    from ssr_deploy.latency.clock import Clock
+    from ssr_deploy.latency.options import part_module
+
+    assert [part_module(k) for k in ("stem", "head.24-40", "down1.24", "stage0.d1.r1.8-8-8")
+            ] == ["stem", "head", "stages.1.down", None]
+    o = LutOptions(**{**OPTIONS.__dict__, "precision": "int8", "fp32_layers": ("stem",)})
+    clock, parts = Clock(o), {p.key: p for p in lut_module.probes(TINY, o)}
+    ops = {key: {n.op_type for n in onnx.load_from_string(clock.part(parts[key])).graph.node}
+           for key in ("stem", "down1.24")}
+    assert "QuantizeLinear" not in ops["stem"] and "QuantizeLinear" in ops["down1.24"]
 
 
 # ---- the table's arithmetic, on made-up entries --------------------------------------
