@@ -72,12 +72,16 @@ def network_probe(genotype, o, seed: int = 0):
 
 def two_numbers(x: np.ndarray) -> np.ndarray:
     """The least-squares ``c0 + s (sum of parts)`` on relative errors (``x``: features over
-    measured times) as seven coefficients; the plain sum (PRIOR) with fewer than three
-    networks, or where the fit is not a sensible one (s <= 0)."""
+    measured times) as seven coefficients; ``s`` alone where ``c0`` would be negative (a
+    network faster than nothing), the plain sum (PRIOR) with fewer than three networks, or
+    where the fit is not a sensible one (s <= 0)."""
     if len(x) < 3:
         return np.asarray(PRIOR, np.float64)
-    two = np.stack([x[:, 0], x[:, list(SUMS)].sum(1)], axis=1)
-    (c0, s), *_ = np.linalg.lstsq(two, np.ones(len(x)), rcond=None)
+    total = x[:, list(SUMS)].sum(1)
+    (c0, s), *_ = np.linalg.lstsq(np.stack([x[:, 0], total], axis=1), np.ones(len(x)),
+                                  rcond=None)
+    if c0 < 0:
+        c0, s = 0.0, float(total.sum() / (total ** 2).sum())
     if not s > 0:
         return np.asarray(PRIOR, np.float64)
     out = np.zeros(len(PRIOR))
@@ -91,6 +95,8 @@ def fit(rows: Sequence[Sequence[float]], measured: Sequence[float]) -> list[floa
     x = np.asarray(rows, np.float64) / np.asarray(measured, np.float64)[:, None]
     y = np.ones(len(measured))
     prior, scale = two_numbers(x), np.asarray(SCALE)
+    if len(measured) <= len(PRIOR):  # no more networks than coefficients: the two numbers
+        return [float(c) for c in prior]
     # minimise |x c - y|^2 + RIDGE * |(c - prior) / scale|^2
     a = x.T @ x + RIDGE * np.diag(1 / scale ** 2)
     b = x.T @ y + RIDGE * prior / scale ** 2

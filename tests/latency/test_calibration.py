@@ -63,6 +63,18 @@ def test_a_dozen_noisy_networks_are_pulled_towards_a_constant_and_one_scale(monk
     assert abs(ours.mean()) < abs(plain.mean())
 
 
+def test_a_few_networks_give_two_numbers_that_never_predict_below_nothing():
+    """Fewer networks than coefficients (a demo's coarse table) fit the constant and one
+    scale alone; where those would need a negative constant the scale alone is fitted, so
+    the space's fastest network is not predicted at 0 ms."""
+    rows = [[1.0, 0.4, 0.3, 1.0 + k, 0.5, 4 + k, 2.0] for k in range(4)]
+    # the time grows faster than the parts' sums: c0 + s sum would take a negative c0
+    measured = [0.5 * (2.2 + k) - 0.8 for k in range(4)]
+    c = np.asarray(calibrate.fit(rows, measured))
+    assert c[0] == 0 and c[1] > 0 and list(c[1:5]) == [c[1]] * 4 and list(c[5:]) == [0, 0]
+    assert np.dot(c, [1.0, 0.1, 0.1, 0, 0, 0, 0]) > 0
+
+
 def test_a_slow_stretch_of_the_machine_is_scaled_out():
     """Scaled only where the references on both sides say the machine was slow: a part
     measured where the load began or ended between two references keeps its time (the
