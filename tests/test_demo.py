@@ -39,7 +39,8 @@ def test_every_artefact_exists_and_is_valid(demo_dir):
 
 def test_report_names_every_figure_and_its_command(demo_dir):
     report = (demo_dir / "report.md").read_text()
-    for stage in ("data", "search", "train", "export", "openvino", "bench", "video"):
+    for stage in ("data", "latency", "search", "train", "export", "openvino", "bench",
+                  "video"):
         figures = json.loads((demo_dir / ".stages" / f"{stage}.json").read_text())
         assert figures["command"] in report, stage
     for phrase in ("Options left: op", "val mIoU", "max abs diff", "onnxruntime", "FPS",
@@ -49,6 +50,31 @@ def test_report_names_every_figure_and_its_command(demo_dir):
     # the reference row, marked where it is the fastest verified path (timing decides which)
     assert re.search(r"\| onnxruntime fp32( \*\*\(fastest verified: the video runs it\)\*\*)? "
                      r"\| fp32 \| 100\.00% \|", report)
+
+
+def test_the_search_aims_at_ms_on_the_path_shipped_and_the_report_says_where_it_landed(
+        demo_dir):
+    """The demo's table is of the path it ships (OpenVINO int8 where OpenVINO runs), its
+    search aims inside the space's range on it, and the report puts the table's prediction
+    for the network found beside what bench measured on that path."""
+    from ssr_deploy.latency.table import LatencyTable
+
+    stages = demo_dir / ".stages"
+    table, search, bench = (json.loads((stages / f"{s}.json").read_text())
+                            for s in ("latency", "search", "bench"))
+    assert table["path"] == "openvino int8" and search["path"] == table["path"]
+    assert table["fastest_ms"] < search["target_ms"] < table["slowest_ms"]
+    lut = LatencyTable.load(demo_dir / "latency.json")
+    found = Genotype.load(demo_dir / "genotype.json")
+    assert lut.predict(found)["latency_ms"] == pytest.approx(search["predicted_ms"])
+    report = (demo_dir / "report.md").read_text()
+    if not (demo_dir / "model.int8.xml").is_file():  # --quick's briefly trained network may
+        assert "path's file was not written" in report  # miss the int8 gate: said
+        return
+    measured = bench["p50_ms"]["openvino int8"]
+    assert measured > 0
+    assert (f"the table predicted {search['predicted_ms']:.2f} ms for the network it found; "
+            f"measured here (median, batch 1): {measured:.2f} ms") in report
 
 
 def test_the_video_runs_the_fastest_path_verified_at_the_gate(demo_dir):

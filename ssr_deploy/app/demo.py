@@ -2,11 +2,12 @@
 
 Stages (each writes its outputs, then ``.stages/<name>.json`` with its figures; a re-run
 skips finished stages, so an interrupted demo continues): synthetic scenes and a video ->
-a short SSR search -> brief retraining of the paper's network -> verified ONNX (uint8 in,
-labels out) -> fp16 / int8 ONNX -> OpenVINO bf16 / int8 IRs -> every CPU path timed beside
-torch -> the video segmented by the fastest verified one, and sample overlays -> an FP16
-engine (full TensorRT, or TensorRT-RTX on any machine) and, where a GPU can run it, its
-benchmark -> ``report.md`` (``demo_report``).
+a latency table of the CPU path the demo will ship (a coarse ``lut build``) -> a short SSR
+search aimed at milliseconds on it -> brief retraining of the network it found -> verified
+ONNX (uint8 in, labels out) -> fp16 / int8 ONNX -> OpenVINO bf16 / int8 IRs -> every CPU
+path timed beside torch -> the video segmented by the fastest verified one, and sample
+overlays -> an FP16 engine (full TensorRT, or TensorRT-RTX on any machine) and, where a GPU
+can run it, its benchmark -> ``report.md`` (``demo_report``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class DemoSizes:
     train_epochs: int
     model_size: tuple[int, int]
     bench_iters: int
+    #: the latency table's build: (width grid, passes, repeats, whole networks calibrated on)
+    lut: tuple[tuple[int, int, int], int, int, int] = ((5, 2, 5), 2, 5, 10)
 
 
 FULL = DemoSizes(scenes=200, scene_size=(256, 512), video_frames=90, search_images=24,
@@ -54,7 +57,10 @@ FULL = DemoSizes(scenes=200, scene_size=(256, 512), video_frames=90, search_imag
                  train_size=(96, 192), train_epochs=10, model_size=(256, 512), bench_iters=20)
 QUICK = DemoSizes(scenes=24, scene_size=(64, 128), video_frames=12, search_images=8,
                   search_size=(32, 64), search_epochs=3, train_images=16, train_size=(32, 64),
-                  train_epochs=1, model_size=(64, 128), bench_iters=3)
+                  train_epochs=1, model_size=(64, 128), bench_iters=3,
+                  lut=((2, 2, 2), 1, 3, 4))
+#: where the demo's search aims: this far from the space's fastest to its slowest network
+TARGET_SHARE = 0.5
 
 
 #: the CPU paths the demo times, the embedded default first: (label, file)
@@ -156,6 +162,35 @@ class Demo:
                            f"--size {_sz(s.scene_size)} --video {self.out}/drive.mp4 "
                            f"--frames {s.video_frames}"}
 
+    def latency(self) -> dict[str, Any]:
+        """latency.json: a coarse latency table of the path the demo will ship (OpenVINO int8
+        where OpenVINO runs, else onnxruntime fp32) at the model's size, its whole networks
+        timed as the runtime runs them: what the search aims at in ms."""
+        from ssr_deploy.backends.openvino import library
+        from ssr_deploy.latency import LutOptions, build_lut
+        from ssr_deploy.latency.table import LatencyTable
+        from ssr_deploy.search.budget import space_range
+        from ssr_deploy.space import SearchSpace
+
+        try:
+            library.import_openvino()
+            backend, precision = "openvino", "int8"
+        except SsrDeployError:
+            backend, precision = "onnxruntime", "fp32"
+        grid, passes, repeats, calibrate = self.s.lut
+        o = LutOptions(backend=backend, precision=precision, size=self.s.model_size,
+                       width_grid=grid, passes=passes, repeats=repeats, check_points=0,
+                       calibrate=calibrate)
+        built = build_lut(SearchSpace(), self.out / "latency.json", o)
+        fastest, slowest = space_range(LatencyTable.load(self.out / "latency.json"))
+        return {"path": f"{backend} {precision}", "seconds": built["seconds"],
+                "size": _sz(self.s.model_size), "fastest_ms": fastest, "slowest_ms": slowest,
+                "calibration": built["calibration"]["fit"],
+                "command": f"ssr-deploy lut build -o {self.out}/latency.json --backend "
+                           f"{backend} --precision {precision} --size {_sz(self.s.model_size)} "
+                           f"--width-grid {','.join(map(str, grid))} --passes {passes} "
+                           f"--repeats {repeats} --check 0 --calibrate {calibrate}"}
+
     def search(self) -> dict[str, Any]:
         from ssr_deploy.data import open_dataset
         from ssr_deploy.model.complexity import count_macs
@@ -163,8 +198,12 @@ class Demo:
         from ssr_deploy.space import SearchSpace
 
         s = self.s
+        table = json.loads((self.out / ".stages" / "latency.json").read_text())
+        target = round(table["fastest_ms"] + TARGET_SHARE * (table["slowest_ms"]
+                                                              - table["fastest_ms"]), 2)
         config = SearchConfig(size=s.search_size, epochs=s.search_epochs, batch=4,
-                              arch_lr=0.3, shrink_every=3, device=self.device)
+                              arch_lr=0.3, shrink_every=3, device=self.device,
+                              lut=str(self.out / "latency.json"), target_ms=target)
         data = open_dataset(f"synthetic:{s.search_images}", "train", s.search_size)
         searcher = Searcher(SearchSpace(), data, self.out / "search", config)
         result = searcher.run()
@@ -179,12 +218,12 @@ class Demo:
                 "options_first": first["options_left"], "options_last": last["options_left"],
                 "epoch_seconds_first": first["seconds"], "epoch_seconds_last": last["seconds"],
                 "depth": [st.depth for st in g.stages],
-                "gmacs": count_macs(g, s.search_size)[0] / 1e9,
-                "cost_measure": config.cost, "found_gmacs": searcher.found_cost(g) / 1e9,
-                "target_gmacs": searcher.target / 1e9,
+                "gmacs": count_macs(g, s.model_size)[0] / 1e9, "path": table["path"],
+                "target_ms": target, "predicted_ms": searcher.found_cost(g),
                 "command": f"ssr-deploy search --data synthetic:{s.search_images} --size "
                            f"{_sz(s.search_size)} --epochs {s.search_epochs} --shrink-every 3 "
-                           f"--batch 4 --arch-lr 0.3 --out {self.out}/search"}
+                           f"--batch 4 --arch-lr 0.3 --lut {self.out}/latency.json "
+                           f"--target-ms {target} --out {self.out}/search"}
 
     def train(self) -> dict[str, Any]:
         from ssr_deploy.data import open_dataset
@@ -323,7 +362,8 @@ class Demo:
         fastest = max((label for label, _ in paths if agreement[label] >= CPU_GATE),
                       key=fps.__getitem__)
         files = " ".join(str(self.out / file) for _, file in paths[1:])
-        return {"fps": fps, "precision": {r.backend: r.precision for r in results},
+        return {"fps": fps, "p50_ms": {r.backend: r.latency_ms["p50"] for r in results},
+                "precision": {r.backend: r.precision for r in results},
                 "agreement": agreement, "fastest": fastest, "fastest_file": dict(paths)[fastest],
                 "speedup": fps[fastest] / fps["onnxruntime fp32"], "size": _sz(size),
                 "device": bench.machine_info()["cpu"],
@@ -418,7 +458,7 @@ class Demo:
     def run(self) -> dict[str, Any]:
         from ssr_deploy.progress import progress
 
-        names = ("data", "search", "train", "export", "precision", "openvino", "bench",
+        names = ("data", "latency", "search", "train", "export", "precision", "openvino", "bench",
                  "video", "engine")
         figures = {}
         with run_lock(self.out, "demo"), progress("demo", len(names), "stage") as bar:

@@ -16,16 +16,14 @@ def report(f: dict[str, Any], out: Path, quick: bool) -> str:
         "## 1. Synthetic street scenes",
         f"{f['data']['train']} train + {f['data']['val']} val scenes at {f['data']['size']}, "
         f"and a {f['data']['video_frames']}-frame video.", f"`{f['data']['command']}`", "",
+        *latency_lines(f.get("latency")),
         "## 2. SSR search (solution space shrinking)",
         f"Options left: op {se['options_first']['op']} -> {se['options_last']['op']}, "
         f"mid width {se['options_first']['mid']} -> {se['options_last']['mid']}, out width "
         f"{se['options_first']['out']} -> {se['options_last']['out']} in "
         f"{plural(se['epochs'], 'epoch')} ({_search_ending(se)}); "
         f"epoch time {se['epoch_seconds_first']:.1f} s -> {se['epoch_seconds_last']:.1f} s. "
-        f"Found depth {' + '.join(map(str, se['depth']))}: {se['cost_measure']} cost "
-        f"{se['found_gmacs']:.3f} GMACs against the target {se['target_gmacs']:.3f} "
-        f"({(se['found_gmacs'] - se['target_gmacs']) / se['target_gmacs']:+.1%}, the measure "
-        f"the target is in); the whole network {se['gmacs']:.3f} GMACs. Plot: search.png, "
+        f"Found depth {' + '.join(map(str, se['depth']))}: {_found(se)}. Plot: search.png, "
         "genotype: genotype.json.",
         f"`{se['command']}`", "",
         *train_lines(tr), f"`{tr['command']}`", "",
@@ -38,7 +36,7 @@ def report(f: dict[str, Any], out: Path, quick: bool) -> str:
         "## 6. OpenVINO: bf16 and int8 IRs, verified in OpenVINO against fp32",
         *openvino_lines(f["openvino"]), "",
         "## 7. Speed on this CPU: every verified path, end to end",
-        *speed_lines(be), f"`{be['command']}`", "",
+        *speed_lines(be), *landing_lines(se, be, f["openvino"]), f"`{be['command']}`", "",
         "## 8. Video",
         f"{vi['frames']} frames segmented by {vi.get('model', 'model.onnx')} "
         f"({vi.get('precision', 'fp32')}) at {vi['fps']:.1f} FPS into overlay.mp4, decode, "
@@ -48,6 +46,53 @@ def report(f: dict[str, Any], out: Path, quick: bool) -> str:
         *engine_lines(en, out), "",
     ]
     return "\n".join(lines)
+
+
+def latency_lines(la: dict[str, Any] | None) -> list[str]:
+    """The table the search aims with (none in a demo folder from before it had one)."""
+    if not la:
+        return []
+    fit = la["calibration"]
+    return ["## 1b. A latency table of the path the demo ships",
+            f"{la['path']} at {la['size']} on this CPU, built in {la['seconds']:.0f} s: the "
+            "parts of every network of the space timed, then a few whole networks as the "
+            "runtime runs them to calibrate their sum on (fit error "
+            f"{100 * fit['mean_rel_error']:.1f}% mean). The space runs from "
+            f"{la['fastest_ms']:.1f} ms (its fastest network) to {la['slowest_ms']:.1f} ms "
+            "here. File: latency.json (a coarse grid, for the demo's minutes; a full table: "
+            "`ssr-deploy lut build` with its defaults).", f"`{la['command']}`", ""]
+
+
+def _found(se: dict[str, Any]) -> str:
+    """What the search found against its target: ms on a table, or MACs (older folders)."""
+    if "target_ms" in se:
+        return (f"predicted {se['predicted_ms']:.2f} ms on {se['path']} against the target "
+                f"{se['target_ms']:.2f} ms ({se['predicted_ms'] / se['target_ms'] - 1:+.1%}); "
+                f"{se['gmacs']:.3f} GMACs at the model's size")
+    return (f"{se['cost_measure']} cost {se['found_gmacs']:.3f} GMACs against the target "
+            f"{se['target_gmacs']:.3f} ({se['found_gmacs'] / se['target_gmacs'] - 1:+.1%}, "
+            f"the measure the target is in); the whole network {se['gmacs']:.3f} GMACs")
+
+
+def landing_lines(se: dict[str, Any], be: dict[str, Any], ov: dict[str, Any]) -> list[str]:
+    """Where the search's network landed: the table's prediction beside what bench measured
+    on the same path."""
+    if "target_ms" not in se or "p50_ms" not in be:
+        return []
+    if se["path"] not in be["p50_ms"]:
+        return ["", f"The search aimed at {se['target_ms']:.2f} ms on {se['path']} (the table "
+                f"predicted {se['predicted_ms']:.2f} ms for the network it found), but that "
+                "path's file was not written (section 6 says why), so it was not measured."]
+    measured = be["p50_ms"][se["path"]]
+    kept = ((ov.get("int8") or {}).get("fallback") or {}).get("kept") \
+        if se["path"] == "openvino int8" else None
+    return ["", f"The search aimed at {se['target_ms']:.2f} ms on {se['path']}; the table "
+            f"predicted {se['predicted_ms']:.2f} ms for the network it found; measured here "
+            f"(median, batch 1): {measured:.2f} ms, "
+            f"{se['predicted_ms'] / measured - 1:+.1%} predicted vs measured, "
+            f"{measured / se['target_ms'] - 1:+.1%} from the target"
+            + (f" (--fallback auto kept {', '.join(kept)} in float; the table times plain "
+               "int8)" if kept else "") + "."]
 
 
 def plural(n: int, word: str) -> str:
