@@ -104,6 +104,13 @@ class PartTimer(ABC):
     int8_target: ClassVar[str] = "cpu"
     #: its int8 comes in forms (``--int8-form``)
     has_int8_forms: ClassVar[bool] = False
+    #: a table's whole networks on the CPU are exported and run through the Segmenter as a
+    #: user runs them (else timed as its parts are)
+    whole_networks: ClassVar[bool] = False
+    #: how a network's int8 is exported for it: "onnx" (Q/DQ for ``int8_target``) or "ir"
+    int8_export: ClassVar[str] = "onnx"
+    #: the Segmenter takes ``precision=`` for it (the precision it runs an fp32 graph at)
+    runs_at_precision: ClassVar[bool] = False
 
     def __init__(self, device: str, precision: str, repeats: int,
                  threads: int | None = None) -> None:

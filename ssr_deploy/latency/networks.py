@@ -22,11 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from ssr_deploy.backends import part_timer_class
 from ssr_deploy.latency.options import LutOptions
 
-#: (backend, precision) whose whole networks are timed through the Segmenter
-PATHS = {("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"),
-         ("openvino", "bf16"), ("openvino", "int8")}
 CALIBRATION_FRAMES = 4  # int8 ranges: timing needs the graph's shape, any valid ranges do
 
 
@@ -41,7 +39,10 @@ class NetworkClock:
 
     @staticmethod
     def handles(o: LutOptions) -> bool:
-        return o.device == "cpu" and (o.backend, o.precision) in PATHS
+        """The path's whole networks run through the Segmenter (its timer says)."""
+        timer = part_timer_class(o.backend)
+        return o.device == "cpu" and timer.whole_networks and \
+            o.precision in timer.precisions.get("cpu", ())
 
     def time(self, genotype) -> float:
         """The genotype's median ms end to end, as ``bench`` measures it."""
@@ -85,37 +86,38 @@ class NetworkClock:
         from ssr_deploy.model.net import build_model
         from ssr_deploy.spec import runtime_io
 
-        o = self.o
+        o, timer = self.o, part_timer_class(self.o.backend)
         self.folder.mkdir(parents=True, exist_ok=True)
-        run: dict[str, Any] = {"threads": o.threads} if o.threads else {}
+        run: dict[str, Any] = {"backend": o.backend, **({"threads": o.threads} if o.threads
+                                                        else {})}
         fp32 = self.folder / f"{genotype.name}.onnx"
         if not fp32.exists():
             torch.manual_seed(o.seed)
             export_onnx(build_model(genotype, o.num_classes).eval(), fp32, size=o.size,
                         batch=o.batch, io=runtime_io(o.num_classes))
         if o.precision != "int8":
-            return fp32, {"backend": o.backend, **run,
-                          **({"precision": o.precision} if o.backend == "openvino" else {})}
+            return fp32, {**run, **({"precision": o.precision} if timer.runs_at_precision
+                                    else {})}
         q = o.int8_options()
         settings = {"calib_dir": str(self._calibration_frames()), "calib_n": CALIBRATION_FRAMES,
                     "calib_method": "minmax", "calib_cache": str(self.folder / "ranges"),
                     "min_agreement": 0.01,  # random weights: their agreement says nothing
                     "fp32_layers": o.fp32_layers}
-        if o.backend == "onnxruntime":
+        if timer.int8_export == "onnx":  # Q/DQ for the backend's int8 target
             from ssr_deploy.export.precision import PrecisionOptions, convert_precision
 
             out = self.folder / f"{genotype.name}.int8.onnx"
             if not out.exists():
-                convert_precision(fp32, out, PrecisionOptions("int8", int8_target="cpu",
-                                                              **settings))
-            return out, {"backend": "onnxruntime", **run}
+                convert_precision(fp32, out, PrecisionOptions(
+                    "int8", int8_target=q.int8_target, **settings))
+            return out, run
         from ssr_deploy.export.openvino import IROptions, export_openvino
 
         out = self.folder / f"{genotype.name}.int8.xml"
         if not out.exists():
             export_openvino(fp32, out, IROptions("int8", int8_form=q.int8_form, size=o.size,
                                                  max_batch=o.batch, **settings))
-        return out, {**run}
+        return out, run
 
     def _calibration_frames(self) -> Path:
         from ssr_deploy.data.synthetic import street_frames

@@ -12,6 +12,7 @@ class OnnxRuntimeTimer(PartTimer):
     """Each part's ONNX in its own session: the runtime's providers and threads."""
 
     precisions = {"cpu": ("fp32", "int8"), "cuda": ("fp32",)}
+    whole_networks = True
 
     def time(self, part: Part, inputs: list[np.ndarray]) -> float:
         kind, _, index = self.device.partition(":")

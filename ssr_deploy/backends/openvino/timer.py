@@ -14,6 +14,9 @@ class OpenVinoTimer(PartTimer):
     precisions = {"cpu": ("fp32", "bf16", "int8")}
     int8_target = "openvino"
     has_int8_forms = True
+    whole_networks = True
+    int8_export = "ir"
+    runs_at_precision = True
 
     @classmethod
     def default_int8_form(cls) -> str:
