@@ -59,6 +59,7 @@ from ssr_deploy.export.onnx import export_onnx  # noqa: E402
 from ssr_deploy.genotype import Genotype  # noqa: E402
 from ssr_deploy.io import atomic_write_text  # noqa: E402
 from ssr_deploy.latency import LutOptions, build_lut  # noqa: E402
+from ssr_deploy.latency.networks import segmenter_ms  # noqa: E402
 from ssr_deploy.latency.table import LatencyTable  # noqa: E402
 from ssr_deploy.runtime.bench import machine_info  # noqa: E402
 from ssr_deploy.space import SearchSpace  # noqa: E402
@@ -123,20 +124,7 @@ def model_for(path_name: str, fp32: Path, folder: Path, calib: Path, form: str |
 
 def measure(path: Path, run: dict, frame: np.ndarray, runs: int) -> float:
     """bench's measure: median ms of ``runs`` Segmenter calls after 2 warm-up calls."""
-    from ssr_deploy.runtime.segmenter import Segmenter
-
-    seg = Segmenter.load(path, **run)
-    try:
-        for _ in range(2):
-            seg(frame)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            seg(frame)
-            times.append((time.perf_counter() - start) * 1e3)
-        return statistics.median(times)
-    finally:
-        seg.close()
+    return segmenter_ms(path, run, [frame], runs)
 
 
 def at_table_speed(ms: float, before: float, after: float, table_ref: float

@@ -66,9 +66,7 @@ def _resume(path: Path, header: dict[str, Any]) -> dict[str, Any] | None:
         raise SsrDeployError(f"{path} is a table of format {data.get('format')} (this "
                              f"ssr-deploy builds format {FORMAT}); give another -o")
     for key in SAME:
-        # a table from before --fp32-layers kept nothing in float
-        if data.get(key, [] if key == "fp32_layers" else None) != json.loads(
-                json.dumps(header[key])):
+        if data.get(key) != json.loads(json.dumps(header[key])):
             raise SsrDeployError(f"{path} was measured with another {key} ({data.get(key)!r}, "
                                  f"now {header[key]!r}); give another -o to keep both")
     return data

@@ -15,17 +15,29 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ssr_deploy.backends import part_timer_class
+from ssr_deploy.backends.base import median_ms
 from ssr_deploy.latency.options import LutOptions
 
 CALIBRATION_FRAMES = 4  # int8 ranges: timing needs the graph's shape, any valid ranges do
+
+
+def segmenter_ms(path: Path, run: dict[str, Any], frames: list[np.ndarray], repeats: int
+                 ) -> float:
+    """``bench``'s measure of a model file: the median ms of ``repeats`` Segmenter calls on
+    ``frames`` after 2 warm-up calls, opened with ``Segmenter.load(path, **run)``."""
+    from ssr_deploy.runtime.segmenter import Segmenter
+
+    seg = Segmenter.load(path, **run)
+    try:
+        return median_ms(lambda: seg.predict_batch(frames), repeats)
+    finally:
+        seg.close()
 
 
 class NetworkClock:
@@ -46,23 +58,8 @@ class NetworkClock:
 
     def time(self, genotype) -> float:
         """The genotype's median ms end to end, as ``bench`` measures it."""
-        from ssr_deploy.runtime.segmenter import Segmenter
-
-        path, run = self.file(genotype)
-        frame = self.frame()
-        seg = Segmenter.load(path, **run)
-        try:
-            frames = [frame] * self.o.batch
-            for _ in range(2):
-                seg.predict_batch(frames)
-            times = []
-            for _ in range(self.o.repeats):
-                start = time.perf_counter()
-                seg.predict_batch(frames)
-                times.append((time.perf_counter() - start) * 1e3)
-            return statistics.median(times)
-        finally:
-            seg.close()
+        return segmenter_ms(*self.file(genotype), [self.frame()] * self.o.batch,
+                            self.o.repeats)
 
     def frame(self) -> np.ndarray:
         if self._frame is None:
