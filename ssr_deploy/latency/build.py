@@ -29,10 +29,7 @@ def _header(space: SearchSpace, o: LutOptions, clock: Clock) -> dict[str, Any]:
     from ssr_deploy.runtime.bench import machine_info
 
     machine = machine_info()
-    measured = clock.fingerprint()
-    gpu = measured.pop("device_name") or (machine.get("gpu") or {}).get("name")
-    fingerprint = {"cpu": machine.get("cpu"), "cores": machine.get("cores"),
-                   "gpu": gpu if o.device.startswith("cuda") else None, **measured}
+    fingerprint = clock.machine_fingerprint(machine)
     int8 = None
     if o.precision == "int8":
         q = o.int8_options()

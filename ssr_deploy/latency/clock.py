@@ -7,6 +7,7 @@ as a user runs them where the path allows (``networks.NetworkClock``)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,3 +65,14 @@ class Clock:
     def fingerprint(self) -> dict[str, str | None]:
         """The accelerator (where there is one) and library versions the times depend on."""
         return {"device_name": self.timer.device_label(), **self.timer.versions()}
+
+    def machine_fingerprint(self, machine: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What a table's times hold on: the CPU and its cores, the accelerator where the
+        table times on one, the library versions (``machine``: ``machine_info()``'s)."""
+        from ssr_deploy.runtime.bench import machine_info
+
+        machine = machine or machine_info()
+        measured = self.fingerprint()
+        gpu = measured.pop("device_name") or (machine.get("gpu") or {}).get("name")
+        return {"cpu": machine.get("cpu"), "cores": machine.get("cores"),
+                "gpu": gpu if self.o.device.startswith("cuda") else None, **measured}

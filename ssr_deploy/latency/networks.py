@@ -8,13 +8,17 @@ two ways differed by 7-13% on the same networks.
 
 The exports stay in a folder beside the table while it is built (a resumed build does not
 export them again) and go when it is complete. Paths whose export is an engine build (the
-torch and TensorRT tables) time whole networks through their part timer instead."""
+torch and TensorRT tables) time whole networks through their part timer instead.
+
+``TableSpeedClock`` times a network the same way after the build, on the machine the table
+was built on, at the table's speed: what a search measures to land where it aims."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import shutil
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ from ssr_deploy.backends.base import median_ms
 from ssr_deploy.latency.options import LutOptions
 
 CALIBRATION_FRAMES = 4  # int8 ranges: timing needs the graph's shape, any valid ranges do
+PASSES = 3  # a network timed after the build: passes, the reference around each
 
 
 def segmenter_ms(path: Path, run: dict[str, Any], frames: list[np.ndarray], repeats: int
@@ -130,3 +135,63 @@ class NetworkClock:
     def remove(self) -> None:
         """The exports, once the table is complete."""
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class TableSpeedClock:
+    """Whole networks timed on a table's path on this machine, as its build timed its
+    calibration networks, and brought to the table's speed: the table's reference network is
+    timed right before and after each, and the network's time divided by the machine's speed
+    then (the mean of the two over the reference's best time in the build), so a shared
+    machine's slow minutes do not move what is measured."""
+
+    def __init__(self, table, folder: Path) -> None:
+        from ssr_deploy.genotype import Genotype
+
+        self.o = LutOptions.of_table(table.meta)
+        self.clock = NetworkClock(self.o, folder)
+        networks = (table.meta.get("calibration") or {}).get("networks") or []
+        found = [n["genotype"] for n in networks if n.get("name") == "reference"]
+        self.reference = Genotype.from_dict(found[0]) if found else None
+        self.best = float((table.meta.get("reference") or {}).get("best_ms") or 0.0)
+
+    @staticmethod
+    def unavailable(table) -> str | None:
+        """Why the table's networks cannot be timed here, in words (None: they can)."""
+        from ssr_deploy.errors import SsrDeployError
+        from ssr_deploy.latency.clock import Clock
+
+        o = LutOptions.of_table(table.meta)
+        if not NetworkClock.handles(o):
+            return (f"a {table.describe()} table's networks are engine builds, not timed "
+                    "during a search")
+        try:
+            part_timer_class(o.backend).check(o.backend, o.device, o.precision)
+            here = Clock(o).machine_fingerprint()
+        except (SsrDeployError, ImportError) as e:
+            return f"its path does not run here ({e})"
+        theirs = table.meta.get("fingerprint")
+        if here != theirs:
+            differ = sorted(k for k in {*here, *(theirs or {})} if here.get(k) !=
+                            (theirs or {}).get(k))
+            return (f"it was measured on another machine or library versions (differing: "
+                    f"{', '.join(differ)})")
+        return None
+
+    def time(self, genotype, passes: int = PASSES) -> dict[str, float]:
+        """``ms`` at the table's speed, ``raw_ms`` as measured, the ``machine_speed`` then
+        (1: as fast as the build's fastest): ``passes`` times, the reference before and
+        after each, the median of the passes (the least raw time; a table without a
+        reference network: the raw time, speed 1)."""
+        if self.reference is None or self.best <= 0:
+            raw = min(self.clock.time(genotype) for _ in range(passes))
+            return {"ms": raw, "raw_ms": raw, "machine_speed": 1.0}
+        refs, raws = [self.clock.time(self.reference)], []
+        for _ in range(passes):
+            raws.append(self.clock.time(genotype))
+            refs.append(self.clock.time(self.reference))
+        speeds = [(a + b) / 2 / self.best for a, b in zip(refs, refs[1:], strict=False)]
+        return {"ms": statistics.median(r / v for r, v in zip(raws, speeds, strict=True)),
+                "raw_ms": min(raws), "machine_speed": statistics.median(speeds)}
+
+    def remove(self) -> None:
+        self.clock.remove()

@@ -142,6 +142,15 @@ class LutOptions:
             raise UsageError(f"--size {self.size[0]}x{self.size[1]}: height and width must be "
                              f"multiples of {multiple} for this space")
 
+    @classmethod
+    def of_table(cls, meta: dict) -> LutOptions:
+        """The options a table was built with, those its times depend on (a table's meta)."""
+        return cls(backend=meta["backend"], device=meta["device"], size=tuple(meta["size"]),
+                   batch=meta["batch"], num_classes=meta["num_classes"],
+                   precision=meta["precision"], int8_form=(meta.get("int8") or {}).get("form"),
+                   fp32_layers=tuple(meta.get("fp32_layers") or ()),
+                   **({"repeats": meta["repeats"]} if "repeats" in meta else {}))
+
     def int8_options(self):
         """How an int8 table's parts are quantized: as the backend's int8 export quantizes
         (its PartTimer says the target and the form)."""
