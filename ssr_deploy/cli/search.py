@@ -85,6 +85,12 @@ def search(ctx, out, space_file, resume, override, **settings) -> None:
     click.echo(f"depth {' + '.join(str(s.depth) for s in g.stages)}; {cost}; whole "
                f"network {count_macs(g, size)[0] / 1e9:.3f} GMACs at {size[0]}x{size[1]}; "
                f"wrote {out}/genotype.json, discrete.pt and config.json")
+    if found := result.get("measured"):
+        click.echo(f"measured on {searcher.measure.table.describe()} here: {found['ms']:.2f} ms "
+                   f"at the table's speed ({found['raw_ms']:.2f} ms as run, the machine at "
+                   f"{1 / found['machine_speed']:.2f}x its speed in the table), "
+                   f"{found['error']:+.1%} from the target; {len(found['rounds'])} networks "
+                   f"timed to land (landing.json)")
 
 
 def _ending(result: dict, band: float) -> str:

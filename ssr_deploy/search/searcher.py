@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -35,12 +36,14 @@ from ssr_deploy.data import weights as class_weights
 from ssr_deploy.data.augmented import AugmentedDataset, quiet_worker
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.genotype import InputSpec
-from ssr_deploy.io import jsonable
+from ssr_deploy.io import atomic_write_text, jsonable
 from ssr_deploy.progress import Progress, progress
 from ssr_deploy.runs import run_config_text
 from ssr_deploy.search.budget import Budget, Pick, argmax, bounds
 from ssr_deploy.search.config import SearchConfig, check_config
 from ssr_deploy.search.extract import extract_discrete
+from ssr_deploy.search.landing import FILE as LANDING_FILE
+from ssr_deploy.search.landing import LANDED_BAND, ROUNDS, landing_for
 from ssr_deploy.search.losses import cost_loss, ssr_loss
 from ssr_deploy.search.measure import cost_measure, target_of
 from ssr_deploy.search.run_folder import STATE, SearchFolder
@@ -85,8 +88,14 @@ class Searcher:
         self.target = target_of(config, self.measure, self.full)
         self._check_target()
         self.cost_scale = self.measure.scale_of_deviation(self.smallest, self.full)
-        self.budget = (Budget(self.tables, self.target, config.cost_band)
+        #: what the cost term, the multiplier and the band hold the network to, in the
+        #: measure's terms: the target, until a landing moves it (``search.landing``)
+        self.aim = self.target
+        self.budget = (Budget(self.tables, self.aim, config.cost_band)
                        if config.cost_constraint == "dual" else None)
+        self.landing, note = landing_for(config, self.measure, self.folder.path, self.world,
+                                         self.net.op_list)
+        self.notes += [note] if note else []
         self.input = InputSpec()  # the normalisation the supernet learns with
         data = AugmentedDataset(dataset, T.preset("paper", config.size), self.input, config.seed)
         self.data = data
@@ -146,9 +155,10 @@ class Searcher:
     def _check_target(self) -> None:
         """The target must lie between the space's cheapest and dearest network (exact, from
         the cost tables), both named when it does not."""
-        self.smallest, largest = bounds(self.tables, self._masks())
-        if not self.smallest <= self.target <= largest:
-            raise SsrDeployError(self.measure.outside(self.target, self.smallest, largest))
+        self.smallest, self.largest = bounds(self.tables, self._masks())
+        if not self.smallest <= self.target <= self.largest:
+            raise SsrDeployError(self.measure.outside(self.target, self.smallest,
+                                                      self.largest))
 
     def _weight_optimizer(self, old: torch.optim.Optimizer | None = None) -> torch.optim.Adam:
         """Adam over the surviving weights; kept parameters keep their moments."""
@@ -256,11 +266,11 @@ class Searcher:
             ssr_mid = ssr_loss(*self._width_rows(mid_p, self.net.mid_valid))
             ssr_out = ssr_loss(*self._width_rows(out_p, self.net.out_valid))
             expected = self.expected_cost()
-            cost = cost_loss(expected, self.target, self.cost_scale)
+            cost = cost_loss(expected, self.aim, self.cost_scale)
             shared = (c.w_ssr_op * ssr_op + c.w_ssr_out * ssr_out + c.w_ssr_mid * ssr_mid
                       + c.w_cost * cost)  # the same on every rank: each adds its 1/world
             if c.cost_constraint == "dual":  # the Lagrangian term of E[cost] = target
-                shared = shared + self.multiplier * expected / self.target
+                shared = shared + self.multiplier * expected / self.aim
             loss = c.w_ce * ce + (shared / self.world if self.world > 1 else shared)
             self.arch_opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -271,7 +281,7 @@ class Searcher:
             for p in weights:
                 p.requires_grad_(True)
         if c.cost_constraint == "dual":  # dual ascent on the relative violation
-            step = c.dual_lr * (expected.item() - self.target) / self.target
+            step = c.dual_lr * (expected.item() - self.aim) / self.aim
             # anti-windup: a multiplier still pushing the other way restarts from this step
             self.multiplier = step if self.multiplier * step < 0 else self.multiplier + step
         return {"arch": loss_value, "ssr_op": ssr_op.item(), "cost": cost.item()}
@@ -323,6 +333,8 @@ class Searcher:
         valids = (net.op_valid, net.mid_valid, net.out_valid)
         before = self._masks()
         if self.budget:
+            if self.landing and not self.landing.rounds and tau > self.config.tau:
+                self._land(before, _log(probs))  # settling begins: where it heads, measured
             self.anchor = self.budget.pick(before, _log(probs), self.anchor)
             keep = self.budget.masks_of(self.anchor, before)
             proposed = keep if tau >= 1 else proposal(probs, valids, tau, keep)
@@ -387,6 +399,7 @@ class Searcher:
                 mean_max_prob = self.mean_max_prob()
             row = {"epoch": self.epoch, **losses, f"expected_{unit.lower()}": expected,
                    f"network_{unit.lower()}": self.network_cost() / scale,
+                   **({"aim_ms": self.aim} if self.landing else {}),
                    "multiplier": self.multiplier, "tau": self.tau_at(self.epoch),
                    "forced": dict(self.forced),
                    "options_left": self.options_left(), "mean_max_prob": mean_max_prob,
@@ -418,17 +431,67 @@ class Searcher:
             ended = "argmax"
             if self.budget:
                 masks, logp = self._masks(), _log(probs)
+                if self.landing and not self.landing.rounds:
+                    self._land(masks, logp)
                 self.anchor = self.budget.pick(masks, logp, self.anchor)
                 if self.anchor.choices != argmax(self.tables, masks, logp).choices:
                     ended = "in band"
                 self._set_masks(self.budget.masks_of(self.anchor, masks))
         discrete = self.discrete_model()
         genotype = discrete.genotype
+        measured = self._time_found(genotype) if self.rank == 0 and self.landing else None
         if self.rank == 0:
             self.folder.finish(discrete, genotype)
         return {"genotype": genotype, "converged": converged, "epochs": self.epoch,
                 "discarded_mass": gap, "ended": ended, "mean_max_prob": mean_max,
-                "forced": dict(self.forced)}
+                "forced": dict(self.forced), "measured": measured}
+
+    # ---- landing on the target as measured (search.landing) ---------------------------
+    def _land(self, masks, logp) -> None:
+        """Time the anchor on the table's path and aim where the table predicts the target
+        once corrected by what it measured (aim = target / the mean of measured / predicted
+        over the networks timed), the band a third as wide, until an anchor is measured
+        within the band of the target (at most ROUNDS networks timed)."""
+        band = self.config.cost_band
+        for _ in range(ROUNDS):
+            self.anchor = self.budget.pick(masks, logp, self.anchor)
+            genotype = self.landing.genotype(self.anchor.choices)
+            row = self.landing.record(self.aim, self.anchor.cost, genotype,
+                                      self.landing.time(genotype))
+            off = row["ms"] / self.target - 1
+            ratio = np.mean([r["ms"] / r["predicted_ms"] for r in self.landing.rounds])
+            aim = float(np.clip(self.target / ratio, self.smallest, self.largest))
+            self._say(f"landing: the network it heads for is predicted {row['predicted_ms']:.2f}"
+                      f" ms and measured {row['ms']:.2f} ms ({off:+.1%} from the target "
+                      f"{self.target:.2f})" + (f"; aiming at {aim:.2f} ms predicted"
+                                               if abs(off) > band else ""))
+            if abs(off) <= band:
+                break
+            self._aim_at(aim)
+
+    def _aim_at(self, aim: float) -> None:
+        """Hold the network to ``aim`` (the measure's terms), in a band a third as wide as
+        --cost-band: the aim comes from a measurement, the band is what is left to it."""
+        self.aim = aim
+        self.budget = Budget(self.tables, aim, self.config.cost_band / LANDED_BAND)
+
+    def _time_found(self, genotype) -> dict[str, Any]:
+        """The found network timed on the table's path (landing.json), its exports gone."""
+        timed = self.landing.time(genotype)
+        predicted = self.found_cost(genotype)
+        found = {"predicted_ms": predicted, **timed, "target_ms": self.target,
+                 "error": timed["ms"] / self.target - 1, "aim_ms": self.aim,
+                 "rounds": self.landing.rounds,
+                 "how": "exported and run on the table's path on this machine as `bench` "
+                        "runs it; ms at the table's speed (raw_ms over machine_speed, the "
+                        "table's reference network timed before and after)"}
+        atomic_write_text(self.folder.path / LANDING_FILE, json.dumps(found, indent=1) + "\n")
+        self.landing.close()
+        return found
+
+    def _say(self, line: str) -> None:
+        if self.rank == 0:
+            (self.bar or Progress("search", enabled=False)).say(line)
 
     @torch.no_grad()
     def discrete_model(self):
@@ -472,6 +535,7 @@ class Searcher:
                 "processes": self.world,
                 "multiplier": self.multiplier, "forced": self.forced,
                 "anchor": None if self.anchor is None else self.anchor.choices,
+                "aim": self.aim, "landing": self.landing.rounds if self.landing else [],
                 "space": self.space.to_dict(), "config": jsonable(asdict(self.config))}
 
     def save(self, row: dict[str, Any], now: bool = False) -> None:
@@ -527,6 +591,10 @@ class Searcher:
         self.step = check_counter(state["step"], "step", 1 << 62, where)
         self.multiplier = float(state.get("multiplier", 0.0))
         self.forced = dict(state.get("forced", {"decisions": 0, "mass": 0.0}))
+        if self.budget and float(state.get("aim", self.target)) != self.target:
+            self._aim_at(float(state["aim"]))
+        if self.landing:
+            self.landing.rounds = list(state.get("landing") or [])
         if state.get("anchor") is not None:  # the cost is the tables', the score the pick's
             choices = [None if c is None else tuple(c) for c in state["anchor"]]
             self.anchor = Pick(choices, self.tables.cost(choices), 0.0)

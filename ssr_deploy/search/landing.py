@@ -1,0 +1,117 @@
+"""Landing on the target as measured, not only as predicted. A latency table predicts a
+network within a few percent, and a search picks, among the networks the table puts on the
+target, the one its probabilities favour: a choice that leans towards networks the table
+under-predicts (measured: 7 of 9 found networks ran slower than predicted, up to 10%, where
+40 random networks' mean error was under 2%). So where the table was measured on this
+machine and its path runs here, the search times the network it is heading for (the anchor)
+when settling begins, exported and run as a user runs it and brought to the table's speed
+(``latency.networks.TableSpeedClock``), and aims where the table, corrected by what was
+measured, puts the target:
+
+    aim <- target / mean over the networks timed of (measured / predicted)
+
+then picks the anchor again in a band around the new aim a third as wide as --cost-band, up
+to ``ROUNDS`` networks timed or until one is measured within --cost-band of the target. The
+found network is timed at the end and reported beside its prediction (``landing.json``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from ssr_deploy.errors import UsageError
+from ssr_deploy.genotype import Genotype, Layer, Stage, default_palette
+
+ROUNDS = 3
+LANDED_BAND = 3  # once aimed by a measurement, the band is --cost-band over this
+FILE = "landing.json"
+
+
+class Landing:
+    """The search's measurements on the table's path: the rounds that moved its aim, and
+    the found network's."""
+
+    def __init__(self, clock, space, op_list: list, num_classes: int) -> None:
+        self.clock, self.space, self.op_list = clock, space, op_list
+        self.num_classes = num_classes
+        self.rounds: list[dict[str, Any]] = []
+
+    def genotype(self, choices: list) -> Genotype:
+        """The network of a pick's choices (per layer (op, mid, out) indices, None: skip),
+        named by what it is, so a network is exported once."""
+        stages, li = [], 0
+        for s, st in enumerate(self.space.stages):
+            w, layers, widths = st.channels, [], self.space.widths(s)
+            for _ in range(st.max_layers):
+                c = choices[li]
+                if c is None:
+                    layers.append(Layer("skip"))
+                else:
+                    d, r = self.op_list[c[0]]
+                    layers.append(Layer("fr", d, float(r), w, widths[c[1]], widths[c[2]]))
+                    w = widths[c[2]]
+                li += 1
+            stages.append(Stage(st.stride, st.channels, st.dropout, tuple(layers)))
+        return named(Genotype(name="anchor", stem_channels=self.space.stem_channels,
+                              stages=tuple(stages), head=self.space.head,
+                              classes=tuple(f"class {i}" for i in range(self.num_classes)),
+                              palette=default_palette(self.num_classes),
+                              bn_eps=self.space.bn_eps, description="a search's anchor"))
+
+    def time(self, genotype: Genotype) -> dict[str, float]:
+        """The network's ms at the table's speed (``ms``), as run (``raw_ms``) and the
+        machine's speed then; a network a round already timed is not timed again."""
+        genotype = named(genotype)
+        for row in self.rounds:
+            if row["network"] == genotype.name:
+                return {k: row[k] for k in ("ms", "raw_ms", "machine_speed")}
+        return self.clock.time(genotype)
+
+    def record(self, aim: float, predicted: float, genotype: Genotype,
+               timed: dict[str, float]) -> dict[str, Any]:
+        row = {"network": named(genotype).name, "aim_ms": aim, "predicted_ms": predicted,
+               **timed}
+        self.rounds.append(row)
+        return row
+
+    def close(self) -> None:
+        """The exports go once the search has its network."""
+        self.clock.remove()
+
+
+def named(genotype: Genotype) -> Genotype:
+    """The genotype named by its layers (``net-<digest>``): one network, one export."""
+    layers = json.dumps(genotype.to_dict()["stages"], sort_keys=True).encode()
+    return dataclasses.replace(genotype, name=f"net-{hashlib.sha256(layers).hexdigest()[:12]}")
+
+
+def landing_for(config, measure, folder: Path, world: int, op_list: list
+                ) -> tuple[Landing | None, str | None]:
+    """(the search's Landing, or None; a note saying why not where ``--land auto`` found
+    it cannot). ``--land on`` refuses in one line where it cannot. ``op_list``: the
+    supernet's ops, as a pick's op indices index them."""
+    from ssr_deploy.search.measure import LatencyMeasure
+
+    if config.land == "off" or not isinstance(measure, LatencyMeasure):
+        return None, None
+    table = measure.table
+    if world > 1:
+        why = "a search under torchrun does not time networks (its processes would share " \
+              "the machine)"
+    else:
+        from ssr_deploy.latency.networks import TableSpeedClock
+
+        why = TableSpeedClock.unavailable(table)
+    if why:
+        if config.land == "on":
+            raise UsageError(f"--land on: the table's networks cannot be timed here: {why}; "
+                             "search on the machine the table was built on, or --land off")
+        return None, (f"the network found is not timed on {table.describe()}: {why} (it "
+                      "lands where the table predicts)")
+    from ssr_deploy.latency.networks import TableSpeedClock
+
+    return Landing(TableSpeedClock(table, Path(folder) / "landing"), table.space, op_list,
+                   table.num_classes), None

@@ -1,0 +1,123 @@
+"""A search lands on its target as measured: it times the network it heads for on the
+table's path and moves its aim by what it measured (``search.landing``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ssr_deploy import Genotype
+from ssr_deploy.cli import main
+from ssr_deploy.data import open_dataset
+from ssr_deploy.errors import SsrDeployError
+from ssr_deploy.search import searcher as searcher_module
+from ssr_deploy.search.landing import Landing
+from ssr_deploy.search.searcher import SearchConfig, Searcher
+from ssr_deploy.search.supernet import SuperNet
+from tests.latency.test_latency import OPTIONS, TINY, synthetic_file
+from tests.nets import smallest_ms
+
+SIZE = (32, 64)
+
+
+class SlowerThanPredicted:
+    """A device on which every network runs ``factor`` x the table's prediction."""
+
+    def __init__(self, table, factor: float) -> None:
+        self.table, self.factor, self.timed, self.removed = table, factor, [], False
+
+    def time(self, genotype) -> dict[str, float]:
+        self.timed.append(genotype.name)
+        ms = self.factor * self.table.predict(genotype)["latency_ms"]
+        return {"ms": ms, "raw_ms": 1.1 * ms, "machine_speed": 1.1}
+
+    def remove(self) -> None:
+        self.removed = True
+
+
+def _search(tmp_path, table_path, target, land="auto", out="run"):
+    config = SearchConfig(size=SIZE, epochs=2, batch=4, lut=str(table_path), target_ms=target,
+                          data="synthetic:8", land=land)
+    return Searcher(TINY, open_dataset("synthetic:8", "train", SIZE), tmp_path / out, config)
+
+
+def _middle(table) -> float:
+    net = SuperNet(TINY, 19)
+    return (smallest_ms(table, net) + float(table.expected_ms(net, full=True))) / 2
+
+
+def test_a_search_moves_its_aim_by_what_it_measured_and_lands_on_the_target(
+        tmp_path, monkeypatch):
+    table = synthetic_file(tmp_path / "lut.json")
+    target, device = _middle(table), SlowerThanPredicted(table, 1.2)
+
+    def landing_for(config, measure, folder, world, op_list):
+        return Landing(device, measure.table.space, op_list, measure.table.num_classes), None
+
+    monkeypatch.setattr(searcher_module, "landing_for", landing_for)
+    searcher = _search(tmp_path, tmp_path / "lut.json", target)
+    result = searcher.run()
+    found = json.loads((tmp_path / "run" / "landing.json").read_text())
+    assert found == json.loads(json.dumps(result["measured"]))
+    rounds = found["rounds"]
+    assert 1 <= len(rounds) <= 3 and device.removed
+    # the first network it headed for was predicted on the target and ran 20% slower ...
+    assert rounds[0]["aim_ms"] == pytest.approx(target)
+    assert rounds[0]["ms"] / target - 1 > 0.1
+    # ... so it aimed lower, and the network found runs on the target as measured
+    predicted = table.predict(Genotype.load(tmp_path / "run" / "genotype.json"))["latency_ms"]
+    assert found["predicted_ms"] == pytest.approx(predicted)
+    assert found["ms"] == pytest.approx(1.2 * predicted)
+    assert abs(found["error"]) <= 0.03 and predicted < 0.9 * target
+    assert found["aim_ms"] == pytest.approx(searcher.aim) and searcher.aim < 0.9 * target
+    # the aim holds the band, and a resumed search keeps it
+    state = searcher.state_dict()
+    resumed = _search(tmp_path, tmp_path / "lut.json", target, out="resumed")
+    resumed.load_state_dict(state)
+    assert resumed.aim == pytest.approx(searcher.aim) and resumed.budget.target == resumed.aim
+    assert resumed.landing.rounds == rounds
+    rows = [json.loads(line) for line in
+            (tmp_path / "run" / "search_log.jsonl").read_text().splitlines()]
+    assert rows[-1]["aim_ms"] == pytest.approx(searcher.aim)
+
+
+def test_landing_times_networks_on_the_tables_path_here(tmp_path):
+    """A table built on this machine: the network found is exported and run on its path,
+    the reference network timed beside it; the exports go at the end."""
+    from ssr_deploy.latency import build_lut
+    from ssr_deploy.latency.table import LatencyTable
+
+    path = tmp_path / "lut.json"
+    build_lut(TINY, path, OPTIONS, progress=False)
+    table = LatencyTable.load(path)
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(TINY.to_dict()))
+    r = CliRunner().invoke(main, [
+        "search", "--data", "synthetic:8", "--space", str(space), "--size", "32x64",
+        "--epochs", "2", "--batch", "4",
+        "--lut", str(path), "--target-ms", f"{_middle(table):.4f}", "--out",
+        str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    found = json.loads((tmp_path / "run" / "landing.json").read_text())
+    assert found["rounds"] and found["ms"] > 0 and found["raw_ms"] > 0
+    # the median over passes of each time over the machine's speed then, the least raw time
+    assert 0.5 < found["ms"] * found["machine_speed"] / found["raw_ms"] < 2
+    assert "networks timed to land (landing.json)" in r.output
+    assert not (tmp_path / "run" / "landing").exists()
+    with torch.no_grad():  # the network found is the one predicted
+        g = Genotype.load(tmp_path / "run" / "genotype.json")
+    assert found["predicted_ms"] == pytest.approx(table.predict(g)["latency_ms"])
+
+
+def test_land_on_refuses_where_the_table_cannot_be_timed(tmp_path):
+    table = synthetic_file(tmp_path / "lut.json")  # measured on a machine "made up"
+    with pytest.raises(SsrDeployError, match="another machine or library versions"):
+        _search(tmp_path, tmp_path / "lut.json", _middle(table), land="on")
+    auto = _search(tmp_path, tmp_path / "lut.json", _middle(table), out="auto")
+    assert auto.landing is None and any("not timed" in n for n in auto.notes)
+    r = CliRunner().invoke(main, ["search", "--data", "synthetic:8", "--land", "on", "--out",
+                                  str(tmp_path / "x")])
+    assert r.exit_code == 2 and "--land on needs --lut" in r.output
