@@ -67,6 +67,7 @@ def test_the_search_aims_at_ms_on_the_path_shipped_and_the_report_says_where_it_
     lut = LatencyTable.load(demo_dir / "latency.json")
     found = Genotype.load(demo_dir / "genotype.json")
     assert lut.predict(found)["latency_ms"] == pytest.approx(search["predicted_ms"])
+    assert search["networks_timed"] >= 1 and search["search_measured_ms"] > 0  # it landed
     report = (demo_dir / "report.md").read_text()
     if not (demo_dir / "model.int8.xml").is_file():  # --quick's briefly trained network may
         assert "path's file was not written" in report  # miss the int8 gate: said
@@ -75,6 +76,7 @@ def test_the_search_aims_at_ms_on_the_path_shipped_and_the_report_says_where_it_
     assert measured > 0
     assert (f"the table predicted {search['predicted_ms']:.2f} ms for the network it found; "
             f"measured here (median, batch 1): {measured:.2f} ms") in report
+    assert "on that path to land, the one found at" in report
 
 
 def test_the_video_runs_the_fastest_path_verified_at_the_gate(demo_dir):

@@ -220,6 +220,9 @@ class Demo:
                 "depth": [st.depth for st in g.stages],
                 "gmacs": count_macs(g, s.model_size)[0] / 1e9, "path": table["path"],
                 "target_ms": target, "predicted_ms": searcher.found_cost(g),
+                **({"search_measured_ms": result["measured"]["ms"],
+                    "networks_timed": len(result["measured"]["rounds"])}
+                   if result.get("measured") else {}),
                 "command": f"ssr-deploy search --data synthetic:{s.search_images} --size "
                            f"{_sz(s.search_size)} --epochs {s.search_epochs} --shrink-every 3 "
                            f"--batch 4 --arch-lr 0.3 --lut {self.out}/latency.json "

@@ -86,8 +86,11 @@ def landing_lines(se: dict[str, Any], be: dict[str, Any], ov: dict[str, Any]) ->
     measured = be["p50_ms"][se["path"]]
     kept = ((ov.get("int8") or {}).get("fallback") or {}).get("kept") \
         if se["path"] == "openvino int8" else None
-    return ["", f"The search aimed at {se['target_ms']:.2f} ms on {se['path']}; the table "
-            f"predicted {se['predicted_ms']:.2f} ms for the network it found; measured here "
+    landed = (f" (the search timed {plural(se['networks_timed'], 'network')} on that path to "
+              f"land, the one found at {se['search_measured_ms']:.2f} ms)"
+              if "networks_timed" in se else "")
+    return ["", f"The search aimed at {se['target_ms']:.2f} ms on {se['path']}{landed}; the "
+            f"table predicted {se['predicted_ms']:.2f} ms for the network it found; measured here "
             f"(median, batch 1): {measured:.2f} ms, "
             f"{se['predicted_ms'] / measured - 1:+.1%} predicted vs measured, "
             f"{measured / se['target_ms'] - 1:+.1%} from the target"
