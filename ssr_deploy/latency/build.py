@@ -73,6 +73,7 @@ def build_lut(space: SearchSpace, path: str | Path, o: LutOptions,
               progress: bool | None = None) -> dict[str, Any]:
     """Measure (or finish measuring) the table at ``path``; returns its JSON as a dict (with
     ``"already": True`` when the file was a complete table of these settings already)."""
+    o = o.resolved()
     o.validate(space)
     with run_lock(path, "lut build", "-o"):
         return _build(space, Path(path), o, progress)

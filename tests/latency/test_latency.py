@@ -84,6 +84,14 @@ def test_an_interrupted_build_keeps_its_parts_and_the_same_command_finishes_it(t
     assert set(table.entries) == set(table.required())
 
 
+def test_int8_tables_calibrate_on_more_networks_by_default():
+    """int8 parts alone are furthest from a network, so the calibration carries more."""
+    assert LutOptions().resolved().calibrate == 12
+    assert LutOptions(precision="int8").resolved().calibrate == 20
+    assert LutOptions(precision="int8", calibrate=5).resolved().calibrate == 5
+    assert LutOptions(calibrate=0).resolved().calibrate == 0
+
+
 def test_a_table_is_continued_only_under_the_same_settings(tiny_lut, tmp_path):
     copy = tmp_path / "lut.json"
     data = json.loads(tiny_lut.read_text())
