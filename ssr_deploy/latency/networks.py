@@ -29,7 +29,7 @@ from ssr_deploy.backends.base import median_ms
 from ssr_deploy.latency.options import LutOptions
 
 CALIBRATION_FRAMES = 4  # int8 ranges: timing needs the graph's shape, any valid ranges do
-PASSES = 3  # a network timed after the build: passes, the reference around each
+PASSES = 5  # a network timed after the build: passes, the reference around each
 
 
 def segmenter_ms(path: Path, run: dict[str, Any], frames: list[np.ndarray], repeats: int

@@ -4,15 +4,17 @@ target, the one its probabilities favour: a choice that leans towards networks t
 under-predicts (measured: 7 of 9 found networks ran slower than predicted, up to 10%, where
 40 random networks' mean error was under 2%). So where the table was measured on this
 machine and its path runs here, the search times the network it is heading for (the anchor)
-when settling begins, exported and run as a user runs it and brought to the table's speed
-(``latency.networks.TableSpeedClock``), and aims where the table, corrected by what was
-measured, puts the target:
+at the first shrinking step, exported and run as a user runs it and brought to the table's
+speed (``latency.networks.TableSpeedClock``), and aims where the table, corrected by what
+was measured, puts the target:
 
     aim <- target / mean over the networks timed of (measured / predicted)
 
-then picks the anchor again in a band around the new aim a third as wide as --cost-band, up
-to ``ROUNDS`` networks timed or until one is measured within --cost-band of the target. The
-found network is timed at the end and reported beside its prediction (``landing.json``)."""
+held in a band a third as wide as --cost-band (the search then has its epochs to move
+there). Where settling begins (or the epochs run out), when the space left is nearly the
+network found, it times the anchor again, up to ``ROUNDS`` networks, until one is measured
+within --cost-band of the target, each moving the aim the same way. The found network is
+timed at the end and reported beside its prediction (``landing.json``)."""
 
 from __future__ import annotations
 
@@ -70,10 +72,15 @@ class Landing:
                 return {k: row[k] for k in ("ms", "raw_ms", "machine_speed")}
         return self.clock.time(genotype)
 
+    @property
+    def settled(self) -> bool:
+        """Settling's networks have been timed (the landing is over)."""
+        return any(row["settling"] for row in self.rounds)
+
     def record(self, aim: float, predicted: float, genotype: Genotype,
-               timed: dict[str, float]) -> dict[str, Any]:
+               timed: dict[str, float], settling: bool) -> dict[str, Any]:
         row = {"network": named(genotype).name, "aim_ms": aim, "predicted_ms": predicted,
-               **timed}
+               **timed, "settling": settling}
         self.rounds.append(row)
         return row
 

@@ -333,8 +333,10 @@ class Searcher:
         valids = (net.op_valid, net.mid_valid, net.out_valid)
         before = self._masks()
         if self.budget:
-            if self.landing and not self.landing.rounds and tau > self.config.tau:
-                self._land(before, _log(probs))  # settling begins: where it heads, measured
+            if self.landing and not self.landing.settled and (
+                    tau > self.config.tau or not self.landing.rounds):
+                # the first shrinking step, then where settling begins: where it heads, timed
+                self._land(before, _log(probs), settling=tau > self.config.tau)
             self.anchor = self.budget.pick(before, _log(probs), self.anchor)
             keep = self.budget.masks_of(self.anchor, before)
             proposed = keep if tau >= 1 else proposal(probs, valids, tau, keep)
@@ -431,8 +433,8 @@ class Searcher:
             ended = "argmax"
             if self.budget:
                 masks, logp = self._masks(), _log(probs)
-                if self.landing and not self.landing.rounds:
-                    self._land(masks, logp)
+                if self.landing and not self.landing.settled:
+                    self._land(masks, logp, settling=True)
                 self.anchor = self.budget.pick(masks, logp, self.anchor)
                 if self.anchor.choices != argmax(self.tables, masks, logp).choices:
                     ended = "in band"
@@ -447,27 +449,27 @@ class Searcher:
                 "forced": dict(self.forced), "measured": measured}
 
     # ---- landing on the target as measured (search.landing) ---------------------------
-    def _land(self, masks, logp) -> None:
-        """Time the anchor on the table's path and aim where the table predicts the target
-        once corrected by what it measured (aim = target / the mean of measured / predicted
-        over the networks timed), the band a third as wide, until an anchor is measured
-        within the band of the target (at most ROUNDS networks timed)."""
+    def _land(self, masks, logp, settling: bool) -> None:
+        """Time the anchor on the table's path and aim where the table, corrected by what
+        was measured, puts the target: aim = target / the mean of measured / predicted over
+        the networks timed, in a band a third as wide. At the first shrinking step one
+        network (the search then has its epochs to move); where settling begins, until an
+        anchor is measured within the band of the target (at most ROUNDS networks)."""
         band = self.config.cost_band
-        for _ in range(ROUNDS):
+        for _ in range(ROUNDS if settling else 1):
             self.anchor = self.budget.pick(masks, logp, self.anchor)
             genotype = self.landing.genotype(self.anchor.choices)
             row = self.landing.record(self.aim, self.anchor.cost, genotype,
-                                      self.landing.time(genotype))
+                                      self.landing.time(genotype), settling)
             off = row["ms"] / self.target - 1
             ratio = np.mean([r["ms"] / r["predicted_ms"] for r in self.landing.rounds])
             aim = float(np.clip(self.target / ratio, self.smallest, self.largest))
             self._say(f"landing: the network it heads for is predicted {row['predicted_ms']:.2f}"
                       f" ms and measured {row['ms']:.2f} ms ({off:+.1%} from the target "
-                      f"{self.target:.2f})" + (f"; aiming at {aim:.2f} ms predicted"
-                                               if abs(off) > band else ""))
-            if abs(off) <= band:
-                break
+                      f"{self.target:.2f}); aiming at {aim:.2f} ms predicted")
             self._aim_at(aim)
+            if settling and abs(off) <= band:
+                break
 
     def _aim_at(self, aim: float) -> None:
         """Hold the network to ``aim`` (the measure's terms), in a band a third as wide as

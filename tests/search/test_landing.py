@@ -63,7 +63,9 @@ def test_a_search_moves_its_aim_by_what_it_measured_and_lands_on_the_target(
     found = json.loads((tmp_path / "run" / "landing.json").read_text())
     assert found == json.loads(json.dumps(result["measured"]))
     rounds = found["rounds"]
-    assert 1 <= len(rounds) <= 3 and device.removed
+    # one network timed at the first shrinking step, one to three where settling begins
+    assert [r["settling"] for r in rounds][:2] == [False, True] and len(rounds) <= 4
+    assert device.removed
     # the first network it headed for was predicted on the target and ran 20% slower ...
     assert rounds[0]["aim_ms"] == pytest.approx(target)
     assert rounds[0]["ms"] / target - 1 > 0.1
