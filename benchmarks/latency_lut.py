@@ -4,7 +4,7 @@ For each path (``--paths``; default: onnxruntime fp32 and int8, OpenVINO fp32, b
 CPU has it, and int8):
 
 1. builds (or continues) the table of the paper's space at 512x1024 (``lut build``: parts,
-   then 12 whole networks to calibrate on) and records how long it took;
+   then 12 whole networks to calibrate on, 20 for int8) and records how long it took;
 2. draws 40 networks across the space's range (none a calibration network: other seeds),
    plus the zoo network, and exports each as a user exports it at that precision
    (``export onnx`` fp32; ``export onnx --precision int8 --int8-target cpu`` for onnxruntime
@@ -24,8 +24,9 @@ CPU has it, and int8):
    keep-set is whole kinds of part (OpenVINO's: the stem), a table built for it
    (``lut build --fp32-layers``) predicts the kept networks;
 6. on the ``--search`` paths, searches with ``--target-ms`` at a quarter, half and three
-   quarters of the space's range, exports each found network on the path and measures it:
-   where it lands against its target (goal: within +-5%).
+   quarters of the space's range (landing on the target as measured: ``--land auto``, what
+   each search timed in ``landing``), exports each found network on the path and measures
+   it as above: where it lands against its target (goal: within +-5%).
 
     python benchmarks/latency_lut.py [--paths onnxruntime-fp32,openvino-int8] [--networks 40]
         [--work DIR] [--out benchmarks/results/latency_lut.json]
@@ -43,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import statistics
 import sys
 import time
@@ -332,6 +334,8 @@ def searches(path_name: str, args, work: Path, space: SearchSpace, frame: np.nda
     for share in (0.25, 0.5, 0.75):
         target = round(fastest + share * (slowest - fastest), 1)
         run = work / f"search-{path_name}-{share}"
+        if (run / "genotype.json").exists() and not (run / "landing.json").exists():
+            shutil.rmtree(run)  # a search from before searches landed: searched again
         if not (run / "genotype.json").exists():
             subprocess.run([sys.executable, "-m", "ssr_deploy", "search", "--data",
                             "synthetic:24", "--out", str(run), "--size", "64x128", "--epochs",
@@ -352,12 +356,17 @@ def searches(path_name: str, args, work: Path, space: SearchSpace, frame: np.nda
         speed = statistics.median(v for _, _, v in passes)
         measured = min(raw for _, raw, _ in passes)
         predicted = table.predict(found)["latency_ms"]
+        landed = json.loads((run / "landing.json").read_text())
         out.append({"target_ms": target, "share_of_range": share,
                     "space_range_ms": [fastest, slowest], "predicted_ms": predicted,
                     "measured_ms": measured, "measured_at_table_speed_ms": scaled,
                     "machine_speed": speed, "error": measured / target - 1,
                     "error_at_table_speed": scaled / target - 1,
-                    "depth": [st.depth for st in found.stages]})
+                    "depth": [st.depth for st in found.stages],
+                    "landing": {"networks_timed": len(landed["rounds"]),
+                                "aim_ms": landed["aim_ms"],
+                                "search_measured_at_table_speed_ms": landed["ms"],
+                                "rounds": landed["rounds"]}})
         print(f"{path_name} search: target {target} ms, predicted {predicted:.1f}, measured "
               f"{measured:.1f}, {scaled:.1f} at table speed "
               f"({100 * out[-1]['error_at_table_speed']:+.1f}%)",
@@ -404,12 +413,16 @@ def main() -> None:
         before = doc["paths"].get(name, {})
         doc["paths"][name] = {**evaluate(name, args, work, space, frame, calib),
                               "seconds": round(time.perf_counter() - start)}
-        if "searches" in before and name not in args.search.split(","):
-            doc["paths"][name]["searches"] = before["searches"]  # measured by an earlier run
+        for key in ("fallback", "fallback_first_measurement", "searches",
+                    "searches_before_landing"):  # what this run does not measure again
+            if key in before:
+                doc["paths"][name][key] = before[key]
         if name.endswith("int8") and args.fallback:
             doc["paths"][name]["fallback"] = fallback(name, args, work, space, frame, calib,
                                                       doc["paths"][name]["rows"])
         if name in args.search.split(","):
+            if "searches" in before and "landing" not in before["searches"][0]:
+                doc["paths"][name]["searches_before_landing"] = before["searches"]
             doc["paths"][name]["searches"] = searches(name, args, work, space, frame, calib)
         doc.update(machine=machine_info(), size=list(SIZE), goals=GOALS,
                    command="python benchmarks/latency_lut.py " + " ".join(

@@ -1,7 +1,7 @@
 """From parts to whole networks: a network is not the sum of its parts timed alone. Each part
 alone pays what a network pays once (OpenVINO's fp32->bf16 and layout conversions at its
 input and output, a session's fixed cost per run), and a backend fuses across parts. So a
-build also measures a dozen whole networks of the space (the first, a mid-size one, is the
+build also measures 12 to 20 whole networks of the space (the first, a mid-size one, is the
 *reference*) as a user runs them (``networks.py``: uint8 frame in, labels out), and fits
 how the parts' sums make a network's time:
 
