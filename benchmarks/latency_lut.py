@@ -71,6 +71,7 @@ SIZE = (512, 1024)
 PATHS = ("onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-bf16",
          "openvino-int8")
 GOALS = {"within_10": 0.95, "median_abs_error": 0.05, "spearman": 0.95}
+SEARCH_PASSES = 5
 
 
 def networks(space: SearchSpace, n: int) -> list[Genotype]:
@@ -347,7 +348,9 @@ def searches(path_name: str, args, work: Path, space: SearchSpace, frame: np.nda
         files = model_for(path_name, fp32_onnx(found, work / "nets"), work / "nets", calib,
                           form)
         passes = []
-        for _ in range(args.passes):  # the reference on both sides of each measurement
+        # the reference on both sides of each measurement; a found network is one
+        # figure, not one of 40: five passes at least
+        for _ in range(max(args.passes, SEARCH_PASSES)):
             before = measure(*ref_file, frame, args.runs)
             ms = measure(*files, frame, args.runs)
             after = measure(*ref_file, frame, args.runs)
