@@ -80,13 +80,14 @@ class SearchConfig:
     cost_band: float = setting(0.03, "--cost-band", "With --cost-constraint dual: the found "
                                "network's cost lies within target x (1 +- this).",
                                type=Number(0, 0.5, low_open=True, high_open=True))
-    land: str = setting("auto", "--land", "With --lut and the cost held: when settling "
-                        "begins, time the network the search is heading for on the table's "
-                        "path on this machine (exported and run as a user runs it, at the "
-                        "table's speed) and move the aim by what it measured, so the network "
-                        "found runs in --target-ms as measured (up to 3 networks timed; the "
-                        "found one is timed at the end: landing.json). auto: where this "
-                        "machine and libraries are the table's.",
+    land: str = setting("auto", "--land", "With --lut and the cost held: at the first "
+                        "shrinking step and where settling begins, time the network the search "
+                        "is heading for on the table's path on this machine (exported and run "
+                        "as a user runs it, at the table's speed) and move the aim by what it "
+                        "measured, so the network found runs in --target-ms as measured (up "
+                        "to 4 networks timed; the found one is timed at the end: "
+                        "landing.json). auto: where this machine and libraries are the "
+                        "table's.",
                         type=click.Choice(["auto", "on", "off"]))
     dual_lr: float = setting(5.0, "--dual-lr", "With --cost-constraint dual: the multiplier's "
                              "step per unit of relative violation, each arch step.",
