@@ -8,13 +8,14 @@ how the parts' sums make a network's time:
     ms = c0 + c1 (stem + head) + c2 (downsamplers) + c3 (blocks at full resolution)
             + c4 (blocks at half resolution) + c5 (blocks) + c6 (block inputs, M elements)
 
-by least squares on relative errors, pulled towards the two-number fit ``c0 + s (sum of
-parts)`` (c1..c4 = s, the rest 0) so a dozen networks do not overfit seven numbers: on 40
-networks per CPU path, pulling towards the plain sum (c0 = 0, s = 1) left the kinds where the
-parts' sum is 30-100% off (OpenVINO, int8) with the pull's bias. The reference network is
-also timed every ``REFERENCE_EVERY`` parts: a part measured while the machine ran slower
-than its fastest is scaled by the reference's best time over its time then, so a shared
-machine's slow minutes do not stay in the table.
+by least squares on relative errors (Huber's beyond 5%: a network timed during a burst of
+other work on a shared machine does not bend the fit), pulled towards the two-number fit
+``c0 + s (sum of parts)`` (c1..c4 = s, the rest 0) so a dozen networks do not overfit seven
+numbers: on 40 networks per CPU path, pulling towards the plain sum (c0 = 0, s = 1) left the
+kinds where the parts' sum is 30-100% off (OpenVINO, int8) with the pull's bias. The
+reference network is also timed every ``REFERENCE_EVERY`` parts: a part measured while the
+machine ran slower than its fastest is scaled by the reference's best time over its time
+then, so a shared machine's slow minutes do not stay in the table.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ SUMS = (1, 2, 3, 4)  # the features that are sums of parts' times
 #: constant and per-block terms in ms, the rest as factors
 SCALE = (5.0, 0.5, 0.5, 0.5, 0.5, 1.0, 1.0)
 RIDGE = 0.02
+HUBER, HUBER_ROUNDS = 0.05, 20  # relative error beyond which a network's pull stops growing
 REFERENCE = "network/reference"
 REFERENCE_EVERY = 80
 
@@ -97,10 +99,17 @@ def fit(rows: Sequence[Sequence[float]], measured: Sequence[float]) -> list[floa
     prior, scale = two_numbers(x), np.asarray(SCALE)
     if len(measured) <= len(PRIOR):  # no more networks than coefficients: the two numbers
         return [float(c) for c in prior]
-    # minimise |x c - y|^2 + RIDGE * |(c - prior) / scale|^2
-    a = x.T @ x + RIDGE * np.diag(1 / scale ** 2)
-    b = x.T @ y + RIDGE * prior / scale ** 2
-    return [float(c) for c in np.linalg.solve(a, b)]
+    # minimise sum_i w_i (x_i c - 1)^2 + RIDGE * |(c - prior) / scale|^2, the weights
+    # Huber's (iteratively reweighted): a network off the fit by more than HUBER counts as
+    # if it were off by HUBER, so one timed during a burst of other work does not bend it
+    w = np.ones(len(measured))
+    for _ in range(HUBER_ROUNDS):
+        a = (x * w[:, None]).T @ x + RIDGE * np.diag(1 / scale ** 2)
+        b = (x * w[:, None]).T @ y + RIDGE * prior / scale ** 2
+        c = np.linalg.solve(a, b)
+        off = np.abs(x @ c - 1)
+        w = np.minimum(1.0, HUBER / np.maximum(off, 1e-12))
+    return [float(v) for v in c]
 
 
 def leave_one_out(rows: Sequence[Sequence[float]], measured: Sequence[float]) -> list[float]:
