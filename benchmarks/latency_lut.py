@@ -179,6 +179,27 @@ def evaluate(path_name: str, args, work: Path, space: SearchSpace, frame: np.nda
         done["passes"].append({"times": times, "reference": refs, "order": order,
                                "reference_first": first})
         atomic_write_text(saved, json.dumps(done))
+    result = {
+        "path": path_name, "table": {"seconds": built["seconds"],
+                                     "minutes": round(built["seconds"] / 60, 1),
+                                     "parts": len(table.entries),
+                                     "interpolation_check": table.meta["check"],
+                                     "calibration_fit": table.meta["calibration"]["fit"],
+                                     "coefficients": table.coefficients, "int8": form},
+        **compare(table, nets, done)}
+    result["met"] = (result["within_10"] >= GOALS["within_10"]
+                     and result["median_abs_error"] <= GOALS["median_abs_error"]
+                     and result["spearman"] >= GOALS["spearman"])
+    print(f"{path_name}: {100 * result['within_10']:.0f}% within 10%, median "
+          f"{100 * result['median_abs_error']:.1f}%, Spearman {result['spearman']:.3f} "
+          f"(plain sum of parts: median {100 * result['plain_sum_median_abs_error']:.1f}%)",
+          flush=True)
+    return result
+
+
+def compare(table: LatencyTable, nets: list[Genotype], done: dict) -> dict:
+    """The table's predictions against measured passes (``measured-<path>.json``): each
+    network's time at the table's speed (the median over passes), the shares and errors."""
     table_ref = table.meta["reference"]["best_ms"]
     rows = []
     for g in nets:
@@ -201,13 +222,7 @@ def evaluate(path_name: str, args, work: Path, space: SearchSpace, frame: np.nda
                      "plain_sum_error": predicted["parts_ms"] / scaled - 1})
     errors = np.abs([r["error_at_table_speed"] for r in rows])
     raw = np.abs([r["error"] for r in rows])
-    result = {
-        "path": path_name, "table": {"seconds": built["seconds"],
-                                     "minutes": round(built["seconds"] / 60, 1),
-                                     "parts": len(table.entries),
-                                     "interpolation_check": table.meta["check"],
-                                     "calibration_fit": table.meta["calibration"]["fit"],
-                                     "coefficients": table.coefficients, "int8": form},
+    return {
         "networks": len(rows),
         "within_10": float(np.mean(errors <= 0.10)),
         "median_abs_error": float(np.median(errors)),
@@ -220,14 +235,6 @@ def evaluate(path_name: str, args, work: Path, space: SearchSpace, frame: np.nda
         "plain_sum_median_abs_error": float(np.median(np.abs(
             [r["plain_sum_error"] for r in rows]))),
         "rows": rows}
-    result["met"] = (result["within_10"] >= GOALS["within_10"]
-                     and result["median_abs_error"] <= GOALS["median_abs_error"]
-                     and result["spearman"] >= GOALS["spearman"])
-    print(f"{path_name}: {100 * result['within_10']:.0f}% within 10%, median "
-          f"{100 * result['median_abs_error']:.1f}%, Spearman {result['spearman']:.3f} "
-          f"(plain sum of parts: median {100 * result['plain_sum_median_abs_error']:.1f}%)",
-          flush=True)
-    return result
 
 
 #: what ``--fallback auto --min-agreement 0.995`` kept out of int8 on the demo's trained
@@ -388,6 +395,10 @@ def main() -> None:
     parser.add_argument("--fallback", type=int, default=1,
                         help="int8 paths: time three networks with the fallback's typical "
                              "keep-set in float against their plain int8 (0: not)")
+    parser.add_argument("--cross-check", default="",
+                        help="PATH=FILE,...: the path's table (as built) against the passes in "
+                             "FILE (a measured-<path>.json of another run, in --work), the "
+                             "figures under the path's cross_check; nothing is built or timed")
     parser.add_argument("--work", default=str(ROOT / "benchmarks" / ".latency_lut"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
                                              "latency_lut.json"))
@@ -404,7 +415,7 @@ def main() -> None:
     from ssr_deploy.backends.openvino import library
 
     paths = [p for p in args.paths.split(",")
-             if p != "openvino-bf16" or library.bf16_support() == "native"]
+             if p and (p != "openvino-bf16" or library.bf16_support() == "native")]
     space = SearchSpace()
     frame = street_frames(1, *SIZE, seed=0)[0]
     out = Path(args.out)
@@ -437,6 +448,18 @@ def main() -> None:
                           "took the least over passes of times scaled by the faster "
                           "reference, floored at 1: biased by the reference's noise; this "
                           "estimator was chosen on that run's onnxruntime fp32 data alone)")
+        atomic_write_text(out, json.dumps(doc, indent=1, default=str) + "\n")
+    for item in filter(None, args.cross_check.split(",")):
+        name, _, measured = item.partition("=")
+        table = LatencyTable.load(work / f"lut-{name}.json")
+        done = json.loads((work / measured).read_text())
+        check = compare(table, networks(space, args.networks), done)
+        doc["paths"][name]["cross_check"] = {
+            "measured": measured, "table_built": table.meta["machine"].get("cpu"),
+            **{k: v for k, v in check.items() if k != "rows"}}
+        print(f"{name} against {measured}: {100 * check['within_10']:.0f}% within 10%, "
+              f"median {100 * check['median_abs_error']:.1f}%, Spearman "
+              f"{check['spearman']:.3f}", flush=True)
         atomic_write_text(out, json.dumps(doc, indent=1, default=str) + "\n")
     print(f"wrote {out}")
 
