@@ -181,17 +181,26 @@ class TableSpeedClock:
         """``ms`` at the table's speed, ``raw_ms`` as measured, the ``machine_speed`` then
         (1: as fast as the build's fastest): ``passes`` times, the reference before and
         after each, the median of the passes (the least raw time; a table without a
-        reference network: the raw time, speed 1)."""
+        reference network: the raw times, speed 1); ``spread``: the standard error of the
+        passes' log times (how far a busy machine leaves the figure to chance)."""
         if self.reference is None or self.best <= 0:
-            raw = min(self.clock.time(genotype) for _ in range(passes))
-            return {"ms": raw, "raw_ms": raw, "machine_speed": 1.0}
+            raws = [self.clock.time(genotype) for _ in range(passes)]
+            return {"ms": statistics.median(raws), "raw_ms": min(raws), "machine_speed": 1.0,
+                    "spread": _spread(raws)}
         refs, raws = [self.clock.time(self.reference)], []
         for _ in range(passes):
             raws.append(self.clock.time(genotype))
             refs.append(self.clock.time(self.reference))
         speeds = [(a + b) / 2 / self.best for a, b in zip(refs, refs[1:], strict=False)]
-        return {"ms": statistics.median(r / v for r, v in zip(raws, speeds, strict=True)),
-                "raw_ms": min(raws), "machine_speed": statistics.median(speeds)}
+        scaled = [r / v for r, v in zip(raws, speeds, strict=True)]
+        return {"ms": statistics.median(scaled), "raw_ms": min(raws),
+                "machine_speed": statistics.median(speeds), "spread": _spread(scaled)}
 
     def remove(self) -> None:
         self.clock.remove()
+
+
+def _spread(times: list[float]) -> float:
+    """The standard error of the mean of the times' logs."""
+    logs = np.log(times)
+    return float(logs.std(ddof=1) / np.sqrt(len(logs))) if len(logs) > 1 else 0.0

@@ -8,12 +8,18 @@ at the first shrinking step, exported and run as a user runs it and brought to t
 speed (``latency.networks.TableSpeedClock``), and aims where the table, corrected by what
 was measured, puts the target:
 
-    aim <- target / mean over the networks timed of (measured / predicted)
+    aim <- target / r,  log r = sum_i log(measured_i / predicted_i) / s_i^2
+                                / (1 / sigma^2 + sum_i 1 / s_i^2)
 
-held in a band a third as wide as --cost-band (the search then has its epochs to move
-there). Where settling begins (or the epochs run out), when the space left is nearly the
-network found, it times the anchor again, up to ``ROUNDS`` networks, until one is measured
-within --cost-band of the target, each moving the aim the same way. The found network is
+where s_i is a measurement's spread over its passes (a busy machine's noise) and sigma the
+table's own error on networks it was not fitted on (its leave-one-out error): the table's
+word against the measurements', each as good as it is, so one measurement taken during a
+burst of other work does not throw the search across the space. The aim is held in a band
+a third as wide as --cost-band (the search then has its epochs to move there). Where
+settling begins (or the epochs run out), when the space left is nearly the network found,
+it times the anchor again, up to ``ROUNDS`` networks, until one is measured within
+--cost-band of the target or the space left holds no network not yet timed, each moving the
+aim the same way. The found network is
 timed at the end and reported beside its prediction (``landing.json``)."""
 
 from __future__ import annotations
@@ -24,10 +30,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ssr_deploy.errors import UsageError
 from ssr_deploy.genotype import Genotype, Layer, Stage, default_palette
 
 ROUNDS = 3
+TABLE_ERROR = 0.05  # a table's error on networks it was not fitted on, where it has no figure
+MIN_SPREAD = 0.01  # no measurement is taken as closer than 1%
 LANDED_BAND = 3  # once aimed by a measurement, the band is --cost-band over this
 FILE = "landing.json"
 
@@ -36,10 +46,23 @@ class Landing:
     """The search's measurements on the table's path: the rounds that moved its aim, and
     the found network's."""
 
-    def __init__(self, clock, space, op_list: list, num_classes: int) -> None:
+    def __init__(self, clock, space, op_list: list, num_classes: int,
+                 table_error: float = TABLE_ERROR) -> None:
         self.clock, self.space, self.op_list = clock, space, op_list
-        self.num_classes = num_classes
+        self.num_classes, self.table_error = num_classes, table_error
         self.rounds: list[dict[str, Any]] = []
+
+    def ratio(self) -> float:
+        """measured / predicted, as the networks timed and the table's own error say it
+        (1: the table's word, where nothing was timed)."""
+        weight, total = 1 / self.table_error ** 2, 0.0
+        for row in self.rounds:
+            w = 1 / max(row.get("spread", 0.0), MIN_SPREAD) ** 2
+            weight, total = weight + w, total + w * np.log(row["ms"] / row["predicted_ms"])
+        return float(np.exp(total / weight))
+
+    def timed(self, genotype: Genotype) -> bool:
+        return any(row["network"] == named(genotype).name for row in self.rounds)
 
     def genotype(self, choices: list) -> Genotype:
         """The network of a pick's choices (per layer (op, mid, out) indices, None: skip),
@@ -120,5 +143,7 @@ def landing_for(config, measure, folder: Path, world: int, op_list: list
                       "lands where the table predicts)")
     from ssr_deploy.latency.networks import TableSpeedClock
 
+    fit = (table.meta.get("calibration") or {}).get("fit") or {}
+    held_out = fit.get("leave_one_out_mean_rel_error")  # mean |e| of a normal: 0.8 sigma
     return Landing(TableSpeedClock(table, Path(folder) / "landing"), table.space, op_list,
-                   table.num_classes), None
+                   table.num_classes, held_out * 1.25 if held_out else TABLE_ERROR), None

@@ -451,19 +451,22 @@ class Searcher:
     # ---- landing on the target as measured (search.landing) ---------------------------
     def _land(self, masks, logp, settling: bool) -> None:
         """Time the anchor on the table's path and aim where the table, corrected by what
-        was measured, puts the target: aim = target / the mean of measured / predicted over
-        the networks timed, in a band a third as wide. At the first shrinking step one
-        network (the search then has its epochs to move); where settling begins, until an
-        anchor is measured within the band of the target (at most ROUNDS networks)."""
+        was measured, puts the target (aim = target / ``Landing.ratio``), in a band a third
+        as wide. At the first shrinking step one network (the search then has its epochs to
+        move); where settling begins, until an anchor is measured within the band of the
+        target, at most ROUNDS networks, or the space left holds no other (its anchor was
+        timed already)."""
         band = self.config.cost_band
         for _ in range(ROUNDS if settling else 1):
             self.anchor = self.budget.pick(masks, logp, self.anchor)
             genotype = self.landing.genotype(self.anchor.choices)
+            if self.landing.timed(genotype):
+                break
             row = self.landing.record(self.aim, self.anchor.cost, genotype,
                                       self.landing.time(genotype), settling)
             off = row["ms"] / self.target - 1
-            ratio = np.mean([r["ms"] / r["predicted_ms"] for r in self.landing.rounds])
-            aim = float(np.clip(self.target / ratio, self.smallest, self.largest))
+            aim = float(np.clip(self.target / self.landing.ratio(), self.smallest,
+                                self.largest))
             self._say(f"landing: the network it heads for is predicted {row['predicted_ms']:.2f}"
                       f" ms and measured {row['ms']:.2f} ms ({off:+.1%} from the target "
                       f"{self.target:.2f}); aiming at {aim:.2f} ms predicted")

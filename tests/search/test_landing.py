@@ -86,6 +86,22 @@ def test_a_search_moves_its_aim_by_what_it_measured_and_lands_on_the_target(
     assert rows[-1]["aim_ms"] == pytest.approx(searcher.aim)
 
 
+def test_a_measurement_moves_the_aim_as_far_as_its_spread_allows():
+    """The ratio the aim is corrected by weighs each measurement by its spread over passes
+    against the table's own error: one taken on a busy machine barely moves it."""
+    table = SlowerThanPredicted(None, 1.0)
+    landing = Landing(table, TINY, [], 19, table_error=0.05)
+    assert landing.ratio() == 1.0  # nothing timed: the table's word
+    landing.rounds = [{"network": "a", "ms": 75.0, "predicted_ms": 100.0, "spread": 0.1}]
+    noisy = landing.ratio()
+    landing.rounds[0]["spread"] = 0.005  # a quiet machine: as close as it gets (1%)
+    quiet = landing.ratio()
+    assert 0.93 < noisy < 0.96 and 0.75 < quiet < 0.77  # a fifth of the way; nearly all
+    landing.rounds.append({"network": "b", "ms": 115.0, "predicted_ms": 100.0,
+                           "spread": 0.005})  # two as good: between them
+    assert 0.92 < landing.ratio() < 0.94
+
+
 def test_landing_times_networks_on_the_tables_path_here(tmp_path):
     """A table built on this machine: the network found is exported and run on its path,
     the reference network timed beside it; the exports go at the end."""
