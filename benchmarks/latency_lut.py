@@ -155,8 +155,7 @@ def evaluate(path_name: str, args, work: Path, space: SearchSpace, frame: np.nda
     print(f"{path_name}: table {len(table.entries)} parts in {built['seconds']:.0f} s, "
           f"calibration {table.meta['calibration']['fit']}", flush=True)
     nets = networks(space, args.networks)
-    reference = next(Genotype.from_dict(n["genotype"]) for n in
-                     table.meta["calibration"]["networks"] if n["name"] == "reference")
+    reference, _ = table.reference()
     files = {}
     for g in [*nets, reference]:
         files[g.name] = model_for(path_name, fp32_onnx(g, work / "nets"), work / "nets",
@@ -200,7 +199,7 @@ def evaluate(path_name: str, args, work: Path, space: SearchSpace, frame: np.nda
 def compare(table: LatencyTable, nets: list[Genotype], done: dict) -> dict:
     """The table's predictions against measured passes (``measured-<path>.json``): each
     network's time at the table's speed (the median over passes), the shares and errors."""
-    table_ref = table.meta["reference"]["best_ms"]
+    _, table_ref = table.reference()
     rows = []
     for g in nets:
         at_speed = []  # per pass: (time at the table's speed, raw time, the machine's speed)
@@ -334,8 +333,7 @@ def searches(path_name: str, args, work: Path, space: SearchSpace, frame: np.nda
     table = LatencyTable.load(table_path)
     fastest, slowest = space_range(table)
     form = (table.meta.get("int8") or {}).get("form")
-    reference = next(Genotype.from_dict(n["genotype"]) for n in
-                     table.meta["calibration"]["networks"] if n["name"] == "reference")
+    reference, best = table.reference()
     ref_file = model_for(path_name, fp32_onnx(reference, work / "nets"), work / "nets", calib,
                          form)
     out = []
@@ -361,7 +359,7 @@ def searches(path_name: str, args, work: Path, space: SearchSpace, frame: np.nda
             before = measure(*ref_file, frame, args.runs)
             ms = measure(*files, frame, args.runs)
             after = measure(*ref_file, frame, args.runs)
-            passes.append(at_table_speed(ms, before, after, table.meta["reference"]["best_ms"]))
+            passes.append(at_table_speed(ms, before, after, best))
         scaled = statistics.median(t for t, _, _ in passes)
         speed = statistics.median(v for _, _, v in passes)
         measured = min(raw for _, raw, _ in passes)

@@ -145,14 +145,9 @@ class TableSpeedClock:
     machine's slow minutes do not move what is measured."""
 
     def __init__(self, table, folder: Path) -> None:
-        from ssr_deploy.genotype import Genotype
-
         self.o = LutOptions.of_table(table.meta)
         self.clock = NetworkClock(self.o, folder)
-        networks = (table.meta.get("calibration") or {}).get("networks") or []
-        found = [n["genotype"] for n in networks if n.get("name") == "reference"]
-        self.reference = Genotype.from_dict(found[0]) if found else None
-        self.best = float((table.meta.get("reference") or {}).get("best_ms") or 0.0)
+        self.reference, self.best = table.reference()
 
     @staticmethod
     def unavailable(table) -> str | None:
@@ -183,7 +178,7 @@ class TableSpeedClock:
         after each, the median of the passes (the least raw time; a table without a
         reference network: the raw times, speed 1); ``spread``: the standard error of the
         passes' log times (how far a busy machine leaves the figure to chance)."""
-        if self.reference is None or self.best <= 0:
+        if self.reference is None:
             raws = [self.clock.time(genotype) for _ in range(passes)]
             return {"ms": statistics.median(raws), "raw_ms": min(raws), "machine_speed": 1.0,
                     "spread": _spread(raws)}

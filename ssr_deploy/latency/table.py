@@ -200,6 +200,18 @@ class LatencyTable:
     def num_classes(self) -> int:
         return int(self.meta["num_classes"])
 
+    def reference(self):
+        """(the reference network the build timed beside its parts, its best ms in the
+        build), or (None, None) for a table calibrated on no network."""
+        from ssr_deploy.genotype import Genotype
+
+        networks = (self.meta.get("calibration") or {}).get("networks") or []
+        found = [n["genotype"] for n in networks if n.get("name") == "reference"]
+        best = (self.meta.get("reference") or {}).get("best_ms")
+        if not found or not best:
+            return None, None
+        return Genotype.from_dict(found[0]), float(best)
+
     def describe(self) -> str:
         m = self.meta
         return (f"{m['backend']} {m['device']} {m.get('precision', 'fp32')} at "
