@@ -19,8 +19,8 @@ a third as wide as --cost-band (the search then has its epochs to move there). W
 settling begins (or the epochs run out), when the space left is nearly the network found,
 it times the anchor again, up to ``ROUNDS`` networks, until one is measured within
 --cost-band of the target or the space left holds no network not yet timed, each moving the
-aim the same way. The found network is
-timed at the end and reported beside its prediction (``landing.json``)."""
+aim the same way. The found network is timed at the end and reported beside its prediction
+(``landing.json``)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ssr_deploy.errors import UsageError
-from ssr_deploy.genotype import Genotype, Layer, Stage, default_palette
+from ssr_deploy.genotype import Genotype
 
 ROUNDS = 3
 TABLE_ERROR = 0.05  # a table's error on networks it was not fitted on, where it has no figure
@@ -51,61 +51,50 @@ class Landing:
         self.clock, self.space, self.op_list = clock, space, op_list
         self.num_classes, self.table_error = num_classes, table_error
         self.rounds: list[dict[str, Any]] = []
+        self.settled = False  # settling's networks have been timed: the landing is over
 
     def ratio(self) -> float:
         """measured / predicted, as the networks timed and the table's own error say it
         (1: the table's word, where nothing was timed)."""
         weight, total = 1 / self.table_error ** 2, 0.0
         for row in self.rounds:
-            w = 1 / max(row.get("spread", 0.0), MIN_SPREAD) ** 2
+            w = 1 / max(row["spread"], MIN_SPREAD) ** 2
             weight, total = weight + w, total + w * np.log(row["ms"] / row["predicted_ms"])
         return float(np.exp(total / weight))
 
-    def timed(self, genotype: Genotype) -> bool:
-        return any(row["network"] == named(genotype).name for row in self.rounds)
+    def timed(self, genotype: Genotype) -> dict[str, Any] | None:
+        """The round that timed this network, if one did."""
+        name = named(genotype).name
+        return next((row for row in self.rounds if row["network"] == name), None)
 
     def genotype(self, choices: list) -> Genotype:
-        """The network of a pick's choices (per layer (op, mid, out) indices, None: skip),
-        named by what it is, so a network is exported once."""
-        stages, li = [], 0
-        for s, st in enumerate(self.space.stages):
-            w, layers, widths = st.channels, [], self.space.widths(s)
-            for _ in range(st.max_layers):
-                c = choices[li]
-                if c is None:
-                    layers.append(Layer("skip"))
-                else:
-                    d, r = self.op_list[c[0]]
-                    layers.append(Layer("fr", d, float(r), w, widths[c[1]], widths[c[2]]))
-                    w = widths[c[2]]
-                li += 1
-            stages.append(Stage(st.stride, st.channels, st.dropout, tuple(layers)))
-        return named(Genotype(name="anchor", stem_channels=self.space.stem_channels,
-                              stages=tuple(stages), head=self.space.head,
-                              classes=tuple(f"class {i}" for i in range(self.num_classes)),
-                              palette=default_palette(self.num_classes),
-                              bn_eps=self.space.bn_eps, description="a search's anchor"))
+        """The network of a pick's choices, named by what it is (one network, one export)."""
+        from ssr_deploy.search.supernet import genotype_of
+
+        return named(genotype_of(self.space, self.op_list, choices, self.num_classes,
+                                 description="a search's anchor"))
 
     def time(self, genotype: Genotype) -> dict[str, float]:
-        """The network's ms at the table's speed (``ms``), as run (``raw_ms``) and the
-        machine's speed then; a network a round already timed is not timed again."""
-        genotype = named(genotype)
-        for row in self.rounds:
-            if row["network"] == genotype.name:
-                return {k: row[k] for k in ("ms", "raw_ms", "machine_speed")}
-        return self.clock.time(genotype)
+        """The network's ms at the table's speed (``ms``), as run (``raw_ms``), the
+        machine's speed then and the spread over passes; a network a round already timed is
+        not timed again."""
+        if row := self.timed(genotype):
+            return {k: row[k] for k in ("ms", "raw_ms", "machine_speed", "spread")}
+        return self.clock.time(named(genotype))
 
-    @property
-    def settled(self) -> bool:
-        """Settling's networks have been timed (the landing is over)."""
-        return any(row["settling"] for row in self.rounds)
-
-    def record(self, aim: float, predicted: float, genotype: Genotype,
-               timed: dict[str, float], settling: bool) -> dict[str, Any]:
+    def record(self, aim: float, predicted: float, genotype: Genotype, settling: bool
+               ) -> dict[str, Any]:
+        """Time the network and keep it as a round."""
         row = {"network": named(genotype).name, "aim_ms": aim, "predicted_ms": predicted,
-               **timed, "settling": settling}
+               **self.time(genotype), "settling": settling}
         self.rounds.append(row)
         return row
+
+    def state(self) -> dict[str, Any]:
+        return {"rounds": self.rounds, "settled": self.settled}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.rounds, self.settled = list(state["rounds"]), bool(state["settled"])
 
     def close(self) -> None:
         """The exports go once the search has its network."""
@@ -128,21 +117,16 @@ def landing_for(config, measure, folder: Path, world: int, op_list: list
     if config.land == "off" or not isinstance(measure, LatencyMeasure):
         return None, None
     table = measure.table
-    if world > 1:
-        why = "a search under torchrun does not time networks (its processes would share " \
-              "the machine)"
-    else:
-        from ssr_deploy.latency.networks import TableSpeedClock
+    from ssr_deploy.latency.networks import TableSpeedClock
 
-        why = TableSpeedClock.unavailable(table)
+    why = ("a search under torchrun does not time networks (its processes would share the "
+           "machine)") if world > 1 else TableSpeedClock.unavailable(table)
     if why:
         if config.land == "on":
             raise UsageError(f"--land on: the table's networks cannot be timed here: {why}; "
                              "search on the machine the table was built on, or --land off")
         return None, (f"the network found is not timed on {table.describe()}: {why} (it "
                       "lands where the table predicts)")
-    from ssr_deploy.latency.networks import TableSpeedClock
-
     fit = (table.meta.get("calibration") or {}).get("fit") or {}
     held_out = fit.get("leave_one_out_mean_rel_error")  # mean |e| of a normal: 0.8 sigma
     return Landing(TableSpeedClock(table, Path(folder) / "landing"), table.space, op_list,

@@ -457,13 +457,13 @@ class Searcher:
         target, at most ROUNDS networks, or the space left holds no other (its anchor was
         timed already)."""
         band = self.config.cost_band
+        self.landing.settled = settling
         for _ in range(ROUNDS if settling else 1):
             self.anchor = self.budget.pick(masks, logp, self.anchor)
             genotype = self.landing.genotype(self.anchor.choices)
             if self.landing.timed(genotype):
                 break
-            row = self.landing.record(self.aim, self.anchor.cost, genotype,
-                                      self.landing.time(genotype), settling)
+            row = self.landing.record(self.aim, self.anchor.cost, genotype, settling)
             off = row["ms"] / self.target - 1
             aim = float(np.clip(self.target / self.landing.ratio(), self.smallest,
                                 self.largest))
@@ -488,8 +488,10 @@ class Searcher:
                  "error": timed["ms"] / self.target - 1, "aim_ms": self.aim,
                  "rounds": self.landing.rounds,
                  "how": "exported and run on the table's path on this machine as `bench` "
-                        "runs it; ms at the table's speed (raw_ms over machine_speed, the "
-                        "table's reference network timed before and after)"}
+                        "runs it, in passes with the table's reference network timed before "
+                        "and after each; ms: the median over passes of each time over the "
+                        "machine's speed then (at the table's speed); raw_ms: the least time "
+                        "as run; spread: the standard error of the passes' log times"}
         atomic_write_text(self.folder.path / LANDING_FILE, json.dumps(found, indent=1) + "\n")
         self.landing.close()
         return found
@@ -540,7 +542,7 @@ class Searcher:
                 "processes": self.world,
                 "multiplier": self.multiplier, "forced": self.forced,
                 "anchor": None if self.anchor is None else self.anchor.choices,
-                "aim": self.aim, "landing": self.landing.rounds if self.landing else [],
+                "aim": self.aim, "landing": self.landing.state() if self.landing else None,
                 "space": self.space.to_dict(), "config": jsonable(asdict(self.config))}
 
     def save(self, row: dict[str, Any], now: bool = False) -> None:
@@ -598,8 +600,8 @@ class Searcher:
         self.forced = dict(state.get("forced", {"decisions": 0, "mass": 0.0}))
         if self.budget and float(state.get("aim", self.target)) != self.target:
             self._aim_at(float(state["aim"]))
-        if self.landing:
-            self.landing.rounds = list(state.get("landing") or [])
+        if self.landing and state.get("landing"):
+            self.landing.load(state["landing"])
         if state.get("anchor") is not None:  # the cost is the tables', the score the pick's
             choices = [None if c is None else tuple(c) for c in state["anchor"]]
             self.anchor = Pick(choices, self.tables.cost(choices), 0.0)

@@ -166,28 +166,38 @@ def decode(net: SuperNet, name: str = "searched", classes: tuple[str, ...] | Non
            palette=None) -> Genotype:
     """The genotype of the argmax decisions (exactly the supernet once every decision has
     one option left)."""
+    op_p, mid_p, out_p = net.probs()
+    choices = []
+    for li in range(len(op_p)):
+        i = int(op_p[li].argmax())
+        choices.append(None if net.op_list[i] == ("skip",) else
+                       (i, int(mid_p[li, i].argmax()), int(out_p[li, i].argmax())))
+    return genotype_of(net.space, net.op_list, choices, net.num_classes, name, classes,
+                       palette)
+
+
+def genotype_of(space, op_list: list, choices: list, num_classes: int,
+                name: str = "searched", classes: tuple[str, ...] | None = None, palette=None,
+                description: str = "found by ssr-deploy search") -> Genotype:
+    """The network of per-layer choices: (op, mid, out) indices into ``op_list`` and the
+    stage's widths, None for skip (as ``search.budget`` picks them)."""
     from ssr_deploy.genotype import default_palette
 
-    space = net.space
-    op_p, mid_p, out_p = net.probs()
     stages, li = [], 0
     for s, st in enumerate(space.stages):
-        w, layers = st.channels, []
+        w, layers, widths = st.channels, [], space.widths(s)
         for _ in range(st.max_layers):
-            i = int(op_p[li].argmax())
-            op = net.op_list[i]
-            if op == ("skip",):
+            c = choices[li]
+            if c is None:
                 layers.append(Layer("skip"))
             else:
-                mid = space.widths(s)[int(mid_p[li, i].argmax())]
-                out = space.widths(s)[int(out_p[li, i].argmax())]
-                layers.append(Layer("fr", op[0], float(op[1]), w, mid, out))
-                w = out
+                d, r = op_list[c[0]]
+                layers.append(Layer("fr", d, float(r), w, widths[c[1]], widths[c[2]]))
+                w = widths[c[2]]
             li += 1
         stages.append(Stage(st.stride, st.channels, st.dropout, tuple(layers)))
-    n = net.num_classes
-    classes = classes or tuple(f"class {i}" for i in range(n))
+    classes = classes or tuple(f"class {i}" for i in range(num_classes))
     return Genotype(name=name, stem_channels=space.stem_channels, stages=tuple(stages),
                     head=space.head, classes=tuple(classes),
-                    palette=tuple(palette or default_palette(n)), bn_eps=space.bn_eps,
-                    description="found by ssr-deploy search")
+                    palette=tuple(palette or default_palette(num_classes)),
+                    bn_eps=space.bn_eps, description=description)

@@ -32,7 +32,7 @@ class SlowerThanPredicted:
     def time(self, genotype) -> dict[str, float]:
         self.timed.append(genotype.name)
         ms = self.factor * self.table.predict(genotype)["latency_ms"]
-        return {"ms": ms, "raw_ms": 1.1 * ms, "machine_speed": 1.1}
+        return {"ms": ms, "raw_ms": 1.1 * ms, "machine_speed": 1.1, "spread": 0.0}
 
     def remove(self) -> None:
         self.removed = True
@@ -80,7 +80,7 @@ def test_a_search_moves_its_aim_by_what_it_measured_and_lands_on_the_target(
     resumed = _search(tmp_path, tmp_path / "lut.json", target, out="resumed")
     resumed.load_state_dict(state)
     assert resumed.aim == pytest.approx(searcher.aim) and resumed.budget.target == resumed.aim
-    assert resumed.landing.rounds == rounds
+    assert resumed.landing.rounds == rounds and resumed.landing.settled
     rows = [json.loads(line) for line in
             (tmp_path / "run" / "search_log.jsonl").read_text().splitlines()]
     assert rows[-1]["aim_ms"] == pytest.approx(searcher.aim)
