@@ -13,7 +13,7 @@ import numpy as np
 
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.io import atomic_write_text, read_json
-from ssr_deploy.latency import calibrate
+from ssr_deploy.latency import calibrate, speed
 from ssr_deploy.latency.clock import Clock
 from ssr_deploy.latency.options import BLOCK_KEY, SAME, LutOptions
 from ssr_deploy.latency.parts import probes
@@ -122,8 +122,15 @@ def _build(space: SearchSpace, path: Path, o: LutOptions, progress: bool | None
         calibrate.measure_networks(clock, whole, timelines, publish, bar.update)
     # a part's time: the least over passes of its reference-scaled medians (a slow stretch
     # of the machine, or a burst of other work during one pass, does not stay in the table)
+    # a whole network's: its time at the table's speed over its steady measurements, as a
+    # search or the benchmark measures one after the build (speed.py)
     passes = [calibrate.normalised(t) for t in timelines]
     best = {p.key: min(done[p.key] for done in passes) for p in every + whole}
+    if whole:
+        fastest = min(ms for t in timelines for k, ms in t if k == calibrate.REFERENCE)
+        rows = calibrate.network_rows(timelines)
+        best |= {p.key: speed.at_table_speed(rows[p.key], fastest)["ms"] for p in whole
+                 if rows.get(p.key)}
     entries = {k: v for k, v in best.items() if "/" not in k}
     checks = {k[len("check/"):]: v for k, v in best.items() if k.startswith("check/")}
     plain = LatencyTable({**header, "calibration": None}, entries)
@@ -132,9 +139,7 @@ def _build(space: SearchSpace, path: Path, o: LutOptions, progress: bool | None
     if networks:
         extra["calibration"] = fit_networks(plain, networks, whole, best)
         extra["reference"] = {"samples": sum(k == calibrate.REFERENCE for t in timelines
-                                             for k, _ in t),
-                              "best_ms": min(ms for t in timelines for k, ms in t
-                                             if k == calibrate.REFERENCE)}
+                                             for k, _ in t), "best_ms": fastest}
     done = publish(True, extra)
     if clock.networks is not None:
         clock.networks.remove()

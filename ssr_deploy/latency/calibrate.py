@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from ssr_deploy.latency import speed
+
 FEATURES = ("constant", "stem and head", "downsamplers", "blocks at full resolution",
             "blocks at half resolution", "blocks", "block inputs (M elements)")
 PRIOR = (0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0)  # the plain sum: where no network says more
@@ -142,23 +144,45 @@ def normalised(timeline: list[list[Any]]) -> dict[str, float]:
     return out
 
 
+def network_rows(timelines: list[list[list[Any]]]) -> dict[str, list[speed.Row]]:
+    """Each whole network's measurements in the passes' timelines as ``speed`` rows: its
+    time with the reference's right before and right after it (the reference's own: each
+    of its times between two networks, with the reference's times beyond them)."""
+    out: dict[str, list[speed.Row]] = {}
+    for timeline in timelines:
+        keys = [key for key, _ in timeline]
+        for i, (key, ms) in enumerate(timeline):
+            step = 2 if key == REFERENCE else 1
+            if key.startswith("network/") and step <= i < len(keys) - step and \
+                    keys[i - step] == keys[i + step] == REFERENCE and \
+                    all(k.startswith("network/") for k in keys[i - step:i + step + 1]):
+                out.setdefault(key, []).append((ms, timeline[i - step][1],
+                                                timeline[i + step][1]))
+    return out
+
+
 def measure_networks(clock, probes: list, passes: list[list[list[Any]]],
                      publish: Callable[[], None], tick: Callable[[], None]) -> None:
     """Time each whole network once per pass into the passes' timelines, the reference
-    (``probes[0]``) timed right before each and once after the last, so every network has
-    the machine's speed on both sides of it; publishing after each."""
+    (``probes[0]``) timed right before and after each, so every network has the machine's
+    speed on both sides of it; one timed while that speed changed is timed again (up to
+    ``speed.TRIES`` times); publishing after each."""
     if not probes:
         return
     reference = probes[0]
     for timeline in passes:
         done = {key for key, _ in timeline if key != REFERENCE}
-        todo = [p for p in probes[1:] if p.key not in done]
-        for probe in todo:
-            timeline.append([REFERENCE, clock.time(reference)])
-            timeline.append([probe.key, clock.time(probe)])
+        for probe in [p for p in probes[1:] if p.key not in done]:
+            last = timeline[-1] if timeline else None
+            rows = speed.measure(lambda p=probe: clock.time(p), lambda: clock.time(reference),
+                                 1, before=last[1] if last and last[0] == REFERENCE else None)
+            for ms, before, after in rows:
+                if not (timeline and timeline[-1][0] == REFERENCE):
+                    timeline.append([REFERENCE, before])
+                timeline += [[probe.key, ms], [REFERENCE, after]]
             clock.forget(probe.key)
             publish()
             tick()
-        if todo:
+        if timeline and timeline[-1][0] != REFERENCE:  # cut between a network and its after
             timeline.append([REFERENCE, clock.time(reference)])
             publish()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import numpy as np
 
 from ssr_deploy.backends import part_timer_class
 from ssr_deploy.backends.base import median_ms
+from ssr_deploy.latency import speed
 from ssr_deploy.latency.options import LutOptions
 
 CALIBRATION_FRAMES = 4  # int8 ranges: timing needs the graph's shape, any valid ranges do
@@ -142,7 +142,8 @@ class TableSpeedClock:
     calibration networks, and brought to the table's speed: the table's reference network is
     timed right before and after each, and the network's time divided by the machine's speed
     then (the mean of the two over the reference's best time in the build), so a shared
-    machine's slow minutes do not move what is measured."""
+    machine's slow minutes do not move what is measured; a measurement during which the
+    machine's speed changed is taken again (``speed.py``)."""
 
     def __init__(self, table, folder: Path) -> None:
         self.o = LutOptions.of_table(table.meta)
@@ -173,29 +174,16 @@ class TableSpeedClock:
         return None
 
     def time(self, genotype, passes: int = PASSES) -> dict[str, float]:
-        """``ms`` at the table's speed, ``raw_ms`` as measured, the ``machine_speed`` then
-        (1: as fast as the build's fastest): ``passes`` times, the reference before and
-        after each, the median of the passes (the least raw time; a table without a
-        reference network: the raw times, speed 1); ``spread``: the standard error of the
-        passes' log times (how far a busy machine leaves the figure to chance)."""
+        """The genotype at the table's speed (``speed.at_table_speed``'s figure): ``passes``
+        steady measurements, the reference before and after each (a table without a
+        reference network: ``passes`` raw times, speed 1)."""
         if self.reference is None:
             raws = [self.clock.time(genotype) for _ in range(passes)]
-            return {"ms": statistics.median(raws), "raw_ms": min(raws), "machine_speed": 1.0,
-                    "spread": _spread(raws)}
-        refs, raws = [self.clock.time(self.reference)], []
-        for _ in range(passes):
-            raws.append(self.clock.time(genotype))
-            refs.append(self.clock.time(self.reference))
-        speeds = [(a + b) / 2 / self.best for a, b in zip(refs, refs[1:], strict=False)]
-        scaled = [r / v for r, v in zip(raws, speeds, strict=True)]
-        return {"ms": statistics.median(scaled), "raw_ms": min(raws),
-                "machine_speed": statistics.median(speeds), "spread": _spread(scaled)}
+            return speed.at_table_speed([(ms, 1.0, 1.0) for ms in raws], 1.0)
+        return speed.at_table_speed(speed.measure(lambda: self.clock.time(genotype),
+                                                  lambda: self.clock.time(self.reference),
+                                                  passes), self.best)
 
     def remove(self) -> None:
         self.clock.remove()
 
-
-def _spread(times: list[float]) -> float:
-    """The standard error of the mean of the times' logs."""
-    logs = np.log(times)
-    return float(logs.std(ddof=1) / np.sqrt(len(logs))) if len(logs) > 1 else 0.0
