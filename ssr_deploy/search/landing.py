@@ -11,7 +11,8 @@ was measured, puts the target:
     aim <- target / r,  log r = sum_i log(measured_i / predicted_i) / s_i^2
                                 / (1 / sigma^2 + sum_i 1 / s_i^2)
 
-where s_i is a measurement's spread over its passes (a busy machine's noise) and sigma the
+where s_i is a measurement's spread over its steady passes (a busy machine's noise; one
+with no steady pass counts as no better than the table) and sigma the
 table's own error on networks it was not fitted on (its leave-one-out error): the table's
 word against the measurements', each as good as it is, so one measurement taken during a
 burst of other work does not throw the search across the space. The aim is held in a band
@@ -58,7 +59,9 @@ class Landing:
         (1: the table's word, where nothing was timed)."""
         weight, total = 1 / self.table_error ** 2, 0.0
         for row in self.rounds:
-            w = 1 / max(row["spread"], MIN_SPREAD) ** 2
+            s = max(row["spread"], MIN_SPREAD, self.table_error if row.get("steady") == 0
+                    else 0.0)
+            w = 1 / s ** 2
             weight, total = weight + w, total + w * np.log(row["ms"] / row["predicted_ms"])
         return float(np.exp(total / weight))
 
@@ -76,10 +79,11 @@ class Landing:
 
     def time(self, genotype: Genotype) -> dict[str, float]:
         """The network's ms at the table's speed (``ms``), as run (``raw_ms``), the
-        machine's speed then and the spread over passes; a network a round already timed is
-        not timed again."""
+        machine's speed then, the spread over passes, how many passes and how many were
+        steady; a network a round already timed is not timed again."""
         if row := self.timed(genotype):
-            return {k: row[k] for k in ("ms", "raw_ms", "machine_speed", "spread")}
+            return {k: row[k] for k in ("ms", "raw_ms", "machine_speed", "spread", "passes",
+                                        "steady") if k in row}
         return self.clock.time(named(genotype))
 
     def record(self, aim: float, predicted: float, genotype: Genotype, settling: bool

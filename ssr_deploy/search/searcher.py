@@ -489,9 +489,11 @@ class Searcher:
                  "rounds": self.landing.rounds,
                  "how": "exported and run on the table's path on this machine as `bench` "
                         "runs it, in passes with the table's reference network timed before "
-                        "and after each; ms: the median over passes of each time over the "
-                        "machine's speed then (at the table's speed); raw_ms: the least time "
-                        "as run; spread: the standard error of the passes' log times"}
+                        "and after each; ms: the median over steady passes (the two "
+                        "reference times within 5%) of each time over the machine's speed "
+                        "then (at the table's speed); raw_ms: the least time as run; spread: "
+                        "the standard error of those passes' log times; passes, steady: how "
+                        "many were taken and were steady"}
         atomic_write_text(self.folder.path / LANDING_FILE, json.dumps(found, indent=1) + "\n")
         self.landing.close()
         return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -100,6 +101,11 @@ def test_a_measurement_moves_the_aim_as_far_as_its_spread_allows():
     landing.rounds.append({"network": "b", "ms": 115.0, "predicted_ms": 100.0,
                            "spread": 0.005})  # two as good: between them
     assert 0.92 < landing.ratio() < 0.94
+    # a measurement with no steady pass (the machine's speed changed during every one)
+    # counts no more than the table, however close its passes were
+    landing.rounds = [{"network": "a", "ms": 75.0, "predicted_ms": 100.0, "spread": 0.005,
+                       "steady": 0, "passes": 15}]
+    assert landing.ratio() == pytest.approx(np.sqrt(0.75), rel=1e-6)
 
 
 def test_landing_times_networks_on_the_tables_path_here(tmp_path):
