@@ -15,8 +15,11 @@ CPU has it, and int8):
    median of ``--runs`` after 2 warm-up runs), ``--passes`` passes in random orders, with
    the table's reference network timed right before and after each: the mean of the two,
    over the reference's best time in the table, is the machine's speed then; each time
-   divided by it is the time at the table's speed, the median over passes kept
-   (``*_at_table_speed``; ``raw``: the least raw time);
+   divided by it is the time at the table's speed; a network timed while that speed
+   changed (the two reference times more than 5% apart) is timed again until it has
+   ``--passes`` steady measurements (at most three times as many), the median over the
+   steady ones kept (``*_at_table_speed``; ``raw``: the least raw time; ssr_deploy's
+   ``latency/speed.py``, as a search landing measures);
 4. compares predicted with measured: the share within +-10%, the median absolute error,
    Spearman's rank correlation (goals: >= 95% within 10%, median <= 5%, Spearman >= 0.95);
 5. on int8 paths, three networks exported again with the modules ``--fallback auto`` kept in
@@ -45,7 +48,6 @@ import argparse
 import json
 import random
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -60,7 +62,7 @@ from ssr_deploy.data.synthetic import street_frames  # noqa: E402
 from ssr_deploy.export.onnx import export_onnx  # noqa: E402
 from ssr_deploy.genotype import Genotype  # noqa: E402
 from ssr_deploy.io import atomic_write_text  # noqa: E402
-from ssr_deploy.latency import LutOptions, build_lut  # noqa: E402
+from ssr_deploy.latency import LutOptions, build_lut, speed  # noqa: E402
 from ssr_deploy.latency.networks import segmenter_ms  # noqa: E402
 from ssr_deploy.latency.table import LatencyTable  # noqa: E402
 from ssr_deploy.runtime.bench import machine_info  # noqa: E402
@@ -130,15 +132,6 @@ def measure(path: Path, run: dict, frame: np.ndarray, runs: int) -> float:
     return segmenter_ms(path, run, [frame], runs)
 
 
-def at_table_speed(ms: float, before: float, after: float, table_ref: float
-                   ) -> tuple[float, float, float]:
-    """One measurement at the table's speed: the machine's speed while it ran is the mean of
-    the reference network's times right before and right after it, over the reference's
-    best time in the table's build. (time at table speed, raw time, speed)"""
-    speed = (before + after) / 2 / table_ref
-    return ms / speed, ms, speed
-
-
 def spearman(a: list[float], b: list[float]) -> float:
     ra, rb = (np.argsort(np.argsort(x)).astype(float) for x in (a, b))
     return float(np.corrcoef(ra, rb)[0, 1])
@@ -178,6 +171,18 @@ def evaluate(path_name: str, args, work: Path, space: SearchSpace, frame: np.nda
         done["passes"].append({"times": times, "reference": refs, "order": order,
                                "reference_first": first})
         atomic_write_text(saved, json.dumps(done))
+    # a network timed while the machine's speed changed (the reference before and after it
+    # more than speed.STEADY apart) is timed again, until it has --passes steady ones
+    again = done.setdefault("again", {})
+    for g in nets:
+        rows = measured_rows(done, g.name)
+        n = len(rows)
+        speed.measure(lambda g=g: measure(*files[g.name], frame, args.runs),
+                      lambda: measure(*files[reference.name], frame, args.runs),
+                      args.passes, rows=rows)
+        if len(rows) > n:
+            again[g.name] = [list(r) for r in rows[len(done["passes"]):]]
+            atomic_write_text(saved, json.dumps(done))
     result = {
         "path": path_name, "table": {"seconds": built["seconds"],
                                      "minutes": round(built["seconds"] / 60, 1),
@@ -196,26 +201,32 @@ def evaluate(path_name: str, args, work: Path, space: SearchSpace, frame: np.nda
     return result
 
 
+def measured_rows(done: dict, name: str) -> list[speed.Row]:
+    """A network's measurements (``measured-<path>.json``) as ``speed`` rows: one a pass,
+    with the reference right before and after it, then those taken again."""
+    rows = []
+    for one in done["passes"]:
+        k = one["order"].index(name)
+        before = one["reference_first"] if k == 0 else one["reference"][one["order"][k - 1]]
+        rows.append((one["times"][name], before, one["reference"][name]))
+    return rows + [tuple(r) for r in done.get("again", {}).get(name, [])]
+
+
 def compare(table: LatencyTable, nets: list[Genotype], done: dict) -> dict:
     """The table's predictions against measured passes (``measured-<path>.json``): each
-    network's time at the table's speed (the median over passes), the shares and errors."""
+    network's time at the table's speed (``speed.at_table_speed``: the median over its
+    steady measurements), the shares and errors."""
     _, table_ref = table.reference()
     rows = []
     for g in nets:
-        at_speed = []  # per pass: (time at the table's speed, raw time, the machine's speed)
-        for one in done["passes"]:
-            k = one["order"].index(g.name)
-            before = one["reference_first"] if k == 0 else one["reference"][one["order"][k - 1]]
-            at_speed.append(at_table_speed(one["times"][g.name], before,
-                                           one["reference"][g.name], table_ref))
-        scaled = statistics.median(t for t, _, _ in at_speed)
-        speed = statistics.median(v for _, _, v in at_speed)
-        measured = min(raw for _, raw, _ in at_speed)
+        figure = speed.at_table_speed(measured_rows(done, g.name), table_ref)
+        scaled, measured = figure["ms"], figure["raw_ms"]
         predicted = table.predict(g)
         rows.append({"name": g.name, "depth": [s.depth for s in g.stages],
                      "predicted_ms": predicted["latency_ms"], "parts_ms": predicted["parts_ms"],
-                     "measured_ms": measured, "machine_speed": speed,
+                     "measured_ms": measured, "machine_speed": figure["machine_speed"],
                      "measured_at_table_speed_ms": scaled,
+                     "measurements": figure["passes"], "steady": figure["steady"],
                      "error": predicted["latency_ms"] / measured - 1,
                      "error_at_table_speed": predicted["latency_ms"] / scaled - 1,
                      "plain_sum_error": predicted["parts_ms"] / scaled - 1})
@@ -233,6 +244,8 @@ def compare(table: LatencyTable, nets: list[Genotype], done: dict) -> dict:
                 "median_abs_error": float(np.median(raw))},
         "plain_sum_median_abs_error": float(np.median(np.abs(
             [r["plain_sum_error"] for r in rows]))),
+        "measurements": {"taken": int(sum(r["measurements"] for r in rows)),
+                         "steady": int(sum(r["steady"] for r in rows))},
         "rows": rows}
 
 
@@ -352,23 +365,21 @@ def searches(path_name: str, args, work: Path, space: SearchSpace, frame: np.nda
         found = Genotype.from_dict({**found.to_dict(), "name": f"searched-{path_name}-{share}"})
         files = model_for(path_name, fp32_onnx(found, work / "nets"), work / "nets", calib,
                           form)
-        passes = []
         # the reference on both sides of each measurement; a found network is one
-        # figure, not one of 40: five passes at least
-        for _ in range(max(args.passes, SEARCH_PASSES)):
-            before = measure(*ref_file, frame, args.runs)
-            ms = measure(*files, frame, args.runs)
-            after = measure(*ref_file, frame, args.runs)
-            passes.append(at_table_speed(ms, before, after, best))
-        scaled = statistics.median(t for t, _, _ in passes)
-        speed = statistics.median(v for _, _, v in passes)
-        measured = min(raw for _, raw, _ in passes)
+        # figure, not one of 40: five steady passes at least
+        figure = speed.at_table_speed(speed.measure(
+            lambda files=files: measure(*files, frame, args.runs),
+            lambda: measure(*ref_file, frame, args.runs), max(args.passes, SEARCH_PASSES)),
+            best)
+        scaled, measured = figure["ms"], figure["raw_ms"]
         predicted = table.predict(found)["latency_ms"]
         landed = json.loads((run / "landing.json").read_text())
         out.append({"target_ms": target, "share_of_range": share,
                     "space_range_ms": [fastest, slowest], "predicted_ms": predicted,
                     "measured_ms": measured, "measured_at_table_speed_ms": scaled,
-                    "machine_speed": speed, "error": measured / target - 1,
+                    "machine_speed": figure["machine_speed"],
+                    "measurements": figure["passes"], "steady": figure["steady"],
+                    "error": measured / target - 1,
                     "error_at_table_speed": scaled / target - 1,
                     "depth": [st.depth for st in found.stages],
                     "landing": {"networks_timed": len(landed["rounds"]),
@@ -442,7 +453,10 @@ def main() -> None:
                    method="errors at table speed: each measurement divided by the machine's "
                           "speed then (the mean of the reference network's times right before "
                           "and after it, over its best time in the table's build), the median "
-                          "over passes; 'raw': the least raw time over passes. (The first run "
+                          "over steady measurements (the two reference times within 5%: "
+                          "a network with fewer than --passes steady ones is timed again, at "
+                          "most three times as often; since the fourth session); 'raw': the "
+                          "least raw time. (The first run "
                           "took the least over passes of times scaled by the faster "
                           "reference, floored at 1: biased by the reference's noise; this "
                           "estimator was chosen on that run's onnxruntime fp32 data alone)")
