@@ -127,7 +127,8 @@ class Flag:
     default's own); ``shown``: the default as help shows it where the field's own default
     (None) is resolved later; ``part``: the field's name in a shared flag's list; ``kept``:
     a resumed run holds to the run's value (False: a setting of the machine, such as the
-    device, free to change)."""
+    device, free to change); ``multiple``: the flag may be given more than once, its values
+    (tuples) joined."""
 
     name: str
     help: str = ""
@@ -136,6 +137,7 @@ class Flag:
     shown: str | None = None
     part: str | None = None
     kept: bool = True
+    multiple: bool = False
 
 
 def setting(default: Any, flag: str, help: str = "", **how: Any) -> Any:
@@ -226,6 +228,9 @@ def options(config: type) -> Callable:
                                       type=_Parts(first.type, labels, example))
             elif isinstance(fields[0].default, bool):  # an on/off switch, off by default
                 option = click.option(flag, fields[0].name, is_flag=True, help=first.help)
+            elif first.multiple:
+                option = click.option(flag, fields[0].name, type=first.type, multiple=True,
+                                      help=first.help)
             else:
                 f, shown = fields[0], _shown(fields[0])
                 option = click.option(
@@ -250,7 +255,9 @@ def config_from(config: type, ctx: click.Context, **fixed: Any) -> Any:
     for flag, fields in _flags(config).items():
         param = _param(flag, fields)
         value = ctx.params[param]
-        if len(fields) == 1:
+        if len(fields) == 1 and fields[0].metadata["flag"].multiple:
+            kwargs[fields[0].name] = tuple(v for one in value for v in one)
+        elif len(fields) == 1:
             kwargs[fields[0].name] = value
         elif given(ctx, param):
             kwargs.update({f.name: v for f, v in zip(fields, value, strict=True)})

@@ -128,3 +128,20 @@ def test_lut_build_takes_its_classes_from_a_genotype_and_refuses_a_bad_grid(tmp_
     grid = CliRunner().invoke(main, ["lut", "build", "-o", str(out), "--width-grid", "9,1"])
     assert grid.exit_code == 2 and "give three whole numbers of at least 2" in grid.output
     assert not out.exists()
+
+
+def test_lut_build_takes_fp32_layers_repeated_as_export_does_or_comma_separated(
+        tmp_path, monkeypatch):
+    import ssr_deploy.latency
+
+    seen = []
+    monkeypatch.setattr(ssr_deploy.latency, "build_lut",
+                        lambda space, out, o: seen.append(o.fp32_layers) or {"already": True,
+                                                                             "entries": {},
+                                                                             "seconds": 0.0})
+    for args in (["--fp32-layers", "stem", "--fp32-layers", "stages.1.down,head"],
+                 ["--fp32-layers", "stem,stages.1.down,head"]):
+        result = CliRunner().invoke(main, ["lut", "build", "-o", str(tmp_path / "t.json"),
+                                           "--precision", "int8", *args])
+        assert result.exit_code == 0, result.output
+    assert seen == [("stem", "stages.1.down", "head")] * 2

@@ -82,8 +82,9 @@ class LutOptions:
     #: calibration's networks are exported with them in float)
     fp32_layers: tuple[str, ...] = setting((), "--fp32-layers", "int8: modules the export "
                                            "keeps in float (what --fallback auto kept, in "
-                                           "its sidecar): stem, head, stages.N.down, "
-                                           "comma-separated.", type=MODULES)
+                                           "its sidecar): stem, head, stages.N.down; "
+                                           "repeatable, as export's, or comma-separated.",
+                                           type=MODULES, multiple=True)
     #: whole networks measured during the build, to calibrate the sum of parts on (None:
     #: by precision, ``resolved``)
     calibrate: int | None = setting(None, "--calibrate", "Whole networks of the space measured "
