@@ -37,8 +37,10 @@ def build(ctx: click.Context, out: str, space_file: str | None, **settings) -> N
     Parts: the stem (with the fused uint8 input conversion), each stage's downsampler, every
     candidate block (op x dilation x resolution x widths) in its stage's shapes, and the head
     (with the fused argmax). Each is exported as `export onnx` exports a network and timed
-    alone; a network's predicted latency is the sum of its parts. The machine, backend and
-    versions are recorded; a table is continued only on the same machine and settings.
+    alone; then whole networks of the space (--calibrate) are exported as a user exports
+    them and timed end to end, and how the parts make a network is fitted on them, so a
+    prediction is a whole network's. The machine, backend and versions are recorded; a
+    table is continued only on the same machine and settings.
 
     \b
     Examples:
