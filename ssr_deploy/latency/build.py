@@ -50,7 +50,8 @@ def _header(space: SearchSpace, o: LutOptions, clock: Clock) -> dict[str, Any]:
             "space": space.to_dict(), "fingerprint": fingerprint, "machine": machine,
             "method": "each part alone in its network shapes, the least over passes of the "
                       "median of --repeats runs after 2 warm-up runs, scaled by the reference "
-                      "network's best time over its time then (passes more than 10% apart: "
+                      "network's best time over its time then, or one part's (the pacer, "
+                      "every 8 parts) where the table has it (passes more than 10% apart: "
                       "one more, the median kept); mid widths on a grid, "
                       "interpolated linearly; whole networks, exported and run as a user "
                       "exports and runs them (the median of --repeats Segmenter calls after 2 "
@@ -99,6 +100,10 @@ def _build(space: SearchSpace, path: Path, o: LutOptions, progress: bool | None
     timelines += [[] for _ in range(o.passes - len(timelines))]
     elapsed = float(old.get("seconds", 0.0)) if old else 0.0
     every = probes(space, o)
+    # the pacer: the first block (a table from before it has none: its parts go on by the
+    # reference network)
+    paced = not timelines[0] or any(k.startswith(calibrate.PACE) for k, _ in timelines[0])
+    pacer = next((p for p in every if BLOCK_KEY.fullmatch(p.key)), None) if paced else None
     networks = calibrate.genotypes(space, o.num_classes, o.calibrate, o.seed)
     whole = [calibrate.network_probe(g, o) for g in networks]
     start = time.perf_counter()
@@ -114,7 +119,7 @@ def _build(space: SearchSpace, path: Path, o: LutOptions, progress: bool | None
     total = sum(p.key not in done_keys[k] for k in range(o.passes) for p in every + whole)
     with progress_bar("lut", total=total, unit="part") as bar:  # an interrupt keeps them
         for k, timeline in enumerate(timelines[:o.passes]):  # later passes: other order
-            _time_parts(clock, every if k % 2 == 0 else every[::-1], timeline, whole,
+            _time_parts(clock, every if k % 2 == 0 else every[::-1], timeline, whole, pacer,
                         publish, bar.update)
         calibrate.measure_networks(clock, whole, timelines[:o.passes], publish, bar.update)
         # parts whose passes disagree (a burst of other work the references every
@@ -124,7 +129,8 @@ def _build(space: SearchSpace, path: Path, o: LutOptions, progress: bool | None
             timelines += [[] for _ in range(o.passes + 1 - len(timelines))]
             timed = {key for key, _ in timelines[o.passes]}
             bar.set_total(bar.n + sum(p.key not in timed for p in disputed))
-            _time_parts(clock, disputed, timelines[o.passes], whole, publish, bar.update)
+            _time_parts(clock, disputed, timelines[o.passes], whole, pacer, publish,
+                        bar.update)
     # a part's time: the least over passes of its reference-scaled medians (a slow stretch
     # of the machine, or a burst of other work during one pass, does not stay in the table),
     # the median where they disagree; a whole network's: its time at the table's speed over
@@ -153,22 +159,31 @@ def _build(space: SearchSpace, path: Path, o: LutOptions, progress: bool | None
     return done
 
 
-def _time_parts(clock: Clock, parts: list, timeline: list[list[Any]], whole: list,
+def _time_parts(clock: Clock, parts: list, timeline: list[list[Any]], whole: list, pacer,
                 publish, tick) -> None:
-    """Time the ``parts`` not yet in ``timeline`` into it, the reference network (``whole``'s
-    first) first and every ``calibrate.REFERENCE_EVERY`` parts."""
+    """Time the ``parts`` not yet in ``timeline`` into it: the reference network
+    (``whole``'s first) first and every ``calibrate.REFERENCE_EVERY`` parts, the pacer
+    first, every ``calibrate.PACE_EVERY`` parts and after the last."""
     done = {key for key, _ in timeline}
     since = calibrate.REFERENCE_EVERY
+    paced = calibrate.PACE_EVERY
     for probe in parts:
         if probe.key in done:
             continue
         if whole and since >= calibrate.REFERENCE_EVERY:
             timeline.append([calibrate.REFERENCE, clock.time(whole[0])])
             since = 0
+        if pacer is not None and paced >= calibrate.PACE_EVERY:
+            timeline.append([calibrate.PACE + pacer.key, clock.time(pacer)])
+            paced = 0
         timeline.append([probe.key, clock.time(probe)])
-        since += 1
+        since, paced = since + 1, paced + 1
         publish()
         tick()
+    last = timeline[-1][0] if timeline else calibrate.PACE
+    if pacer is not None and not last.startswith((calibrate.PACE, "network/")):
+        timeline.append([calibrate.PACE + pacer.key, clock.time(pacer)])  # the last's after
+        publish()
 
 
 def _disputed(timelines: list[list[list[Any]]], parts: list) -> list:

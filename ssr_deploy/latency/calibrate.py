@@ -12,10 +12,11 @@ by least squares on relative errors (Huber's beyond 5%: a network timed during a
 other work on a shared machine does not bend the fit), pulled towards the two-number fit
 ``c0 + s (sum of parts)`` (c1..c4 = s, the rest 0) so a dozen networks do not overfit seven
 numbers: on 40 networks per CPU path, pulling towards the plain sum (c0 = 0, s = 1) left the
-kinds where the parts' sum is 30-100% off (OpenVINO, int8) with the pull's bias. The
-reference network is also timed every ``REFERENCE_EVERY`` parts: a part measured while the
-machine ran slower than its fastest is scaled by the reference's best time over its time
-then, so a shared machine's slow minutes do not stay in the table.
+kinds where the parts' sum is 30-100% off (OpenVINO, int8) with the pull's bias. One part
+(the pacer) is timed every ``PACE_EVERY`` parts and the reference network every
+``REFERENCE_EVERY``: a part measured while the machine ran slower than its fastest is
+scaled by the pacer's best time over its time then, so a shared machine's slow seconds do
+not stay in the table.
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ RIDGE = 0.02
 HUBER, HUBER_ROUNDS = 0.05, 20  # relative error beyond which a network's pull stops growing
 REFERENCE = "network/reference"
 REFERENCE_EVERY = 80
+#: a part's machine speed: one part of the table (the pacer, timeline key ``pace/<part>``)
+#: timed before every PACE_EVERY parts and after the last. A shared machine's bursts of
+#: other work last seconds: on one built during a busy hour, two builds' times of the same
+#: parts, each corrected by the median of the 9 timed around it (their ratio), differed by
+#: 8% (standard deviation of the log ratio), 24% uncorrected; the reference network, every
+#: 80 parts (about 20 s), is too far apart to see them
+PACE, PACE_EVERY = "pace/", 8
 
 
 def genotypes(space, num_classes: int, n: int, seed: int) -> list:
@@ -125,22 +133,24 @@ def leave_one_out(rows: Sequence[Sequence[float]], measured: Sequence[float]) ->
 
 
 def normalised(timeline: list[list[Any]]) -> dict[str, float]:
-    """A pass's times (``[key, ms]`` in the order measured, the reference among them), each
-    scaled by the reference's best time over the faster of the two reference times around
-    it (the one before and the one after): a stretch the machine ran slow on both sides is
-    taken out; a burst that ended, or began, between two references is not (it is left to
-    the least over passes), so no time is ever scaled below what was measured on a machine
-    as fast as its fastest."""
-    refs = [(i, ms) for i, (key, ms) in enumerate(timeline) if key == REFERENCE]
-    if not refs:
-        return {key: ms for key, ms in timeline}
-    best = min(ms for _, ms in refs)
-    out = {}
-    for i, (key, ms) in enumerate(timeline):
-        before = [r for j, r in refs if j <= i]
-        after = [r for j, r in refs if j > i]
-        around = [x for x in (before[-1:] + after[:1])]
-        out[key] = ms * best / min(around)
+    """A pass's times (``[key, ms]`` in the order measured), each scaled by its speed
+    sample's best time in the pass over the faster of that sample's times right before and
+    after it: a part's by the pacer's (``PACE``, every ``PACE_EVERY`` parts; the reference
+    network's in a table built before the pacer), a whole network's by the reference's. A
+    stretch the machine ran slow on both sides is taken out; a burst that ended, or began,
+    between two samples is not (it is left to the passes), so no time is ever scaled below
+    what was measured on a machine as fast as its fastest."""
+    paced = any(key.startswith(PACE) for key, _ in timeline)
+    out: dict[str, float] = {}
+    for sample, mine in ((REFERENCE, lambda k: not paced or k.startswith("network/")),
+                         (PACE, lambda k: paced and not k.startswith("network/"))):
+        refs = [(i, ms) for i, (key, ms) in enumerate(timeline) if key.startswith(sample)]
+        best = min((ms for _, ms in refs), default=None)
+        for i, (key, ms) in enumerate(timeline):
+            if not mine(key):
+                continue
+            around = [r for j, r in refs if j <= i][-1:] + [r for j, r in refs if j > i][:1]
+            out[key] = ms * best / min(around) if around else ms
     return out
 
 

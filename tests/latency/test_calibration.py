@@ -116,6 +116,22 @@ def test_a_slow_stretch_of_the_machine_is_scaled_out():
     assert calibrate.normalised([["a", 3.0]]) == {"a": 3.0}
 
 
+def test_parts_go_by_the_pacer_and_whole_networks_by_the_reference():
+    """A burst of a few seconds: the pacer, timed every few parts, sees it where the
+    reference network, every 80 parts, does not; networks keep the reference's scale."""
+    ref, pace = calibrate.REFERENCE, calibrate.PACE + "stage0.d1.r1.8-8-8"
+    timeline = [[ref, 10.0], [pace, 2.0], ["a", 1.0], [pace, 2.0], ["b", 2.0], [pace, 4.0],
+                ["c", 2.0], [pace, 4.0], ["network/n", 30.0], [ref, 10.0]]
+    times = calibrate.normalised(timeline)
+    # "b": the burst began between the pacer's times around it: kept as measured
+    assert {k: times[k] for k in "abc"} == {"a": 1.0, "b": 2.0, "c": 1.0}
+    assert times["network/n"] == 30.0
+    # a table from before the pacer: its parts by the reference, as before
+    old = calibrate.normalised([[ref, 10.0], ["a", 2.0], [ref, 20.0], [ref, 20.0], ["c", 4.0],
+                                [ref, 20.0]])
+    assert old["a"] == 2.0 and old["c"] == 2.0
+
+
 def _calibrated(coefficients) -> LatencyTable:
     table = synthetic_table(TINY, multilinear)
     table.meta["calibration"] = {"coefficients": list(coefficients)}

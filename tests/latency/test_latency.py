@@ -7,6 +7,7 @@ import json
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -16,6 +17,7 @@ from ssr_deploy import latency as lut_module
 from ssr_deploy.cli import main
 from ssr_deploy.errors import SsrDeployError
 from ssr_deploy.latency import LutOptions, build_lut
+from ssr_deploy.latency.calibrate import PACE
 from ssr_deploy.latency.table import LatencyTable, block_key, down_key, head_key, one_hot
 from ssr_deploy.search.supernet import SuperNet
 from ssr_deploy.space import SearchSpace, StageSpace
@@ -65,7 +67,8 @@ def test_an_interrupted_build_keeps_its_parts_and_the_same_command_finishes_it(t
     with pytest.raises(KeyboardInterrupt):
         build_lut(TINY, path, OPTIONS, progress=False)
     partial = json.loads(path.read_text())
-    measured_first = [k for k, _ in partial["timelines"][0] if k != "network/reference"]
+    measured_first = [k.removeprefix(PACE) for k, _ in partial["timelines"][0]
+                      if k != "network/reference"]  # the pacer: a part timed as "pace/<key>"
     assert not partial["complete"] and measured_first == [c for c in calls
                                                            if c != "network/reference"]
     with pytest.raises(SsrDeployError, match="unfinished"):
@@ -78,12 +81,15 @@ def test_an_interrupted_build_keeps_its_parts_and_the_same_command_finishes_it(t
     table = LatencyTable.load(path)
     parts = [p.key for p in lut_module.probes(TINY, OPTIONS)]
     first = dict(partial["timelines"][0])
-    # parts whose two passes disagree by more than 10% are timed a third time
-    again = [k for t in json.loads(path.read_text())["timelines"][OPTIONS.passes:]
-             for k, _ in t if k in parts]
+    # parts whose two passes disagree by more than 10% are timed a third time; the pacer
+    # as often as the timelines say
+    final = json.loads(path.read_text())["timelines"]
+    again = [k for t in final[OPTIONS.passes:] for k, _ in t if k in parts]
+    paces = [k.removeprefix(PACE) for t in final for k, _ in t if k.startswith(PACE)]
+    paced_before = sum(k.startswith(PACE) for t in partial["timelines"] for k, _ in t)
     assert sorted(k for k in measured if k in parts) == sorted(
         [k for k in parts for _ in range(OPTIONS.passes) if (k not in first or _ > 0)]
-        + again)
+        + again + paces[paced_before:])
     assert all(table.entries[k] <= first[k] * 1.5 for k in first if k in table.entries)
     assert set(table.entries) == set(table.required())
 
@@ -97,7 +103,7 @@ def test_parts_whose_passes_disagree_are_timed_again_and_their_median_kept(tmp_p
 
     parts = [p.key for p in lut_module.probes(TINY, OPTIONS)]
     noisy = next(k for k in parts if "/" not in k)
-    other = next(k for k in parts if "/" not in k and k != noisy)
+    other = next(k for k in parts if k.startswith("down"))  # not the pacer (a block)
     seen: Counter = Counter()
 
     def machine(self, probe):
@@ -106,7 +112,7 @@ def test_parts_whose_passes_disagree_are_timed_again_and_their_median_kept(tmp_p
             return 10.0 if probe.key == "network/reference" else 20.0 + len(probe.key)
         if probe.key == noisy:
             return {1: 1.0, 2: 2.0, 3: 1.8}[seen[probe.key]]
-        return 1.0 + 0.05 * (seen[probe.key] - 1)  # its two passes 5% apart
+        return 1.0 + 0.05 * (seen[probe.key] % 2 == 0)  # two passes 5% apart
 
     monkeypatch.setattr(lut_module.Clock, "time", machine)
     path = tmp_path / "lut.json"
@@ -117,6 +123,20 @@ def test_parts_whose_passes_disagree_are_timed_again_and_their_median_kept(tmp_p
     assert data["entries"][noisy] == pytest.approx(1.8)
     assert data["entries"][other] == pytest.approx(1.0)
     assert seen[noisy] == 3 and seen[other] == 2
+
+
+def test_a_build_times_its_pacer_every_few_parts_and_after_the_last(tmp_path, monkeypatch):
+    from ssr_deploy.latency import calibrate
+
+    monkeypatch.setattr(lut_module.Clock, "time", lambda self, probe: 1.0)
+    path = tmp_path / "lut.json"
+    build_lut(TINY, path, OPTIONS, progress=False)
+    for timeline in json.loads(path.read_text())["timelines"][:OPTIONS.passes]:
+        keys = [k for k, _ in timeline if not k.startswith("network/")]
+        paces = [i for i, k in enumerate(keys) if k.startswith(calibrate.PACE)]
+        assert paces[0] == 0 and paces[-1] == len(keys) - 1
+        gaps = np.diff(paces)
+        assert gaps.max() == calibrate.PACE_EVERY + 1
 
 
 def test_int8_tables_calibrate_on_more_networks_by_default():
