@@ -122,8 +122,8 @@ def _build(space: SearchSpace, path: Path, o: LutOptions, progress: bool | None
             _time_parts(clock, every if k % 2 == 0 else every[::-1], timeline, whole, pacer,
                         publish, bar.update)
         calibrate.measure_networks(clock, whole, timelines[:o.passes], publish, bar.update)
-        # parts whose passes disagree (a burst of other work the references every
-        # REFERENCE_EVERY parts did not see): once more, the median kept
+        # parts whose passes disagree (a burst of other work within the pacer's spacing):
+        # once more, the median kept
         disputed = _disputed(timelines[:o.passes], every)
         if disputed:
             timelines += [[] for _ in range(o.passes + 1 - len(timelines))]
@@ -131,7 +131,7 @@ def _build(space: SearchSpace, path: Path, o: LutOptions, progress: bool | None
             bar.set_total(bar.n + sum(p.key not in timed for p in disputed))
             _time_parts(clock, disputed, timelines[o.passes], whole, pacer, publish,
                         bar.update)
-    # a part's time: the least over passes of its reference-scaled medians (a slow stretch
+    # a part's time: the least over passes of its pacer-scaled medians (a slow stretch
     # of the machine, or a burst of other work during one pass, does not stay in the table),
     # the median where they disagree; a whole network's: its time at the table's speed over
     # its steady measurements, as a search or the benchmark measures one after the build
