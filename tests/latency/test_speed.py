@@ -93,3 +93,13 @@ def test_the_build_times_a_calibration_network_again_while_the_machine_changes_s
     cut = [[ref, 10.0], [key, 30.0]]
     calibrate.measure_networks(Clock(), probes[:2], [cut], lambda: None, lambda: None)
     assert cut[-1][0] == ref and calibrate.network_rows([cut])[key]
+
+
+def test_of_the_steady_measurements_those_at_the_machines_fastest_count():
+    """A network slowed more than the reference during a slow stretch (what others run
+    takes its memory bandwidth more): the measurements taken at full speed decide."""
+    rows = [(40.0, 10.0, 10.2), (41.0, 10.1, 10.0), (60.0, 13.0, 13.0), (61.0, 13.1, 13.0)]
+    figure = speed.at_table_speed(rows, best=10.0)
+    assert figure["ms"] == pytest.approx(40.3, rel=0.01)
+    assert figure["machine_speed"] == pytest.approx(1.0, abs=0.02)
+    assert figure["steady"] == 4
