@@ -367,10 +367,10 @@ def searches(path_name: str, args, work: Path, space: SearchSpace, frame: np.nda
                           form)
         # the reference on both sides of each measurement; a found network is one
         # figure, not one of 40: five steady passes at least
-        figure = speed.at_table_speed(speed.measure(
-            lambda files=files: measure(*files, frame, args.runs),
-            lambda: measure(*ref_file, frame, args.runs), max(args.passes, SEARCH_PASSES)),
-            best)
+        rows = speed.measure(lambda files=files: measure(*files, frame, args.runs),
+                             lambda: measure(*ref_file, frame, args.runs),
+                             max(args.passes, SEARCH_PASSES))
+        figure = speed.at_table_speed(rows, best)
         scaled, measured = figure["ms"], figure["raw_ms"]
         predicted = table.predict(found)["latency_ms"]
         landed = json.loads((run / "landing.json").read_text())
@@ -379,6 +379,7 @@ def searches(path_name: str, args, work: Path, space: SearchSpace, frame: np.nda
                     "measured_ms": measured, "measured_at_table_speed_ms": scaled,
                     "machine_speed": figure["machine_speed"],
                     "measurements": figure["passes"], "steady": figure["steady"],
+                    "rows": [list(r) for r in rows],  # (ms, reference before, after)
                     "error": measured / target - 1,
                     "error_at_table_speed": scaled / target - 1,
                     "depth": [st.depth for st in found.stages],
