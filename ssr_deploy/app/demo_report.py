@@ -209,4 +209,5 @@ def _search_ending(se: dict[str, Any]) -> str:
         return (f"settled: {f['decisions']} decisions taken by the rising threshold, "
                 f"{f['mass']:.2f} of their probability each")
     return {"converged": "converged", "argmax": "stopped; argmax for the rest",
-            "in band": "stopped; the most probable network in the band"}[ended]
+            "in band": "stopped; the most probable network in the band",
+            "measured": "the network it measured nearest the target"}[ended]

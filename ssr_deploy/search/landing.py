@@ -20,8 +20,10 @@ a third as wide as --cost-band (the search then has its epochs to move there). W
 settling begins (or the epochs run out), when the space left is nearly the network found,
 it times the anchor again, up to ``ROUNDS`` networks, until one is measured within
 --cost-band of the target or the space left holds no network not yet timed, each moving the
-aim the same way. The found network is timed at the end and reported beside its prediction
-(``landing.json``)."""
+aim the same way. The network the search ends on is timed too; where it runs outside
+--cost-band and one it timed on the way ran nearer the target, the search ends on that one
+(the table errs by network, not by one factor). What was measured is reported beside the
+predictions (``landing.json``)."""
 
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ import numpy as np
 from ssr_deploy.errors import UsageError
 from ssr_deploy.genotype import Genotype
 
-ROUNDS = 3
+ROUNDS = 5
 TABLE_ERROR = 0.05  # a table's error on networks it was not fitted on, where it has no figure
 MIN_SPREAD = 0.01  # no measurement is taken as closer than 1%
 LANDED_BAND = 3  # once aimed by a measurement, the band is --cost-band over this
@@ -86,11 +88,14 @@ class Landing:
                                         "steady") if k in row}
         return self.clock.time(named(genotype))
 
-    def record(self, aim: float, predicted: float, genotype: Genotype, settling: bool
-               ) -> dict[str, Any]:
-        """Time the network and keep it as a round."""
+    def record(self, aim: float, predicted: float, genotype: Genotype, settling: bool,
+               choices: list | None = None) -> dict[str, Any]:
+        """Time the network and keep it as a round (``choices``: the pick it is, so the
+        search can end on it)."""
         row = {"network": named(genotype).name, "aim_ms": aim, "predicted_ms": predicted,
-               **self.time(genotype), "settling": settling}
+               **self.time(genotype), "settling": settling,
+               "choices": None if choices is None else [
+                   None if c is None else [int(x) for x in c] for c in choices]}
         self.rounds.append(row)
         return row
 

@@ -87,6 +87,50 @@ def test_a_search_moves_its_aim_by_what_it_measured_and_lands_on_the_target(
     assert rows[-1]["aim_ms"] == pytest.approx(searcher.aim)
 
 
+class ByNetwork(SlowerThanPredicted):
+    """A device on which each network runs its own factor x the table's prediction."""
+
+    def __init__(self, table, factors: dict[str, float]) -> None:
+        super().__init__(table, 1.0)
+        self.factors = factors
+
+    def time(self, genotype) -> dict[str, float]:
+        self.factor = self.factors.get(genotype.name, 1.0)
+        return super().time(genotype)
+
+
+def test_a_search_ends_on_the_network_it_measured_nearest_the_target(tmp_path, monkeypatch):
+    """The table errs by network, not by one factor: where the network a search ends on
+    runs 20% over the target and one it timed on the way ran within the band, it ends on
+    that one; where its own runs within the band, on its own."""
+    from ssr_deploy.search.budget import Budget
+    from ssr_deploy.search.landing import named
+
+    table = synthetic_file(tmp_path / "lut.json")
+    target = _middle(table)
+    device = ByNetwork(table, {})
+    monkeypatch.setattr(searcher_module, "landing_for", lambda config, measure, *_: (
+        Landing(device, measure.table.space, [], measure.table.num_classes), None))
+    searcher = _search(tmp_path, tmp_path / "lut.json", target)
+    with torch.no_grad():
+        valid, logp = searcher._masks(), searcher_module._log(searcher.net.probs())
+    searcher.landing.op_list = searcher.net.op_list
+    on = Budget(searcher.tables, target, 0.02).pick(valid, logp)
+    under = Budget(searcher.tables, 0.85 * target, 0.02).pick(valid, logp)
+    assert under.choices != on.choices
+    name_on, name_under = (named(searcher.landing.genotype(p.choices)).name
+                           for p in (on, under))
+    device.factors = {name_on: 1.2, name_under: target / under.cost}
+    searcher.landing.record(target, under.cost, searcher.landing.genotype(under.choices),
+                            True, under.choices)
+    chosen = searcher._nearest_measured(on)  # times `on`: 20% over
+    assert chosen.choices == under.choices and chosen.cost == pytest.approx(under.cost)
+    assert [r["network"] for r in searcher.landing.rounds] == [name_under, name_on]
+    device.factors[name_on] = target / on.cost  # its own on the target: kept
+    searcher.landing.rounds.pop()
+    assert searcher._nearest_measured(on).choices == on.choices
+
+
 def test_a_measurement_moves_the_aim_as_far_as_its_spread_allows():
     """The ratio the aim is corrected by weighs each measurement by its spread over passes
     against the table's own error: one taken on a busy machine barely moves it."""
