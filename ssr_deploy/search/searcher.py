@@ -486,7 +486,8 @@ class Searcher:
     def _nearest_measured(self, here: Pick) -> Pick:
         """The network to end on, as measured: ``here`` (timed now if the landing has not)
         where it runs within --cost-band of the target; else, of the networks the landing
-        timed, the one that runs nearest the target, where nearer than ``here``. The table
+        timed whose ops the shrinking has not removed, the one that runs nearest the target,
+        where nearer than ``here``. The table
         errs by network, not by one factor: on OpenVINO int8 three networks a search headed
         for ran 0.96x, 1.07x and 1.09x their predictions."""
         genotype = self.landing.genotype(here.choices)
@@ -498,7 +499,12 @@ class Searcher:
         def off(row: dict[str, Any]) -> float:
             return abs(float(np.log(row["ms"] / self.target)))
 
-        best = min((r for r in self.landing.rounds if r.get("choices")), key=off)
+        def kept(choices: list) -> bool:  # its ops' weights are still in the supernet
+            return all(c is None or str(c[0]) in self.net.layers[li]
+                       for li, c in enumerate(choices))
+
+        best = min((r for r in self.landing.rounds if r.get("choices") and
+                    kept(r["choices"])), key=off, default=mine)
         if off(best) >= off(mine):
             return here
         choices = [None if c is None else tuple(c) for c in best["choices"]]

@@ -129,6 +129,13 @@ def test_a_search_ends_on_the_network_it_measured_nearest_the_target(tmp_path, m
     device.factors[name_on] = target / on.cost  # its own on the target: kept
     searcher.landing.rounds.pop()
     assert searcher._nearest_measured(on).choices == on.choices
+    # one whose op the shrinking removed (its weights gone from the supernet) is not taken
+    device.factors[name_on] = 1.2
+    searcher.landing.rounds.pop()
+    li = next(i for i, (a, b) in enumerate(zip(on.choices, under.choices, strict=True))
+              if b is not None and (a is None or a[0] != b[0]))
+    del searcher.net.layers[li][str(under.choices[li][0])]
+    assert searcher._nearest_measured(on).choices == on.choices
 
 
 def test_a_measurement_moves_the_aim_as_far_as_its_spread_allows():
