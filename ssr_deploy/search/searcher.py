@@ -487,9 +487,9 @@ class Searcher:
         """The network to end on, as measured: ``here`` (timed now if the landing has not)
         where it runs within --cost-band of the target; else, of the networks the landing
         timed whose ops the shrinking has not removed, the one that runs nearest the target,
-        where nearer than ``here``. The table
-        errs by network, not by one factor: on OpenVINO int8 three networks a search headed
-        for ran 0.96x, 1.07x and 1.09x their predictions."""
+        where nearer than ``here``. The table errs by network, not by one factor: on
+        OpenVINO int8 three networks one search headed for ran 0.93x, 1.07x and 1.10x their
+        predictions."""
         genotype = self.landing.genotype(here.choices)
         mine = self.landing.timed(genotype) or self.landing.record(
             self.aim, here.cost, genotype, settling=True, choices=here.choices)
@@ -528,8 +528,9 @@ class Searcher:
                  "how": "exported and run on the table's path on this machine as `bench` "
                         "runs it, in passes with the table's reference network timed before "
                         "and after each; ms: the median over steady passes (the two "
-                        "reference times within 5%) of each time over the machine's speed "
-                        "then (at the table's speed); raw_ms: the least time as run; spread: "
+                        "reference times within 5%, the machine within 5% of its fastest "
+                        "among them) of each time over the machine's speed then (at the "
+                        "table's speed); raw_ms: the least time as run; spread: "
                         "the standard error of those passes' log times; passes, steady: how "
                         "many were taken and were steady"}
         atomic_write_text(self.folder.path / LANDING_FILE, json.dumps(found, indent=1) + "\n")
