@@ -124,7 +124,7 @@ def _build(space: SearchSpace, path: Path, o: LutOptions, progress: bool | None
         calibrate.measure_networks(clock, whole, timelines[:o.passes], publish, bar.update)
         # parts whose passes disagree (a burst of other work within the pacer's spacing):
         # once more, the median kept
-        disputed = _disputed(timelines[:o.passes], every)
+        disputed = _disputed([calibrate.normalised(t) for t in timelines[:o.passes]], every)
         if disputed:
             timelines += [[] for _ in range(o.passes + 1 - len(timelines))]
             timed = {key for key, _ in timelines[o.passes]}
@@ -139,7 +139,8 @@ def _build(space: SearchSpace, path: Path, o: LutOptions, progress: bool | None
     passes = [calibrate.normalised(t) for t in timelines]
     best = {p.key: _part_time([done[p.key] for done in passes if p.key in done])
             for p in every + whole}
-    if whole:
+    if whole:  # (the reference of a build of under three networks is never timed between
+        # two networks: it keeps the least above)
         fastest = min(ms for t in timelines for k, ms in t if k == calibrate.REFERENCE)
         rows = calibrate.network_rows(timelines)
         best |= {p.key: speed.at_table_speed(rows[p.key], fastest)["ms"] for p in whole
@@ -186,9 +187,9 @@ def _time_parts(clock: Clock, parts: list, timeline: list[list[Any]], whole: lis
         publish()
 
 
-def _disputed(timelines: list[list[list[Any]]], parts: list) -> list:
-    """The parts whose reference-scaled times over the passes differ by more than AGREE."""
-    passes = [calibrate.normalised(t) for t in timelines]
+def _disputed(passes: list[dict[str, float]], parts: list) -> list:
+    """The parts whose scaled times over the passes (``calibrate.normalised``) differ by
+    more than AGREE."""
     if len(passes) < 2:
         return []
     return [p for p in parts

@@ -137,6 +137,10 @@ def test_a_build_times_its_pacer_every_few_parts_and_after_the_last(tmp_path, mo
         assert paces[0] == 0 and paces[-1] == len(keys) - 1
         gaps = np.diff(paces)
         assert gaps.max() == calibrate.PACE_EVERY + 1
+    # two networks: the reference is never timed between two, and keeps its least
+    few = LutOptions(**{**OPTIONS.__dict__, "calibrate": 2})
+    build_lut(TINY, tmp_path / "few.json", few, progress=False)
+    assert LatencyTable.load(tmp_path / "few.json").meta["calibration"]["networks"]
 
 
 def test_int8_tables_calibrate_on_more_networks_by_default():
