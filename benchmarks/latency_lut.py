@@ -18,7 +18,8 @@ CPU has it, and int8):
    divided by it is the time at the table's speed; a network timed while that speed
    changed (the two reference times more than 5% apart) is timed again until it has
    ``--passes`` steady measurements (at most three times as many), the median over the
-   steady ones kept (``*_at_table_speed``; ``raw``: the least raw time; ssr_deploy's
+   steady ones taken while the machine ran within 5% of its fastest among them kept
+   (``*_at_table_speed``; ``raw``: the least raw time; ssr_deploy's
    ``latency/speed.py``, as a search landing measures);
 4. compares predicted with measured: the share within +-10%, the median absolute error,
    Spearman's rank correlation (goals: >= 95% within 10%, median <= 5%, Spearman >= 0.95);
@@ -215,7 +216,7 @@ def measured_rows(done: dict, name: str) -> list[speed.Row]:
 def compare(table: LatencyTable, nets: list[Genotype], done: dict) -> dict:
     """The table's predictions against measured passes (``measured-<path>.json``): each
     network's time at the table's speed (``speed.at_table_speed``: the median over its
-    steady measurements), the shares and errors."""
+    steady measurements at the machine's fastest), the shares and errors."""
     _, table_ref = table.reference()
     rows = []
     for g in nets:
@@ -456,7 +457,8 @@ def main() -> None:
                           "and after it, over its best time in the table's build), the median "
                           "over steady measurements (the two reference times within 5%: "
                           "a network with fewer than --passes steady ones is timed again, at "
-                          "most three times as often; since the fourth session); 'raw': the "
+                          "most three times as often) taken while the machine ran within 5% "
+                          "of its fastest among them (since the fourth session); 'raw': the "
                           "least raw time. (The first run "
                           "took the least over passes of times scaled by the faster "
                           "reference, floored at 1: biased by the reference's noise; this "

@@ -186,4 +186,3 @@ class TableSpeedClock:
 
     def remove(self) -> None:
         self.clock.remove()
-

@@ -12,8 +12,8 @@ was measured, puts the target:
                                 / (1 / sigma^2 + sum_i 1 / s_i^2)
 
 where s_i is a measurement's spread over its steady passes (a busy machine's noise; one
-with no steady pass counts as no better than the table) and sigma the
-table's own error on networks it was not fitted on (its leave-one-out error): the table's
+with no steady pass counts as no better than the table) and sigma the table's own error
+on networks it was not fitted on (its leave-one-out error): the table's
 word against the measurements', each as good as it is, so one measurement taken during a
 burst of other work does not throw the search across the space. The aim is held in a band
 a third as wide as --cost-band (the search then has its epochs to move there). Where
