@@ -312,6 +312,24 @@ class Budget:
         return op, mid, out
 
 
+def same_ops(t: CostTables, pick: Pick, like) -> tuple[tuple, tuple]:
+    """``pick``'s layers and ops at every width: (op, mid, out) masks shaped as ``like``
+    (the supernet's), and a score of the same shapes that counts a choice's width steps
+    away from ``pick``'s (0 its own, -1 a step): as ``logp``, the solver then finds the
+    network nearest ``pick`` at a cost."""
+    op, mid, out = (np.zeros_like(m, dtype=bool) for m in like)
+    near = tuple(np.zeros(m.shape) for m in like)
+    steps = np.arange(mid.shape[-1])
+    for li, c in enumerate(pick.choices):
+        if c is None:
+            op[li, t.skip] = True
+            continue
+        i, m, o = c
+        op[li, i] = mid[li, i] = out[li, i] = True
+        near[1][li, i], near[2][li, i] = -np.abs(steps - m), -np.abs(steps - o)
+    return (op, mid, out), near
+
+
 def argmax(t: CostTables, valid, logp) -> Pick:
     """The network ``decode`` gives: each layer's likeliest op, then its likeliest widths."""
     op_valid, mid_valid, out_valid = valid

@@ -111,6 +111,7 @@ def test_a_search_ends_on_the_network_it_measured_nearest_the_target(tmp_path, m
     device = ByNetwork(table, {})
     monkeypatch.setattr(searcher_module, "landing_for", lambda config, measure, *_: (
         Landing(device, measure.table.space, [], measure.table.num_classes), None))
+    monkeypatch.setattr(searcher_module, "WIDTHS", 0)  # other widths: the next test
     searcher = _search(tmp_path, tmp_path / "lut.json", target)
     with torch.no_grad():
         valid, logp = searcher._masks(), searcher_module._log(searcher.net.probs())
@@ -138,6 +139,31 @@ def test_a_search_ends_on_the_network_it_measured_nearest_the_target(tmp_path, m
     assert searcher._nearest_measured(on).choices == on.choices
 
 
+def test_where_the_found_network_misses_its_ops_are_timed_at_other_widths(tmp_path,
+                                                                          monkeypatch):
+    """Networks of the same layers and ops share the table's error: where the found one
+    (predicted on the target) runs 10% over it, the one nearest its widths that the table
+    puts 10% under is timed, runs on the target, and the search ends on it."""
+    from ssr_deploy.search.budget import solve
+
+    table = synthetic_file(tmp_path / "lut.json")
+    device = SlowerThanPredicted(table, 1.1)
+    monkeypatch.setattr(searcher_module, "landing_for", lambda config, measure, *_: (
+        Landing(device, measure.table.space, [], measure.table.num_classes), None))
+    searcher = _search(tmp_path, tmp_path / "lut.json", _middle(table))
+    searcher.landing.op_list = searcher.net.op_list
+    on = solve(searcher.tables, searcher._masks(), beta=-1.0)  # every layer at its widest
+    searcher.target = target = on.cost
+    chosen = searcher._nearest_measured(on)
+    rounds = searcher.landing.rounds
+    assert len(rounds) == 2 and rounds[0]["ms"] == pytest.approx(1.1 * target)
+    assert [c[0] for c in chosen.choices] == [c[0] for c in on.choices]  # its ops
+    assert chosen.choices != on.choices and chosen.choices == [
+        tuple(c) for c in rounds[1]["choices"]]
+    assert chosen.cost == pytest.approx(target / 1.1, rel=0.01)
+    assert abs(rounds[1]["ms"] / target - 1) <= searcher.config.cost_band
+
+
 def test_a_measurement_moves_the_aim_as_far_as_its_spread_allows():
     """The ratio the aim is corrected by weighs each measurement by its spread over passes
     against the table's own error: one taken on a busy machine barely moves it."""
@@ -157,6 +183,13 @@ def test_a_measurement_moves_the_aim_as_far_as_its_spread_allows():
     landing.rounds = [{"network": "a", "ms": 75.0, "predicted_ms": 100.0, "spread": 0.005,
                        "steady": 0, "passes": 15}]
     assert landing.ratio() == pytest.approx(np.sqrt(0.75), rel=1e-6)
+    # once settling has timed a network, the first step's (another kind of network) is out
+    landing.rounds = [{"network": "a", "ms": 85.0, "predicted_ms": 100.0, "spread": 0.005,
+                       "settling": False}]
+    first = landing.ratio()
+    landing.rounds.append({"network": "b", "ms": 105.0, "predicted_ms": 100.0,
+                           "spread": 0.005, "settling": True})
+    assert first < 0.9 and 1.0 < landing.ratio() < 1.05
 
 
 def test_landing_times_networks_on_the_tables_path_here(tmp_path):
