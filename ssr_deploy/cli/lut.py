@@ -85,6 +85,13 @@ def build(ctx: click.Context, out: str, space_file: str | None, **settings) -> N
     click.echo(f"wrote {out}: {len(table['entries'])} parts, {o.backend} {o.device} "
                f"{o.precision} at {o.size[0]}x{o.size[1]}, {table['seconds']:.0f} s of "
                f"measuring{error}{calibration}")
+    unsteady, counted = (table.get("calibration") or {}).get("unsteady"), len(
+        (table.get("calibration") or {}).get("networks", [])) - 1
+    if unsteady and 3 * unsteady > counted:
+        click.echo(f"warning: the machine changed speed while {unsteady} of the {counted} "
+                   "calibration networks were timed (fewer steady measurements than passes; "
+                   "they count less in the fit): its predictions may be off by more than the "
+                   "fit says; build it again when the machine is quieter", err=True)
     from ssr_deploy.latency.table import LatencyTable
     from ssr_deploy.search.budget import space_range
 

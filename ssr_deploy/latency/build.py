@@ -143,15 +143,18 @@ def _build(space: SearchSpace, path: Path, o: LutOptions, progress: bool | None
         # two networks: it keeps the least above)
         fastest = min(ms for t in timelines for k, ms in t if k == calibrate.REFERENCE)
         rows = calibrate.network_rows(timelines)
-        best |= {p.key: speed.at_table_speed(rows[p.key], fastest)["ms"] for p in whole
-                 if rows.get(p.key)}
+        figures = {p.key: speed.at_table_speed(rows[p.key], fastest) for p in whole
+                   if rows.get(p.key)}
+        best |= {key: figure["ms"] for key, figure in figures.items()}
     entries = {k: v for k, v in best.items() if "/" not in k}
     checks = {k[len("check/"):]: v for k, v in best.items() if k.startswith("check/")}
     plain = LatencyTable({**header, "calibration": None}, entries)
     check = interpolation_error(plain, checks)
     extra = {"check": check, "entries": entries, "check_entries": checks}
     if networks:
-        extra["calibration"] = fit_networks(plain, networks, whole, best)
+        steady = {p.key: figures[p.key]["steady"] if p.key in figures else o.passes
+                  for p in whole[1:]}  # the reference: its least, timed around each
+        extra["calibration"] = fit_networks(plain, networks, whole, best, steady, o.passes)
         extra["reference"] = {"samples": sum(k == calibrate.REFERENCE for t in timelines
                                              for k, _ in t), "best_ms": fastest}
     done = publish(True, extra)
@@ -204,20 +207,28 @@ def _part_time(times: list[float]) -> float:
     return float(np.median(times))
 
 
-def fit_networks(plain: LatencyTable, networks: list, whole: list, best: dict[str, float]
-                 ) -> dict[str, Any]:
+def fit_networks(plain: LatencyTable, networks: list, whole: list, best: dict[str, float],
+                 steady: dict[str, int] | None = None, passes: int = 1) -> dict[str, Any]:
     """The calibration: each whole network's features from the plain table, its measured
-    time, the fit, and how well it fits (and predicts a network left out)."""
+    time and how many of its measurements were steady (``steady``; all where not given),
+    the fit (each network weighed by ``calibrate.trust_of``), and how well it fits (and
+    predicts a network left out); ``unsteady``: the networks with fewer steady measurements
+    than ``passes``, a sign the machine was too busy for the table to be trusted."""
     measured = [best[probe.key] for probe in whole]
+    counts = [(steady or {}).get(probe.key, passes) for probe in whole]
+    trust = [calibrate.trust_of(n, passes) for n in counts]
     rows = [plain.raw_parts(g)[1] for g in networks]
-    coefficients = calibrate.fit(rows, measured)
+    coefficients = calibrate.fit(rows, measured, trust)
     fitted = [float(np.dot(coefficients, r)) for r in rows]
     errors = [f / m - 1 for f, m in zip(fitted, measured, strict=True)]
-    held_out = calibrate.leave_one_out(rows, measured) if len(rows) > len(rows[0]) else []
+    held_out = calibrate.leave_one_out(rows, measured, trust) if len(rows) > len(rows[0]) \
+        else []
     return {"features": list(calibrate.FEATURES), "coefficients": coefficients,
             "networks": [{"name": g.name, "genotype": g.to_dict(), "measured_ms": m,
-                          "parts_ms": r[1] + r[2] + r[3] + r[4], "fitted_ms": f}
-                         for g, m, r, f in zip(networks, measured, rows, fitted, strict=True)],
+                          "parts_ms": r[1] + r[2] + r[3] + r[4], "fitted_ms": f, "steady": n}
+                         for g, m, r, f, n in zip(networks, measured, rows, fitted, counts,
+                                                  strict=True)],
+            "unsteady": sum(n < passes for n in counts[1:]),
             "fit": {"mean_rel_error": float(np.mean(np.abs(errors))),
                     "max_rel_error": float(np.max(np.abs(errors))),
                     "leave_one_out_mean_rel_error": float(np.mean(np.abs(held_out)))

@@ -349,6 +349,29 @@ def test_a_search_against_a_latency_target_logs_and_records_it(tmp_path):
         Searcher(SearchSpace(), data, tmp_path / "bad2", config)
 
 
+def test_a_build_says_its_calibration_was_timed_on_a_busy_machine(tiny_lut, tmp_path,
+                                                                    monkeypatch):
+    """Each calibration network records how many of its measurements were steady; where
+    over a third had fewer than the passes, ``lut build`` warns that the table may be off."""
+    data = json.loads(tiny_lut.read_text())["calibration"]
+    assert all(0 <= n["steady"] <= OPTIONS.passes * 3 for n in data["networks"])
+    assert data["unsteady"] == sum(n["steady"] < OPTIONS.passes for n in data["networks"][1:])
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(TINY.to_dict()))
+    out = tmp_path / "lut.json"
+    synthetic_file(out)
+    calibration = {"networks": [{}] * 12, "unsteady": 0, "fit": {
+        "mean_rel_error": 0.05, "leave_one_out_mean_rel_error": 0.08}}
+    monkeypatch.setattr(lut_module, "build_lut", lambda *a, **k: {
+        "entries": {}, "seconds": 1.0, "calibration": calibration})
+    args = ["lut", "build", "-o", str(out), "--size", "32x64", "--space", str(space)]
+    for unsteady, warned in ((3, False), (4, True)):
+        calibration["unsteady"] = unsteady
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 0, r.output
+        assert ("warning: the machine changed speed while 4 of the 11" in r.output) == warned
+
+
 def test_the_cli_builds_predicts_and_refuses(tiny_lut, tmp_path):
     runner = CliRunner()
     space = tmp_path / "space.json"
