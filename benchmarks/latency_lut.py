@@ -67,6 +67,7 @@ from ssr_deploy.latency import LutOptions, build_lut, speed  # noqa: E402
 from ssr_deploy.latency.networks import segmenter_ms  # noqa: E402
 from ssr_deploy.latency.table import LatencyTable  # noqa: E402
 from ssr_deploy.runtime.bench import machine_info  # noqa: E402
+from ssr_deploy.search.landing import named  # noqa: E402
 from ssr_deploy.space import SearchSpace  # noqa: E402
 from ssr_deploy.spec import RUNTIME_IO  # noqa: E402
 
@@ -362,8 +363,11 @@ def searches(path_name: str, args, work: Path, space: SearchSpace, frame: np.nda
                             "40", "--batch", "4", "--shrink-every", "3", "--arch-lr", "0.3",
                             "--lut", str(table_path), "--target-ms", str(target), "--quiet"],
                            check=True, stdout=subprocess.DEVNULL)
-        found = Genotype.load(run / "genotype.json")
-        found = Genotype.from_dict({**found.to_dict(), "name": f"searched-{path_name}-{share}"})
+        # named by its layers too: an export of the network an earlier search found at
+        # this target is not this one's (measured: every search of two rounds was)
+        found = named(Genotype.load(run / "genotype.json"))
+        found = Genotype.from_dict({**found.to_dict(),
+                                    "name": f"searched-{path_name}-{share}-{found.name}"})
         files = model_for(path_name, fp32_onnx(found, work / "nets"), work / "nets", calib,
                           form)
         # the reference on both sides of each measurement; a found network is one
