@@ -38,6 +38,7 @@ SUMS = (1, 2, 3, 4)  # the features that are sums of parts' times
 SCALE = (5.0, 0.5, 0.5, 0.5, 0.5, 1.0, 1.0)
 RIDGE = 0.02
 HUBER, HUBER_ROUNDS = 0.05, 20  # relative error beyond which a network's pull stops growing
+MIN_TRUST = 0.1  # the least weight of a calibration network with no steady measurement
 REFERENCE = "network/reference"
 REFERENCE_EVERY = 80
 #: a part's machine speed: one part of the table (the pacer, timeline key ``pace/<part>``)
@@ -134,9 +135,6 @@ def trust_of(steady: int, passes: int) -> float:
     of 40 networks within +-10% (onnxruntime fp32 and int8, OpenVINO int8 built on calmer
     hours: the same or better, OpenVINO int8's median error 4.3% -> 3.6%)."""
     return max(min(steady, passes) / passes, MIN_TRUST) if passes else 1.0
-
-
-MIN_TRUST = 0.1
 
 
 def leave_one_out(rows: Sequence[Sequence[float]], measured: Sequence[float],
