@@ -130,10 +130,10 @@ def fit(rows: Sequence[Sequence[float]], measured: Sequence[float],
 def trust_of(steady: int, passes: int) -> float:
     """A calibration network's weight in the fit: the share of its passes that were steady
     (the reference's times around it within ``speed.STEADY``), at least MIN_TRUST. On a
-    build during which the reference ran 50-93 ms (OpenVINO bf16), 10 of 11 networks had
+    build during which the reference ran 50-93 ms (OpenVINO bf16), 7 of 11 networks had
     fewer steady measurements than passes; weighing them so took the table from 73% to 80%
-    of 40 networks within +-10% (onnxruntime fp32 and int8, OpenVINO int8 built on calmer
-    hours: the same or better, OpenVINO int8's median error 4.3% -> 3.6%)."""
+    of 40 networks within +-10% (tables built on calmer hours: OpenVINO int8's median error
+    4.3% -> 3.6%, onnxruntime fp32 and int8 within 0.1 point of as built)."""
     return max(min(steady, passes) / passes, MIN_TRUST) if passes else 1.0
 
 
